@@ -1,0 +1,6 @@
+"""dcgan_lab: GAN ablations as Hydra overrides, trained with Lightning, measured with the field's metrics."""
+from omegaconf import OmegaConf
+
+# `${and:${model.attention},${model.attention_d}}` in configs; registered once per process.
+if not OmegaConf.has_resolver("and"):
+    OmegaConf.register_new_resolver("and", lambda *values: all(values))

@@ -1,0 +1,3 @@
+from dcgan_lab.callbacks.samples import SampleGrid
+
+__all__ = ["SampleGrid"]

@@ -1,0 +1,46 @@
+"""Sample grids from the run's fixed latents: comparable across epochs, resumptions and runs."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import lightning as L
+import torch
+from lightning.pytorch.loggers import WandbLogger
+from torchvision.utils import make_grid, save_image
+
+
+class SampleGrid(L.Callback):
+    """Writes `samples/epoch_XXXX.png` every `every_n_epochs` and `samples/last.png` at the end of training."""
+
+    def __init__(self, output_dir: str, every_n_epochs: int = 1, nrow: int = 8):
+        self.dir = Path(output_dir) / "samples"
+        self.every_n_epochs, self.nrow = every_n_epochs, nrow
+
+    def on_fit_start(self, trainer, pl_module) -> None:
+        if trainer.is_global_zero:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            torch.save(pl_module.fixed_z.cpu(), self.dir.parent / "fixed_noise.pt")
+
+    def grid(self, pl_module) -> torch.Tensor:
+        images = pl_module.sample(pl_module.fixed_z)
+        return make_grid(images.cpu(), nrow=self.nrow, normalize=True, value_range=(-1, 1), padding=2)
+
+    def _write(self, trainer, pl_module, name: str) -> Path:
+        grid = self.grid(pl_module)
+        path = self.dir / name
+        tmp = path.with_suffix(".tmp.png")
+        save_image(grid, tmp)
+        os.replace(tmp, path)
+        for logger in trainer.loggers:
+            if isinstance(logger, WandbLogger):
+                logger.log_image("samples", [grid], step=trainer.global_step, caption=[f"epoch {trainer.current_epoch}"])
+        return path
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        if trainer.is_global_zero and (trainer.current_epoch + 1) % self.every_n_epochs == 0:
+            self._write(trainer, pl_module, f"epoch_{trainer.current_epoch:04d}.png")
+
+    def on_fit_end(self, trainer, pl_module) -> None:
+        if trainer.is_global_zero:
+            self._write(trainer, pl_module, "last.png")

@@ -1,0 +1,65 @@
+"""Checks on the composed config that Hydra's struct mode cannot make: types, ranges, consistency.
+
+Each failure is one line naming the key, the bad value and what to use instead.
+"""
+from __future__ import annotations
+
+from omegaconf import DictConfig
+
+from dcgan_lab.errors import ConfigError
+from dcgan_lab.nets.blocks import is_power_of_two
+
+
+def _number(cfg: DictConfig, key: str) -> float:
+    value = cfg
+    for part in key.split("."):
+        value = value[part]
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"{key}={value!r} must be a number.")
+    return value
+
+
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise ConfigError(message)
+
+
+def validate(cfg: DictConfig) -> None:
+    size = cfg.dataset.image_size
+    _check(
+        isinstance(size, int) and is_power_of_two(size) and 16 <= size <= 256,
+        f"dataset.image_size={size} is not supported: use a power of two from 16 to 256 (e.g. 32 or 64).",
+    )
+    _check(isinstance(cfg.dataset.batch_size, int) and cfg.dataset.batch_size >= 1, f"dataset.batch_size={cfg.dataset.batch_size} must be an integer >= 1.")
+    _check(cfg.dataset.channels in (1, 3), f"dataset.channels={cfg.dataset.channels} must be 1 (grayscale) or 3 (RGB).")
+
+    for key in ("optimizer.lr_g", "optimizer.lr_d"):
+        _check(_number(cfg, key) > 0, f"{key}={_number(cfg, key)} must be > 0 (DCGAN uses 2e-4).")
+    if "betas" in cfg.optimizer:
+        betas = list(cfg.optimizer.betas)
+        _check(
+            len(betas) == 2 and all(isinstance(b, (int, float)) and 0 <= b < 1 for b in betas),
+            f"optimizer.betas={betas} must be two numbers in [0, 1), e.g. [0.5,0.999].",
+        )
+    for key in ("optimizer.weight_decay_g", "optimizer.weight_decay_d"):
+        _check(_number(cfg, key) >= 0, f"{key}={_number(cfg, key)} must be >= 0.")
+
+    t = cfg.training
+    _check(isinstance(t.n_critic, int) and t.n_critic >= 1, f"training.n_critic={t.n_critic} must be an integer >= 1.")
+    _check(isinstance(t.accumulate, int) and t.accumulate >= 1, f"training.accumulate={t.accumulate} must be an integer >= 1.")
+    _check(0 < _number(cfg, "training.real_label") <= 1, f"training.real_label={t.real_label} must be in (0, 1]; 0.9 is one-sided smoothing.")
+    _check(0 <= _number(cfg, "training.fake_label") < 1, f"training.fake_label={t.fake_label} must be in [0, 1).")
+    _check(0 <= _number(cfg, "training.flip_prob") < 0.5, f"training.flip_prob={t.flip_prob} must be in [0, 0.5).")
+    _check(_number(cfg, "training.instance_noise") >= 0, f"training.instance_noise={t.instance_noise} must be >= 0.")
+    _check(_number(cfg, "training.grad_clip") >= 0, f"training.grad_clip={t.grad_clip} must be >= 0 (0 = off).")
+    _check(_number(cfg, "loss.gp_weight") >= 0 and _number(cfg, "loss.r1_weight") >= 0, "loss.gp_weight and loss.r1_weight must be >= 0.")
+
+    m = cfg.model
+    if m.get("attention"):
+        allowed = [2**k for k in range(2, size.bit_length() - 1)]  # 4 .. image_size/2
+        _check(
+            m.attention_res in allowed,
+            f"model.attention_res={m.attention_res} is not a resolution inside the network for image_size={size}: use one of {allowed}.",
+        )
+    _check(0 <= _number(cfg, "model.d_dropout") < 1, f"model.d_dropout={m.d_dropout} must be in [0, 1).")
+    _check(m.get("g_stem", "convtranspose") in ("convtranspose", "linear"), f"model.g_stem={m.g_stem!r} must be 'convtranspose' or 'linear'.")

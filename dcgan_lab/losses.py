@@ -1,0 +1,70 @@
+"""GAN objectives as pure functions of discriminator logits, D/G pairs, plus penalties.
+
+Conventions: `real_logits = D(x)`, `fake_logits = D(G(z))`, shape (B,). D minimises `*_d`, G minimises `*_g`.
+Losses that take `real_target` / `fake_target` support label smoothing and flipping; the others do not.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def bce_d(real_logits, fake_logits, real_target=1.0, fake_target=0.0):
+    # -E[t_r log s(D(x)) + (1-t_r) log(1-s(D(x)))] - E[t_f log s(D(G(z))) + (1-t_f) log(1-s(D(G(z))))]
+    return _bce(real_logits, real_target) + _bce(fake_logits, fake_target)
+
+
+def bce_g(fake_logits):
+    # Non-saturating (Goodfellow et al. 2014, sec. 3): -E[log s(D(G(z)))]
+    return _bce(fake_logits, 1.0)
+
+
+def hinge_d(real_logits, fake_logits):
+    # E[max(0, 1 - D(x))] + E[max(0, 1 + D(G(z)))]   (Lim & Ye 2017; SAGAN, BigGAN)
+    return F.relu(1 - real_logits).mean() + F.relu(1 + fake_logits).mean()
+
+
+def hinge_g(fake_logits):
+    # -E[D(G(z))]
+    return -fake_logits.mean()
+
+
+def wasserstein_d(real_logits, fake_logits):
+    # E[D(G(z))] - E[D(x)]: the critic's estimate of -W(p_data, p_G), Lipschitz by the gradient penalty
+    return fake_logits.mean() - real_logits.mean()
+
+
+def wasserstein_g(fake_logits):
+    # -E[D(G(z))]
+    return -fake_logits.mean()
+
+
+def lsgan_d(real_logits, fake_logits, real_target=1.0, fake_target=0.0):
+    # 1/2 E[(D(x) - b)^2] + 1/2 E[(D(G(z)) - a)^2], a=0, b=1 (Mao et al. 2017)
+    return 0.5 * (real_logits - real_target).pow(2).mean() + 0.5 * (fake_logits - fake_target).pow(2).mean()
+
+
+def lsgan_g(fake_logits):
+    # 1/2 E[(D(G(z)) - c)^2], c=1
+    return 0.5 * (fake_logits - 1.0).pow(2).mean()
+
+
+def _bce(logits, target):
+    if not torch.is_tensor(target):
+        target = torch.full_like(logits, float(target))
+    return F.binary_cross_entropy_with_logits(logits, target.to(logits.dtype))
+
+
+def gradient_penalty(discriminator, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+    # Gulrajani et al. 2017: E[(||grad_x D(x_hat)||_2 - 1)^2], x_hat uniformly between real and fake.
+    alpha = torch.rand(real.shape[0], 1, 1, 1, device=real.device, dtype=real.dtype)
+    x_hat = (alpha * real + (1 - alpha) * fake.detach()).requires_grad_(True)
+    (grad,) = torch.autograd.grad(discriminator(x_hat).sum(), x_hat, create_graph=True)
+    return (grad.flatten(1).norm(2, dim=1) - 1).pow(2).mean()
+
+
+def r1_penalty(discriminator, real: torch.Tensor) -> torch.Tensor:
+    # Mescheder et al. 2018: 1/2 E[||grad_x D(x)||^2] on real data only.
+    real = real.detach().requires_grad_(True)
+    (grad,) = torch.autograd.grad(discriminator(real).sum(), real, create_graph=True)
+    return 0.5 * grad.flatten(1).pow(2).sum(1).mean()

@@ -1,0 +1,101 @@
+"""train(cfg): build every object from the composed config and fit. Tests call it directly."""
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from pathlib import Path
+
+import lightning as L
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from dcgan_lab.config import validate
+from dcgan_lab.errors import LabError
+from dcgan_lab.loggers import run_csv_logger
+from dcgan_lab.module import GANModule
+
+log = logging.getLogger(__name__)
+
+
+def build_module(cfg: DictConfig) -> GANModule:
+    loss, t = cfg.loss, cfg.training
+    return GANModule(
+        generator=instantiate(cfg.model.generator),
+        discriminator=instantiate(cfg.model.discriminator),
+        loss_d=instantiate(loss.d),
+        loss_g=instantiate(loss.g),
+        optimizer_g=instantiate(cfg.optimizer.generator),
+        optimizer_d=instantiate(cfg.optimizer.discriminator),
+        schedule=instantiate(cfg.schedule),
+        gp_weight=loss.gp_weight,
+        r1_weight=loss.r1_weight,
+        n_critic=t.n_critic,
+        real_label=t.real_label,
+        fake_label=t.fake_label,
+        flip_prob=t.flip_prob,
+        instance_noise=t.instance_noise,
+        instance_noise_anneal_steps=t.instance_noise_anneal_steps,
+        grad_clip=t.grad_clip,
+        accumulate=t.accumulate,
+        num_samples=t.num_samples,
+        seed=cfg.seed,
+        lab_config=OmegaConf.to_container(cfg, resolve=True),
+    )
+
+
+def build_trainer(cfg: DictConfig, callbacks: list, loggers: list) -> L.Trainer:
+    # Users count G steps (as GAN papers do); Lightning counts every optimizer step (n_critic D + 1 G).
+    max_steps = cfg.trainer.max_steps
+    lightning_max_steps = max_steps * (cfg.training.n_critic + 1) if max_steps > 0 else -1
+    return instantiate(cfg.trainer, callbacks=callbacks, logger=loggers, max_steps=lightning_max_steps)
+
+
+def _route_lightning_logs_to_hydra() -> None:
+    # Lightning adds its own console handler; Hydra already logs the root logger to console and file.
+    lightning_log = logging.getLogger("lightning.pytorch")
+    for handler in list(lightning_log.handlers):
+        lightning_log.removeHandler(handler)
+    lightning_log.propagate = True
+
+
+def train(cfg: DictConfig) -> dict:
+    """Fit one GAN. Returns the last logged metrics and the run folder."""
+    validate(cfg)
+    _route_lightning_logs_to_hydra()
+    output_dir = Path(cfg.paths.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    (output_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+
+    datamodule = instantiate(cfg.dataset)
+    module = build_module(cfg)
+    callbacks = [instantiate(c) for c in cfg.callbacks.values() if c is not None]
+    loggers = [run_csv_logger(str(output_dir))] + [instantiate(lg) for lg in cfg.logger.values() if lg is not None]
+    trainer = build_trainer(cfg, callbacks, loggers)
+
+    started = time.perf_counter()
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+    finally:
+        finish_wandb_run()
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    metrics["train_time_s"] = time.perf_counter() - started
+    log.info("Run folder: %s", output_dir)
+    return {"output_dir": str(output_dir), "metrics": metrics, "g_steps": module.g_step}
+
+
+def finish_wandb_run() -> None:
+    """One W&B run per job, so multirun never mixes runs."""
+    wandb = sys.modules.get("wandb")
+    if wandb is not None and wandb.run is not None:
+        wandb.finish()
+
+
+def main(cfg: DictConfig) -> dict | None:
+    """CLI entry: a LabError becomes one line on stderr and exit status 2."""
+    try:
+        return train(cfg)
+    except LabError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)

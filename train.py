@@ -1,0 +1,16 @@
+"""Train one GAN (or a sweep with -m) from the Hydra config in conf/."""
+import hydra
+
+import dcgan_lab  # noqa: F401  (registers config resolvers)
+from omegaconf import DictConfig
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="config")
+def main(cfg: DictConfig):
+    from dcgan_lab.pipeline import main as run  # imported here so --help and config errors are fast
+
+    return run(cfg)
+
+
+if __name__ == "__main__":
+    main()
