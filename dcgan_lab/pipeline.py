@@ -12,8 +12,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from dcgan_lab.config import validate
 from dcgan_lab.errors import LabError
-from dcgan_lab.loggers import run_csv_logger
+from dcgan_lab.loggers import log_config_to_wandb, run_csv_logger, summarize_wandb_run
 from dcgan_lab.module import GANModule
+from dcgan_lab.sweep import run_recorded
 
 log = logging.getLogger(__name__)
 
@@ -73,29 +74,36 @@ def train(cfg: DictConfig) -> dict:
     callbacks = [instantiate(c) for c in cfg.callbacks.values() if c is not None]
     loggers = [run_csv_logger(str(output_dir))] + [instantiate(lg) for lg in cfg.logger.values() if lg is not None]
     trainer = build_trainer(cfg, callbacks, loggers)
+    log_config_to_wandb(loggers, OmegaConf.to_container(cfg, resolve=True))
 
     started = time.perf_counter()
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
     finally:
-        finish_wandb_run()
+        finish_wandb_run(output_dir, time.perf_counter() - started)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     metrics["train_time_s"] = time.perf_counter() - started
     log.info("Run folder: %s", output_dir)
     return {"output_dir": str(output_dir), "metrics": metrics, "g_steps": module.g_step}
 
 
-def finish_wandb_run() -> None:
-    """One W&B run per job, so multirun never mixes runs."""
+def finish_wandb_run(output_dir: Path | None = None, train_time_s: float | None = None) -> None:
+    """One W&B run per job, so multirun never mixes runs; its summary gets the best and last metrics."""
     wandb = sys.modules.get("wandb")
     if wandb is not None and wandb.run is not None:
+        if output_dir is not None:
+            summarize_wandb_run(wandb.run, output_dir, train_time_s)
         wandb.finish()
 
 
 def main(cfg: DictConfig) -> dict | None:
-    """CLI entry: a LabError becomes one line on stderr and exit status 2."""
+    """CLI entry: a LabError becomes one line on stderr and exit status 2.
+
+    Every job writes status.json (ok + times + final metrics, or failed + error); in a sweep (-m) a failed
+    job is recorded there and the sweep goes on with the others.
+    """
     try:
-        return train(cfg)
+        return run_recorded(train, cfg, cfg.paths.output_dir)
     except LabError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)

@@ -1,0 +1,367 @@
+"""A Hydra sweep folder -> report.md, report.csv, curves.png, samples.png (written into that folder).
+
+    python -m dcgan_lab.report multirun/<date>/<time>
+
+A variant is a job's overrides minus its seed; seeds are aggregated as mean ± std (n). Jobs that failed
+(status.json) are listed with their error and left out of the numbers.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import logging
+import math
+import statistics
+import sys
+import textwrap
+from collections import Counter
+from dataclasses import dataclass, field
+from fnmatch import fnmatch
+from pathlib import Path
+
+import yaml
+
+from dcgan_lab.errors import DataError, LabError
+from dcgan_lab.runs import direction, last_values, read_metrics, read_overrides, read_status
+
+log = logging.getLogger(__name__)
+
+# Table columns, in this order when present; any other metric with a known direction follows them.
+PREFERRED_COLUMNS = (
+    "classifier/fid",
+    "classifier/classes_covered",
+    "cluster/silhouette",
+    "cluster/compactness",
+    "fid/*",
+    "kid/mean",
+    "is/mean",
+    "pr/precision",
+    "pr/recall",
+)
+TRAILING_COLUMNS = ("train_time_s", "loss/d", "loss/g")
+CURVE_METRICS = ("loss/d", "loss/g", "D(x)", "D(G(z))")
+# Overrides that never define a variant: the seed is what gets aggregated, the sweep name is on every job.
+NOT_A_VARIANT = ("seed", "sweep")
+# Config keys that differ per job folder or say how, not what, is trained.
+NOT_A_CHANGE = ("paths", "hydra", "logger", "callbacks", "ckpt_path", "seed", "trainer")
+
+
+@dataclass
+class Job:
+    dir: Path
+    num: int
+    overrides: list[str]
+    status: dict | None
+    final: dict[str, float] = field(default_factory=dict)
+    curves: dict[str, list[tuple[float, float]]] = field(default_factory=dict)
+    variant: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.status is not None and self.status.get("status") == "ok"
+
+    @property
+    def error(self) -> str:
+        if self.status is None:
+            return "no status.json: the job was killed or is still running"
+        return self.status.get("error", "")
+
+    @property
+    def seed(self) -> str:
+        return next((o.split("=", 1)[1] for o in self.overrides if _key(o) == "seed"), "")
+
+
+@dataclass
+class Variant:
+    label: str
+    jobs: list[Job]
+    changes: str = ""
+
+    @property
+    def ok_jobs(self) -> list[Job]:
+        return [job for job in self.jobs if job.ok]
+
+    def stats(self, metric: str) -> tuple[float, float, int] | None:
+        """(mean, sample std, n) over the seeds that finished; std is 0 for a single seed."""
+        values = [job.final[metric] for job in self.ok_jobs if metric in job.final]
+        if not values:
+            return None
+        std = statistics.stdev(values) if len(values) > 1 else 0.0
+        return statistics.fmean(values), std, len(values)
+
+
+def _key(override: str) -> str:
+    return override.split("=", 1)[0].lstrip("+~")
+
+
+def find_jobs(sweep_dir: Path) -> list[Job]:
+    """Every job folder under the sweep (any depth: override values with '/' nest folders)."""
+    jobs = []
+    for overrides_file in sorted(sweep_dir.rglob(".hydra/overrides.yaml")):
+        job_dir = overrides_file.parent.parent
+        status = read_status(job_dir)
+        metrics_csv = job_dir / "metrics.csv"
+        curves = read_metrics(metrics_csv) if metrics_csv.exists() else {}
+        # metrics.csv holds every logged value; status.json the values at the end (when logging was sparse).
+        final = {k: float(v) for k, v in ((status or {}).get("final_metrics") or {}).items()}
+        final.update(last_values(curves))
+        if status and status.get("train_time_s") is not None:
+            final["train_time_s"] = float(status["train_time_s"])
+        jobs.append(Job(job_dir, _job_num(job_dir), read_overrides(job_dir), status, final, curves))
+    jobs.sort(key=lambda job: (job.num, str(job.dir)))
+    return jobs
+
+
+def _job_num(job_dir: Path) -> int:
+    hydra_yaml = job_dir / ".hydra" / "hydra.yaml"
+    try:
+        return int(yaml.safe_load(hydra_yaml.read_text())["hydra"]["job"]["num"])
+    except (OSError, KeyError, TypeError, ValueError, yaml.YAMLError):
+        return sys.maxsize
+
+
+def group_variants(jobs: list[Job]) -> tuple[list[Variant], list[str]]:
+    """Variants in sweep order, and the overrides shared by every job (the sweep's fixed settings)."""
+    defining = [[o for o in job.overrides if _key(o) not in NOT_A_VARIANT] for job in jobs]
+    common = [o for o in defining[0] if all(o in d for d in defining)] if defining else []
+    variants: dict[str, Variant] = {}
+    for job, overrides in zip(jobs, defining):
+        job.variant = ", ".join(sorted(o for o in overrides if o not in common)) or "(no override)"
+        variants.setdefault(job.variant, Variant(job.variant, [])).jobs.append(job)
+    result = list(variants.values())
+    _describe_changes(result)
+    return result, common
+
+
+def _describe_changes(variants: list[Variant]) -> None:
+    """What each variant changes in the composed config, against the value most variants use.
+
+    Read from .hydra/ (group choices and the unresolved config), so `loss=hinge` shows as a choice and
+    `optimizer.betas` as one key, not as every interpolation that copies it.
+    """
+    snapshots = [_config_snapshot(v.jobs[0].dir) for v in variants]
+    if len(variants) < 2 or not any(snapshots):
+        return
+    keys = set().union(*snapshots)
+    usual = {k: Counter(repr(s.get(k)) for s in snapshots).most_common(1)[0][0] for k in keys}
+    for variant, snapshot in zip(variants, snapshots):
+        changed = sorted(k for k in keys if repr(snapshot.get(k)) != usual[k])
+        chosen_groups = {k[len("choice:"):] for k in changed if k.startswith("choice:")}
+        lines = []
+        for k in changed:
+            if k.startswith("choice:"):
+                lines.append(f"{k[len('choice:'):]}={snapshot.get(k)}")
+            elif k.split(".", 1)[0] not in chosen_groups:  # a new group choice already says it
+                lines.append(f"{k}={snapshot.get(k)}")
+        variant.changes = "; ".join(lines)
+
+
+def _config_snapshot(job_dir: Path) -> dict:
+    snapshot = {}
+    try:
+        hydra = yaml.safe_load((job_dir / ".hydra" / "hydra.yaml").read_text())["hydra"]
+        for group, choice in (hydra["runtime"]["choices"] or {}).items():
+            if not group.startswith("hydra/") and group not in ("ablation", "sweep"):
+                snapshot[f"choice:{group}"] = choice
+        config = yaml.safe_load((job_dir / ".hydra" / "config.yaml").read_text())
+    except (OSError, KeyError, TypeError, yaml.YAMLError):
+        return snapshot
+    snapshot.update({k: v for k, v in _flatten(config).items() if k.split(".", 1)[0] not in NOT_A_CHANGE})
+    return snapshot
+
+
+def _flatten(node, prefix: str = "") -> dict:
+    if isinstance(node, dict):
+        flat = {}
+        for k, v in node.items():
+            flat.update(_flatten(v, f"{prefix}{k}."))
+        return flat
+    return {prefix[:-1]: node}
+
+
+def table_columns(variants: list[Variant]) -> list[str]:
+    present = {m for v in variants for job in v.ok_jobs for m in job.final}
+    columns = []
+    for pattern in PREFERRED_COLUMNS:
+        columns += sorted(m for m in present if fnmatch(m, pattern) and m not in columns)
+    columns += sorted(m for m in present if direction(m) and m not in columns and m not in TRAILING_COLUMNS)
+    columns += [m for m in TRAILING_COLUMNS if m in present]
+    return columns
+
+
+def best_variant(variants: list[Variant], metric: str) -> str | None:
+    sign = direction(metric)
+    scored = [(v.stats(metric)[0], v.label) for v in variants if v.stats(metric) is not None]
+    if not sign or len(scored) < 2:
+        return None
+    return (max if sign > 0 else min)(scored)[1]
+
+
+def _fmt(value: float) -> str:
+    if value == 0 or 1e-3 <= abs(value) < 1e5:
+        return f"{value:.4g}" if abs(value) < 100 else f"{value:.1f}"
+    return f"{value:.3e}"
+
+
+def write_markdown(path: Path, sweep_dir: Path, variants, columns, common, jobs) -> None:
+    best = {m: best_variant(variants, m) for m in columns}
+    header = ["variant", "changes", "seeds ok/run", *columns]
+    lines = [
+        f"# Sweep report: {sweep_dir}",
+        "",
+        f"{len(jobs)} jobs, {len(variants)} variants. Cells: mean ± sample std (n seeds) of each job's last "
+        "logged value; **bold** = best per column (lower FID/KID/compactness/train time, higher classes "
+        "covered/silhouette/IS/precision/recall; losses have no best).",
+    ]
+    if common:
+        lines.append(f"Shared by every job: `{' '.join(common)}`")
+    lines += ["", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for variant in variants:
+        n_ok = len(variant.ok_jobs)
+        cells = [f"`{variant.label}`", variant.changes.replace("|", "\\|"), f"{n_ok}/{len(variant.jobs)}"]
+        for metric in columns:
+            stats = variant.stats(metric)
+            if stats is None:
+                cells.append("failed" if n_ok == 0 else "–")
+                continue
+            mean, std, n = stats
+            text = f"{_fmt(mean)} ± {_fmt(std)} ({n})"
+            cells.append(f"**{text}**" if best[metric] == variant.label else text)
+        lines.append("| " + " | ".join(cells) + " |")
+    failed = [job for job in jobs if not job.ok]
+    if failed:
+        lines += ["", "## Failed jobs", "", "| job | error |", "|---|---|"]
+        for job in failed:
+            error = job.error.splitlines()[0] if job.error else "unknown error"
+            lines.append(f"| `{job.dir.relative_to(sweep_dir)}` | failed: {error.replace('|', '/')} |")
+    lines += ["", "Figures: `curves.png` (losses and metrics over G steps, mean ± std over seeds), "
+              "`samples.png` (last sample grid of each variant's first finished seed)."]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def write_csv(path: Path, variants, columns) -> None:
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["variant", "changes", "jobs", "ok", "failed", *[f"{m}_{s}" for m in columns for s in ("mean", "std", "n")], "best_in"])
+        for variant in variants:
+            row = [variant.label, variant.changes, len(variant.jobs), len(variant.ok_jobs), len(variant.jobs) - len(variant.ok_jobs)]
+            for metric in columns:
+                stats = variant.stats(metric)
+                row += list(stats) if stats else ["", "", 0]
+            row.append(" ".join(m for m in columns if best_variant(variants, m) == variant.label))
+            writer.writerow(row)
+
+
+def _mean_curve(jobs: list[Job], metric: str) -> tuple[list[float], list[float], list[float]]:
+    """Mean and std over seeds at each step where any seed logged `metric`."""
+    by_step: dict[float, list[float]] = {}
+    for job in jobs:
+        for step, value in job.curves.get(metric, []):
+            by_step.setdefault(step, []).append(value)
+    steps = sorted(s for s in by_step if not math.isnan(s))
+    means = [statistics.fmean(by_step[s]) for s in steps]
+    stds = [statistics.stdev(by_step[s]) if len(by_step[s]) > 1 else 0.0 for s in steps]
+    return steps, means, stds
+
+
+def write_curves(path: Path, variants, columns) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    logged = {m for v in variants for job in v.ok_jobs for m in job.curves}
+    metrics = [m for m in CURVE_METRICS if m in logged] + [m for m in columns if m in logged and m not in CURVE_METRICS]
+    if not metrics:
+        metrics = ["loss/d"]  # an empty panel that says so, rather than no file
+    ncols = min(3, len(metrics))
+    nrows = math.ceil(len(metrics) / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(5 * ncols, 3.4 * nrows), squeeze=False)
+    for ax, metric in zip(axes.flat, metrics):
+        for variant in variants:
+            steps, means, stds = _mean_curve(variant.ok_jobs, metric)
+            if not steps:
+                continue
+            line, = ax.plot(steps, means, label=variant.label, marker="o" if len(steps) < 5 else None)
+            ax.fill_between(steps, [m - s for m, s in zip(means, stds)], [m + s for m, s in zip(means, stds)],
+                            color=line.get_color(), alpha=0.15)
+        ax.set_title(metric)
+        ax.set_xlabel("G step")
+        if not ax.lines:
+            ax.text(0.5, 0.5, "not logged", ha="center", va="center", transform=ax.transAxes)
+    for ax in list(axes.flat)[len(metrics):]:
+        ax.axis("off")
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, labels, loc="lower center", ncol=min(4, len(labels)), fontsize=8)
+    fig.tight_layout(rect=(0, 0.04 + 0.03 * math.ceil(len(labels) / 4), 1, 1))
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_samples(path: Path, variants) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.image as mpimg
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(variants), figsize=(3.2 * len(variants), 3.8), squeeze=False)
+    for ax, variant in zip(axes.flat, variants):
+        ax.axis("off")
+        grid = next((job for job in variant.ok_jobs if (job.dir / "samples" / "last.png").exists()), None)
+        title = "\n".join(textwrap.wrap(variant.label, 28))
+        if grid is None:
+            reason = variant.jobs[0].error if not variant.ok_jobs else "no samples/last.png"
+            ax.text(0.5, 0.5, "\n".join(textwrap.wrap(f"failed: {reason}", 30)[:6]), ha="center", va="center",
+                    fontsize=8, color="darkred", transform=ax.transAxes)
+        else:
+            ax.imshow(mpimg.imread(grid.dir / "samples" / "last.png"), cmap="gray")
+            title += f"\n(seed {grid.seed})" if grid.seed else ""
+        ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def build_report(sweep_dir: str | Path) -> dict[str, Path]:
+    """Write report.md, report.csv, curves.png and samples.png into the sweep folder; return their paths."""
+    sweep_dir = Path(sweep_dir)
+    if not sweep_dir.is_dir():
+        raise DataError(f"{sweep_dir} is not a folder: pass a sweep folder such as multirun/<date>/<time>.")
+    jobs = find_jobs(sweep_dir)
+    if not jobs:
+        raise DataError(
+            f"no Hydra jobs under {sweep_dir} (no */.hydra/overrides.yaml): pass a folder written by `python train.py -m ...`."
+        )
+    variants, common = group_variants(jobs)
+    columns = table_columns(variants)
+    out = {
+        "report.md": sweep_dir / "report.md",
+        "report.csv": sweep_dir / "report.csv",
+        "curves.png": sweep_dir / "curves.png",
+        "samples.png": sweep_dir / "samples.png",
+    }
+    write_markdown(out["report.md"], sweep_dir, variants, columns, common, jobs)
+    write_csv(out["report.csv"], variants, columns)
+    write_curves(out["curves.png"], variants, columns)
+    write_samples(out["samples.png"], variants)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m dcgan_lab.report", description=__doc__.splitlines()[0])
+    parser.add_argument("sweep_dir", help="a Hydra multirun folder, e.g. multirun/2026-01-31/12-00-00")
+    args = parser.parse_args(argv)
+    try:
+        out = build_report(args.sweep_dir)
+    except LabError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    for path in out.values():
+        print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,118 @@
+"""Reading a finished run folder: its metrics.csv, status.json and Hydra overrides.
+
+Shared by the W&B summary (best/last metrics at the end of a job) and the sweep report, so both agree on
+what "final" and "best" mean.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+from fnmatch import fnmatch
+from pathlib import Path
+
+import yaml
+
+STATUS_FILE = "status.json"
+
+# Which way is better, by metric name (glob). Metrics not listed (losses, D(x), grad norms) have no "best":
+# a lower GAN loss is not a better GAN.
+LOWER_IS_BETTER = (
+    "classifier/fid",
+    "classifier/kl_uniform",
+    "fid/*",
+    "kid/mean",
+    "cluster/compactness",
+    "cluster_feat/compactness",
+    "train_time_s",
+)
+HIGHER_IS_BETTER = (
+    "classifier/classes_covered",
+    "classifier/confidence",
+    "classifier/accuracy",
+    "cluster/silhouette",
+    "cluster/balance",
+    "cluster_feat/silhouette",
+    "cluster_feat/balance",
+    "is/mean",
+    "pr/precision",
+    "pr/recall",
+)
+# Step-like bookkeeping columns: never curves, never table columns.
+STEP_COLUMNS = ("step", "epoch", "g_step")
+
+
+def direction(metric: str) -> int:
+    """-1 if lower is better, +1 if higher is better, 0 if neither (no best is marked)."""
+    if any(fnmatch(metric, pattern) for pattern in LOWER_IS_BETTER):
+        return -1
+    if any(fnmatch(metric, pattern) for pattern in HIGHER_IS_BETTER):
+        return 1
+    return 0
+
+
+def read_metrics(path: str | Path) -> dict[str, list[tuple[float, float]]]:
+    """metrics.csv -> {metric: [(step, value), ...]} in file order.
+
+    Lightning's CSVLogger writes one sparse row per log call; the step is `g_step` (G iterations) when the
+    row has it, else Lightning's `step`. Empty and non-finite cells are skipped.
+    """
+    series: dict[str, list[tuple[float, float]]] = {}
+    with open(path, newline="") as handle:
+        for row in csv.DictReader(handle):
+            step = _float(row.get("g_step")) if _float(row.get("g_step")) is not None else _float(row.get("step"))
+            for name, cell in row.items():
+                value = _float(cell)
+                if name in STEP_COLUMNS or name is None or value is None:
+                    continue
+                series.setdefault(name, []).append((step if step is not None else math.nan, value))
+    return series
+
+
+def last_values(series: dict[str, list[tuple[float, float]]]) -> dict[str, float]:
+    return {name: points[-1][1] for name, points in series.items() if points}
+
+
+def best_values(series: dict[str, list[tuple[float, float]]]) -> dict[str, float]:
+    """Best value over the run for every metric with a direction."""
+    best = {}
+    for name, points in series.items():
+        sign = direction(name)
+        if sign and points:
+            values = [value for _, value in points]
+            best[name] = max(values) if sign > 0 else min(values)
+    return best
+
+
+def read_status(run_dir: str | Path) -> dict | None:
+    path = Path(run_dir) / STATUS_FILE
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def write_status(run_dir: str | Path, status: dict) -> Path:
+    """Atomic write, so a report never reads half a file from a job still finishing."""
+    path = Path(run_dir) / STATUS_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(status, indent=2, default=str))
+    os.replace(tmp, path)
+    return path
+
+
+def read_overrides(run_dir: str | Path) -> list[str]:
+    """The job's command-line and sweep overrides, as Hydra recorded them in .hydra/overrides.yaml."""
+    path = Path(run_dir) / ".hydra" / "overrides.yaml"
+    if not path.exists():
+        return []
+    return [str(item) for item in (yaml.safe_load(path.read_text()) or [])]
+
+
+def _float(cell) -> float | None:
+    if cell is None or cell == "":
+        return None
+    try:
+        value = float(cell)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None

@@ -1,0 +1,81 @@
+"""What a job knows about the sweep it belongs to (from Hydra's runtime config), and its status record."""
+from __future__ import annotations
+
+import logging
+import time
+import traceback
+from datetime import datetime
+from pathlib import Path
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+
+from dcgan_lab.runs import write_status
+
+log = logging.getLogger(__name__)
+
+def _hydra():
+    return HydraConfig.get() if HydraConfig.initialized() else None
+
+
+def in_multirun() -> bool:
+    hydra = _hydra()
+    return hydra is not None and hydra.mode == RunMode.MULTIRUN
+
+
+def job_overrides() -> list[str]:
+    """This job's overrides (command line + sweep params), e.g. ['+ablation=hinge', 'seed=0']."""
+    hydra = _hydra()
+    return list(hydra.overrides.task) if hydra is not None else []
+
+
+def sweep_group() -> str | None:
+    """In a multirun: '<sweep name>-<date>-<time>' (sweep name from +sweep=..., else 'multirun'); else None."""
+    if not in_multirun():
+        return None
+    hydra = _hydra()
+    name = hydra.runtime.choices.get("sweep") or "multirun"
+    stamp = "-".join(Path(hydra.sweep.dir).parts[-2:])
+    return f"{name}-{stamp}"
+
+
+def job_name() -> str | None:
+    """The job folder's name (its overrides) in a multirun, else None (W&B picks one)."""
+    hydra = _hydra()
+    if hydra is None or not in_multirun():
+        return None
+    return hydra.job.override_dirname or f"job{hydra.job.num}"
+
+
+def run_recorded(train, cfg, output_dir: str) -> dict | None:
+    """Run train(cfg) and write <output_dir>/status.json: ok with times and final metrics, or failed with the error.
+
+    In a multirun a failure is logged and swallowed, so one bad job neither stops the sweep nor loses the
+    other jobs' results; in a single run it is re-raised for the CLI to report.
+    """
+    started = time.perf_counter()
+    common = {"overrides": job_overrides(), "started_at": datetime.now().isoformat(timespec="seconds")}
+    try:
+        result = train(cfg)
+    except Exception as exc:
+        error = f"{type(exc).__name__}: {exc}"
+        write_status(output_dir, {
+            **common,
+            "status": "failed",
+            "error": error,
+            "traceback": traceback.format_exc(),
+            "wall_time_s": time.perf_counter() - started,
+        })
+        if in_multirun():
+            log.error("Job failed, the sweep goes on: %s (details in %s/status.json)", error, output_dir)
+            return None
+        raise
+    write_status(output_dir, {
+        **common,
+        "status": "ok",
+        "wall_time_s": time.perf_counter() - started,
+        "train_time_s": result["metrics"].get("train_time_s"),
+        "g_steps": result.get("g_steps"),
+        "final_metrics": result["metrics"],
+    })
+    return result
