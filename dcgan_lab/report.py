@@ -213,12 +213,16 @@ def write_markdown(path: Path, sweep_dir: Path, variants, columns, common, jobs)
         "logged value; **bold** = best per column (lower FID/KID/compactness/train time, higher classes "
         "covered/silhouette/IS/precision/recall; losses have no best).",
     ]
+    sweep_names = sorted({o.split("=", 1)[1] for job in jobs for o in job.overrides if _key(o) == "sweep"})
+    if sweep_names:
+        lines.append(f"Named sweep: {', '.join(sweep_names)} (conf/sweep/).")
     if common:
         lines.append(f"Shared by every job: `{' '.join(common)}`")
     lines += ["", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for variant in variants:
         n_ok = len(variant.ok_jobs)
-        cells = [f"`{variant.label}`", variant.changes.replace("|", "\\|"), f"{n_ok}/{len(variant.jobs)}"]
+        changes = variant.changes.replace("|", "\\|") or "—"
+        cells = [f"`{variant.label}`", changes, f"{n_ok}/{len(variant.jobs)}"]
         for metric in columns:
             stats = variant.stats(metric)
             if stats is None:
@@ -232,7 +236,7 @@ def write_markdown(path: Path, sweep_dir: Path, variants, columns, common, jobs)
     if failed:
         lines += ["", "## Failed jobs", "", "| job | error |", "|---|---|"]
         for job in failed:
-            error = job.error.splitlines()[0] if job.error else "unknown error"
+            error = " ".join(job.error.split())[:300] or "unknown error"  # one line, even for chained errors
             lines.append(f"| `{job.dir.relative_to(sweep_dir)}` | failed: {error.replace('|', '/')} |")
     lines += ["", "Figures: `curves.png` (losses and metrics over G steps, mean ± std over seeds), "
               "`samples.png` (last sample grid of each variant's first finished seed)."]

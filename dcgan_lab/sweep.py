@@ -7,6 +7,7 @@ import traceback
 from datetime import datetime
 from pathlib import Path
 
+import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 
@@ -54,7 +55,11 @@ def run_recorded(train, cfg, output_dir: str) -> dict | None:
     other jobs' results; in a single run it is re-raised for the CLI to report.
     """
     started = time.perf_counter()
-    common = {"overrides": job_overrides(), "started_at": datetime.now().isoformat(timespec="seconds")}
+    common = {
+        "overrides": job_overrides(),
+        "started_at": datetime.now().isoformat(timespec="seconds"),
+        "torch_threads": torch.get_num_threads(),  # parallel jobs (hydra/launcher=local) should share the cores
+    }
     try:
         result = train(cfg)
     except Exception as exc:

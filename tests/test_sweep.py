@@ -1,0 +1,131 @@
+"""Named sweeps compose, a failed job is recorded and never stops a sweep, and a real multirun ends in a report
+with one W&B offline run per job (grouped by sweep, tagged with its overrides)."""
+import csv
+import json
+import statistics
+from pathlib import Path
+
+import pytest
+import yaml
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from hydra.utils import instantiate
+from omegaconf import open_dict, read_write
+
+from dcgan_lab.errors import ConfigError
+from dcgan_lab.pipeline import main
+from dcgan_lab.report import build_report
+from dcgan_lab.runs import read_metrics, read_status
+from tests.conftest import FAST, ROOT, compose_config, run_cli
+from tests.wandb_records import offline_run
+
+SWEEPS = sorted(p.stem for p in (ROOT / "conf" / "sweep").glob("*.yaml"))
+
+
+def sweep_params(name: str) -> dict[str, list[str]]:
+    params = yaml.safe_load((ROOT / "conf" / "sweep" / f"{name}.yaml").read_text())["hydra"]["sweeper"]["params"]
+    return {key: str(values).split(",") for key, values in params.items()}
+
+
+def test_the_three_named_sweeps_exist():
+    assert {"mnist_ablation", "arch_ablation", "stabilizers"} <= set(SWEEPS)
+    assert sweep_params("mnist_ablation")["ablation"] == ["baseline", "beta1_0.3", "lr_1e-4", "hinge"]
+    assert all(len(sweep_params(name)["seed"]) >= 2 for name in SWEEPS)
+
+
+@pytest.mark.parametrize("sweep", SWEEPS)
+def test_every_variant_of_every_sweep_composes_and_builds(sweep, tmp_path):
+    for variant in sweep_params(sweep)["ablation"]:
+        cfg = compose_config(tmp_path / variant, [f"+sweep={sweep}", f"ablation={variant}", "model.ngf=8", "model.ndf=8"])
+        assert cfg.hydra.sweeper.params.seed
+        assert cfg.hydra.job.config.override_dirname.exclude_keys[0] == "sweep"  # not repeated in every folder name
+        instantiate(cfg.model.generator), instantiate(cfg.model.discriminator)
+
+
+def test_variants_change_what_they_say(tmp_path):
+    compose = lambda variant: compose_config(tmp_path, [f"ablation={variant}"])  # noqa: E731
+    assert list(compose("beta1_0.3").optimizer.betas) == [0.3, 0.999]
+    assert compose("hinge").loss.d._target_ == "dcgan_lab.losses.hinge_d"
+    ttur = compose("ttur").optimizer
+    assert (ttur.lr_g, ttur.lr_d) == (1e-4, 4e-4)
+    wgan = compose("wgan_gp")
+    assert (wgan.training.n_critic, wgan.loss.gp_weight, wgan.loss.d._target_) == (5, 10.0, "dcgan_lab.losses.wasserstein_d")
+
+
+def as_multirun_job(cfg, sweep_dir: Path):
+    with read_write(cfg.hydra), open_dict(cfg.hydra):
+        cfg.hydra.mode = RunMode.MULTIRUN
+        cfg.hydra.sweep.dir = str(sweep_dir)
+    HydraConfig.instance().set_config(cfg)
+    return cfg
+
+
+def test_a_failed_job_in_a_sweep_is_recorded_and_does_not_raise(make_cfg, tmp_path):
+    # A crash inside the Trainer (unknown argument), not a config check: any exception is recorded.
+    cfg = as_multirun_job(make_cfg("+trainer.no_such_argument=1"), tmp_path / "multirun")
+    assert main(cfg) is None
+    status = read_status(tmp_path / "run")
+    assert status["status"] == "failed"
+    assert status["error"].startswith("InstantiationException:") and "no_such_argument" in status["error"]
+    assert "Traceback" in status["traceback"]
+
+
+def test_a_failed_single_run_is_recorded_and_still_reported(make_cfg, tmp_path):
+    cfg = make_cfg("optimizer.lr_d=-1")
+    with pytest.raises(SystemExit) as exit_info:
+        main(cfg)
+    assert exit_info.value.code == 2
+    status = read_status(tmp_path / "run")
+    assert status["status"] == "failed"
+    assert status["error"] == "ConfigError: optimizer.lr_d=-1 must be > 0 (DCGAN uses 2e-4)."
+
+
+def test_real_multirun_with_a_failing_variant_then_report(tmp_path):
+    """4 jobs: flip_prob 0.0 (2 seeds, trained) and flip_prob 0.9 (2 seeds, rejected by the config check)."""
+    sweep_dir = tmp_path / "multirun" / "2026-01-01" / "12-00-00"
+    fast = [o for o in FAST if not o.startswith("logger=")]
+    result = run_cli(
+        ["-m", "+sweep=mnist_ablation", "ablation=baseline", "seed=0,1", "training.flip_prob=0.0,0.9", *fast,
+         "trainer.log_every_n_steps=1", "logger=wandb", f"hydra.sweep.dir={sweep_dir}"],
+        cwd=tmp_path, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    jobs = sorted(p for p in sweep_dir.iterdir() if p.is_dir())
+    # Folders are named from the overrides, without the sweep name and the run-length settings.
+    names = [set(p.name.split(",")) for p in jobs]
+    for names_of_job, (seed, flip) in zip(names, (("0", "0.0"), ("0", "0.9"), ("1", "0.0"), ("1", "0.9"))):
+        assert {"ablation=baseline", f"seed={seed}", f"training.flip_prob={flip}", "model.ngf=8"} <= names_of_job
+        assert not any(n.startswith(("+sweep", "trainer.max_epochs", "trainer.limit_train_batches")) for n in names_of_job)
+    ok_jobs = [job for job in jobs if job.name.endswith("flip_prob=0.0")]
+    failed_jobs = [job for job in jobs if job.name.endswith("flip_prob=0.9")]
+    for job in ok_jobs:
+        status = read_status(job)
+        assert (status["status"], status["g_steps"]) == ("ok", 4)
+        assert 0 < status["train_time_s"] <= status["wall_time_s"]
+        assert status["final_metrics"]["loss/d"] == pytest.approx(read_metrics(job / "metrics.csv")["loss/d"][-1][1])
+    assert all(read_status(job)["error"].startswith("ConfigError: training.flip_prob=0.9") for job in failed_jobs)
+
+    out = build_report(sweep_dir)
+    with open(out["report.csv"]) as handle:
+        table = {row["variant"]: row for row in csv.DictReader(handle)}
+    assert list(table) == ["training.flip_prob=0.0", "training.flip_prob=0.9"]
+    final_loss_d = [read_metrics(job / "metrics.csv")["loss/d"][-1][1] for job in ok_jobs]
+    assert float(table["training.flip_prob=0.0"]["loss/d_mean"]) == pytest.approx(statistics.fmean(final_loss_d))
+    assert float(table["training.flip_prob=0.0"]["loss/d_std"]) == pytest.approx(statistics.stdev(final_loss_d))
+    assert (table["training.flip_prob=0.9"]["ok"], table["training.flip_prob=0.9"]["failed"]) == ("0", "2")
+    md = out["report.md"].read_text()
+    assert "failed: ConfigError: training.flip_prob=0.9 must be in [0, 0.5)." in md
+    assert out["curves.png"].stat().st_size > 0 and out["samples.png"].stat().st_size > 0
+
+    # One W&B offline run per trained job, grouped by sweep, tagged with the job's overrides, full config, summary.
+    for job, loss_d in zip(ok_jobs, final_loss_d):
+        run_files = list(job.glob("wandb/offline-run-*/run-*.wandb"))
+        assert len(run_files) == 1, job
+        run = offline_run(run_files[0])
+        assert run["group"] == "mnist_ablation-2026-01-01-12-00-00"
+        assert run["name"] == job.name
+        assert {"ablation=baseline", "training.flip_prob=0.0", "+sweep=mnist_ablation", f"seed={job.name.split('seed=')[1][0]}"} <= set(run["tags"])
+        assert json.loads(run["config"]["training"])["flip_prob"] == 0.0
+        assert json.loads(run["config"]["seed"]) == int(job.name.split("seed=")[1][0])
+        assert json.loads(run["summary"]["last/loss/d"]) == pytest.approx(loss_d)
+        assert json.loads(run["summary"]["train_time_s"]) > 0
