@@ -7,11 +7,11 @@ import traceback
 from datetime import datetime
 from pathlib import Path
 
-import torch
 from hydra.core.hydra_config import HydraConfig
+from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 
-from dcgan_lab.runs import write_status
+from dcgan_lab.runs import STATUS_FILE, read_status, write_status
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +54,8 @@ def run_recorded(train, cfg, output_dir: str) -> dict | None:
     In a multirun a failure is logged and swallowed, so one bad job neither stops the sweep nor loses the
     other jobs' results; in a single run it is re-raised for the CLI to report.
     """
+    import torch  # here, not at module level: Hydra imports this module (SweepSummary) before any job
+
     started = time.perf_counter()
     common = {
         "overrides": job_overrides(),
@@ -84,3 +86,20 @@ def run_recorded(train, cfg, output_dir: str) -> dict | None:
         "final_metrics": result["metrics"],
     })
     return result
+
+
+class SweepSummary(Callback):
+    """Hydra callback: at the end of a sweep, one line saying how many jobs failed and where to look."""
+
+    def on_multirun_end(self, config, **kwargs) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir)
+        statuses = {path.parent: read_status(path.parent) for path in sweep_dir.rglob(STATUS_FILE)}
+        failed = {job: s for job, s in statuses.items() if s and s.get("status") != "ok"}
+        if failed:
+            first_job, first = next(iter(sorted(failed.items())))
+            log.warning(
+                "%d of %d jobs failed; `python -m dcgan_lab.report %s` lists them all. First, in %s: %s",
+                len(failed), len(statuses), sweep_dir, first_job.name, first.get("error", "?").splitlines()[0],
+            )
+        else:
+            log.info("All %d jobs finished. Report: python -m dcgan_lab.report %s", len(statuses), sweep_dir)

@@ -90,6 +90,7 @@ def test_real_multirun_with_a_failing_variant_then_report(tmp_path):
         cwd=tmp_path, timeout=600,
     )
     assert result.returncode == 0, result.stderr[-3000:]
+    assert f"2 of 4 jobs failed; `python -m dcgan_lab.report {sweep_dir}` lists them all." in result.stdout + result.stderr
     jobs = sorted(p for p in sweep_dir.iterdir() if p.is_dir())
     # Folders are named from the overrides, without the sweep name and the run-length settings.
     names = [set(p.name.split(",")) for p in jobs]
