@@ -4,3 +4,6 @@ from omegaconf import OmegaConf
 # `${and:${model.attention},${model.attention_d}}` in configs; registered once per process.
 if not OmegaConf.has_resolver("and"):
     OmegaConf.register_new_resolver("and", lambda *values: all(values))
+# `${if:${model.conditional},${dataset.num_classes},0}`: a value chosen by a boolean.
+if not OmegaConf.has_resolver("if"):
+    OmegaConf.register_new_resolver("if", lambda condition, then, otherwise: then if condition else otherwise)

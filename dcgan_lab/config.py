@@ -4,6 +4,8 @@ Each failure is one line naming the key, the bad value and what to use instead.
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 from omegaconf import DictConfig
 
 from dcgan_lab.errors import ConfigError
@@ -62,4 +64,38 @@ def validate(cfg: DictConfig) -> None:
             f"model.attention_res={m.attention_res} is not a resolution inside the network for image_size={size}: use one of {allowed}.",
         )
     _check(0 <= _number(cfg, "model.d_dropout") < 1, f"model.d_dropout={m.d_dropout} must be in [0, 1).")
-    _check(m.get("g_stem", "convtranspose") in ("convtranspose", "linear"), f"model.g_stem={m.g_stem!r} must be 'convtranspose' or 'linear'.")
+    _check(m.get("g_stem", "convtranspose") in ("convtranspose", "linear"), f"model.g_stem={m.get('g_stem')!r} must be 'convtranspose' or 'linear'.")
+    _validate_techniques(cfg)
+
+
+def _validate_techniques(cfg: DictConfig) -> None:
+    """Conditioning, EMA, progressive growing, extra G objectives."""
+    m = cfg.model
+    if m.conditional:
+        _check(
+            cfg.dataset.num_classes > 0,
+            f"model.conditional=true needs a labelled dataset, but dataset {cfg.dataset.name} has no classes "
+            "(dataset.num_classes=0): use mnist_mini, mnist, fashion_mnist or cifar10, or model.conditional=false.",
+        )
+        _check(m.g_conditioning in ("concat", "cbn"), f"model.g_conditioning={m.g_conditioning!r} must be 'concat' or 'cbn'.")
+        _check(m.d_conditioning in ("concat", "projection"), f"model.d_conditioning={m.d_conditioning!r} must be 'concat' or 'projection'.")
+        _check(isinstance(m.embed_dim, int) and m.embed_dim >= 1, f"model.embed_dim={m.embed_dim} must be an integer >= 1.")
+    _check(0 <= _number(cfg, "model.ema_decay") < 1, f"model.ema_decay={m.ema_decay} must be in [0, 1) (0 = off; 0.999 is typical).")
+    _check(isinstance(m.ema_warmup_steps, int) and m.ema_warmup_steps >= 0, f"model.ema_warmup_steps={m.ema_warmup_steps} must be an integer >= 0.")
+    growth = m.get("growth")
+    if growth is not None:
+        _check(isinstance(growth.fade_images, int) and growth.fade_images >= 1, f"model.growth.fade_images={growth.fade_images} must be an integer >= 1.")
+        _check(isinstance(growth.stable_images, int) and growth.stable_images >= 0, f"model.growth.stable_images={growth.stable_images} must be an integer >= 0.")
+        _check(
+            growth.start_resolution in [2**k for k in range(2, cfg.dataset.image_size.bit_length())],
+            f"model.growth.start_resolution={growth.start_resolution} must be a power of two from 4 to dataset.image_size={cfg.dataset.image_size}.",
+        )
+    for key in ("loss.feature_matching_weight", "loss.perceptual_weight"):
+        _check(_number(cfg, key) >= 0, f"{key}={_number(cfg, key)} must be >= 0 (0 = off).")
+    if cfg.loss.perceptual_weight:
+        p = cfg.loss.perceptual
+        _check(
+            Path(p.weights_path).is_file(),
+            f"loss.perceptual.weights_path={p.weights_path} does not exist: the perceptual loss needs {p.network} weights "
+            "on disk (nothing is downloaded); put the file there or set loss.perceptual_weight=0.",
+        )

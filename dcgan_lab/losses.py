@@ -68,3 +68,9 @@ def r1_penalty(discriminator, real: torch.Tensor) -> torch.Tensor:
     real = real.detach().requires_grad_(True)
     (grad,) = torch.autograd.grad(discriminator(real).sum(), real, create_graph=True)
     return 0.5 * grad.flatten(1).pow(2).sum(1).mean()
+
+
+def feature_matching(real_features: torch.Tensor, fake_features: torch.Tensor) -> torch.Tensor:
+    # Salimans et al. 2016: ||E_x f(x) - E_z f(G(z))||^2 over features f (B, F), here divided by F so the
+    # weight does not depend on the width of D. Real features carry no gradient.
+    return (real_features.detach().mean(0) - fake_features.mean(0)).pow(2).mean()

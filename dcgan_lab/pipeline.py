@@ -41,6 +41,15 @@ def build_module(cfg: DictConfig) -> GANModule:
         accumulate=t.accumulate,
         num_samples=t.num_samples,
         seed=cfg.seed,
+        num_classes=cfg.model.num_classes,
+        ema_decay=cfg.model.ema_decay,
+        ema_warmup_steps=cfg.model.ema_warmup_steps,
+        growth=instantiate(cfg.model.get("growth")),
+        augment_real=instantiate(cfg.augment.real),
+        augment=instantiate(cfg.augment.diff),
+        feature_matching_weight=loss.feature_matching_weight,
+        perceptual=instantiate(loss.perceptual) if loss.perceptual_weight else None,
+        perceptual_weight=loss.perceptual_weight,
         lab_config=OmegaConf.to_container(cfg, resolve=True),
     )
 

@@ -11,7 +11,11 @@ from torchvision.utils import make_grid, save_image
 
 
 class SampleGrid(L.Callback):
-    """Writes `samples/epoch_XXXX.png` every `every_n_epochs` and `samples/last.png` at the end of training."""
+    """Writes `samples/epoch_XXXX.png` every `every_n_epochs` and `samples/last.png` at the end of training.
+
+    Conditional models: one row per class (row k shows label k). Progressive models: grids are at the
+    current resolution, and `samples/res_XXX.png` is written as each resolution's phase ends.
+    """
 
     def __init__(self, output_dir: str, every_n_epochs: int = 1, nrow: int = 8):
         self.dir = Path(output_dir) / "samples"
@@ -23,8 +27,10 @@ class SampleGrid(L.Callback):
             torch.save(pl_module.fixed_z.cpu(), self.dir.parent / "fixed_noise.pt")
 
     def grid(self, pl_module) -> torch.Tensor:
-        images = pl_module.sample(pl_module.fixed_z)
-        return make_grid(images.cpu(), nrow=self.nrow, normalize=True, value_range=(-1, 1), padding=2)
+        labels = getattr(pl_module, "fixed_labels", None)
+        images = pl_module.sample(pl_module.fixed_z, labels)
+        nrow = pl_module.samples_per_class if labels is not None else self.nrow
+        return make_grid(images.cpu(), nrow=nrow, normalize=True, value_range=(-1, 1), padding=2)
 
     def _write(self, trainer, pl_module, name: str) -> Path:
         grid = self.grid(pl_module)
@@ -41,6 +47,16 @@ class SampleGrid(L.Callback):
         if trainer.is_global_zero and (trainer.current_epoch + 1) % self.every_n_epochs == 0:
             self._write(trainer, pl_module, f"epoch_{trainer.current_epoch:04d}.png")
 
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        now = getattr(pl_module, "growth_state", None)
+        if now is None or not trainer.is_global_zero:
+            return
+        upcoming = pl_module.next_growth_state()
+        if upcoming[0] != now[0]:  # this batch ended the phase at resolution now[0]
+            self._write(trainer, pl_module, f"res_{now[0]:03d}.png")
+
     def on_fit_end(self, trainer, pl_module) -> None:
         if trainer.is_global_zero:
             self._write(trainer, pl_module, "last.png")
+            if getattr(pl_module, "growth_state", None) is not None:
+                self._write(trainer, pl_module, f"res_{pl_module.growth_state[0]:03d}.png")

@@ -13,10 +13,11 @@ from dcgan_lab.nets.blocks import (
     maybe_spectral,
     resolutions,
 )
+from dcgan_lab.nets.conditioning import ImageWithLabel, Projection
 
 
 class Discriminator(nn.Module):
-    """image (B, channels, S, S) -> logits (B,)."""
+    """image (B, channels, S, S) -> logits (B,); with_features=True also returns D's last features (B, F)."""
 
     def __init__(
         self,
@@ -30,13 +31,17 @@ class Discriminator(nn.Module):
         spectral_norm: bool = False,
         dropout: float = 0.0,
         max_channels: int = 512,
+        num_classes: int = 0,
+        conditioning: str = "projection",
     ):
         super().__init__()
+        self.label_input = ImageWithLabel(num_classes, conditioning)
         res = resolutions(image_size)
         c_first = channels_at(image_size // 2, image_size, width, max_channels)
         # DCGAN convention: no norm on the first layer, it would fix the input's scale.
         # (B, channels, S, S) -> (B, width, S/2, S/2)
-        layers: list[nn.Module] = [maybe_spectral(nn.Conv2d(channels, c_first, 4, 2, 1), spectral_norm), activation()]
+        c_in_first = channels + self.label_input.extra_channels
+        layers: list[nn.Module] = [maybe_spectral(nn.Conv2d(c_in_first, c_first, 4, 2, 1), spectral_norm), activation()]
         if dropout:
             layers.append(nn.Dropout(dropout))
         if attention and attention_res == image_size // 2:
@@ -51,8 +56,12 @@ class Discriminator(nn.Module):
                 layers.append(SelfAttention(c_out, spectral_norm))
         self.features = nn.Sequential(*layers)
         # (B, c4, 4, 4) -> (B, 1, 1, 1)
-        self.head = maybe_spectral(nn.Conv2d(channels_at(4, image_size, width, max_channels), 1, 4, 1, 0), spectral_norm)
+        c4 = channels_at(4, image_size, width, max_channels)
+        self.head = maybe_spectral(nn.Conv2d(c4, 1, 4, 1, 0), spectral_norm)
         dcgan_init(self)
+        self.projection = Projection(num_classes, conditioning, c4, spectral_norm)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(x)).flatten()
+    def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None, with_features: bool = False):
+        h = self.features(self.label_input(x, labels))  # (B, c4, 4, 4)
+        logits = self.head(h).flatten() + self.projection(h.sum(dim=(2, 3)), labels)
+        return (logits, h.flatten(1)) if with_features else logits

@@ -15,6 +15,7 @@ from dcgan_lab.nets.blocks import (
     maybe_spectral,
     resolutions,
 )
+from dcgan_lab.nets.conditioning import LabelledSequential, LatentWithLabel, conditional_norm
 
 
 class Generator(nn.Module):
@@ -33,9 +34,17 @@ class Generator(nn.Module):
         attention_res: int = 16,
         spectral_norm: bool = False,
         max_channels: int = 512,
+        num_classes: int = 0,
+        conditioning: str = "concat",
+        embed_dim: int = 32,
     ):
         super().__init__()
         self.latent_dim = latent_dim
+        self.num_classes = num_classes
+        # Class conditioning (num_classes > 0): label embedding joined to z, or conditional norms.
+        self.label_input = LatentWithLabel(num_classes, conditioning, embed_dim)
+        norm = conditional_norm(norm, num_classes, conditioning)
+        z_in = latent_dim + self.label_input.extra_dim
         self.image_size = image_size
         self.channels = channels
         res = resolutions(image_size)
@@ -46,12 +55,12 @@ class Generator(nn.Module):
         # up to parametrisation; the option exists to ablate it.
         if stem == "convtranspose":
             self.stem = nn.Sequential(
-                nn.Unflatten(1, (latent_dim, 1, 1)),
-                maybe_spectral(nn.ConvTranspose2d(latent_dim, c4, 4, 1, 0, bias=False), spectral_norm),
+                nn.Unflatten(1, (z_in, 1, 1)),
+                maybe_spectral(nn.ConvTranspose2d(z_in, c4, 4, 1, 0, bias=False), spectral_norm),
             )
         elif stem == "linear":
             self.stem = nn.Sequential(
-                maybe_spectral(nn.Linear(latent_dim, c4 * 16, bias=False), spectral_norm),
+                maybe_spectral(nn.Linear(z_in, c4 * 16, bias=False), spectral_norm),
                 nn.Unflatten(1, (c4, 4, 4)),
             )
         else:
@@ -73,12 +82,12 @@ class Generator(nn.Module):
         c_last = channels_at(image_size // 2, image_size, width, max_channels)
         # (B, c_last, S/2, S/2) -> (B, channels, S, S)
         blocks += [maybe_spectral(nn.ConvTranspose2d(c_last, channels, 4, 2, 1), spectral_norm), nn.Tanh()]
-        self.body = nn.Sequential(*blocks)
+        self.body = LabelledSequential(*blocks)
         dcgan_init(self)
         assert len(res) == int(math.log2(image_size)) - 1
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.body(self.stem(z))
+    def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        return self.body(self.stem(self.label_input(z, labels)), labels)
 
     def sample_latent(self, n: int, device=None, generator: torch.Generator | None = None) -> torch.Tensor:
         return torch.randn(n, self.latent_dim, device=device, generator=generator)

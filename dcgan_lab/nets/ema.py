@@ -1,0 +1,35 @@
+"""Exponential moving average of G's weights (Karras et al. 2018; Yazici et al. 2019).
+
+ema <- beta * ema + (1 - beta) * G after every G step, with beta ramped up from 0 over the first
+`warmup_steps` G steps (beta_t = decay * min(1, t / warmup_steps)), so early averages do not drag in the
+random initialisation. Buffers (BatchNorm statistics, progressive resolution/alpha) are copied, not averaged.
+"""
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+
+def make_ema(generator: nn.Module) -> nn.Module:
+    """A frozen copy of G, in eval mode: it is only ever sampled from."""
+    ema = copy.deepcopy(generator).eval()
+    ema.requires_grad_(False)
+    return ema
+
+
+def ema_beta(decay: float, g_step: int, warmup_steps: int) -> float:
+    if warmup_steps <= 0:
+        return decay
+    return decay * min(1.0, g_step / warmup_steps)
+
+
+@torch.no_grad()
+def ema_update(ema: nn.Module, generator: nn.Module, beta: float) -> None:
+    ema_params = [p for _, p in ema.named_parameters()]
+    params = [p.detach() for _, p in generator.named_parameters()]
+    # ema + (1 - beta) * (p - ema) == beta * ema + (1 - beta) * p
+    torch._foreach_lerp_(ema_params, params, 1.0 - beta)
+    for ema_buffer, buffer in zip(ema.buffers(), generator.buffers()):
+        ema_buffer.copy_(buffer)

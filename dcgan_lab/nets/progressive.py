@@ -1,0 +1,193 @@
+"""Progressive growing (Karras et al. 2018): G and D start at 4x4 and gain one resolution per phase.
+
+Every resolution's layers exist from the start (so one optimizer holds them all); `grow(resolution, alpha)`
+selects how far the networks run. During a fade-in the new top layer is blended with the upsampled (G) or
+downsampled (D) output of the previous resolution: out = (1 - alpha) * old + alpha * new.
+The current resolution and alpha are buffers, so checkpoints (and the EMA copy) carry them.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from dcgan_lab.nets.blocks import ActivationFactory, NormFactory, maybe_spectral, resolutions
+from dcgan_lab.nets.conditioning import (
+    ImageWithLabel,
+    LabelledSequential,
+    LatentWithLabel,
+    Projection,
+    conditional_norm,
+)
+from dcgan_lab.nets.resnet import residual_channels
+
+
+class GrowthSchedule:
+    """Images seen -> (resolution, alpha).
+
+    Phase 0 trains `start_resolution` for `stable_images`; each later phase fades the next resolution in
+    over `fade_images` (alpha 0 -> 1), then trains it for `stable_images`. The last resolution stays.
+    """
+
+    def __init__(self, final_resolution: int, start_resolution: int = 4, fade_images: int = 10000,
+                 stable_images: int = 10000):
+        if fade_images < 1 or stable_images < 0:
+            raise ValueError("model.growth.fade_images must be >= 1 and stable_images >= 0")
+        self.resolutions = [r for r in resolutions(final_resolution) if r >= start_resolution]
+        self.fade_images, self.stable_images = fade_images, stable_images
+
+    def __call__(self, images_seen: int) -> tuple[int, float]:
+        t = images_seen - self.stable_images
+        if t < 0:
+            return self.resolutions[0], 1.0
+        phase_length = self.fade_images + self.stable_images
+        phase = 1 + t // phase_length
+        if phase >= len(self.resolutions):
+            return self.resolutions[-1], 1.0
+        return self.resolutions[phase], min(1.0, (t % phase_length) / self.fade_images)
+
+
+class _Grows(nn.Module):
+    """Holds (resolution, alpha) as buffers and mirrors them as Python numbers for the forward pass."""
+
+    def _init_growth(self, image_size: int) -> None:
+        self.image_size = image_size
+        self.register_buffer("current_resolution", torch.tensor(4))
+        self.register_buffer("alpha", torch.tensor(1.0))
+        self._resolution, self._alpha = 4, 1.0
+        self.register_load_state_dict_post_hook(lambda module, _keys: module._sync())
+
+    def _sync(self) -> None:
+        self._resolution, self._alpha = int(self.current_resolution), float(self.alpha)
+
+    def grow(self, resolution: int, alpha: float) -> None:
+        if resolution not in resolutions(self.image_size):
+            raise ValueError(f"resolution {resolution} is not one of {resolutions(self.image_size)}")
+        self.current_resolution.fill_(resolution)
+        self.alpha.fill_(alpha)
+        self._resolution, self._alpha = resolution, float(alpha)
+
+    @property
+    def resolution(self) -> int:
+        return self._resolution
+
+
+class ProgressiveGenerator(_Grows):
+    """z (B, latent_dim) -> image (B, channels, r, r) in [-1, 1] at the current resolution r."""
+
+    def __init__(
+        self,
+        latent_dim: int,
+        image_size: int,
+        channels: int,
+        width: int,
+        norm: NormFactory,
+        activation: ActivationFactory,
+        spectral_norm: bool = False,
+        max_channels: int = 512,
+        num_classes: int = 0,
+        conditioning: str = "concat",
+        embed_dim: int = 32,
+    ):
+        super().__init__()
+        self._init_growth(image_size)
+        self.latent_dim, self.channels, self.num_classes = latent_dim, channels, num_classes
+        self.label_input = LatentWithLabel(num_classes, conditioning, embed_dim)
+        norm = conditional_norm(norm, num_classes, conditioning)
+
+        def ch(r: int) -> int:
+            return residual_channels(r, image_size, width, max_channels)
+
+        def conv(c_in: int, c_out: int, k: int = 3) -> nn.Module:
+            return maybe_spectral(nn.Conv2d(c_in, c_out, k, 1, k // 2), spectral_norm)
+
+        # (B, Z [+E]) -> (B, ch4, 4, 4)
+        self.stem = nn.Sequential(
+            maybe_spectral(nn.Linear(latent_dim + self.label_input.extra_dim, ch(4) * 16), spectral_norm),
+            nn.Unflatten(1, (ch(4), 4, 4)),
+        )
+        self.blocks = nn.ModuleDict({"4": LabelledSequential(norm(ch(4)), activation(), conv(ch(4), ch(4)), norm(ch(4)), activation())})
+        for r in resolutions(image_size)[1:]:
+            # (B, ch(r/2), r/2, r/2) -> (B, ch(r), r, r)
+            self.blocks[str(r)] = LabelledSequential(
+                nn.Upsample(scale_factor=2, mode="nearest"),
+                conv(ch(r // 2), ch(r)), norm(ch(r)), activation(),
+                conv(ch(r), ch(r)), norm(ch(r)), activation(),
+            )
+        self.to_rgb = nn.ModuleDict({str(r): conv(ch(r), channels, 1) for r in resolutions(image_size)})
+
+    def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        h = self.stem(self.label_input(z, labels))
+        previous = h
+        for r in resolutions(self._resolution):
+            previous, h = h, self.blocks[str(r)](h, labels)
+        out = self.to_rgb[str(self._resolution)](h)
+        if self._alpha < 1 and self._resolution > 4:
+            # fade-in: the previous resolution's image, upsampled, blended with the new layer's
+            old = F.interpolate(self.to_rgb[str(self._resolution // 2)](previous), scale_factor=2, mode="nearest")
+            out = torch.lerp(old, out, self._alpha)
+        return torch.tanh(out)
+
+    def sample_latent(self, n: int, device=None, generator: torch.Generator | None = None) -> torch.Tensor:
+        return torch.randn(n, self.latent_dim, device=device, generator=generator)
+
+
+class ProgressiveDiscriminator(_Grows):
+    """image (B, channels, r', r') -> logits (B,), run from the current resolution r (inputs larger than r
+    are average-pooled to r); with_features=True also returns the pooled 4x4 features (B, F)."""
+
+    def __init__(
+        self,
+        image_size: int,
+        channels: int,
+        width: int,
+        norm: NormFactory,
+        activation: ActivationFactory,
+        spectral_norm: bool = False,
+        dropout: float = 0.0,
+        max_channels: int = 512,
+        num_classes: int = 0,
+        conditioning: str = "projection",
+    ):
+        super().__init__()
+        self._init_growth(image_size)
+        self.label_input = ImageWithLabel(num_classes, conditioning)
+
+        def ch(r: int) -> int:
+            return residual_channels(r, image_size, width, max_channels)
+
+        def conv(c_in: int, c_out: int, k: int = 3) -> nn.Module:
+            return maybe_spectral(nn.Conv2d(c_in, c_out, k, 1, k // 2), spectral_norm)
+
+        c_in = channels + self.label_input.extra_channels
+        # No norm right after from_rgb: D's first layer sees the raw pixels (DCGAN convention).
+        self.from_rgb = nn.ModuleDict({str(r): nn.Sequential(conv(c_in, ch(r), 1), activation()) for r in resolutions(image_size)})
+        self.blocks = nn.ModuleDict()
+        for r in resolutions(image_size)[1:]:
+            # (B, ch(r), r, r) -> (B, ch(r/2), r/2, r/2)
+            layers = [conv(ch(r), ch(r)), norm(ch(r)), activation(), conv(ch(r), ch(r // 2)), norm(ch(r // 2)), activation()]
+            if dropout:
+                layers.append(nn.Dropout(dropout))
+            self.blocks[str(r)] = nn.Sequential(*layers, nn.AvgPool2d(2))
+        # (B, ch4, 4, 4) -> (B, ch4, 4, 4) -> pooled (B, ch4)
+        self.final = nn.Sequential(conv(ch(4), ch(4)), activation())
+        self.head = maybe_spectral(nn.Linear(ch(4), 1), spectral_norm)
+        self.projection = Projection(num_classes, conditioning, ch(4), spectral_norm)
+
+    def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None, with_features: bool = False):
+        r = self._resolution
+        if x.shape[-1] != r:
+            x = F.adaptive_avg_pool2d(x, r)
+        x = self.label_input(x, labels)
+        h = self.from_rgb[str(r)](x)
+        if r > 4:
+            h = self.blocks[str(r)](h)
+            if self._alpha < 1:
+                # fade-in: the new block's output blended with the downsampled image through the old input layer
+                old = self.from_rgb[str(r // 2)](F.avg_pool2d(x, 2))
+                h = torch.lerp(old, h, self._alpha)
+            for lower in reversed(resolutions(r // 2)[1:]):
+                h = self.blocks[str(lower)](h)
+        pooled = self.final(h).sum(dim=(2, 3))
+        logits = self.head(pooled).flatten() + self.projection(pooled, labels)
+        return (logits, pooled) if with_features else logits

@@ -1,0 +1,146 @@
+"""Model families (mlp, resnet, progressive) and class conditioning, at the level of the networks."""
+from functools import partial
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from dcgan_lab.nets import blocks
+from dcgan_lab.nets.conditioning import ConditionalNorm
+from dcgan_lab.nets.discriminator import Discriminator
+from dcgan_lab.nets.generator import Generator
+from dcgan_lab.nets.mlp import MLPDiscriminator, MLPGenerator
+from dcgan_lab.nets.progressive import GrowthSchedule, ProgressiveDiscriminator, ProgressiveGenerator
+from dcgan_lab.nets.resnet import ResNetDiscriminator, ResNetGenerator
+
+LEAKY = partial(nn.LeakyReLU, 0.2)
+FAMILIES = {
+    "dcgan": (Generator, Discriminator),
+    "mlp": (MLPGenerator, MLPDiscriminator),
+    "resnet": (ResNetGenerator, ResNetDiscriminator),
+    "progressive": (ProgressiveGenerator, ProgressiveDiscriminator),
+}
+
+
+def build(family, size=16, channels=1, width=4, num_classes=0, g_mode="concat", d_mode="projection", **kw):
+    g_cls, d_cls = FAMILIES[family]
+    g = g_cls(latent_dim=8, image_size=size, channels=channels, width=width, norm=blocks.batch_norm,
+              activation=nn.ReLU, num_classes=num_classes, conditioning=g_mode, **kw)
+    d = d_cls(image_size=size, channels=channels, width=width, norm=blocks.batch_norm, activation=LEAKY,
+              num_classes=num_classes, conditioning=d_mode)
+    for net in (g, d):
+        if hasattr(net, "grow"):
+            net.grow(size, 1.0)
+    return g, d
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("g_mode,d_mode", [("concat", "projection"), ("cbn", "concat")])
+@pytest.mark.parametrize("num_classes", [0, 10])
+def test_shapes_and_feature_outputs(family, g_mode, d_mode, num_classes):
+    g, d = build(family, size=16, channels=3, num_classes=num_classes, g_mode=g_mode, d_mode=d_mode)
+    labels = torch.tensor([0, 3, 9]) if num_classes else None
+    images = g(g.sample_latent(3), labels)
+    assert images.shape == (3, 3, 16, 16)
+    assert images.abs().max() <= 1
+    logits, features = d(images, labels, with_features=True)
+    assert logits.shape == (3,) and features.shape[0] == 3 and features.dim() == 2
+    d.eval()  # (spectral norm's power iteration moves in train mode)
+    torch.testing.assert_close(d(images, labels), d(images, labels, with_features=True)[0])
+    assert any(isinstance(m, ConditionalNorm) for m in g.modules()) == (num_classes > 0 and g_mode == "cbn")
+
+
+@pytest.mark.parametrize("size", [16, 32, 64])
+def test_resnet_any_power_of_two_with_attention(size):
+    g, d = build("resnet", size=size, attention=True, attention_res=8)
+    d_att = ResNetDiscriminator(image_size=size, channels=1, width=4, norm=blocks.no_norm, activation=LEAKY,
+                                attention=True, attention_res=8)
+    assert g(g.sample_latent(2)).shape == (2, 1, size, size)
+    assert d_att(torch.zeros(2, 1, size, size)).shape == (2,)
+    assert sum(isinstance(m, blocks.SelfAttention) for m in g.modules()) == 1
+    assert sum(isinstance(m, blocks.SelfAttention) for m in d_att.modules()) == 1
+    # SNGAN: spectral norm on every conv/linear of D by default; up/down blocks one per doubling from 4x4
+    assert all(hasattr(m, "parametrizations") for m in d.modules() if isinstance(m, (nn.Conv2d, nn.Linear)))
+    assert len(d.features) - 1 == size.bit_length() - 3
+
+
+def test_mlp_is_the_fully_connected_gan():
+    g, d = build("mlp", size=32, width=64)
+    assert [m.out_features for m in g.modules() if isinstance(m, nn.Linear)] == [256, 512, 1024, 32 * 32]
+    assert [m.out_features for m in d.modules() if isinstance(m, nn.Linear)] == [1024, 512, 256, 1]
+    assert not any(isinstance(m, nn.Conv2d) for m in list(g.modules()) + list(d.modules()))
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_labels_change_the_output(family):
+    """Concatenation in G and projection or concatenation in D make outputs depend on the label."""
+    torch.manual_seed(0)
+    for g_mode, d_mode in [("concat", "projection"), ("concat", "concat")]:
+        g, d = build(family, num_classes=10, g_mode=g_mode, d_mode=d_mode)
+        g.eval(), d.eval()
+        z = g.sample_latent(1).repeat(2, 1)
+        two = torch.tensor([1, 7])
+        images = g(z, two)
+        assert (images[0] - images[1]).abs().max() > 1e-4
+        same = images[:1].repeat(2, 1, 1, 1)
+        assert (d(same, two)[0] - d(same, two)[1]).abs() > 1e-6
+
+
+def test_conditional_norm_starts_neutral_and_learns_per_class():
+    norm = ConditionalNorm(nn.BatchNorm2d(4, affine=False), 4, num_classes=3).eval()
+    x = torch.randn(2, 4, 5, 5)
+    labels = torch.tensor([0, 2])
+    torch.testing.assert_close(norm(x, labels), norm.norm(x))
+    with torch.no_grad():
+        norm.gain.weight[2] = 1.0   # class 2: gain x2
+        norm.bias.weight[2] = 0.5
+    out = norm(x, labels)
+    torch.testing.assert_close(out[0], norm.norm(x)[0])
+    torch.testing.assert_close(out[1], 2 * norm.norm(x)[1] + 0.5)
+
+
+def test_unconditional_dcgan_keeps_its_parameter_names():
+    g, d = build("dcgan", size=16)
+    assert not any("label" in k or "projection" in k for k in list(g.state_dict()) + list(d.state_dict()))
+    assert "body.0.weight" in g.state_dict()  # the body keeps nn.Sequential's numbering
+
+
+def test_growth_schedule_phases_and_alpha():
+    schedule = GrowthSchedule(final_resolution=32, fade_images=100, stable_images=50)
+    # 4x4 for 50 images; then per phase: fade 100, stable 50
+    expected = {0: (4, 1.0), 49: (4, 1.0), 50: (8, 0.0), 75: (8, 0.25), 150: (8, 1.0), 199: (8, 1.0),
+                200: (16, 0.0), 300: (16, 1.0), 350: (32, 0.0), 400: (32, 0.5), 450: (32, 1.0), 10_000: (32, 1.0)}
+    for seen, (resolution, alpha) in expected.items():
+        assert schedule(seen) == (resolution, pytest.approx(alpha)), seen
+
+
+def test_progressive_fade_in_starts_from_the_previous_resolution():
+    """At alpha=0 a new resolution changes nothing: G's output is the previous one upsampled, and D scores
+    an image as the previous D scores its downsampled version."""
+    torch.manual_seed(0)
+    g, d = build("progressive", size=32)
+    g.eval(), d.eval()
+    z = g.sample_latent(2)
+    x = torch.rand(2, 1, 16, 16) * 2 - 1
+    for resolution in (8, 16):
+        g.grow(resolution // 2, 1.0), d.grow(resolution // 2, 1.0)
+        before, d_before = g(z), d(F.avg_pool2d(x, 16 // (resolution // 2)))
+        g.grow(resolution, 0.0), d.grow(resolution, 0.0)
+        after, d_after = g(z), d(F.avg_pool2d(x, 16 // resolution) if resolution < 16 else x)
+        assert after.shape[-1] == resolution
+        torch.testing.assert_close(after, F.interpolate(before, scale_factor=2, mode="nearest"))
+        torch.testing.assert_close(d_after, d_before)
+    g.grow(16, 0.5)
+    assert g(z).shape == (2, 1, 16, 16)
+    assert d(torch.zeros(2, 1, 32, 32)).shape == (2,)  # larger inputs are pooled to the current resolution
+
+
+def test_progressive_state_travels_in_the_state_dict():
+    g, _ = build("progressive", size=32)
+    g.grow(16, 0.25)
+    fresh, _ = build("progressive", size=32)
+    fresh.grow(4, 1.0)
+    fresh.load_state_dict(g.state_dict())
+    assert (fresh.resolution, fresh(fresh.sample_latent(1)).shape[-1]) == (16, 16)
+    assert fresh.alpha.item() == pytest.approx(0.25)

@@ -1,0 +1,234 @@
+"""Training techniques: conditioning, EMA, progressive growing, augmentation, extra G objectives, regularisers."""
+from pathlib import Path
+
+import pytest
+import torch
+import torchvision
+from PIL import Image
+from torch import nn
+
+from dcgan_lab.augment import DiffAugment, RealAugment, random_brightness, random_cutout, shift
+from dcgan_lab import losses
+from dcgan_lab.errors import ConfigError
+from dcgan_lab.losses import feature_matching, r1_penalty
+from dcgan_lab.nets.ema import ema_beta, ema_update, make_ema
+from dcgan_lab.nets.perceptual import PerceptualLoss
+from dcgan_lab.pipeline import build_module, train
+
+TINY = ["trainer.limit_train_batches=2"]
+
+
+# ---- pure pieces --------------------------------------------------------------------------------
+def test_feature_matching_value():
+    real = torch.tensor([[1.0, 2.0], [3.0, 4.0]])   # mean (2, 3)
+    fake = torch.tensor([[0.0, 0.0], [2.0, 2.0]])   # mean (1, 1)
+    assert feature_matching(real, fake).item() == pytest.approx((1 + 4) / 2)
+
+
+def test_ema_warmup_and_update():
+    assert [ema_beta(0.999, t, 100) for t in (0, 50, 100, 500)] == pytest.approx([0.0, 0.4995, 0.999, 0.999])
+    assert ema_beta(0.9, 0, 0) == 0.9
+    net = nn.Sequential(nn.Linear(2, 2), nn.BatchNorm1d(2))
+    ema = make_ema(net)
+    assert not any(p.requires_grad for p in ema.parameters()) and not ema.training
+    before = ema[0].weight.clone()
+    with torch.no_grad():
+        net[0].weight.add_(1.0)
+        net[1].running_mean.fill_(3.0)
+    ema_update(ema, net, beta=0.75)
+    torch.testing.assert_close(ema[0].weight, 0.75 * before + 0.25 * net[0].weight)
+    torch.testing.assert_close(ema[1].running_mean, torch.full((2,), 3.0))  # buffers copied
+
+
+def test_shift_and_translation_are_exact_and_differentiable():
+    x = torch.arange(16.0).view(1, 1, 4, 4).requires_grad_(True)
+    out = shift(x, torch.tensor([1]), torch.tensor([-1]), fill=-1.0)  # down 1, left 1
+    expected = torch.full((1, 1, 4, 4), -1.0)
+    expected[0, 0, 1:, :3] = x.detach()[0, 0, :3, 1:]
+    torch.testing.assert_close(out, expected)
+    DiffAugment("color,translation,cutout")(x.expand(2, 3, 4, 4)).sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+
+
+def test_cutout_fills_one_square_and_brightness_shifts_each_image():
+    torch.manual_seed(0)
+    x = torch.rand(8, 1, 16, 16) + 1  # no pixel equals the fill value 0
+    out = random_cutout(x, ratio=0.5, fill=0.0)
+    for image_in, image_out in zip(x, out):
+        hole = image_out[0] == 0
+        rows, cols = hole.any(1).nonzero().flatten(), hole.any(0).nonzero().flatten()
+        assert hole[rows.min():rows.max() + 1, cols.min():cols.max() + 1].all()  # a filled rectangle
+        assert len(rows) <= 8 and len(cols) <= 8
+        torch.testing.assert_close(image_out[0][~hole], image_in[0][~hole])
+    moved = random_brightness(x, 0.5) - x
+    assert torch.allclose(moved, moved[:, :, :1, :1].expand_as(moved)) and moved.abs().max() <= 0.5
+
+
+def test_diffaugment_policy_is_checked():
+    with pytest.raises(ValueError, match="unknown ops"):
+        DiffAugment("color,rotate")
+
+
+def test_real_augment_flip_only_mirrors():
+    torch.manual_seed(0)
+    x = torch.rand(16, 1, 8, 8) * 2 - 1
+    out = RealAugment(flip=True)(x)
+    mirrored = [torch.equal(o, i.flip(2)) for o, i in zip(out, x)]
+    kept = [torch.equal(o, i) for o, i in zip(out, x)]
+    assert all(m or k for m, k in zip(mirrored, kept)) and any(mirrored) and any(kept)
+
+
+def test_r1_switch_adds_exactly_the_penalty(make_cfg):
+    torch.manual_seed(0)
+    real, fake = torch.rand(4, 1, 32, 32) * 2 - 1, torch.rand(4, 1, 32, 32) * 2 - 1
+    losses = {}
+    for weight in (0.0, 2.5):
+        torch.manual_seed(1)
+        module = build_module(make_cfg(f"loss.r1_weight={weight}", "model.d_dropout=0"))
+        module.discriminator.eval()
+        losses[weight] = module._d_loss(real, fake, sigma=0.0)[0]
+    penalty = r1_penalty(module.discriminator, real)
+    torch.testing.assert_close(losses[2.5], losses[0.0] + 2.5 * penalty)
+
+
+def test_weight_decay_and_dropout_switches(make_cfg):
+    module = build_module(make_cfg("optimizer=adamw", "optimizer.weight_decay_g=0.0", "optimizer.weight_decay_d=0.05",
+                                   "model.d_dropout=0.3"))
+    opt_d = module.optimizer_d(module.discriminator.parameters())
+    opt_g = module.optimizer_g(module.generator.parameters())
+    assert (opt_d.param_groups[0]["weight_decay"], opt_g.param_groups[0]["weight_decay"]) == (0.05, 0.0)
+    dropouts = [m for m in module.discriminator.modules() if isinstance(m, nn.Dropout)]
+    assert dropouts and all(m.p == 0.3 for m in dropouts)
+
+
+def test_bad_technique_settings_are_one_line_errors(make_cfg):
+    cases = {
+        ("dataset=image_folder", "dataset.path=/nowhere", "model.conditional=true"): "needs a labelled dataset",
+        ("model.conditional=true", "model.g_conditioning=film"): "model.g_conditioning='film'",
+        ("model.ema_decay=1.0",): "model.ema_decay=1.0 must be in [0, 1)",
+        ("model=progressive", "model.growth.fade_images=0"): "model.growth.fade_images=0",
+        ("loss.feature_matching_weight=-1",): "loss.feature_matching_weight=-1",
+    }
+    for overrides, message in cases.items():
+        with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("(", r"\(").replace(")", r"\)")):
+            train(make_cfg(*overrides))
+
+
+def test_perceptual_without_local_weights_is_one_line(make_cfg, tmp_path):
+    with pytest.raises(ConfigError, match=r"weights_path=.*missing\.pth does not exist.*perceptual_weight=0") as info:
+        train(make_cfg("loss.perceptual_weight=1", f"loss.perceptual.weights_path={tmp_path}/missing.pth"))
+    assert "\n" not in str(info.value)
+
+
+@pytest.fixture(scope="module")
+def squeezenet_weights(tmp_path_factory):
+    """A local torchvision weights file (random weights: the mechanics, not ImageNet features, are tested)."""
+    path = tmp_path_factory.mktemp("weights") / "squeezenet1_1.pth"
+    torch.manual_seed(0)
+    torch.save(torchvision.models.squeezenet1_1(weights=None).state_dict(), path)
+    return path
+
+
+def test_perceptual_loss_on_local_weights(squeezenet_weights):
+    loss = PerceptualLoss("squeezenet1_1", "features.4", str(squeezenet_weights))
+    real = torch.rand(4, 1, 16, 16) * 2 - 1
+    fake = (torch.rand(4, 1, 16, 16) * 2 - 1).requires_grad_(True)
+    assert loss(real, real).item() == 0.0
+    value = loss(real, fake)
+    value.backward()
+    assert value.item() > 0 and fake.grad.abs().sum() > 0
+    assert not isinstance(loss, nn.Module)  # a plain object: its network stays out of checkpoints
+
+
+# ---- training runs ------------------------------------------------------------------------------
+def test_conditional_ema_augment_objectives_train_together(make_cfg, squeezenet_weights, monkeypatch):
+    """One short run with every technique on: conditional DCGAN (concat G, projection D), EMA, real-image
+    augmentation + DiffAugment, feature matching, perceptual loss, R1, dropout and weight decay in D."""
+    import dcgan_lab.pipeline as pipeline
+
+    forwards = []
+    original = pipeline.build_module
+
+    def build_and_count(cfg):
+        module = original(cfg)
+        module.generator.register_forward_hook(lambda *_: forwards.append(1))
+        return module
+
+    monkeypatch.setattr(pipeline, "build_module", build_and_count)
+    cfg = make_cfg(*TINY, "model.conditional=true", "model.ema_decay=0.9", "model.ema_warmup_steps=1", "augment=both",
+                   "loss.feature_matching_weight=1", "loss.perceptual_weight=0.1", "loss.perceptual.network=squeezenet1_1",
+                   "loss.perceptual.layer=features.4", f"loss.perceptual.weights_path={squeezenet_weights}",
+                   "loss.r1_weight=1", "model.d_dropout=0.2", "optimizer.weight_decay_d=1e-4")
+    result = train(cfg)
+    run = Path(result["output_dir"])
+    # One G forward per batch (the fake D saw is reused for G's update) + the grids at epoch end and fit end.
+    assert len(forwards) == 2
+    ckpt = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    g_keys = {k[len("generator."):] for k in ckpt["state_dict"] if k.startswith("generator.")}
+    ema_keys = {k[len("generator_ema."):] for k in ckpt["state_dict"] if k.startswith("generator_ema.")}
+    assert g_keys and ema_keys == g_keys
+    # ema_warmup_steps=1: step 0 copies G, step 1 averages with beta 0.9
+    assert not torch.equal(ckpt["state_dict"]["generator_ema.stem.1.weight"], ckpt["state_dict"]["generator.stem.1.weight"])
+    # One row per class: 10 rows of ceil(64 / 10) = 7 digits, 32x32 each with 2-pixel padding.
+    assert Image.open(run / "samples" / "last.png").size == (7 * 34 + 2, 10 * 34 + 2)
+    assert all(torch.isfinite(torch.tensor(v)) for v in result["metrics"].values())
+
+
+@pytest.mark.parametrize("overrides", [
+    ["model=mlp", "norm=none"],
+    ["model=resnet", "model.conditional=true", "model.d_conditioning=concat", "model.attention=true", "model.attention_res=8"],
+])
+def test_model_families_train(make_cfg, overrides):
+    result = train(make_cfg(*TINY, *overrides))
+    assert result["g_steps"] == 2 and (Path(result["output_dir"]) / "samples" / "last.png").exists()
+
+
+def test_progressive_works_with_every_loss(make_cfg):
+    """D and G losses (and both penalties) at a fade-in between two resolutions, for every loss pair."""
+    torch.manual_seed(0)
+    module = build_module(make_cfg("model=progressive", "model.growth.fade_images=64", "model.growth.stable_images=64"))
+    module.images_seen = 96  # half-way through fading 8x8 in
+    module._apply_growth()
+    assert module.growth_state == (8, 0.5)
+    module.gp_weight = module.r1_weight = 1.0
+    real = torch.nn.functional.adaptive_avg_pool2d(torch.rand(4, 1, 32, 32) * 2 - 1, 8)
+    for name in ("bce", "hinge", "wasserstein", "lsgan"):
+        module.loss_d, module.loss_g = getattr(losses, f"{name}_d"), getattr(losses, f"{name}_g")
+        fake = module.generator(module.generator.sample_latent(4))
+        loss_d = module._d_loss(real, fake.detach(), 0.0)[0]
+        loss_g = module._g_loss(real, fake, 0.0)
+        (loss_d + loss_g).backward()
+        assert torch.isfinite(loss_d) and torch.isfinite(loss_g) and fake.shape[-1] == 8, name
+
+
+def test_progressive_resume_keeps_phase_and_alpha(make_cfg, tmp_path):
+    grow = ["model=progressive", "dataset.batch_size=16", "model.growth.fade_images=32", "model.growth.stable_images=16",
+            "trainer.limit_train_batches=3", "model.ema_decay=0.5"]
+    first = train(make_cfg(*grow, run_dir=tmp_path / "a"))
+    ckpt_path = Path(first["output_dir"]) / "checkpoints" / "last.ckpt"
+    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    # 48 images seen; the last batch trained at 32 images: 8x8 fading in, alpha 16/32
+    assert ckpt["images_seen"] == 48
+    assert ckpt["state_dict"]["generator.current_resolution"].item() == 8
+    assert ckpt["state_dict"]["generator.alpha"].item() == pytest.approx(0.5)
+    assert ckpt["state_dict"]["generator_ema.current_resolution"].item() == 8
+    samples = Path(first["output_dir"]) / "samples"
+    assert Image.open(samples / "res_004.png").size == (8 * 6 + 2,) * 2  # 4x4 digits, 2-pixel padding
+    assert Image.open(samples / "last.png").size == (8 * 10 + 2,) * 2
+
+    resumed = train(make_cfg(*grow, "trainer.max_epochs=2", f"ckpt_path={ckpt_path}", run_dir=tmp_path / "b"))
+    ckpt = torch.load(Path(resumed["output_dir"]) / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    # resumed at 48 images: 3 more batches, the last at 80 images = 16x16 fading in, alpha (80-16-48)/32
+    assert ckpt["images_seen"] == 96
+    assert ckpt["state_dict"]["generator.current_resolution"].item() == 16
+    assert ckpt["state_dict"]["generator.alpha"].item() == pytest.approx(0.5)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("loss", ["bce", "hinge", "wgan_gp", "lsgan"])
+def test_progressive_trains_through_every_resolution_with_every_loss(make_cfg, loss):
+    result = train(make_cfg("model=progressive", f"loss={loss}", "dataset.batch_size=16", "trainer.limit_train_batches=14",
+                            "model.growth.fade_images=32", "model.growth.stable_images=32"))
+    samples = Path(result["output_dir"]) / "samples"
+    assert [Image.open(samples / f"res_{r:03d}.png").size[0] for r in (4, 8, 16, 32)] == [8 * (r + 2) + 2 for r in (4, 8, 16, 32)]
+    assert result["metrics"]["progressive/resolution"] == 32.0
