@@ -1,0 +1,91 @@
+"""Exact values of every D/G loss pair and of the penalties."""
+import math
+
+import pytest
+import torch
+from torch.testing import assert_close
+
+from dcgan_lab import losses
+
+ONES = torch.ones(4)
+LOG2 = math.log(2.0)
+
+
+def softplus(x: float) -> float:
+    return math.log1p(math.exp(x))
+
+
+@pytest.mark.parametrize(
+    "d, g, expected_d, expected_g",
+    [
+        # logits of 1: hinge D = max(0, 0) + max(0, 2) = 2, G = -1
+        (losses.hinge_d, losses.hinge_g, 2.0, -1.0),
+        # BCE on logits: -log s(1) = softplus(-1); -log(1 - s(1)) = softplus(1)
+        (losses.bce_d, losses.bce_g, softplus(-1) + softplus(1), softplus(-1)),
+        (losses.wasserstein_d, losses.wasserstein_g, 0.0, -1.0),
+        # 1/2 (1-1)^2 + 1/2 (1-0)^2 ; 1/2 (1-1)^2
+        (losses.lsgan_d, losses.lsgan_g, 0.5, 0.0),
+    ],
+)
+def test_losses_at_logits_one(d, g, expected_d, expected_g):
+    assert_close(d(ONES, ONES), torch.tensor(expected_d))
+    assert_close(g(ONES), torch.tensor(expected_g))
+
+
+def test_losses_at_zero_logits_match_log2():
+    zeros = torch.zeros(8)
+    assert_close(losses.bce_d(zeros, zeros), torch.tensor(2 * LOG2))
+    assert_close(losses.bce_g(zeros), torch.tensor(LOG2))
+    assert_close(losses.hinge_d(zeros, zeros), torch.tensor(2.0))
+
+
+def test_wasserstein_is_fake_minus_real_mean():
+    real, fake = torch.tensor([1.0, 3.0]), torch.tensor([-2.0, 0.0])
+    assert_close(losses.wasserstein_d(real, fake), torch.tensor(-1.0 - 2.0))
+
+
+def test_label_smoothing_targets_change_bce_and_lsgan():
+    logits = torch.zeros(4)
+    # With target 0.9 at logit 0, BCE is still log 2 (s(0) = 0.5 for any target).
+    assert_close(losses.bce_d(logits, logits, real_target=0.9), torch.tensor(2 * LOG2))
+    big = torch.full((4,), 5.0)
+    expected = 0.9 * softplus(-5.0) + 0.1 * softplus(5.0)
+    assert_close(losses.bce_d(big, torch.full((4,), -50.0), real_target=0.9), torch.tensor(expected), atol=1e-6, rtol=1e-5)
+    assert_close(losses.lsgan_d(ONES, ONES, real_target=0.9, fake_target=0.0), torch.tensor(0.5 * 0.01 + 0.5))
+
+
+def test_bce_matches_sigmoid_bce_without_overflow():
+    logits = torch.tensor([-200.0, 0.0, 200.0])
+    assert torch.isfinite(losses.bce_g(logits))
+    assert_close(losses.bce_g(torch.tensor([0.3])), -torch.log(torch.sigmoid(torch.tensor([0.3])))[0])
+
+
+class Linear(torch.nn.Module):
+    """D(x) = <w, x>: its input gradient is w everywhere, so the penalties have closed forms."""
+
+    def __init__(self, w: torch.Tensor):
+        super().__init__()
+        self.w = w
+
+    def forward(self, x):
+        return (x.flatten(1) * self.w).sum(1)
+
+
+def test_gradient_penalty_closed_form():
+    w = torch.full((1 * 2 * 2,), 0.5)  # ||w|| = 1 -> penalty 0
+    real, fake = torch.randn(3, 1, 2, 2), torch.randn(3, 1, 2, 2)
+    assert_close(losses.gradient_penalty(Linear(w), real, fake), torch.tensor(0.0))
+    assert_close(losses.gradient_penalty(Linear(2 * w), real, fake), torch.tensor(1.0))  # (2 - 1)^2
+
+
+def test_r1_penalty_closed_form():
+    w = torch.tensor([1.0, 2.0, 2.0, 0.0])  # ||w||^2 = 9
+    assert_close(losses.r1_penalty(Linear(w), torch.randn(5, 1, 2, 2)), torch.tensor(4.5))
+
+
+def test_penalties_reach_discriminator_parameters():
+    d = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Linear(8, 1), torch.nn.Flatten(0))
+    penalty = losses.gradient_penalty(d, torch.randn(3, 1, 2, 2), torch.randn(3, 1, 2, 2))
+    penalty.backward()
+    # create_graph=True: the penalty is differentiable w.r.t. D's weights (biases of the last layer drop out).
+    assert d[1].weight.grad.abs().sum() > 0 and d[3].weight.grad.abs().sum() > 0

@@ -1,0 +1,156 @@
+"""Real Lightning runs of the lab: files a run leaves, G-step counting, resume, W&B offline, CLI."""
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from dcgan_lab.errors import DataError
+from dcgan_lab.pipeline import train
+from tests.conftest import ROOT, run_cli
+
+
+def read_metrics(run_dir: Path) -> list[dict]:
+    with open(run_dir / "metrics.csv") as f:
+        return list(csv.DictReader(f))
+
+
+def column(rows: list[dict], name: str) -> list[float]:
+    return [float(r[name]) for r in rows if r.get(name)]
+
+
+def test_run_leaves_config_metrics_samples_checkpoint(make_cfg, tmp_path):
+    result = train(make_cfg("trainer.log_every_n_steps=1"))
+    run = Path(result["output_dir"])
+    assert run == tmp_path / "run"
+    assert (run / "config.yaml").read_text().count("dataset:") == 1
+    for name in ("samples/last.png", "samples/epoch_0000.png", "fixed_noise.pt", "checkpoints/last.ckpt"):
+        assert (run / name).is_file(), name
+    rows = read_metrics(run)
+    for name in ("loss/d", "loss/g", "D(x)", "D(G(z))", "grad_norm/d", "grad_norm/g"):
+        assert len(column(rows, name)) >= 3, name
+    assert all(torch.isfinite(torch.tensor(column(rows, "loss/d"))))
+    assert result["g_steps"] == 4
+    torch.testing.assert_close(torch.load(run / "fixed_noise.pt"), torch.load(run / "checkpoints/last.ckpt")["state_dict"]["fixed_z"])
+
+
+def test_sample_grid_shows_the_fixed_noise_batch(make_cfg):
+    from PIL import Image
+
+    result = train(make_cfg("training.num_samples=16"))
+    grid = Image.open(Path(result["output_dir"]) / "samples/last.png")
+    # 16 images of 32x32, 8 per row, padding 2: 2 rows -> (2 + 34 * 8) x (2 + 34 * 2)
+    assert grid.size == (2 + 34 * 8, 2 + 34 * 2)
+
+
+@pytest.mark.parametrize("n_critic, batches, g_steps", [(1, 6, 6), (2, 6, 3), (3, 7, 2)])
+def test_n_critic_counts_generator_steps(make_cfg, n_critic, batches, g_steps):
+    result = train(make_cfg(f"training.n_critic={n_critic}", f"trainer.limit_train_batches={batches}"))
+    assert result["g_steps"] == g_steps
+
+
+def test_max_steps_counts_generator_steps(make_cfg):
+    result = train(make_cfg("trainer.max_steps=3", "training.n_critic=2", "trainer.limit_train_batches=20"))
+    assert result["g_steps"] == 3
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ["loss=wgan_gp", "norm=layer", "training.n_critic=2"],
+        ["loss=lsgan", "training.real_label=0.9", "training.flip_prob=0.1"],
+        ["training.instance_noise=0.1", "training.instance_noise_anneal_steps=2", "training.grad_clip=1.0"],
+        ["training.accumulate=2", "schedule=linear", "loss.r1_weight=1.0"],
+    ],
+    ids=["wgan_gp", "lsgan_smooth_flip", "noise_clip", "accumulate_schedule_r1"],
+)
+def test_stabilisers_train(make_cfg, overrides):
+    result = train(make_cfg(*overrides, "trainer.log_every_n_steps=1"))
+    assert all(torch.isfinite(torch.tensor(v)) for v in result["metrics"].values())
+    assert result["g_steps"] >= 1
+
+
+def test_linear_schedule_decays_lr_per_generator_step(make_cfg):
+    result = train(make_cfg("schedule=linear", "trainer.log_every_n_steps=1"))
+    rows = read_metrics(Path(result["output_dir"]))
+    lrs = [c for c in rows[0] if c.startswith("lr-")]
+    assert lrs, "LearningRateMonitor logs lr-* columns"
+    values = column(rows, lrs[0])
+    assert values[0] == pytest.approx(2e-4) and values[-1] < values[0]
+
+
+def test_resume_continues_step_counter_and_keeps_fixed_noise(make_cfg, tmp_path):
+    first = train(make_cfg(run_dir=tmp_path / "first"))
+    ckpt = Path(first["output_dir"]) / "checkpoints/last.ckpt"
+    state = torch.load(ckpt, weights_only=False)
+    assert state["batches_seen"] == 4
+    resumed = train(make_cfg(f"ckpt_path={ckpt}", "trainer.max_epochs=2", run_dir=tmp_path / "second"))
+    assert resumed["g_steps"] == 8  # 4 before + 4 in the second epoch
+    after = torch.load(Path(resumed["output_dir"]) / "checkpoints/last.ckpt", weights_only=False)
+    assert after["epoch"] == state["epoch"] + 1 and after["batches_seen"] == 8
+    torch.testing.assert_close(after["state_dict"]["fixed_z"], state["state_dict"]["fixed_z"])
+    # Adam's step count carried over: 8 updates of G, not 4.
+    g_opt = after["optimizer_states"][1]["state"]
+    assert int(next(iter(g_opt.values()))["step"]) == 8
+
+
+def test_missing_image_folder_is_one_clear_line(make_cfg, tmp_path):
+    cfg = make_cfg("dataset=image_folder", f"dataset.path={tmp_path / 'nope'}")
+    with pytest.raises(DataError, match=r"dataset.path=.*nope is not a folder"):
+        train(cfg)
+
+
+def test_image_folder_trains_from_decoded_cache(make_cfg, tmp_path):
+    from PIL import Image
+
+    folder = tmp_path / "art" / "nested"
+    folder.mkdir(parents=True)
+    for i in range(20):
+        Image.new("RGB", (40 + i, 30), (10 * i, 100, 200)).save(folder / f"{i}.png")
+    (folder / "broken.jpg").write_bytes(b"not a jpeg")
+    cfg = make_cfg("dataset=image_folder", f"dataset.path={tmp_path / 'art'}", "dataset.image_size=16",
+                   "dataset.batch_size=4", f"paths.cache_dir={tmp_path / 'cache'}")
+    result = train(cfg)
+    assert result["g_steps"] == 4
+    assert len(list((tmp_path / "cache" / "images").glob("*.npy"))) == 1
+
+
+def test_offline_download_fails_with_one_line(make_cfg, tmp_path):
+    cfg = make_cfg("dataset=cifar10", f"paths.data_dir={tmp_path / 'data'}", "dataset.source.download=false")
+    with pytest.raises(DataError) as info:
+        train(cfg)
+    assert "CIFAR10" in str(info.value) and "mnist_mini" in str(info.value) and "\n" not in str(info.value)
+
+
+def test_wandb_offline_run_folder(make_cfg, tmp_path):
+    from tests.wandb_records import offline_run
+
+    result = train(make_cfg("logger=wandb", "trainer.log_every_n_steps=1"))
+    runs = list((Path(result["output_dir"]) / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1
+    run = offline_run(next(runs[0].glob("run-*.wandb")))
+    assert json.loads(run["config"]["loss"])["d"]["_target_"] == "dcgan_lab.losses.bce_d"
+    assert {"loss/d", "loss/g"} <= {k.split("/", 1)[1] for k in run["summary"] if k.startswith("last/")}
+    assert list((runs[0] / "files" / "media" / "images").glob("samples_*.png"))
+    assert (Path(result["output_dir"]) / "metrics.csv").is_file()  # the CSV is written whatever the logger
+
+
+def test_cli_fast_dev_run(tmp_path):
+    proc = run_cli(
+        ["loss=hinge", "model.attention=true", "trainer.fast_dev_run=true", "logger=csv",
+         f"hydra.run.dir={tmp_path / 'cli'}"],
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    run = tmp_path / "cli"
+    assert (run / "config.yaml").is_file() and (run / "samples" / "last.png").is_file()
+    assert "hinge_d" in (run / "config.yaml").read_text()
+
+
+def test_cli_bad_value_exits_2_with_one_line(tmp_path):
+    proc = run_cli(["dataset.image_size=48", f"hydra.run.dir={tmp_path / 'bad'}"], cwd=tmp_path)
+    assert proc.returncode == 2
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert lines[-1].startswith("error: dataset.image_size=48") and "power of two" in lines[-1]
+    assert not (tmp_path / "bad" / "checkpoints").exists()
