@@ -7,3 +7,8 @@ if not OmegaConf.has_resolver("and"):
 # `${if:${model.conditional},${dataset.num_classes},0}`: a value chosen by a boolean.
 if not OmegaConf.has_resolver("if"):
     OmegaConf.register_new_resolver("if", lambda condition, then, otherwise: then if condition else otherwise)
+
+if not OmegaConf.has_resolver("unique_dir"):
+    from dcgan_lab.run_folder import unique_dir
+
+    OmegaConf.register_new_resolver("unique_dir", unique_dir)

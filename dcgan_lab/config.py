@@ -26,7 +26,39 @@ def _check(ok: bool, message: str) -> None:
         raise ConfigError(message)
 
 
+def _missing_keys(node, prefix: str = "") -> list[str]:
+    # Like OmegaConf.missing_keys, without resolving interpolations (which would fail on the missing value).
+    from omegaconf import OmegaConf
+
+    found = []
+    if not isinstance(node, DictConfig):
+        return found
+    for key in node.keys():
+        if OmegaConf.is_missing(node, key):
+            found.append(f"{prefix}{key}")
+        elif not OmegaConf.is_interpolation(node, key) and isinstance(node[key], DictConfig):
+            found += _missing_keys(node[key], f"{prefix}{key}.")
+    return found
+
+
+def _validate_run_and_reliability(cfg: DictConfig) -> None:
+    """Required values, training length, resuming and the divergence guard."""
+    missing = [k for k in _missing_keys(cfg) if not k.startswith("hydra")]
+    if missing:
+        raise ConfigError(f"{', '.join(sorted(missing))} must be set: add `{sorted(missing)[0]}=...` to the command line.")
+    for key in ("trainer.max_epochs", "trainer.max_steps"):
+        value = _number(cfg, key)
+        _check(isinstance(value, int) and (value >= 1 or value == -1), f"{key}={value} must be an integer >= 1, or -1 for no limit.")
+    _check(isinstance(cfg.get("resume", False), bool), f"resume={cfg.get('resume')!r} must be true or false.")
+    guard = (cfg.get("callbacks") or {}).get("divergence_guard")
+    if guard is not None:
+        _check(guard.action in ("stop", "rollback"), f"callbacks.divergence_guard.action={guard.action!r} must be 'stop' or 'rollback'.")
+        _check(0 < _number(guard, "lr_factor") < 1, f"callbacks.divergence_guard.lr_factor={guard.lr_factor} must be in (0, 1), e.g. 0.5.")
+        _check(isinstance(guard.max_rollbacks, int) and guard.max_rollbacks >= 0, f"callbacks.divergence_guard.max_rollbacks={guard.max_rollbacks} must be an integer >= 0.")
+
+
 def validate(cfg: DictConfig) -> None:
+    _validate_run_and_reliability(cfg)
     size = cfg.dataset.image_size
     _check(
         isinstance(size, int) and is_power_of_two(size) and 16 <= size <= 256,

@@ -8,12 +8,15 @@ from pathlib import Path
 
 import lightning as L
 from hydra.utils import instantiate
+from lightning.fabric.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
+from dcgan_lab.checkpoint_io import AtomicCheckpointIO, check_architecture, read_checkpoint
 from dcgan_lab.config import validate
 from dcgan_lab.errors import LabError
 from dcgan_lab.loggers import log_config_to_wandb, run_csv_logger, summarize_wandb_run
 from dcgan_lab.module import GANModule
+from dcgan_lab.run_folder import keep_metrics_on_resume, resolve_resume
 from dcgan_lab.sweep import run_recorded
 
 log = logging.getLogger(__name__)
@@ -58,7 +61,10 @@ def build_trainer(cfg: DictConfig, callbacks: list, loggers: list) -> L.Trainer:
     # Users count G steps (as GAN papers do); Lightning counts every optimizer step (n_critic D + 1 G).
     max_steps = cfg.trainer.max_steps
     lightning_max_steps = max_steps * (cfg.training.n_critic + 1) if max_steps > 0 else -1
-    return instantiate(cfg.trainer, callbacks=callbacks, logger=loggers, max_steps=lightning_max_steps)
+    return instantiate(
+        cfg.trainer, callbacks=callbacks, logger=loggers, max_steps=lightning_max_steps,
+        plugins=[AtomicCheckpointIO()],  # temp file + rename: a kill mid-save never corrupts last.ckpt
+    )
 
 
 def _route_lightning_logs_to_hydra() -> None:
@@ -74,20 +80,31 @@ def train(cfg: DictConfig) -> dict:
     validate(cfg)
     _route_lightning_logs_to_hydra()
     output_dir = Path(cfg.paths.output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    (output_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    # DDP ranks > 0 re-run this function in the folder rank 0 has already claimed.
+    first_process = rank_zero_only.rank == 0
+    ckpt_path, resuming_in_place = resolve_resume(cfg, output_dir, check_folder=first_process)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
 
+    # Bad data or a checkpoint that does not fit fail here, before anything is written to the run folder.
     datamodule = instantiate(cfg.dataset)
+    datamodule.setup("fit")
     module = build_module(cfg)
+    checkpoint = read_checkpoint(ckpt_path) if ckpt_path else None
+    if checkpoint is not None:
+        check_architecture(module, checkpoint["state_dict"], ckpt_path)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    if first_process:
+        (output_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     callbacks = [instantiate(c) for c in cfg.callbacks.values() if c is not None]
     loggers = [run_csv_logger(str(output_dir))] + [instantiate(lg) for lg in cfg.logger.values() if lg is not None]
     trainer = build_trainer(cfg, callbacks, loggers)
     log_config_to_wandb(loggers, OmegaConf.to_container(cfg, resolve=True))
+    if resuming_in_place and checkpoint is not None and first_process:
+        keep_metrics_on_resume(loggers[0], checkpoint)
 
     started = time.perf_counter()
     try:
-        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
     finally:
         finish_wandb_run(output_dir, time.perf_counter() - started)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
@@ -112,6 +129,8 @@ def main(cfg: DictConfig) -> dict | None:
     job is recorded there and the sweep goes on with the others.
     """
     try:
+        # Before anything is recorded: a new run must not write (even status.json) into another run's folder.
+        resolve_resume(cfg, Path(cfg.paths.output_dir), check_folder=rank_zero_only.rank == 0)
         return run_recorded(train, cfg, cfg.paths.output_dir)
     except LabError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -103,3 +103,16 @@ class SweepSummary(Callback):
             )
         else:
             log.info("All %d jobs finished. Report: python -m dcgan_lab.report %s", len(statuses), sweep_dir)
+
+
+def sweep_return(cfg, result: dict | None):
+    """What a job hands back to Hydra's sweeper: the run's result, or, when the config names an `objective`
+    (Optuna sweeps), that metric's last value. None marks the trial failed (job failed or metric never logged)."""
+    objective = cfg.get("objective")
+    if objective is None or result is None:
+        return result
+    value = result["metrics"].get(objective)
+    if value is None:
+        log.error("objective=%s was not logged by this job (logged: %s): the trial counts as failed.",
+                  objective, ", ".join(sorted(result["metrics"])))
+    return value

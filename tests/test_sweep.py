@@ -16,10 +16,12 @@ from dcgan_lab.errors import ConfigError
 from dcgan_lab.pipeline import main
 from dcgan_lab.report import build_report
 from dcgan_lab.runs import read_metrics, read_status
+from dcgan_lab.sweep import sweep_return
 from tests.conftest import FAST, ROOT, compose_config, run_cli
 from tests.wandb_records import offline_run
 
-SWEEPS = sorted(p.stem for p in (ROOT / "conf" / "sweep").glob("*.yaml"))
+# Ablation sweeps: a grid of named variants (conf/ablation) x seeds. optuna_lr is a search, tested below.
+SWEEPS = sorted(p.stem for p in (ROOT / "conf" / "sweep").glob("*.yaml") if "ablation:" in p.read_text())
 
 
 def sweep_params(name: str) -> dict[str, list[str]]:
@@ -130,3 +132,35 @@ def test_real_multirun_with_a_failing_variant_then_report(tmp_path):
         assert json.loads(run["config"]["seed"]) == int(job.name.split("seed=")[1][0])
         assert json.loads(run["summary"]["last/loss/d"]) == pytest.approx(loss_d)
         assert json.loads(run["summary"]["train_time_s"]) > 0
+
+
+def test_a_job_returns_its_objective_metric_to_the_sweeper(make_cfg):
+    result = {"metrics": {"loss/g": 0.75, "classifier/fid": 12.5}}
+    assert sweep_return(make_cfg(), result) is result  # no objective: plain runs and grid sweeps
+    assert sweep_return(make_cfg("+objective=classifier/fid"), result) == 12.5
+    assert sweep_return(make_cfg("+objective=fid/10k"), result) is None  # never logged: a failed trial
+    assert sweep_return(make_cfg("+objective=classifier/fid"), None) is None  # the job failed
+
+
+def test_optuna_sweep_composes(tmp_path):
+    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
+    cfg = compose_config(tmp_path, ["+sweep=optuna_lr"])
+    assert cfg.hydra.sweeper._target_.endswith("OptunaSweeper")
+    assert cfg.hydra.sweeper.sampler._target_ == "optuna.samplers.TPESampler"
+    assert (cfg.objective, cfg.hydra.sweeper.direction) == ("classifier/fid", "minimize")
+    assert "objective" in cfg.hydra.job.config.override_dirname.exclude_keys  # 'classifier/fid' would nest folders
+
+
+@pytest.mark.slow
+def test_real_optuna_study_minimises_the_objective(tmp_path):
+    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
+    sweep_dir = tmp_path / "multirun"
+    result = run_cli(
+        ["-m", "+sweep=optuna_lr", "objective=loss/g", "hydra.sweeper.n_trials=3", *FAST, f"hydra.sweep.dir={sweep_dir}"],
+        cwd=tmp_path, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    finals = [read_status(p.parent)["final_metrics"]["loss/g"] for p in sweep_dir.rglob("status.json")]
+    assert len(finals) == 3
+    best = yaml.safe_load((sweep_dir / "optimization_results.yaml").read_text())["best_value"]
+    assert best == pytest.approx(min(finals))

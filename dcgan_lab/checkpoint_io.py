@@ -1,0 +1,123 @@
+"""Checkpoint files that are whole or absent, and one-line errors for checkpoints that do not fit.
+
+A checkpoint is written to a temp file in the same folder, flushed to disk, then renamed over the
+target with `os.replace` (atomic on POSIX): a run killed mid-save, or a full disk, leaves the
+previous `last.ckpt` as it was.
+"""
+from __future__ import annotations
+
+import errno
+import io
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+from torch import nn
+
+from dcgan_lab.errors import ConfigError, DataError, LabError
+
+# "No space left on device", "Disk quota exceeded", "File too large" (a ulimit -f): all mean "no room".
+NO_ROOM = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+
+
+class CheckpointWriteError(LabError):
+    pass
+
+
+def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
+    """torch.save to `path` through a temp file + fsync + os.replace; on failure the old file is untouched."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)  # serialise first: a pickling error never touches the disk
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(buffer.getbuffer())
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        if exc.errno in NO_ROOM:
+            size_mb = buffer.getbuffer().nbytes / 2**20
+            if path.exists():
+                kept = f"the previous {path.name} is intact"
+            elif (path.parent / "last.ckpt").exists():
+                kept = f"{path.name} was not written and the previous last.ckpt is intact"
+            else:
+                kept = f"no {path.name} was written"
+            raise CheckpointWriteError(
+                f"no room to write checkpoint {path} ({size_mb:.1f} MB: {os.strerror(exc.errno)}); {kept}. "
+                "Free disk space (or point hydra.run.dir at a larger disk) and resume with resume=true"
+            ) from None
+        raise
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(folder: Path) -> None:
+    # Makes the rename itself durable across a power loss (no-op where directories cannot be opened).
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning CheckpointIO plugin: every checkpoint the Trainer writes goes through `atomic_torch_save`."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
+        if storage_options is not None:
+            raise TypeError("AtomicCheckpointIO takes no storage_options")
+        atomic_torch_save(checkpoint, path)
+
+
+def read_checkpoint(path: str | os.PathLike) -> dict:
+    """The checkpoint as a dict, or one line saying why it cannot be used."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"checkpoint {path} does not exist; pass the path of a .ckpt file (e.g. <run>/checkpoints/last.ckpt)")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # truncated zip, not a torch file, pickle error: all "unreadable"
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DataError(f"cannot read checkpoint {path} ({reason[:160]}); it is truncated or not a checkpoint") from None
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+        raise DataError(f"{path} is not a Lightning checkpoint of this lab (no state_dict)")
+    return checkpoint
+
+
+def _listing(keys: list[str], limit: int = 4) -> str:
+    shown = ", ".join(keys[:limit])
+    return f"{shown} (+{len(keys) - limit} more)" if len(keys) > limit else shown
+
+
+def check_architecture(model: nn.Module, state_dict: dict[str, torch.Tensor], source: str) -> None:
+    """Raise one ConfigError naming the keys that differ between `model` and a checkpoint's state_dict."""
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    found = {k: tuple(v.shape) for k, v in state_dict.items() if isinstance(v, torch.Tensor)}
+    missing = sorted(expected.keys() - found.keys())
+    unexpected = sorted(found.keys() - expected.keys())
+    resized = sorted(k for k in expected.keys() & found.keys() if expected[k] != found[k])
+    if not (missing or unexpected or resized):
+        return
+    parts = []
+    if resized:
+        k = resized[0]
+        parts.append(f"shape differs for {_listing(resized)} (e.g. {k}: checkpoint {list(found[k])} vs model {list(expected[k])})")
+    if missing:
+        parts.append(f"missing from checkpoint: {_listing(missing)}")
+    if unexpected:
+        parts.append(f"not in this model: {_listing(unexpected)}")
+    raise ConfigError(
+        f"checkpoint {source} was saved from a different architecture: {'; '.join(parts)}. "
+        "Use the overrides the checkpoint was trained with (its run folder's config.yaml)"
+    )

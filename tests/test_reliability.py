@@ -1,0 +1,295 @@
+"""Faults: resume after a kill, atomic checkpoints, divergence, Ctrl-C, out-of-disk, run folders."""
+from __future__ import annotations
+
+import csv
+import hashlib
+import logging
+import os
+import resource
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+
+from dcgan_lab.callbacks.guard import DivergenceError
+from dcgan_lab.checkpoint_io import AtomicCheckpointIO, CheckpointWriteError
+from dcgan_lab.errors import ConfigError
+from dcgan_lab.pipeline import train
+from dcgan_lab.run_folder import unique_dir
+from tests.conftest import FAST, PYTHON, ROOT
+
+# Two batches an epoch, a checkpoint every epoch, bitwise-reproducible kernels.
+EVERY_EPOCH = ("trainer.deterministic=true", "trainer.limit_train_batches=2", "callbacks.model_checkpoint.every_n_epochs=1")
+
+
+def network_state(ckpt: Path, prefix: str) -> dict[str, torch.Tensor]:
+    state = torch.load(ckpt, weights_only=True)["state_dict"]
+    return {k: v for k, v in state.items() if k.startswith(prefix)}
+
+
+def digest(path: Path) -> str:
+    return hashlib.md5(path.read_bytes()).hexdigest()
+
+
+def loss_rows(run: Path) -> list[tuple]:
+    with open(run / "metrics.csv") as f:
+        return [(r["step"], r["loss/d"], r["loss/g"]) for r in csv.DictReader(f) if r.get("loss/d")]
+
+
+class PoisonWeights(L.Callback):
+    """Fault injection: a NaN lands in one weight of `network` before batch `at_batch` (an overflow, a bit flip)."""
+
+    def __init__(self, network: str, at_batch: int):
+        self.network, self.at_batch, self.done = network, at_batch, False
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if pl_module.batches_seen == self.at_batch and not self.done:
+            with torch.no_grad():
+                next(getattr(pl_module, self.network).parameters()).view(-1)[0] = float("nan")
+            self.done = True
+
+
+def poison(network: str, at_batch: int) -> list[str]:
+    key = "+callbacks.poison"
+    return [f"{key}._target_=tests.test_reliability.PoisonWeights", f"{key}.network={network}", f"{key}.at_batch={at_batch}"]
+
+
+class InterruptAt(L.Callback):
+    """Ctrl-C for real: sends SIGINT to this process before batch `at_batch`."""
+
+    def __init__(self, at_batch: int):
+        self.at_batch = at_batch
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if pl_module.batches_seen == self.at_batch:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(1)  # the KeyboardInterrupt arrives here
+
+
+# ---- resume ----------------------------------------------------------------------------------
+def test_resumed_run_ends_with_the_weights_of_an_uninterrupted_run(make_cfg, tmp_path):
+    whole = train(make_cfg(*EVERY_EPOCH, "trainer.max_epochs=3", "trainer.log_every_n_steps=1", run_dir=tmp_path / "whole"))
+    # The interrupted run stops after epoch 1 (its last.ckpt is what a kill would leave), then resumes in place.
+    run = tmp_path / "split"
+    train(make_cfg(*EVERY_EPOCH, "trainer.max_epochs=1", "trainer.log_every_n_steps=1", run_dir=run))
+    resumed = train(make_cfg(*EVERY_EPOCH, "trainer.max_epochs=3", "trainer.log_every_n_steps=1", "resume=true", run_dir=run))
+
+    assert resumed["g_steps"] == whole["g_steps"] == 6
+    whole_ckpt, resumed_ckpt = Path(whole["output_dir"]) / "checkpoints/last.ckpt", run / "checkpoints/last.ckpt"
+    for prefix in ("generator.", "discriminator."):
+        torch.testing.assert_close(network_state(resumed_ckpt, prefix), network_state(whole_ckpt, prefix), rtol=0, atol=0)
+    # metrics.csv of the resumed run holds the first part too, with the same losses step by step.
+    assert loss_rows(run) == loss_rows(Path(whole["output_dir"]))
+    assert len(loss_rows(run)) == 6
+
+
+@pytest.mark.slow
+def test_sigkill_then_resume_in_the_same_folder_matches_an_uninterrupted_run(tmp_path):
+    args = ["logger=csv", "model.ngf=8", "model.ndf=8", "dataset.batch_size=16", "callbacks.progress_bar=null",
+            "trainer.deterministic=true", "trainer.limit_train_batches=30", "trainer.max_epochs=4",
+            "callbacks.model_checkpoint.every_n_epochs=1", "trainer.enable_model_summary=false"]
+    env = {**os.environ, "WANDB_MODE": "offline"}
+
+    def cli(run: Path, *extra: str) -> subprocess.Popen:
+        return subprocess.Popen([PYTHON, str(ROOT / "train.py"), *args, f"hydra.run.dir={run}", *extra],
+                                cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+    whole = cli(tmp_path / "whole")
+    assert whole.wait(timeout=600) == 0, whole.stderr.read()
+
+    killed = tmp_path / "killed"
+    proc = cli(killed)
+    epoch1 = killed / "checkpoints/epoch0001.ckpt"
+    while not epoch1.exists():  # kill as soon as the epoch-1 checkpoint is there: training is mid-epoch 2
+        assert proc.poll() is None, proc.stderr.read()
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert torch.load(killed / "checkpoints/last.ckpt", weights_only=True)["epoch"] in (1, 2)
+
+    resumed = cli(killed, "resume=true")
+    assert resumed.wait(timeout=600) == 0, resumed.stderr.read()
+    for prefix in ("generator.", "discriminator."):
+        torch.testing.assert_close(
+            network_state(killed / "checkpoints/last.ckpt", prefix),
+            network_state(tmp_path / "whole/checkpoints/last.ckpt", prefix), rtol=0, atol=0,
+        )
+
+
+@pytest.mark.slow
+def test_sigkill_at_random_moments_never_leaves_a_corrupt_last_ckpt(tmp_path):
+    # Tiny epochs: a checkpoint every ~0.2 s, so kills land during saves too.
+    args = ["logger=csv", "model.ngf=8", "model.ndf=8", "dataset.batch_size=16", "callbacks.progress_bar=null",
+            "trainer.limit_train_batches=1", "trainer.max_epochs=1000", "callbacks.model_checkpoint.every_n_epochs=1",
+            "callbacks.sample_grid.every_n_epochs=1000", "trainer.enable_model_summary=false"]
+    run = tmp_path / "run"
+    for attempt in range(5):
+        proc = subprocess.Popen([PYTHON, str(ROOT / "train.py"), *args, f"hydra.run.dir={run}", "resume=true"],
+                                cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        while not (run / "checkpoints/last.ckpt").exists():
+            time.sleep(0.05)
+        time.sleep(1.0 + 0.37 * attempt)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        checkpoint = torch.load(run / "checkpoints/last.ckpt", weights_only=True)  # loads: never half-written
+        assert checkpoint["epoch"] >= 0
+    assert checkpoint["global_step"] > 0
+
+
+# ---- atomic writes and out-of-disk -------------------------------------------------------------
+def _fill(n_bytes: int) -> dict:
+    return {"state_dict": {"w": torch.ones(n_bytes // 4)}}
+
+
+def test_checkpoint_write_that_hits_the_file_size_limit_keeps_the_previous_file(tmp_path):
+    io_plugin, path = AtomicCheckpointIO(), tmp_path / "checkpoints/last.ckpt"
+    io_plugin.save_checkpoint(_fill(20_000), path)
+    before = digest(path)
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    previous_handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # else the kernel kills us at the limit
+    resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, hard))
+    try:
+        with pytest.raises(CheckpointWriteError, match=r"no room to write checkpoint .*last\.ckpt .*File too large.*previous last\.ckpt is intact"):
+            io_plugin.save_checkpoint(_fill(1_000_000), path)
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, previous_handler)
+    assert digest(path) == before
+    assert sorted(p.name for p in path.parent.iterdir()) == ["last.ckpt"]  # no temp file left behind
+
+
+def test_disk_full_during_checkpoint_keeps_the_previous_file(tmp_path):
+    mount = tmp_path / "small_disk"
+    mount.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], capture_output=True).returncode:
+        pytest.skip("needs root to mount a 1 MB tmpfs")
+    try:
+        io_plugin, path = AtomicCheckpointIO(), mount / "last.ckpt"
+        io_plugin.save_checkpoint(_fill(300_000), path)
+        before = digest(path)
+        with pytest.raises(CheckpointWriteError, match="No space left on device.*previous last.ckpt is intact"):
+            io_plugin.save_checkpoint(_fill(900_000), path)
+        assert digest(path) == before
+        assert [p.name for p in mount.iterdir()] == ["last.ckpt"]
+    finally:
+        subprocess.run(["umount", str(mount)], check=True)
+
+
+class FileSizeLimitFrom(L.Callback):
+    """Out-of-disk for real, from epoch `epoch` on: files may not grow past `max_bytes` (ulimit -f)."""
+
+    def __init__(self, epoch: int, max_bytes: int):
+        self.epoch, self.max_bytes, self.saved = epoch, max_bytes, None
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        if trainer.current_epoch == self.epoch:
+            self.saved = resource.getrlimit(resource.RLIMIT_FSIZE), signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+            resource.setrlimit(resource.RLIMIT_FSIZE, (self.max_bytes, self.saved[0][1]))
+
+    def on_exception(self, trainer, pl_module, exception):
+        self.on_fit_end(trainer, pl_module)
+
+    def on_fit_end(self, trainer, pl_module):
+        if self.saved is not None:
+            resource.setrlimit(resource.RLIMIT_FSIZE, self.saved[0])
+            signal.signal(signal.SIGXFSZ, self.saved[1])
+
+
+def test_training_run_that_cannot_write_its_checkpoint_stops_with_one_line(make_cfg, tmp_path):
+    run = tmp_path / "run"
+    limit = "+callbacks.disk_full"
+    cfg = make_cfg(*EVERY_EPOCH, "trainer.max_epochs=2", f"{limit}._target_=tests.test_reliability.FileSizeLimitFrom",
+                   f"{limit}.epoch=1", f"{limit}.max_bytes=60000", run_dir=run)  # metrics and grids fit, a checkpoint does not
+    try:
+        with pytest.raises(CheckpointWriteError) as failure:
+            train(cfg)
+    finally:
+        assert resource.getrlimit(resource.RLIMIT_FSIZE)[0] == resource.RLIM_INFINITY
+    assert str(failure.value) == (
+        f"no room to write checkpoint {run / 'checkpoints/epoch0001.ckpt'} (0.9 MB: File too large); epoch0001.ckpt was "
+        "not written and the previous last.ckpt is intact. Free disk space (or point hydra.run.dir at a larger disk) "
+        "and resume with resume=true"
+    )
+    assert torch.load(run / "checkpoints/last.ckpt", weights_only=True)["epoch"] == 0
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["epoch0000.ckpt", "last.ckpt"]
+
+
+# ---- divergence --------------------------------------------------------------------------------
+def test_nan_stops_training_naming_network_and_step_and_keeps_last_good_files(make_cfg, tmp_path):
+    run = tmp_path / "run"
+    cfg = make_cfg(*EVERY_EPOCH, "trainer.max_epochs=3", *poison("discriminator", at_batch=3), run_dir=run)
+    with pytest.raises(DivergenceError) as failure:
+        train(cfg)
+    message = str(failure.value)
+    assert "\n" not in message
+    assert message.startswith("divergence: discriminator weights became NaN/Inf (discriminator.")
+    assert "at G step 3 (epoch 1, batch 3)" in message
+    assert f"last good checkpoint: {run / 'checkpoints/last.ckpt'}" in message
+    last = torch.load(run / "checkpoints/last.ckpt", weights_only=True)
+    assert last["epoch"] == 0 and all(torch.isfinite(v).all() for v in last["state_dict"].values())
+    assert (run / "samples/epoch_0000.png").is_file()
+    assert not (run / "samples/last.png").exists()  # no grid from a NaN generator
+
+
+def test_real_divergence_from_a_huge_learning_rate_stops_before_a_bad_checkpoint(make_cfg, tmp_path):
+    cfg = make_cfg("optimizer=sgd", "optimizer.lr_d=1e30", "optimizer.lr_g=1e30", "trainer.max_epochs=2")
+    with pytest.raises(DivergenceError, match=r"^divergence: (generator|discriminator) .*NaN/Inf.* at G step \d+ .*no checkpoint was written yet"):
+        train(cfg)
+    assert not (tmp_path / "run/checkpoints").exists()
+
+
+def test_rollback_reloads_last_good_checkpoint_with_lower_learning_rate(make_cfg, tmp_path, caplog):
+    run = tmp_path / "run"
+    cfg = make_cfg(*EVERY_EPOCH, "trainer.max_epochs=3", "callbacks.divergence_guard.action=rollback",
+                   *poison("generator", at_batch=3), run_dir=run)
+    with caplog.at_level(logging.WARNING, logger="dcgan_lab.callbacks.guard"):
+        result = train(cfg)
+    rolled = [r.getMessage() for r in caplog.records if "rolled back" in r.getMessage()]
+    assert len(rolled) == 1
+    assert rolled[0].startswith("divergence: generator weights became NaN/Inf (generator.")
+    assert f"at G step 3 (epoch 1, batch 3); rolled back to {run / 'checkpoints/last.ckpt'} with learning rates x0.5" in rolled[0]
+    assert result["g_steps"] == 6
+    last = torch.load(run / "checkpoints/last.ckpt", weights_only=True)
+    assert all(torch.isfinite(v).all() for v in last["state_dict"].values())
+    assert [g["lr"] for s in last["optimizer_states"] for g in s["param_groups"]] == [pytest.approx(1e-4)] * 2
+    assert last["callbacks"]["DivergenceGuard"] == {"lr_scale": 0.5, "rollbacks": 1}
+
+
+# ---- Ctrl-C --------------------------------------------------------------------------------------
+def test_ctrl_c_saves_a_checkpoint_that_resume_continues(make_cfg, tmp_path):
+    run = tmp_path / "run"  # resume=true with no checkpoint yet starts from scratch
+    cfg = make_cfg("resume=true", "trainer.limit_train_batches=6", "+callbacks.interrupt._target_=tests.test_reliability.InterruptAt",
+                   "+callbacks.interrupt.at_batch=3", run_dir=run)
+    previous_handler = signal.getsignal(signal.SIGINT)
+    try:
+        with pytest.raises(SystemExit):  # Lightning exits after its graceful shutdown
+            train(cfg)
+    finally:
+        signal.signal(signal.SIGINT, previous_handler)  # Lightning leaves SIGINT ignored
+    saved = torch.load(run / "checkpoints/last.ckpt", weights_only=True)
+    assert saved["batches_seen"] == 3
+    result = train(make_cfg("trainer.limit_train_batches=6", "resume=true", run_dir=run))
+    assert result["g_steps"] == 6
+
+
+# ---- run folders -------------------------------------------------------------------------------
+def test_a_new_run_never_writes_into_another_runs_folder(make_cfg, tmp_path):
+    run = tmp_path / "run"
+    train(make_cfg(run_dir=run))
+    before = {p: digest(p) for p in run.rglob("*") if p.is_file()}
+    with pytest.raises(ConfigError, match=r"already holds a run; a new run never writes into it\. Continue that run with resume=true"):
+        train(make_cfg(run_dir=run))
+    assert {p: digest(p) for p in run.rglob("*") if p.is_file()} == before
+
+
+def test_two_runs_started_in_the_same_second_get_their_own_folders(tmp_path):
+    taken = tmp_path / "outputs/2024-01-01/12-00-00"
+    taken.mkdir(parents=True)
+    first = unique_dir(str(taken))
+    assert first == f"{taken}_1"
+    assert unique_dir(str(taken)) == first  # stable when Hydra resolves it again after creating it
+    assert unique_dir(str(tmp_path / "fresh")) == str(tmp_path / "fresh")
