@@ -179,22 +179,27 @@ def _flatten(node, prefix: str = "") -> dict:
     return {prefix[:-1]: node}
 
 
-def table_columns(variants: list[Variant]) -> list[str]:
+def table_columns(variants: list[Variant], every_metric: bool = False) -> list[str]:
+    """The headline metrics (report.md) or, with every_metric, also every other metric with a direction (report.csv)."""
     present = {m for v in variants for job in v.ok_jobs for m in job.final}
     columns = []
     for pattern in PREFERRED_COLUMNS:
         columns += sorted(m for m in present if fnmatch(m, pattern) and m not in columns)
-    columns += sorted(m for m in present if direction(m) and m not in columns and m not in TRAILING_COLUMNS)
+    if every_metric:
+        columns += sorted(m for m in present if direction(m) and m not in columns and m not in TRAILING_COLUMNS)
     columns += [m for m in TRAILING_COLUMNS if m in present]
     return columns
 
 
-def best_variant(variants: list[Variant], metric: str) -> str | None:
+def best_variants(variants: list[Variant], metric: str) -> set[str]:
+    """Labels of the variants with the best mean (all of them on a tie); none when every variant ties."""
     sign = direction(metric)
-    scored = [(v.stats(metric)[0], v.label) for v in variants if v.stats(metric) is not None]
-    if not sign or len(scored) < 2:
-        return None
-    return (max if sign > 0 else min)(scored)[1]
+    means = {v.label: v.stats(metric)[0] for v in variants if v.stats(metric) is not None}
+    if not sign or len(means) < 2:
+        return set()
+    best = (max if sign > 0 else min)(means.values())
+    winners = {label for label, mean in means.items() if math.isclose(mean, best, rel_tol=1e-9, abs_tol=1e-12)}
+    return winners if len(winners) < len(means) else set()
 
 
 def _fmt(value: float) -> str:
@@ -204,7 +209,7 @@ def _fmt(value: float) -> str:
 
 
 def write_markdown(path: Path, sweep_dir: Path, variants, columns, common, jobs) -> None:
-    best = {m: best_variant(variants, m) for m in columns}
+    best = {m: best_variants(variants, m) for m in columns}
     header = ["variant", "changes", "seeds ok/run", *columns]
     lines = [
         f"# Sweep report: {sweep_dir}",
@@ -230,7 +235,7 @@ def write_markdown(path: Path, sweep_dir: Path, variants, columns, common, jobs)
                 continue
             mean, std, n = stats
             text = f"{_fmt(mean)} ± {_fmt(std)} ({n})"
-            cells.append(f"**{text}**" if best[metric] == variant.label else text)
+            cells.append(f"**{text}**" if variant.label in best[metric] else text)
         lines.append("| " + " | ".join(cells) + " |")
     failed = [job for job in jobs if not job.ok]
     if failed:
@@ -252,7 +257,7 @@ def write_csv(path: Path, variants, columns) -> None:
             for metric in columns:
                 stats = variant.stats(metric)
                 row += list(stats) if stats else ["", "", 0]
-            row.append(" ".join(m for m in columns if best_variant(variants, m) == variant.label))
+            row.append(" ".join(m for m in columns if variant.label in best_variants(variants, m)))
             writer.writerow(row)
 
 
@@ -340,6 +345,7 @@ def build_report(sweep_dir: str | Path) -> dict[str, Path]:
         )
     variants, common = group_variants(jobs)
     columns = table_columns(variants)
+    every_column = table_columns(variants, every_metric=True)
     out = {
         "report.md": sweep_dir / "report.md",
         "report.csv": sweep_dir / "report.csv",
@@ -347,7 +353,7 @@ def build_report(sweep_dir: str | Path) -> dict[str, Path]:
         "samples.png": sweep_dir / "samples.png",
     }
     write_markdown(out["report.md"], sweep_dir, variants, columns, common, jobs)
-    write_csv(out["report.csv"], variants, columns)
+    write_csv(out["report.csv"], variants, every_column)
     write_curves(out["curves.png"], variants, columns)
     write_samples(out["samples.png"], variants)
     return out

@@ -13,7 +13,7 @@ from dcgan_lab.report import build_report, main
 from dcgan_lab.runs import best_values, direction, last_values, read_metrics
 
 # Lightning's CSVLogger writes sparse rows: each log call fills only its own columns.
-HEADER = ["D(G(z))", "D(x)", "classifier/fid", "epoch", "g_step", "loss/d", "loss/g", "step"]
+HEADER = ["D(G(z))", "D(x)", "classifier/fid", "cluster/balance", "epoch", "g_step", "loss/d", "loss/g", "step"]
 
 
 def write_job(sweep: Path, name: str, num: int, overrides: list[str], rows: list[dict] | None, status: dict | None):
@@ -38,7 +38,7 @@ def rows_for(fids: list[float], loss_d: float) -> list[dict]:
     for i, fid in enumerate(fids):
         step = 10 * (i + 1)
         rows.append({"g_step": step, "step": 2 * step, "loss/d": loss_d + i, "loss/g": 1.0, "epoch": i})
-        rows.append({"g_step": step, "step": 2 * step, "classifier/fid": fid, "epoch": i})
+        rows.append({"g_step": step, "step": 2 * step, "classifier/fid": fid, "cluster/balance": 0.9, "epoch": i})
     return rows
 
 
@@ -85,7 +85,7 @@ def test_seeds_aggregate_as_mean_and_sample_std(sweep):
     assert float(base["train_time_s_std"]) == pytest.approx(10.0)
     # Lower FID and lower train time win; losses have no best.
     assert hinge["best_in"] == "classifier/fid train_time_s"
-    assert base["best_in"] == ""
+    assert base["best_in"] == ""  # cluster/balance is 0.9 everywhere: a tie marks no one
     assert (failed["ok"], failed["failed"], failed["classifier/fid_n"]) == ("0", "2", "0")
 
 
@@ -100,6 +100,8 @@ def test_markdown_marks_best_failed_jobs_and_shared_overrides(sweep):
     assert "| `ablation=lr_1e-4,seed=0` | failed: RuntimeError: CUDA out of memory |" in md
     assert "| `ablation=lr_1e-4,seed=1` | failed: no status.json: the job was killed or is still running |" in md
     assert "loss/d" in md.splitlines()[6] and "cluster/silhouette" not in md  # only metrics that exist
+    assert "cluster/balance" not in md  # secondary metrics: in report.csv only
+    assert float(read_report_csv(sweep / "report.csv")["ablation=baseline"]["cluster/balance_mean"]) == pytest.approx(0.9)
 
 
 def test_figures_are_written(sweep):
@@ -125,6 +127,17 @@ def test_metrics_csv_reading_last_and_best(tmp_path):
         writer.writerows(rows_for([30, 10, 14], 0.5))
     series = read_metrics(path)
     assert series["classifier/fid"] == [(10.0, 30.0), (20.0, 10.0), (30.0, 14.0)]  # steps are G steps
-    assert last_values(series) == {"classifier/fid": 14.0, "loss/d": 2.5, "loss/g": 1.0}
-    assert best_values(series) == {"classifier/fid": 10.0}
+    assert last_values(series) == {"classifier/fid": 14.0, "cluster/balance": 0.9, "loss/d": 2.5, "loss/g": 1.0}
+    assert best_values(series) == {"classifier/fid": 10.0, "cluster/balance": 0.9}
     assert (direction("fid/10k"), direction("classifier/classes_covered"), direction("loss/g")) == (-1, 1, 0)
+
+
+def test_tied_best_variants_are_all_marked():
+    from dcgan_lab.report import Job, Variant, best_variants
+
+    def variant(label, fid):
+        return Variant(label, [Job(Path(label), 0, [], {"status": "ok"}, {"classifier/fid": fid, "loss/d": fid})])
+
+    variants = [variant("a", 5.0), variant("b", 5.0), variant("c", 7.0)]
+    assert best_variants(variants, "classifier/fid") == {"a", "b"}
+    assert best_variants(variants, "loss/d") == set()  # a lower loss is not a better GAN
