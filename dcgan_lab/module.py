@@ -200,6 +200,11 @@ class GANModule(L.LightningModule):
             self.log(f"grad_norm/{name}", torch.stack(norms).norm())
         optimizer.step()
 
+    def log(self, name: str, value, *args, **kwargs) -> None:
+        # Under DDP each rank sees other images: scalars are averaged over ranks before they are logged.
+        kwargs.setdefault("sync_dist", self._trainer is not None and self.trainer.world_size > 1)
+        super().log(name, value, *args, **kwargs)
+
     def _logging_now(self) -> bool:
         every = self.trainer.log_every_n_steps if self._trainer is not None else 1
         return self.batches_seen % max(every, 1) == 0

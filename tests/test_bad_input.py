@@ -1,0 +1,115 @@
+"""Bad input: one clear line (what is wrong, what to do), exit status 2, nothing that looks like a result."""
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from dcgan_lab.pipeline import main, train
+from tests.conftest import ROOT, run_cli
+
+RESULTS = ("config.yaml", "metrics.csv", "checkpoints", "samples", "fixed_noise.pt")
+
+
+def image_folder(root: Path, n: int = 20, corrupt: int = 0, mode: str = "RGB") -> Path:
+    root.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    channels = 3 if mode == "RGB" else 1
+    for i in range(n):
+        pixels = rng.integers(0, 256, (20, 20, channels), dtype=np.uint8).squeeze()
+        Image.fromarray(pixels, mode).save(root / f"img{i:02d}.png")
+    for i in range(corrupt):
+        good = (root / "img00.png").read_bytes()
+        (root / f"broken{i}.png").write_bytes(good[: len(good) // 3])  # a truncated download
+    return root
+
+
+@pytest.fixture(scope="module")
+def trained_checkpoint(tmp_path_factory) -> Path:
+    """A real checkpoint of the FAST model (ngf=8, ndf=8), and a truncated copy of it."""
+    from tests.conftest import FAST, compose_config
+
+    run = tmp_path_factory.mktemp("ckpt") / "run"
+    train(compose_config(run, FAST + ["trainer.limit_train_batches=1"]))
+    ckpt = run / "checkpoints/last.ckpt"
+    truncated = run / "truncated.ckpt"
+    truncated.write_bytes(ckpt.read_bytes()[:5000])
+    return ckpt
+
+
+# (case, overrides, exact start of the message after "error: ")
+CASES = [
+    ("negative lr", ["optimizer.lr_g=-1"], "optimizer.lr_g=-1 must be > 0 (DCGAN uses 2e-4)."),
+    ("lr not a number", ["optimizer.lr_d=fast"], "optimizer.lr_d='fast' must be a number."),
+    ("betas outside [0,1)", ["optimizer.betas=[0.5,1.0]"], "optimizer.betas=[0.5, 1.0] must be two numbers in [0, 1)"),
+    ("batch size 0", ["dataset.batch_size=0"], "dataset.batch_size=0 must be an integer >= 1."),
+    ("image size not a power of two", ["dataset.image_size=48"], "dataset.image_size=48 is not supported: use a power of two"),
+    ("attention resolution not in the network", ["model.attention=true", "model.attention_res=64"],
+     "model.attention_res=64 is not a resolution inside the network for image_size=32: use one of [4, 8, 16]."),
+    ("n_critic < 1", ["training.n_critic=0"], "training.n_critic=0 must be an integer >= 1."),
+    ("max_epochs 0", ["trainer.max_epochs=0"], "trainer.max_epochs=0 must be an integer >= 1, or -1 for no limit."),
+    ("guard lr_factor", ["callbacks.divergence_guard.lr_factor=2"], "callbacks.divergence_guard.lr_factor=2 must be in (0, 1)"),
+    ("required folder not given", ["dataset=image_folder"], "dataset.path must be set: add `dataset.path=...` to the command line."),
+    ("missing dataset folder", ["dataset=image_folder", "dataset.path=/no/such/folder"],
+     "dataset.path=/no/such/folder is not a folder; point dataset.path at a folder of images"),
+    ("empty dataset folder", ["dataset=image_folder", "dataset.path={empty}"], "dataset.path={empty} holds no images"),
+    ("corrupt image, on_corrupt=error", ["dataset=image_folder", "dataset.path={corrupt}", "dataset.on_corrupt=error", "dataset.image_size=16"],
+     "cannot read image {corrupt}/broken0.png (OSError); remove it or set dataset.on_corrupt=skip"),
+    ("grayscale data, RGB config", ["dataset.channels=3"], "dataset.channels=3 but mnist_mini images have 1 channel(s); set dataset.channels=1"),
+    ("checkpoint of another architecture", ["model.ngf=16", "ckpt_path={ckpt}"],
+     "checkpoint {ckpt} was saved from a different architecture: shape differs for generator."),
+    ("truncated checkpoint", ["ckpt_path={truncated}"], "cannot read checkpoint {truncated} ("),
+    ("checkpoint path that does not exist", ["ckpt_path=/no/such.ckpt"], "checkpoint /no/such.ckpt does not exist;"),
+]
+
+
+@pytest.mark.parametrize("case, overrides, message", CASES, ids=[c[0] for c in CASES])
+def test_bad_input_gets_one_line_exit_2_and_no_result(case, overrides, message, make_cfg, tmp_path, capsys, trained_checkpoint):
+    places = {
+        "empty": tmp_path / "empty",
+        "corrupt": tmp_path / "corrupt",
+        "ckpt": trained_checkpoint,
+        "truncated": trained_checkpoint.parent.parent / "truncated.ckpt",
+    }
+    (tmp_path / "empty").mkdir()
+    if "{corrupt}" in " ".join(overrides):
+        image_folder(tmp_path / "corrupt", corrupt=1)
+    overrides = [o.format(**places) for o in overrides]
+    cfg = make_cfg(*overrides, f"paths.cache_dir={tmp_path / 'cache'}")
+    with pytest.raises(SystemExit) as exit_info:
+        main(cfg)
+    assert exit_info.value.code == 2
+    lines = capsys.readouterr().err.strip().splitlines()  # (a decoding progress bar may come before)
+    errors = [line for line in lines if line.startswith("error: ")]
+    assert errors == lines[-1:], lines
+    assert errors[0].startswith("error: " + message.format(**places)), errors[0]
+    run = tmp_path / "run"
+    assert [name for name in RESULTS if (run / name).exists()] == []
+
+
+def test_corrupt_images_are_skipped_with_a_count_by_default(make_cfg, tmp_path, caplog):
+    folder = image_folder(tmp_path / "images", n=20, corrupt=2)
+    cfg = make_cfg("dataset=image_folder", f"dataset.path={folder}", "dataset.image_size=16", f"paths.cache_dir={tmp_path / 'cache'}",
+                   "trainer.limit_train_batches=1")
+    with caplog.at_level(logging.WARNING, logger="dcgan_lab.data.sources"):
+        result = train(cfg)
+    warnings = [r.getMessage() for r in caplog.records if "unreadable" in r.getMessage()]
+    assert warnings == [f"skipped 2 unreadable image file(s), e.g. {folder / 'broken0.png'}"]
+    assert result["g_steps"] == 1
+
+
+def test_unknown_option_and_key_on_the_command_line(tmp_path):
+    # Hydra refuses both before any training code runs; nothing is written.
+    unknown_key = run_cli(["model.atention=true", f"hydra.run.dir={tmp_path / 'a'}"], cwd=ROOT, timeout=120)
+    assert unknown_key.returncode != 0
+    assert unknown_key.stderr.splitlines()[0] == "Could not override 'model.atention'."
+    assert "Key 'atention' is not in struct" in unknown_key.stderr
+    unknown_option = run_cli(["loss=hing", f"hydra.run.dir={tmp_path / 'b'}"], cwd=ROOT, timeout=120)
+    assert unknown_option.returncode != 0
+    assert "Could not find 'loss/hing'" in unknown_option.stderr.splitlines()[0]
+    assert "Available options in 'loss':" in unknown_option.stderr
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
