@@ -164,3 +164,11 @@ def test_real_optuna_study_minimises_the_objective(tmp_path):
     assert len(finals) == 3
     best = yaml.safe_load((sweep_dir / "optimization_results.yaml").read_text())["best_value"]
     assert best == pytest.approx(min(finals))
+
+
+def test_launcher_configs(tmp_path):
+    local = compose_config(tmp_path, ["hydra/launcher=local"]).hydra.launcher
+    assert local._target_.endswith("JoblibLauncher") and local.n_jobs == -1  # one job per core
+    slurm = compose_config(tmp_path, ["hydra/launcher=slurm", "hydra.launcher.partition=gpu"]).hydra.launcher
+    assert slurm._target_.endswith("SlurmLauncher")
+    assert (slurm.gpus_per_node, slurm.tasks_per_node, slurm.partition) == (1, 1, "gpu")
