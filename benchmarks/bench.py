@@ -1,0 +1,313 @@
+"""make bench: the lab's training step against a plain PyTorch loop, side by side in one process.
+
+(a) plain loop, written the pytorch/examples way (one G forward per step), fp32 eager and bf16 + channels_last;
+(b) the lab's Trainer path with the same settings as the fp32 plain loop and its default callbacks off;
+(c) the lab's default configuration (bf16-mixed, channels_last, sample grids, checkpoints, progress bar).
+Plus the step's achieved GFLOP/s against the measured matmul peak, and the data path: the lab's in-memory
+uint8 tensor against a torchvision PIL dataset. Results: benchmarks/results/<device>.{json,md}.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import gzip
+import json
+import platform
+import struct
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import lightning as L  # noqa: E402
+from hydra import compose, initialize_config_dir  # noqa: E402
+from hydra.core.global_hydra import GlobalHydra  # noqa: E402
+from hydra.core.hydra_config import HydraConfig  # noqa: E402
+from hydra.utils import instantiate  # noqa: E402
+from omegaconf import open_dict  # noqa: E402
+
+import dcgan_lab  # noqa: E402,F401
+from dcgan_lab.data.datamodule import to_float  # noqa: E402
+from dcgan_lab.losses import bce_d, bce_g  # noqa: E402
+from dcgan_lab.pipeline import train  # noqa: E402
+
+RESULTS = ROOT / "benchmarks" / "results"
+
+
+def compose_cfg(run_dir: Path, overrides: list[str]):
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("config", overrides=overrides, return_hydra_config=True)
+    with open_dict(cfg):
+        cfg.hydra.runtime.output_dir = str(run_dir)
+        cfg.hydra.runtime.cwd = str(ROOT)
+    HydraConfig.instance().set_config(cfg)
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(run_dir)
+        cfg.paths.root_dir = str(ROOT)
+    return cfg
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+# ---- machine peak --------------------------------------------------------------------------------
+def matmul_peak_gflops(device: torch.device, dtype: torch.dtype) -> float:
+    n = 4096 if device.type == "cuda" else 1024
+    a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
+    for _ in range(3):
+        a @ b
+    sync(device)
+    reps, best = (50 if device.type == "cuda" else 10), float("inf")
+    for _ in range(3):
+        t = time.perf_counter()
+        for _ in range(reps):
+            a @ b
+        sync(device)
+        best = min(best, (time.perf_counter() - t) / reps)
+    return 2 * n**3 / best / 1e9
+
+
+# ---- (a) the plain loop --------------------------------------------------------------------------
+def networks(cfg, device, channels_last: bool):
+    g, d = instantiate(cfg.model.generator).to(device), instantiate(cfg.model.discriminator).to(device)
+    if channels_last:
+        g, d = g.to(memory_format=torch.channels_last), d.to(memory_format=torch.channels_last)
+    return g, d
+
+
+def plain_step_fn(g, d, opt_g, opt_d, device, bf16: bool):
+    autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if bf16 else contextlib.nullcontext
+
+    def step(images_uint8):
+        real = to_float(images_uint8)
+        z = torch.randn(len(real), g.latent_dim, device=device)
+        with autocast():
+            fake = g(z)
+            # D step on fake.detach(); G's step reuses the same fake (one G forward per step).
+            loss_d = bce_d(d(real), d(fake.detach()))
+        opt_d.zero_grad(set_to_none=True)
+        loss_d.backward()
+        opt_d.step()
+        with autocast():
+            loss_g = bce_g(d(fake))
+        opt_g.zero_grad(set_to_none=True)
+        loss_g.backward()
+        opt_g.step()
+        return loss_d, loss_g
+
+    return step
+
+
+def plain_loop(cfg, data: torch.Tensor, device, steps: int, warmup: int, bf16: bool, channels_last: bool) -> float:
+    torch.manual_seed(0)
+    g, d = networks(cfg, device, channels_last)
+    opt_g = torch.optim.Adam(g.parameters(), lr=2e-4, betas=(0.5, 0.999))
+    opt_d = torch.optim.Adam(d.parameters(), lr=2e-4, betas=(0.5, 0.999))
+    step = plain_step_fn(g, d, opt_g, opt_d, device, bf16)
+    batch = cfg.dataset.batch_size
+    data = data.to(device)
+    for i in range(warmup + steps):
+        if i == warmup:
+            sync(device)
+            started = time.perf_counter()
+        index = torch.randint(len(data), (batch,), device=device)
+        step(data[index])
+    sync(device)
+    return steps * batch / (time.perf_counter() - started)
+
+
+def step_gflop(cfg, data: torch.Tensor, device) -> float:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    g, d = networks(cfg, device, channels_last=False)
+    opt_g, opt_d = torch.optim.Adam(g.parameters()), torch.optim.Adam(d.parameters())
+    step = plain_step_fn(g, d, opt_g, opt_d, device, bf16=False)
+    with FlopCounterMode(display=False) as counter:
+        step(data[: cfg.dataset.batch_size].to(device))
+    return counter.get_total_flops() / 1e9
+
+
+# ---- (b), (c) the lab's Trainer path -------------------------------------------------------------
+def lab_run(overrides: list[str], steps: int, warmup: int, workdir: Path) -> float:
+    """images/s of `train(cfg)` as logged by the lab's own Throughput callback (after `warmup` batches)."""
+    run_dir = Path(tempfile.mkdtemp(dir=workdir))
+    cfg = compose_cfg(run_dir, ["logger=none", f"trainer.max_steps={warmup + steps}", "trainer.max_epochs=-1",
+                                f"paths.cache_dir={workdir / 'cache'}", *overrides])
+    with open_dict(cfg):
+        cfg.callbacks["throughput"] = {"_target_": "dcgan_lab.callbacks.Throughput", "warmup": warmup}
+    return train(cfg)["metrics"]["perf/images_per_s"]
+
+
+# ---- data path -----------------------------------------------------------------------------------
+def write_idx_mnist(root: Path, images: torch.Tensor, labels: torch.Tensor) -> None:
+    """The embedded digits in MNIST's own idx files, so torchvision.datasets.MNIST reads them unchanged."""
+    raw = root / "MNIST" / "raw"
+    raw.mkdir(parents=True, exist_ok=True)
+    pixels = images[:, 0].numpy().tobytes()
+    header_images = struct.pack(">IIII", 0x803, len(images), 28, 28)
+    header_labels = struct.pack(">II", 0x801, len(labels))
+    for prefix in ("train", "t10k"):
+        (raw / f"{prefix}-images-idx3-ubyte").write_bytes(header_images + pixels)
+        (raw / f"{prefix}-labels-idx1-ubyte").write_bytes(header_labels + labels.to(torch.uint8).numpy().tobytes())
+
+
+def data_path_rates(batch: int, workdir: Path, min_seconds: float = 3.0) -> dict[str, float]:
+    import torchvision.datasets as tvd
+    import torchvision.transforms as T
+    from torch.utils.data import DataLoader
+
+    from dcgan_lab.data.datamodule import UInt8Images, _keep_batch, fit_to_size
+    from dcgan_lab.data.sources import mnist_mini
+
+    images, labels = mnist_mini("train")
+
+    def rate(loader, prepare) -> float:
+        count, started = 0, time.perf_counter()
+        while time.perf_counter() - started < min_seconds:
+            for x, _ in loader:
+                count += len(prepare(x))
+        return count / (time.perf_counter() - started)
+
+    in_memory = DataLoader(UInt8Images(fit_to_size(images, 32), labels), batch_size=batch, shuffle=True,
+                           drop_last=True, collate_fn=_keep_batch)
+    write_idx_mnist(workdir / "tv", images, labels)
+    transform = T.Compose([T.Pad(2), T.ToTensor(), T.Normalize((0.5,), (0.5,))])
+    pil = DataLoader(tvd.MNIST(str(workdir / "tv"), train=True, download=False, transform=transform),
+                     batch_size=batch, shuffle=True, drop_last=True)
+    return {"in_memory_uint8": rate(in_memory, to_float), "torchvision_pil": rate(pil, lambda x: x)}
+
+
+# ---- real-statistics cache -----------------------------------------------------------------------
+def reference_cache_times(workdir: Path) -> dict[str, float] | None:
+    """Time spent on real data by a first and a second evaluation of the same dataset (cold vs cached)."""
+    try:
+        from dcgan_lab.metrics.suite import MetricSuite
+    except ImportError:
+        return None
+    cfg = compose_cfg(workdir / "ref", [f"paths.cache_dir={workdir / 'refcache'}"])
+    datamodule = instantiate(cfg.dataset)
+    times = []
+    for _ in range(2):
+        suite = MetricSuite(cfg.get("metrics"), datamodule, workdir / "refcache")
+        started = time.perf_counter()
+        suite.classifier_reference()
+        times.append(time.perf_counter() - started)
+    return {"first_s": times[0], "second_s": times[1]}
+
+
+# ---- the report ----------------------------------------------------------------------------------
+def run(device_name: str, steps: int, warmup: int) -> dict:
+    device = torch.device(device_name)
+    accelerator = "gpu" if device.type == "cuda" else "cpu"
+    workdir = Path(tempfile.mkdtemp(prefix="dcgan_bench_"))
+    cfg = compose_cfg(workdir / "cfg", [])
+    images = instantiate(cfg.dataset).split("train").images
+    batch = cfg.dataset.batch_size
+    print(f"benchmark on {device_name}: DCGAN ngf={cfg.model.ngf} ndf={cfg.model.ndf}, "
+          f"{cfg.dataset.image_size}x{cfg.dataset.image_size}, batch {batch}, {steps} timed steps after {warmup}",
+          flush=True)
+
+    fp32_same = ["trainer.precision=32-true", f"trainer.accelerator={accelerator}"]
+    rows = {}
+    rows["plain fp32 eager"] = plain_loop(cfg, images, device, steps, warmup, bf16=False, channels_last=False)
+    rows["plain bf16 + channels_last"] = plain_loop(cfg, images, device, steps, warmup, bf16=True, channels_last=True)
+    rows["lab Trainer, callbacks off, fp32"] = lab_run(
+        ["callbacks=none", *fp32_same], steps, warmup, workdir)
+    rows["lab Trainer, callbacks off, bf16 + channels_last"] = lab_run(
+        ["callbacks=none", "+callbacks.channels_last={_target_:dcgan_lab.callbacks.ChannelsLast}",
+         f"trainer.accelerator={accelerator}"], steps, warmup, workdir)
+    rows["lab default configuration"] = lab_run(
+        [f"trainer.accelerator={accelerator}"], steps, warmup, workdir)
+    for name, value in rows.items():
+        print(f"  {name:52s} {value:9.1f} img/s", flush=True)
+
+    gflop = step_gflop(cfg, images, device)
+    dtype_peak = {"fp32": matmul_peak_gflops(device, torch.float32), "bf16": matmul_peak_gflops(device, torch.bfloat16)}
+    data = data_path_rates(batch, workdir)
+    cache = reference_cache_times(workdir)
+
+    base = rows["plain fp32 eager"]
+    result = {
+        "device": device_name,
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine(),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "lightning": L.__version__,
+        "batch_size": batch,
+        "timed_steps": steps,
+        "images_per_s": rows,
+        "ratio_to_plain_fp32": {k: v / base for k, v in rows.items()},
+        "lab_vs_plain_same_settings": rows["lab Trainer, callbacks off, fp32"] / base,
+        "step_gflop": gflop,
+        "achieved_gflops": {k: v / batch * gflop for k, v in rows.items()},
+        "matmul_peak_gflops": dtype_peak,
+        "data_images_per_s": data,
+        "data_ratio": data["in_memory_uint8"] / data["torchvision_pil"],
+        "reference_cache": cache,
+    }
+    return result
+
+
+def markdown(r: dict) -> str:
+    peak32, peak16 = r["matmul_peak_gflops"]["fp32"], r["matmul_peak_gflops"]["bf16"]
+    lines = [
+        f"## {r['device']} ({r['device_name']}, {r['threads']} threads; torch {r['torch']}, lightning {r['lightning']})",
+        "",
+        f"DCGAN on mnist_mini 32x32, batch {r['batch_size']}, BCE, Adam; {r['timed_steps']} timed G+D steps.",
+        f"One G+D step = {r['step_gflop']:.2f} GFLOP (torch.utils.flop_counter). "
+        f"Measured matmul peak: {peak32:.0f} GFLOP/s fp32, {peak16:.0f} GFLOP/s bf16.",
+        "",
+        "| path | img/s | x plain fp32 | achieved GFLOP/s | % of fp32 / bf16 peak |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for name, value in r["images_per_s"].items():
+        achieved = r["achieved_gflops"][name]
+        lines.append(f"| {name} | {value:.0f} | {r['ratio_to_plain_fp32'][name]:.2f} | {achieved:.0f} | "
+                     f"{100 * achieved / peak32:.0f}% / {100 * achieved / peak16:.0f}% |")
+    data = r["data_images_per_s"]
+    lines += [
+        "",
+        "| target | measured | met |",
+        "|---|---:|:-:|",
+        f"| lab Trainer path within 5% of the plain loop (same settings, fp32) | {r['lab_vs_plain_same_settings']:.3f}x | "
+        f"{'yes' if r['lab_vs_plain_same_settings'] >= 0.95 else 'NO'} |",
+        f"| lab default configuration >= 1.6x plain fp32 eager | {r['ratio_to_plain_fp32']['lab default configuration']:.2f}x | "
+        f"{'yes' if r['ratio_to_plain_fp32']['lab default configuration'] >= 1.6 else 'NO'} |",
+        f"| in-memory data path >= 20x torchvision PIL ({data['in_memory_uint8']:.0f} vs {data['torchvision_pil']:.0f} img/s) | "
+        f"{r['data_ratio']:.0f}x | {'yes' if r['data_ratio'] >= 20 else 'NO'} |",
+    ]
+    cache = r["reference_cache"]
+    if cache:
+        share = cache["second_s"] / cache["first_s"]
+        lines.append(f"| second evaluation < 10% of the first's time on real data ({cache['first_s']:.2f} s -> "
+                     f"{cache['second_s']:.3f} s) | {100 * share:.1f}% | {'yes' if share < 0.10 else 'NO'} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cpu,cuda" if torch.cuda.is_available() else "cpu",
+                        help="comma-separated: cpu, cuda (default: every device present)")
+    parser.add_argument("--steps", type=int, default=None, help="timed steps per path (default: 60 CPU, 300 GPU)")
+    parser.add_argument("--warmup", type=int, default=10)
+    args = parser.parse_args()
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    for device in args.device.split(","):
+        steps = args.steps or (300 if device == "cuda" else 60)
+        result = run(device, steps, args.warmup)
+        table = markdown(result)
+        print(table)
+        (RESULTS / f"{device}.json").write_text(json.dumps(result, indent=2))
+        (RESULTS / f"{device}.md").write_text(table)
+
+
+if __name__ == "__main__":
+    main()

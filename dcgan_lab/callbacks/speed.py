@@ -1,0 +1,83 @@
+"""Step-speed options as callbacks, so the GAN step itself stays plain PyTorch.
+
+Measured on 2 CPU cores (benchmarks/bench.py): channels_last + bf16 autocast halves a DCGAN step;
+torch.compile costs 25-45 s to compile and gains nothing at MNIST size, so it is opt-in.
+"""
+from __future__ import annotations
+
+import time
+
+import lightning as L
+import torch
+
+
+class ChannelsLast(L.Callback):
+    """Puts G and D in channels_last memory format; conv outputs (and so fakes) follow it.
+
+    oneDNN (CPU) and cuDNN (GPU) pick their NHWC kernels when a conv's weight is channels_last,
+    so NCHW batches from the data path need no conversion.
+    """
+
+    def __init__(self, enabled: bool = True):
+        self.enabled = enabled
+
+    def on_fit_start(self, trainer, pl_module) -> None:
+        if self.enabled:
+            pl_module.to(memory_format=torch.channels_last)
+
+
+class Compile(L.Callback):
+    """torch.compile G and D in place (`nn.Module.compile`): state_dict keys and checkpoints are unchanged."""
+
+    def __init__(self, enabled: bool = False, mode: str | None = None, dynamic: bool = False):
+        self.enabled, self.mode, self.dynamic = enabled, mode, dynamic
+
+    def on_fit_start(self, trainer, pl_module) -> None:
+        if not self.enabled:
+            return
+        for network in (pl_module.generator, pl_module.discriminator):
+            network.compile(mode=self.mode, dynamic=self.dynamic)
+
+
+class Throughput(L.Callback):
+    """Training images per second since the first `warmup` batches, logged as `perf/images_per_s`
+    at each epoch's end and at the end of fit (so it includes what the epoch-end callbacks cost).
+
+    The device is synchronised only where the clock is read, never per step.
+    """
+
+    def __init__(self, warmup: int = 5):
+        self.warmup = warmup
+        self.images, self._seen, self._started = 0, 0, None
+
+    def _now(self, pl_module) -> float:
+        if pl_module.device.type == "cuda":
+            torch.cuda.synchronize(pl_module.device)
+        return time.perf_counter()
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if self._started is None and self._seen == self.warmup:
+            self._started = self._now(pl_module)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self._seen += 1
+        if self._started is not None:
+            self.images += len(batch[0])
+
+    @property
+    def images_per_s(self) -> float:
+        return self._value
+
+    def _record(self, trainer, pl_module) -> None:
+        if self._started is None or not self.images:
+            return
+        self._value = self.images / (self._now(pl_module) - self._started)
+        trainer.callback_metrics["perf/images_per_s"] = torch.tensor(self._value)
+        for logger in trainer.loggers:
+            logger.log_metrics({"perf/images_per_s": self._value}, step=trainer.global_step)
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        self._record(trainer, pl_module)
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        self._record(trainer, pl_module)
