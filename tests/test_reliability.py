@@ -49,7 +49,8 @@ class PoisonWeights(L.Callback):
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
         if pl_module.batches_seen == self.at_batch and not self.done:
             with torch.no_grad():
-                next(getattr(pl_module, self.network).parameters()).view(-1)[0] = float("nan")
+                weight = next(getattr(pl_module, self.network).parameters())
+                weight[(0,) * weight.dim()] = float("nan")  # in place, whatever the memory layout
             self.done = True
 
 
