@@ -1,0 +1,77 @@
+"""Speed options are real training options: each trains, and does what it says to the networks."""
+import csv
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+
+from dcgan_lab.data.datamodule import ImageDataModule, UInt8Images
+from dcgan_lab.pipeline import train
+
+
+class InspectNetworks(L.Callback):
+    """Records, during training, the memory format of D's conv weights and the Trainer's precision."""
+
+    seen: dict = {}
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        # A conv weight with one input channel is both NCHW- and NHWC-contiguous: skip it.
+        weights = [w for w in conv_weights(pl_module.discriminator) if w.shape[1] > 1]
+        InspectNetworks.seen = {
+            "channels_last": all(w.is_contiguous(memory_format=torch.channels_last) and not w.is_contiguous() for w in weights),
+            "precision": trainer.precision,
+        }
+
+
+def conv_weights(module):
+    return [m.weight for m in module.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d))]
+
+
+@pytest.mark.parametrize(
+    "overrides, channels_last",
+    [
+        (["trainer.precision=32-true", "callbacks.channels_last.enabled=false"], False),
+        (["trainer.precision=bf16-mixed", "callbacks.channels_last.enabled=true"], True),
+    ],
+    ids=["fp32_nchw", "bf16_channels_last"],
+)
+def test_precision_and_memory_format_options_train(make_cfg, overrides, channels_last):
+    cfg = make_cfg(*overrides, "+callbacks.inspect={_target_:tests.test_speed.InspectNetworks}",
+                   "+callbacks.throughput={_target_:dcgan_lab.callbacks.Throughput,warmup:1}")
+    result = train(cfg)
+    assert InspectNetworks.seen["channels_last"] == channels_last
+    assert InspectNetworks.seen["precision"] == overrides[0].split("=")[1]
+    assert result["metrics"]["perf/images_per_s"] > 0
+    rows = list(csv.DictReader(open(Path(result["output_dir"]) / "metrics.csv")))
+    assert [r for r in rows if r.get("perf/images_per_s")], "throughput lands in metrics.csv"
+
+
+def test_batches_are_sliced_whole_from_the_uint8_tensor():
+    images = torch.arange(10 * 4, dtype=torch.uint8).reshape(10, 1, 2, 2)
+    data = UInt8Images(images, torch.arange(10))
+    x, y = data.__getitems__([3, 7])
+    torch.testing.assert_close(x, images[[3, 7]])
+    torch.testing.assert_close(y, torch.tensor([3, 7]))
+
+
+def test_unlabelled_sources_get_minus_one_labels():
+    data = UInt8Images(torch.zeros(3, 1, 2, 2, dtype=torch.uint8), None)
+    torch.testing.assert_close(data.labels, torch.full((3,), -1))
+
+
+def test_datamodule_pads_28_to_32_and_checks_channels():
+    from dcgan_lab.errors import DataError
+
+    source = lambda split, **_: (torch.full((70, 1, 28, 28), 255, dtype=torch.uint8), torch.zeros(70, dtype=torch.long))  # noqa: E731
+    dm = ImageDataModule(source, "digits", image_size=32, channels=1, batch_size=8)
+    images = dm.split("train").images
+    assert images.shape == (70, 1, 32, 32) and images[:, :, :2].max() == 0 and images[:, :, 2:30, 2:30].min() == 255
+    with pytest.raises(DataError, match="dataset.channels=3 but digits images have 1 channel"):
+        ImageDataModule(source, "digits", image_size=32, channels=3, batch_size=8).split("train")
+
+
+@pytest.mark.slow
+def test_compile_option_trains(make_cfg):
+    result = train(make_cfg("callbacks.compile.enabled=true", "trainer.precision=32-true"))
+    assert result["g_steps"] == 4
