@@ -53,20 +53,31 @@ def direction(metric: str) -> int:
 
 
 def read_metrics(path: str | Path) -> dict[str, list[tuple[float, float]]]:
-    """metrics.csv -> {metric: [(step, value), ...]} in file order.
+    """metrics.csv -> {metric: [(G step, value), ...]} in file order.
 
-    Lightning's CSVLogger writes one sparse row per log call; the step is `g_step` (G iterations) when the
-    row has it, else Lightning's `step`. Empty and non-finite cells are skipped.
+    Lightning's CSVLogger writes one sparse row per log call, and its `step` column means different things
+    (batches for training-step logs, optimizer steps for callbacks that log at trainer.global_step). So the
+    x-axis is the module's own `g_step` (G iterations) where the row has it; a row without it (an evaluation
+    at the end of an epoch) sits at the last G step logged in its epoch; else Lightning's step.
+    Empty and non-finite cells are skipped.
     """
-    series: dict[str, list[tuple[float, float]]] = {}
     with open(path, newline="") as handle:
-        for row in csv.DictReader(handle):
-            step = _float(row.get("g_step")) if _float(row.get("g_step")) is not None else _float(row.get("step"))
-            for name, cell in row.items():
-                value = _float(cell)
-                if name in STEP_COLUMNS or name is None or value is None:
-                    continue
-                series.setdefault(name, []).append((step if step is not None else math.nan, value))
+        rows = list(csv.DictReader(handle))
+    last_g_step_of_epoch: dict[float, float] = {}
+    for row in rows:
+        epoch, g_step = _float(row.get("epoch")), _float(row.get("g_step"))
+        if epoch is not None and g_step is not None:
+            last_g_step_of_epoch[epoch] = max(g_step, last_g_step_of_epoch.get(epoch, g_step))
+    series: dict[str, list[tuple[float, float]]] = {}
+    for row in rows:
+        step = _float(row.get("g_step"))
+        if step is None:
+            step = last_g_step_of_epoch.get(_float(row.get("epoch")), _float(row.get("step")))
+        for name, cell in row.items():
+            value = _float(cell)
+            if name in STEP_COLUMNS or name is None or value is None:
+                continue
+            series.setdefault(name, []).append((step if step is not None else math.nan, value))
     return series
 
 

@@ -141,3 +141,23 @@ def test_tied_best_variants_are_all_marked():
     variants = [variant("a", 5.0), variant("b", 5.0), variant("c", 7.0)]
     assert best_variants(variants, "classifier/fid") == {"a", "b"}
     assert best_variants(variants, "loss/d") == set()  # a lower loss is not a better GAN
+
+
+def test_evaluations_logged_without_g_step_sit_at_the_end_of_their_epoch(tmp_path):
+    # As Lightning writes them: training rows carry g_step (and a batch-count step), an epoch-end evaluation
+    # logged at trainer.global_step (2 optimizer steps per G step) carries neither g_step nor the same step.
+    path = tmp_path / "metrics.csv"
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=HEADER)
+        writer.writeheader()
+        writer.writerows([
+            {"g_step": 5, "step": 4, "loss/d": 1.0, "epoch": 0},
+            {"g_step": 10, "step": 9, "loss/d": 0.9, "epoch": 0},
+            {"classifier/fid": 300.0, "epoch": 0, "step": 20},
+            {"g_step": 15, "step": 14, "loss/d": 0.8, "epoch": 1},
+            {"g_step": 20, "step": 19, "loss/d": 0.7, "epoch": 1},
+            {"classifier/fid": 200.0, "epoch": 1, "step": 40},
+        ])
+    series = read_metrics(path)
+    assert series["classifier/fid"] == [(10.0, 300.0), (20.0, 200.0)]
+    assert series["loss/d"] == [(5.0, 1.0), (10.0, 0.9), (15.0, 0.8), (20.0, 0.7)]
