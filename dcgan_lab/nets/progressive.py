@@ -125,11 +125,19 @@ class ProgressiveGenerator(_Grows):
         if self._alpha < 1 and self._resolution > 4:
             # fade-in: the previous resolution's image, upsampled, blended with the new layer's
             old = F.interpolate(self.to_rgb[str(self._resolution // 2)](previous), scale_factor=2, mode="nearest")
-            out = torch.lerp(old, out, self._alpha)
+            out = old + self._alpha * (out - old)  # lerp by arithmetic: autocast may give old and out different dtypes
         return torch.tanh(out)
 
     def sample_latent(self, n: int, device=None, generator: torch.Generator | None = None) -> torch.Tensor:
         return torch.randn(n, self.latent_dim, device=device, generator=generator)
+
+
+class MinibatchStddev(nn.Module):
+    """(B, C, H, W) -> (B, C + 1, H, W): appends the std over the batch, averaged over features and positions."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        std = x.float().std(dim=0, unbiased=False).mean().to(x.dtype)
+        return torch.cat([x, std.expand(x.shape[0], 1, *x.shape[2:])], dim=1)
 
 
 class ProgressiveDiscriminator(_Grows):
@@ -169,8 +177,9 @@ class ProgressiveDiscriminator(_Grows):
             if dropout:
                 layers.append(nn.Dropout(dropout))
             self.blocks[str(r)] = nn.Sequential(*layers, nn.AvgPool2d(2))
-        # (B, ch4, 4, 4) -> (B, ch4, 4, 4) -> pooled (B, ch4)
-        self.final = nn.Sequential(conv(ch(4), ch(4)), activation())
+        # minibatch stddev (Karras et al. sec. 3): one extra 4x4 map holding the batch's mean feature std, so D
+        # can see a batch without variety; (B, ch4 + 1, 4, 4) -> (B, ch4, 4, 4) -> pooled (B, ch4)
+        self.final = nn.Sequential(MinibatchStddev(), conv(ch(4) + 1, ch(4)), activation())
         self.head = maybe_spectral(nn.Linear(ch(4), 1), spectral_norm)
         self.projection = Projection(num_classes, conditioning, ch(4), spectral_norm)
 
@@ -185,7 +194,7 @@ class ProgressiveDiscriminator(_Grows):
             if self._alpha < 1:
                 # fade-in: the new block's output blended with the downsampled image through the old input layer
                 old = self.from_rgb[str(r // 2)](F.avg_pool2d(x, 2))
-                h = torch.lerp(old, h, self._alpha)
+                h = old + self._alpha * (h - old)
             for lower in reversed(resolutions(r // 2)[1:]):
                 h = self.blocks[str(lower)](h)
         pooled = self.final(h).sum(dim=(2, 3))
