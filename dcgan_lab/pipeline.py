@@ -17,7 +17,7 @@ from dcgan_lab.errors import LabError
 from dcgan_lab.loggers import log_config_to_wandb, run_csv_logger, summarize_wandb_run
 from dcgan_lab.module import GANModule
 from dcgan_lab.run_folder import keep_metrics_on_resume, resolve_resume
-from dcgan_lab.sweep import run_recorded
+from dcgan_lab.sweep import run_recorded, sweep_return
 
 log = logging.getLogger(__name__)
 
@@ -131,7 +131,7 @@ def main(cfg: DictConfig) -> dict | None:
     try:
         # Before anything is recorded: a new run must not write (even status.json) into another run's folder.
         resolve_resume(cfg, Path(cfg.paths.output_dir), check_folder=rank_zero_only.rank == 0)
-        return run_recorded(train, cfg, cfg.paths.output_dir)
+        return sweep_return(cfg, run_recorded(train, cfg, cfg.paths.output_dir))
     except LabError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
