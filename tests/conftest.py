@@ -27,6 +27,7 @@ FAST = [
     "trainer.limit_train_batches=4",
     "trainer.enable_model_summary=false",
     "callbacks.progress_bar=null",
+    "metrics=none",  # metric tests turn them on (metrics=default): seconds per run otherwise
 ]
 
 

@@ -1,0 +1,86 @@
+"""GenerativeMetrics: the metric suite every N epochs and at the end of training.
+
+Scalars go to every logger (so to metrics.csv and W&B); figures (class histogram, PCA scatter and
+silhouette plot coloured by cluster, samples per cluster) go to <run>/metrics/epochNNNN_*.png.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import lightning as L
+import torch
+from lightning.pytorch.loggers import WandbLogger
+from omegaconf import DictConfig, OmegaConf
+
+from dcgan_lab.metrics.suite import MetricSuite, settings_from
+
+log = logging.getLogger(__name__)
+
+HEADLINE = ("classifier/fid", "classifier/classes_covered", "cluster/silhouette", "pr/precision", "pr/recall")
+
+
+class GenerativeMetrics(L.Callback):
+    def __init__(self, output_dir: str, cache_dir: str, settings: dict | DictConfig | None = None):
+        if isinstance(settings, DictConfig):
+            settings = OmegaConf.to_container(settings, resolve=True)
+        self.settings = settings_from(settings)
+        self.dir = Path(output_dir) / "metrics"
+        self.cache_dir = cache_dir
+        self.suite: MetricSuite | None = None
+        self._evaluated_step: int | None = None
+        self._inception_step: int | None = None
+        self._epoch = 0
+
+    def on_fit_start(self, trainer, pl_module) -> None:
+        if not trainer.is_global_zero:
+            return
+        datamodule = trainer.datamodule
+        if datamodule is None or not hasattr(datamodule, "split"):
+            log.warning("metrics: the trainer has no lab datamodule (real images for reference statistics); metrics are off")
+            return
+        self.suite = MetricSuite(self.settings, datamodule, self.cache_dir, device=pl_module.device)
+        if self.suite.classifier_available():
+            self.suite.classifier()  # trains on first use (cached afterwards): the cost shows up front, not mid-run
+
+    def _inception_wanted(self, pl_module, at_end: bool) -> bool:
+        if not self.settings["inception"]:
+            return False
+        mode = self.settings["inception_during_training"]
+        if mode == "auto":  # ~8 img/s on CPU: Inception belongs to evaluate.py there
+            mode = "every" if pl_module.device.type == "cuda" else "never"
+        return mode == "every" or (mode == "end" and at_end)
+
+    def _evaluate(self, trainer, pl_module, inception: bool) -> None:
+        generator = getattr(pl_module, "generator_ema", None) or pl_module.generator
+        tag = f"epoch{self._epoch:04d}"
+        report = self.suite.evaluate(generator, pl_module.discriminator, inception=inception, figures_dir=self.dir, tag=tag)
+        step = trainer.global_step
+        scalars = {**report.scalars, "epoch": float(self._epoch)}
+        for logger in trainer.loggers:
+            logger.log_metrics(scalars, step=step)
+            if isinstance(logger, WandbLogger):
+                for path in report.figures:
+                    logger.log_image(f"metrics/{path.stem.removeprefix(tag + '_')}", [str(path)], step=step)
+            logger.save()
+        trainer.callback_metrics.update({k: torch.tensor(v) for k, v in report.scalars.items()})
+        self._evaluated_step = step
+        if inception:
+            self._inception_step = step
+        summary = ", ".join(f"{k}={report.scalars[k]:.4g}" for k in (*HEADLINE, *sorted(k for k in report.scalars if k.startswith("fid/")))
+                            if k in report.scalars)
+        log.info("metrics at epoch %d: %s (%.0f s)", self._epoch, summary, report.scalars["metrics/eval_time_s"])
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        self._epoch = trainer.current_epoch
+        every = self.settings["every_n_epochs"]
+        if self.suite is not None and every and (trainer.current_epoch + 1) % every == 0:
+            self._evaluate(trainer, pl_module, inception=self._inception_wanted(pl_module, at_end=False))
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        if self.suite is None or not self.settings["at_end"]:
+            return
+        inception = self._inception_wanted(pl_module, at_end=True)
+        stale = self._evaluated_step != trainer.global_step
+        if stale or (inception and self._inception_step != trainer.global_step):
+            self._evaluate(trainer, pl_module, inception=inception)

@@ -1,0 +1,74 @@
+"""Reference statistics on disk, keyed by an md5 of everything that changes them.
+
+A changed dataset, split, image size, extractor, weights file or sample count gives a new key, so a
+stale file is never reused; files are written to a temp name and moved with os.replace (atomic), so a
+killed run or two sweep jobs writing at once never leave a half-written cache.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+log = logging.getLogger(__name__)
+
+
+def md5_of(parts: dict) -> str:
+    return hashlib.md5(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def tensor_md5(tensor: torch.Tensor) -> str:
+    return hashlib.md5(tensor.detach().cpu().contiguous().numpy().tobytes()).hexdigest()
+
+
+def file_md5(path: str | Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.md5()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def atomic_torch_save(obj, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def atomic_write_text(text: str, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+class ReferenceCache:
+    """`get(key_parts, compute)`: the stored dict for that key, or compute() stored under it."""
+
+    def __init__(self, cache_dir: str | Path):
+        self.dir = Path(cache_dir) / "reference_stats"
+
+    def path_for(self, key_parts: dict) -> Path:
+        name = str(key_parts.get("what", "stats")).replace("/", "_")
+        return self.dir / f"{name}-{md5_of(key_parts)}.pt"
+
+    def get(self, key_parts: dict, compute: Callable[[], dict]) -> dict:
+        path = self.path_for(key_parts)
+        if path.exists():
+            try:
+                stored = torch.load(path, map_location="cpu", weights_only=False)
+                if stored.get("key") == key_parts:
+                    log.debug("reference statistics: cache hit %s", path)
+                    return stored["value"]
+            except (OSError, RuntimeError, EOFError, KeyError, AttributeError) as exc:
+                log.warning("reference statistics at %s unreadable (%s); recomputing", path, type(exc).__name__)
+        value = compute()
+        atomic_torch_save({"key": key_parts, "value": value}, path)
+        log.info("reference statistics cached at %s", path)
+        return value

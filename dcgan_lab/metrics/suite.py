@@ -1,0 +1,271 @@
+"""MetricSuite: every enabled metric for one generator, shared by the training callback and evaluate.py.
+
+Generated images come from fixed latents (metrics.seed), so evaluations of one run differ only because
+the generator changed. Real-data statistics come from the reference cache (computed once per key).
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+from torch import nn
+
+from dcgan_lab.errors import ConfigError
+from dcgan_lab.metrics import clustering as clus
+from dcgan_lab.metrics.cache import ReferenceCache, file_md5, tensor_md5
+from dcgan_lab.metrics.classifier import classify, has_labels, load_or_train_classifier
+from dcgan_lab.metrics.frechet import frechet_distance, gaussian_stats
+from dcgan_lab.metrics.modes import mode_metrics
+from dcgan_lab.metrics.precision_recall import precision_recall
+
+log = logging.getLogger(__name__)
+
+DEFAULTS: dict[str, Any] = {
+    "n_samples": 2000, "every_n_epochs": 5, "at_end": True, "batch_size": 250, "seed": 0,
+    "classifier": True, "classifier_epochs": 4, "coverage_threshold": 0.1,
+    "clustering": True, "kmeans_k": 10, "pca_components": 50, "figures": True,
+    "precision_recall": True, "pr_k": 3,
+    "inception": True, "inception_during_training": "auto", "inception_n_samples": None,
+    "inception_weights": None, "n_reference": 10000,
+}
+INCEPTION_MODES = ("auto", "every", "end", "never")
+
+
+def settings_from(cfg: Mapping | None) -> dict[str, Any]:
+    """The metrics config group as a plain dict, checked: one clear line per wrong value."""
+    given = dict(cfg or {})
+    unknown = sorted(set(given) - set(DEFAULTS))
+    if unknown:
+        raise ConfigError(f"unknown metrics option(s) {unknown}; known: {sorted(DEFAULTS)}")
+    s = {**DEFAULTS, **given}
+    for key in ("n_samples", "batch_size", "kmeans_k", "n_reference", "classifier_epochs", "pr_k"):
+        if isinstance(s[key], bool) or not isinstance(s[key], int) or s[key] < 1:
+            raise ConfigError(f"metrics.{key}={s[key]!r} must be an integer >= 1")
+    if s["n_samples"] <= max(s["kmeans_k"], s["pr_k"]):
+        raise ConfigError(f"metrics.n_samples={s['n_samples']} is too small: use more than metrics.kmeans_k={s['kmeans_k']} (e.g. 2000)")
+    if not isinstance(s["every_n_epochs"], int) or s["every_n_epochs"] < 0:
+        raise ConfigError(f"metrics.every_n_epochs={s['every_n_epochs']!r} must be an integer >= 0 (0 = only at the end)")
+    if s["inception_during_training"] not in INCEPTION_MODES:
+        raise ConfigError(f"metrics.inception_during_training={s['inception_during_training']!r} must be one of {list(INCEPTION_MODES)}")
+    n_inc = s["inception_n_samples"]
+    if n_inc is not None and (isinstance(n_inc, bool) or not isinstance(n_inc, int) or n_inc < 2):
+        raise ConfigError(f"metrics.inception_n_samples={n_inc!r} must be an integer >= 2 or null (= n_samples)")
+    if s["pca_components"] is not None and (not isinstance(s["pca_components"], int) or s["pca_components"] < 0):
+        raise ConfigError(f"metrics.pca_components={s['pca_components']!r} must be an integer >= 0 (0 or null = no PCA)")
+    return s
+
+
+@dataclass
+class MetricReport:
+    scalars: dict[str, float] = field(default_factory=dict)  # logged: classifier/fid, cluster/..., fid/10k, ...
+    extras: dict[str, Any] = field(default_factory=dict)     # JSON only: class histogram, classifier record
+    figures: list[Path] = field(default_factory=list)
+
+
+@torch.no_grad()
+def sample_images(generator: nn.Module, n: int, batch_size: int, seed: int, device) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """n images in [-1, 1] on the CPU (N, C, H, W) from latents fixed by `seed`, G in eval mode.
+
+    A class-conditional G (num_classes > 0) gets balanced labels 0, 1, ..., K-1, 0, ...; they are returned
+    so the classifier can check them (classifier/accuracy). Unconditional: labels is None.
+    """
+    noise = torch.Generator().manual_seed(seed)
+    z = torch.randn(n, generator.latent_dim, generator=noise)
+    k = getattr(generator, "num_classes", 0) or 0
+    labels = torch.arange(n) % k if k else None
+    was_training = generator.training
+    generator.eval()
+    try:
+        images = []
+        for i in range(0, n, batch_size):
+            extra = (labels[i : i + batch_size].to(device),) if k else ()
+            images.append(generator(z[i : i + batch_size].to(device), *extra).float().cpu())
+        return torch.cat(images), labels
+    finally:
+        generator.train(was_training)
+
+
+@torch.no_grad()
+def discriminator_features(discriminator: nn.Module, images: torch.Tensor, batch_size: int, device) -> torch.Tensor | None:
+    """D's last feature map, averaged over space: (N, C, H, W) -> (N, c4). None when D exposes no `features`."""
+    body = getattr(discriminator, "features", None)
+    if not isinstance(body, nn.Module):
+        return None
+    was_training = discriminator.training
+    discriminator.eval()
+    try:
+        return torch.cat([body(images[i : i + batch_size].to(device)).mean(dim=(2, 3)).cpu()
+                          for i in range(0, len(images), batch_size)])
+    finally:
+        discriminator.train(was_training)
+
+
+class MetricSuite:
+    def __init__(self, settings: Mapping | None, datamodule, cache_dir: str | Path, device="cpu"):
+        self.s = settings_from(settings)
+        self.datamodule, self.device = datamodule, torch.device(device)
+        self.cache_dir = Path(cache_dir)
+        self.cache = ReferenceCache(cache_dir)
+        self._classifier = None
+        self._classifier_record: dict = {}
+        self._inception = None
+        self._inception_problem: str | None = None
+        self._real_subset: torch.Tensor | None = None
+        self._real_md5: str | None = None
+
+    # ---- real data ---------------------------------------------------------------------------
+    def _real(self):
+        """(train uint8 images, their md5, a fixed random subset of up to n_reference indices)."""
+        train = self.datamodule.split("train")
+        if self._real_subset is None:
+            order = torch.randperm(len(train), generator=torch.Generator().manual_seed(0))
+            self._real_subset = order[: self.s["n_reference"]].sort().values
+            self._real_md5 = tensor_md5(train.images)
+        return train.images, self._real_md5, self._real_subset
+
+    def _reference_key(self, what: str, **extra) -> dict:
+        images, md5, subset = self._real()
+        return {"what": what, "dataset": self.datamodule.name, "split": "train", "image_size": images.shape[-1],
+                "channels": images.shape[1], "data_md5": md5, "n_reference": len(subset), **extra}
+
+    # ---- classifier metrics ------------------------------------------------------------------
+    def classifier_available(self) -> bool:
+        return bool(self.s["classifier"]) and has_labels(self.datamodule)
+
+    def classifier(self):
+        if self._classifier is None:
+            self._classifier, self._classifier_record = load_or_train_classifier(
+                self.datamodule, self.cache_dir, epochs=self.s["classifier_epochs"], device=self.device)
+        return self._classifier
+
+    def _classifier_reference(self) -> dict:
+        model = self.classifier()
+        key = self._reference_key("classifier", weights=self._classifier_record["weights"])
+
+        def compute():
+            images, _, subset = self._real()
+            feats, _ = classify(model, images[subset], device=self.device)
+            mu, sigma = gaussian_stats(feats)
+            return {"features": feats, "mu": mu, "sigma": sigma}
+
+        return self.cache.get(key, compute)
+
+    # ---- Inception metrics -------------------------------------------------------------------
+    def inception(self):
+        """torch-fidelity's Inception, or None after one warning saying how to provide the weights."""
+        from dcgan_lab.metrics.inception import InceptionUnavailable, load_inception
+
+        if self._inception is None and self._inception_problem is None:
+            try:
+                self._inception = load_inception(self.s["inception_weights"], self.device)
+            except InceptionUnavailable as exc:
+                self._inception_problem = str(exc)
+                log.warning("%s", exc)
+        return self._inception
+
+    def _inception_reference(self, extractor) -> dict:
+        from dcgan_lab.metrics.inception import inception_features
+        from torch_fidelity.feature_extractor_inceptionv3 import URL_INCEPTION_V3
+
+        weights = self.s["inception_weights"]
+        key = self._reference_key("inception", extractor="torch-fidelity-inception-v3-compat/2048/tf1-bilinear",
+                                  weights=file_md5(weights) if weights else URL_INCEPTION_V3)
+
+        def compute():
+            images, _, subset = self._real()
+            batches = (images[subset[i : i + self.s["batch_size"]]] for i in range(0, len(subset), self.s["batch_size"]))
+            feats = inception_features(extractor, batches, len(subset), "Inception features, real (once, cached)")
+            mu, sigma = gaussian_stats(feats["2048"])
+            return {"features": feats["2048"], "mu": mu, "sigma": sigma}
+
+        return self.cache.get(key, compute)
+
+    def _inception_scalars(self, fake_images: torch.Tensor, n: int) -> dict[str, float]:
+        from dcgan_lab.metrics.inception import FID_RANK, inception_features, inception_metrics, protocol_name
+
+        extractor = self.inception()
+        if extractor is None:
+            return {}
+        reference = self._inception_reference(extractor)
+        bs = self.s["batch_size"]
+        fake = inception_features(extractor, (fake_images[i : i + bs] for i in range(0, n, bs)), n, "Inception features, generated")
+        if n < FID_RANK:
+            log.warning("fid/%s uses %d generated images (< %d): the feature covariance is rank-deficient and FID is "
+                        "biased upwards; compare it only with FIDs of the same sample count", protocol_name(n), n, FID_RANK)
+        values = inception_metrics({"2048": reference["features"]}, fake, (reference["mu"], reference["sigma"]),
+                                   seed=self.s["seed"] + 2020)
+        return {f"fid/{protocol_name(n)}": values.pop("fid"), "fid/n_samples": float(n), **values}
+
+    # ---- everything --------------------------------------------------------------------------
+    def evaluate(self, generator: nn.Module, discriminator: nn.Module | None = None, n_samples: int | None = None,
+                 inception: bool = False, figures_dir: str | Path | None = None, tag: str = "") -> MetricReport:
+        started = time.perf_counter()
+        s, report = self.s, MetricReport()
+        n = n_samples or s["n_samples"]
+        n_inception = s["inception_n_samples"] or n
+        use_inception = inception and s["inception"]
+        images, labels = sample_images(generator, max(n, n_inception) if use_inception else n, s["batch_size"], s["seed"], self.device)
+        report.scalars["metrics/n_samples"] = float(n)
+        figures = Path(figures_dir) if figures_dir is not None and s["figures"] else None
+        if figures is not None:
+            figures.mkdir(parents=True, exist_ok=True)
+        prefix = f"{tag}_" if tag else ""
+
+        features = None
+        if self.classifier_available():
+            reference = self._classifier_reference()
+            features, probs = classify(self.classifier(), images[:n], device=self.device)
+            modes = mode_metrics(probs, s["coverage_threshold"])
+            report.extras["classifier/histogram"] = modes.pop("histogram")
+            report.extras["classifier/test_accuracy"] = self._classifier_record.get("test_accuracy")
+            report.scalars["classifier/fid"] = frechet_distance(*gaussian_stats(features), reference["mu"], reference["sigma"])
+            report.scalars.update({f"classifier/{k}": v for k, v in modes.items()})
+            if labels is not None:  # conditional G: does it draw the class it was asked for?
+                report.scalars["classifier/accuracy"] = float((probs.argmax(1) == labels[:n]).float().mean())
+            if s["precision_recall"]:
+                real = reference["features"][: len(features)]
+                report.scalars.update({f"pr/{k}": v for k, v in precision_recall(real, features, s["pr_k"]).items()})
+            if figures is not None:
+                report.figures.append(_save_histogram(report.extras["classifier/histogram"], figures / f"{prefix}class_histogram.png", tag))
+        elif discriminator is not None:
+            features = discriminator_features(discriminator, images[:n], s["batch_size"], self.device)
+
+        if s["clustering"]:
+            spaces = {"cluster": images[:n]}
+            if features is not None:
+                spaces["cluster_feat"] = features
+            for name, x in spaces.items():
+                result = clus.cluster_study(x, k=s["kmeans_k"], pca_components=s["pca_components"] or None, seed=s["seed"])
+                report.scalars.update({f"{name}/{k}": v for k, v in result.scalars().items()})
+                if figures is not None:
+                    space = "pixels" if name == "cluster" else "features"
+                    title = f"{tag} KMeans k={s['kmeans_k']} on {space}".strip()
+                    report.figures += [
+                        clus.save_pca_scatter(result, figures / f"{prefix}{space}_pca.png", title),
+                        clus.save_silhouette_plot(result, figures / f"{prefix}{space}_silhouette.png", title),
+                        clus.save_cluster_grid(result, images[:n], figures / f"{prefix}{space}_clusters.png"),
+                    ]
+
+        if use_inception:
+            report.scalars.update(self._inception_scalars(images, n_inception))
+            if self._inception_problem:
+                report.extras["inception_skipped"] = self._inception_problem
+        report.scalars["metrics/eval_time_s"] = time.perf_counter() - started
+        return report
+
+
+def _save_histogram(histogram: list[int], path: Path, title: str) -> Path:
+    plt = clus._pyplot()
+    fig, ax = plt.subplots(figsize=(5, 3))
+    ax.bar(np.arange(len(histogram)), histogram, color="tab:blue")
+    ax.set(title=f"{title} generated samples per predicted class".strip(), xlabel="class", ylabel="samples",
+           xticks=np.arange(len(histogram)))
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path

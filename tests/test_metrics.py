@@ -1,0 +1,174 @@
+"""Metric building blocks: Fréchet distance, mode metrics, precision/recall, the reference cache, the
+torch-fidelity Inception path (with a randomly initialised weights file) and its offline fallback."""
+from __future__ import annotations
+
+import logging
+import math
+
+import numpy as np
+import pytest
+import scipy.linalg
+import torch
+from hydra.utils import instantiate
+from torch.testing import assert_close
+
+from dcgan_lab.errors import ConfigError
+from dcgan_lab.metrics import MetricSuite, ReferenceCache, frechet_distance, gaussian_stats, mode_metrics, precision_recall
+from dcgan_lab.metrics.inception import protocol_name
+from dcgan_lab.nets.generator import Generator
+
+
+def scipy_frechet(x1: np.ndarray, x2: np.ndarray) -> float:
+    mu1, mu2 = x1.mean(0), x2.mean(0)
+    s1, s2 = np.cov(x1, rowvar=False), np.cov(x2, rowvar=False)
+    covmean = scipy.linalg.sqrtm(s1 @ s2).real
+    return float(((mu1 - mu2) ** 2).sum() + np.trace(s1 + s2 - 2 * covmean))
+
+
+def test_frechet_distance_matches_scipy_sqrtm_on_random_gaussians():
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(600, 16)) @ rng.normal(size=(16, 16))
+    b = rng.normal(loc=0.5, size=(700, 16)) @ rng.normal(size=(16, 16))
+    ours = frechet_distance(*gaussian_stats(a), *gaussian_stats(b))
+    assert ours == pytest.approx(scipy_frechet(a, b), rel=1e-7)
+    assert frechet_distance(*gaussian_stats(a), *gaussian_stats(a)) == pytest.approx(0.0, abs=1e-8)
+
+
+def test_frechet_distance_closed_form_for_diagonal_covariances():
+    # Commuting (diagonal) covariances: d^2 = |mu1 - mu2|^2 + sum_i (sqrt(a_i) - sqrt(b_i))^2.
+    mu1, mu2 = np.array([0.0, 1.0, 2.0]), np.array([1.0, 1.0, 0.0])
+    a, b = np.array([1.0, 4.0, 9.0]), np.array([4.0, 1.0, 16.0])
+    expected = 1 + 0 + 4 + (1 - 2) ** 2 + (2 - 1) ** 2 + (3 - 4) ** 2
+    assert frechet_distance(mu1, np.diag(a), mu2, np.diag(b)) == pytest.approx(expected, rel=1e-12)
+
+
+def test_mode_metrics_all_one_class_and_balanced():
+    one_class = torch.zeros(200, 10)
+    one_class[:, 3] = 1.0
+    m = mode_metrics(one_class)
+    assert m["classes_covered"] == 1
+    assert m["kl_uniform"] == pytest.approx(math.log(10), rel=1e-12)
+    assert m["confidence"] == pytest.approx(1.0)
+    assert m["histogram"] == [0, 0, 0, 200, 0, 0, 0, 0, 0, 0]
+
+    balanced = torch.nn.functional.one_hot(torch.arange(200) % 10, 10).float() * 0.8 + 0.02
+    m = mode_metrics(balanced)
+    assert m["classes_covered"] == 10
+    assert m["kl_uniform"] == pytest.approx(0.0, abs=1e-12)
+    assert m["confidence"] == pytest.approx(0.82)
+
+
+def test_mode_metrics_coverage_threshold_ignores_stray_samples():
+    labels = torch.cat([torch.zeros(995, dtype=torch.long), torch.tensor([1, 2, 3, 4, 5])])
+    m = mode_metrics(torch.nn.functional.one_hot(labels, 10).float(), coverage_threshold=0.1)
+    assert m["classes_covered"] == 1  # 1 sample < 0.1 * 1000 / 10
+    assert mode_metrics(torch.nn.functional.one_hot(labels, 10).float(), coverage_threshold=0.01)["classes_covered"] == 6
+
+
+def test_precision_recall_identical_and_disjoint_sets():
+    x = torch.randn(300, 8, generator=torch.Generator().manual_seed(0))
+    assert precision_recall(x, x.clone(), k=3) == {"precision": 1.0, "recall": 1.0}
+    assert precision_recall(x, x + 100.0, k=3) == {"precision": 0.0, "recall": 0.0}
+    # Half the fakes collapse onto one real point: all inside the real manifold, but they cover little of it.
+    collapsed = x[:1].repeat(300, 1)
+    result = precision_recall(x, collapsed, k=3)
+    assert result["precision"] == 1.0
+    assert result["recall"] == pytest.approx(1 / 300)
+
+
+def test_reference_cache_hits_on_second_call_and_misses_when_the_key_changes(tmp_path):
+    cache = ReferenceCache(tmp_path)
+    calls = []
+
+    def compute(value):
+        def run():
+            calls.append(value)
+            return {"mu": np.full(3, value)}
+        return run
+
+    key = {"what": "classifier", "dataset": "mnist_mini", "n_reference": 100}
+    first = cache.get(key, compute(1.0))
+    second = cache.get(key, compute(2.0))
+    assert calls == [1.0]
+    assert_close(second["mu"], first["mu"])
+    changed = cache.get({**key, "n_reference": 200}, compute(3.0))
+    assert calls == [1.0, 3.0]
+    assert_close(changed["mu"], np.full(3, 3.0))
+    files = sorted(p.name for p in (tmp_path / "reference_stats").iterdir())
+    assert len(files) == 2 and all(f.startswith("classifier-") and f.endswith(".pt") for f in files)  # no temp files left
+
+
+def test_protocol_name_carries_the_sample_count():
+    assert [protocol_name(n) for n in (10000, 50000, 1500, 1000, 500, 1234)] == ["10k", "50k", "1.5k", "1k", "500", "1234"]
+
+
+def test_bad_metric_settings_raise_one_clear_line():
+    with pytest.raises(ConfigError, match="metrics.n_samples=0"):
+        MetricSuite({"n_samples": 0}, datamodule=None, cache_dir=".")
+    with pytest.raises(ConfigError, match="unknown metrics option"):
+        MetricSuite({"n_sample": 10}, datamodule=None, cache_dir=".")
+    with pytest.raises(ConfigError, match="inception_during_training"):
+        MetricSuite({"inception_during_training": "sometimes"}, datamodule=None, cache_dir=".")
+
+
+# ---- torch-fidelity Inception path ------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def random_inception_weights(tmp_path_factory):
+    """A randomly initialised torch-fidelity InceptionV3 state dict: numbers meaningless, pipeline real."""
+    from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+
+    class RandomInit(FeatureExtractorInceptionV3):
+        def load_state_dict(self, state_dict, strict=True, assign=False):  # keep the random init
+            return None
+
+    folder = tmp_path_factory.mktemp("inception")
+    torch.save({}, folder / "empty.pt")
+    torch.manual_seed(0)
+    model = RandomInit("inception-v3-compat", ["2048"], feature_extractor_weights_path=str(folder / "empty.pt"))
+    torch.save(model.state_dict(), folder / "random_inception.pth")
+    return folder / "random_inception.pth"
+
+
+def _tiny_generator():
+    torch.manual_seed(0)
+    return Generator(latent_dim=16, image_size=32, channels=1, width=8,
+                     norm=lambda c: torch.nn.BatchNorm2d(c), activation=torch.nn.ReLU)
+
+
+def test_inception_metrics_through_torch_fidelity_with_a_local_weights_file(make_cfg, tmp_path, random_inception_weights, caplog):
+    cfg = make_cfg()
+    settings = {"n_samples": 12, "n_reference": 11, "batch_size": 12, "classifier": False, "clustering": False,
+                "inception_weights": str(random_inception_weights)}
+    suite = MetricSuite(settings, instantiate(cfg.dataset), tmp_path / "cache")
+    with caplog.at_level(logging.WARNING):
+        report = suite.evaluate(_tiny_generator(), inception=True)
+    s = report.scalars
+    assert {"fid/12", "fid/n_samples", "is/mean", "is/std", "kid/mean", "kid/std"} <= set(s)
+    assert s["fid/n_samples"] == 12 and s["kid/subset_size"] == 11  # KID subsets shrink to the sample count
+    assert all(math.isfinite(s[k]) for k in ("fid/12", "is/mean", "kid/mean")) and s["fid/12"] > 0
+    assert any("rank-deficient" in r.getMessage() and "fid/12" in r.getMessage() for r in caplog.records)
+    stats = list((tmp_path / "cache" / "reference_stats").glob("inception-*.pt"))
+    assert len(stats) == 1
+    # Second evaluation: the real statistics come from the cache (unchanged file), same generator -> same FID.
+    mtime = stats[0].stat().st_mtime_ns
+    again = MetricSuite(settings, instantiate(cfg.dataset), tmp_path / "cache").evaluate(_tiny_generator(), inception=True)
+    assert stats[0].stat().st_mtime_ns == mtime
+    assert again.scalars["fid/12"] == pytest.approx(s["fid/12"], rel=1e-6)
+
+
+def test_missing_or_broken_inception_weights_warn_once_and_other_metrics_still_run(make_cfg, tmp_path, caplog):
+    broken = tmp_path / "broken.pth"
+    broken.write_bytes(b"not a torch file")
+    cfg = make_cfg()
+    for weights in (tmp_path / "missing.pth", broken):
+        settings = {"n_samples": 40, "classifier": False, "inception_weights": str(weights)}
+        suite = MetricSuite(settings, instantiate(cfg.dataset), tmp_path / "cache")
+        caplog.clear()
+        with caplog.at_level(logging.WARNING):
+            first = suite.evaluate(_tiny_generator(), inception=True)
+            second = suite.evaluate(_tiny_generator(), inception=True)
+        warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+        assert len(warnings) == 1 and "metrics.inception_weights" in warnings[0] and "\n" not in warnings[0]
+        for report in (first, second):
+            assert not any(k.startswith(("fid/", "is/", "kid/")) for k in report.scalars)
+            assert {"cluster/silhouette", "cluster/compactness", "cluster/balance"} <= set(report.scalars)
