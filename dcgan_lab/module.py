@@ -206,8 +206,10 @@ class GANModule(L.LightningModule):
         super().log(name, value, *args, **kwargs)
 
     def _logging_now(self) -> bool:
+        # Lightning writes step metrics after the batches where (batches so far + 1) % every == 0:
+        # compute the costly extras (gradient norms) for exactly those batches.
         every = self.trainer.log_every_n_steps if self._trainer is not None else 1
-        return self.batches_seen % max(every, 1) == 0
+        return (self.batches_seen + 1) % max(every, 1) == 0
 
     def training_step(self, batch, batch_idx):
         images, labels = batch
