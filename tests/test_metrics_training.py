@@ -108,3 +108,14 @@ def test_evaluate_rejects_a_pattern_matching_nothing(tmp_path):
                           cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1].startswith("error: ckpt=") and "matches no .ckpt file" in proc.stderr
+
+
+def test_loading_the_classifier_leaves_the_global_rng_alone(mnist_mini):
+    # The callback loads it at fit start: a resumed or seeded GAN run must draw the same numbers with metrics on.
+    datamodule, cache_dir = mnist_mini
+    load_or_train_classifier(datamodule, cache_dir)
+    torch.manual_seed(1)
+    expected = torch.rand(3)
+    torch.manual_seed(1)
+    load_or_train_classifier(datamodule, cache_dir)
+    torch.testing.assert_close(torch.rand(3), expected)

@@ -100,8 +100,9 @@ def load_or_train_classifier(datamodule, cache_dir: str | Path, epochs: int = 4,
     weights = Path(cache_dir) / "classifiers" / f"{datamodule.name}-{key}.pt"
     record_path = weights.with_suffix(".json")
 
-    model = SmallClassifier(channels, k, size)
     if weights.exists() and record_path.exists():
+        with torch.random.fork_rng(devices=[]):  # layer init draws random numbers: keep the GAN run's stream untouched
+            model = SmallClassifier(channels, k, size)
         model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
         return model.to(device).eval(), json.loads(record_path.read_text())
 
