@@ -92,13 +92,12 @@ class DivergenceGuard(L.Callback):
         return next((n for n in NETWORKS if any(first is p for p in getattr(pl_module, n).parameters())), "network")
 
     def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
-        problem = self._diverged_weights(pl_module)
-        if problem is None:
-            grads = [p.grad for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
-            if grads and not torch.isfinite(torch.stack([g.detach().sum() for g in grads])).all():
-                problem = f"{self._owner(pl_module, optimizer)} loss or gradients became NaN/Inf"
-        if problem is None:
+        # Gradients before every update (one device sync): a non-finite update is never applied.
+        # Weights can only turn NaN/Inf through such an update, so they are checked every N batches.
+        grads = [p.grad for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
+        if grads and torch.isfinite(torch.stack([g.detach().sum() for g in grads])).all():
             return
+        problem = self._diverged_weights(pl_module) or f"{self._owner(pl_module, optimizer)} loss or gradients became NaN/Inf"
         if self.action == "stop" or self.rollbacks >= self.max_rollbacks:
             self._fail(trainer, pl_module, f"{problem} {self._where(trainer, pl_module)}")
         # Skip this update (optimizers leave parameters without .grad alone); roll back at batch end.
