@@ -22,6 +22,11 @@ from dcgan_lab.sweep import run_recorded, sweep_return
 log = logging.getLogger(__name__)
 
 
+def resolved_run_config(cfg: DictConfig) -> dict:
+    """The run's config as plain data, without Hydra's own section (that lives in <run>/.hydra/)."""
+    return {k: v for k, v in OmegaConf.to_container(cfg, resolve=True).items() if k != "hydra"}
+
+
 def build_module(cfg: DictConfig) -> GANModule:
     loss, t = cfg.loss, cfg.training
     return GANModule(
@@ -53,7 +58,7 @@ def build_module(cfg: DictConfig) -> GANModule:
         feature_matching_weight=loss.feature_matching_weight,
         perceptual=instantiate(loss.perceptual) if loss.perceptual_weight else None,
         perceptual_weight=loss.perceptual_weight,
-        lab_config=OmegaConf.to_container(cfg, resolve=True),
+        lab_config=resolved_run_config(cfg),
     )
 
 
@@ -94,11 +99,11 @@ def train(cfg: DictConfig) -> dict:
         check_architecture(module, checkpoint["state_dict"], ckpt_path)
     output_dir.mkdir(parents=True, exist_ok=True)
     if first_process:
-        (output_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+        (output_dir / "config.yaml").write_text(OmegaConf.to_yaml(resolved_run_config(cfg)))
     callbacks = [instantiate(c) for c in cfg.callbacks.values() if c is not None]
     loggers = [run_csv_logger(str(output_dir))] + [instantiate(lg) for lg in cfg.logger.values() if lg is not None]
     trainer = build_trainer(cfg, callbacks, loggers)
-    log_config_to_wandb(loggers, OmegaConf.to_container(cfg, resolve=True))
+    log_config_to_wandb(loggers, resolved_run_config(cfg))
     if resuming_in_place and checkpoint is not None and first_process:
         keep_metrics_on_resume(loggers[0], checkpoint)
 
