@@ -63,7 +63,7 @@ def test_reference_statistics_key_follows_the_sample_count(mnist_mini, tmp_path)
     shutil.copytree(f"{cache_dir}/classifiers", tmp_path / "classifiers")
     stats = tmp_path / "reference_stats"
     for n in (200, 200, 300):
-        MetricSuite({"n_reference": n}, datamodule, tmp_path)._classifier_reference()
+        MetricSuite({"n_reference": n}, datamodule, tmp_path).classifier_reference()
     assert len(list(stats.glob("classifier-*.pt"))) == 2
 
 

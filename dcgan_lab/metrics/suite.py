@@ -143,7 +143,8 @@ class MetricSuite:
                 self.datamodule, self.cache_dir, epochs=self.s["classifier_epochs"], device=self.device)
         return self._classifier
 
-    def _classifier_reference(self) -> dict:
+    def classifier_reference(self) -> dict:
+        """Classifier features and their Gaussian statistics on real training images (cached by key)."""
         model = self.classifier()
         key = self._reference_key("classifier", weights=self._classifier_record["weights"])
 
@@ -218,7 +219,7 @@ class MetricSuite:
 
         features = None
         if self.classifier_available():
-            reference = self._classifier_reference()
+            reference = self.classifier_reference()
             features, probs = classify(self.classifier(), images[:n], device=self.device)
             modes = mode_metrics(probs, s["coverage_threshold"])
             report.extras["classifier/histogram"] = modes.pop("histogram")
