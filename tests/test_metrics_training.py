@@ -119,3 +119,12 @@ def test_loading_the_classifier_leaves_the_global_rng_alone(mnist_mini):
     torch.manual_seed(1)
     load_or_train_classifier(datamodule, cache_dir)
     torch.testing.assert_close(torch.rand(3), expected)
+
+
+def test_metrics_of_a_progressive_generator_mid_growth(make_cfg):
+    # After 4 batches of 16 images the progressive G still renders 4x4: metrics compare it at 32x32.
+    cfg = make_cfg("model=progressive", "metrics=default", "metrics.n_samples=100", "metrics.every_n_epochs=1",
+                   "metrics.figures=false", "metrics.precision_recall=false", "metrics.inception=false")
+    result = train(cfg)
+    assert result["metrics"]["classifier/classes_covered"] >= 1
+    assert math.isfinite(result["metrics"]["cluster/silhouette"])

@@ -13,6 +13,7 @@ from typing import Any, Mapping
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from dcgan_lab.errors import ConfigError
@@ -211,6 +212,10 @@ class MetricSuite:
         n_inception = s["inception_n_samples"] or n
         use_inception = inception and s["inception"]
         images, labels = sample_images(generator, max(n, n_inception) if use_inception else n, s["batch_size"], s["seed"], self.device)
+        size = self.datamodule.image_size
+        if images.shape[-1] != size:
+            # A progressive G mid-growth renders below the data's size: compare at the data's size.
+            images = F.interpolate(images, size=(size, size), mode="nearest")
         report.scalars["metrics/n_samples"] = float(n)
         figures = Path(figures_dir) if figures_dir is not None and s["figures"] else None
         if figures is not None:
