@@ -55,7 +55,10 @@ def run_recorded(train, cfg, output_dir: str) -> dict | None:
     other jobs' results; in a single run it is re-raised for the CLI to report.
     """
     import torch  # here, not at module level: Hydra imports this module (SweepSummary) before any job
+    from lightning.fabric.utilities.rank_zero import rank_zero_only
 
+    # Under DDP every rank runs this job; only rank 0 writes the job's status.
+    record = write_status if rank_zero_only.rank == 0 else (lambda *_: None)
     started = time.perf_counter()
     common = {
         "overrides": job_overrides(),
@@ -66,7 +69,7 @@ def run_recorded(train, cfg, output_dir: str) -> dict | None:
         result = train(cfg)
     except Exception as exc:
         error = f"{type(exc).__name__}: {exc}"
-        write_status(output_dir, {
+        record(output_dir, {
             **common,
             "status": "failed",
             "error": error,
@@ -77,7 +80,7 @@ def run_recorded(train, cfg, output_dir: str) -> dict | None:
             log.error("Job failed, the sweep goes on: %s (details in %s/status.json)", error, output_dir)
             return None
         raise
-    write_status(output_dir, {
+    record(output_dir, {
         **common,
         "status": "ok",
         "wall_time_s": time.perf_counter() - started,

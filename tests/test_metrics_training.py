@@ -128,3 +128,17 @@ def test_metrics_of_a_progressive_generator_mid_growth(make_cfg):
     result = train(cfg)
     assert result["metrics"]["classifier/classes_covered"] >= 1
     assert math.isfinite(result["metrics"]["cluster/silhouette"])
+
+
+def test_evaluate_names_the_keys_of_a_checkpoint_that_does_not_fit_its_config(make_cfg, tmp_path):
+    from dcgan_lab.errors import ConfigError
+    from dcgan_lab.metrics.checkpoints import load_generator
+
+    result = train(make_cfg())
+    checkpoint = torch.load(f"{result['output_dir']}/checkpoints/last.ckpt", weights_only=False)
+    checkpoint["lab_config"]["model"]["generator"]["width"] = 16  # the weights were trained with ngf=8
+    tampered = tmp_path / "tampered.ckpt"
+    torch.save(checkpoint, tampered)
+    with pytest.raises(ConfigError, match=r"tampered.ckpt was saved from a different architecture: shape differs for ") as info:
+        load_generator(tampered)
+    assert "\n" not in str(info.value)

@@ -15,6 +15,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from dcgan_lab.checkpoint_io import check_architecture
 from dcgan_lab.errors import ConfigError, DataError, LabError
 from dcgan_lab.metrics.cache import atomic_write_text
 from dcgan_lab.metrics.suite import MetricSuite
@@ -54,10 +55,13 @@ def load_generator(path: Path, device="cpu"):
         raise DataError(f"{path} has no lab_config (not saved by this lab's GANModule); evaluate.py needs it to rebuild G")
     state = checkpoint["state_dict"]
     use_ema = any(k.startswith("generator_ema.") for k in state)
-    generator = instantiate(config["model"]["generator"])
-    generator.load_state_dict(_subnet(state, "generator_ema." if use_ema else "generator."))
-    discriminator = instantiate(config["model"]["discriminator"])
-    discriminator.load_state_dict(_subnet(state, "discriminator."))
+    networks = {}
+    for name, prefix in (("generator", "generator_ema." if use_ema else "generator."), ("discriminator", "discriminator.")):
+        network, weights = instantiate(config["model"][name]), _subnet(state, prefix)
+        check_architecture(network, weights, str(path))  # one line naming the keys, not a strict-load traceback
+        network.load_state_dict(weights)
+        networks[name] = network
+    generator, discriminator = networks["generator"], networks["discriminator"]
     n_critic = config.get("training", {}).get("n_critic", 1)
     info = {
         "checkpoint": str(path),
