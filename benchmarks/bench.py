@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import gzip
 import json
 import platform
 import struct
@@ -25,32 +24,16 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import lightning as L  # noqa: E402
-from hydra import compose, initialize_config_dir  # noqa: E402
-from hydra.core.global_hydra import GlobalHydra  # noqa: E402
-from hydra.core.hydra_config import HydraConfig  # noqa: E402
 from hydra.utils import instantiate  # noqa: E402
 from omegaconf import open_dict  # noqa: E402
 
 import dcgan_lab  # noqa: E402,F401
+from dcgan_lab.config import compose_run_config  # noqa: E402
 from dcgan_lab.data.datamodule import to_float  # noqa: E402
 from dcgan_lab.losses import bce_d, bce_g  # noqa: E402
 from dcgan_lab.pipeline import train  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
-
-
-def compose_cfg(run_dir: Path, overrides: list[str]):
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose("config", overrides=overrides, return_hydra_config=True)
-    with open_dict(cfg):
-        cfg.hydra.runtime.output_dir = str(run_dir)
-        cfg.hydra.runtime.cwd = str(ROOT)
-    HydraConfig.instance().set_config(cfg)
-    with open_dict(cfg):
-        cfg.paths.output_dir = str(run_dir)
-        cfg.paths.root_dir = str(ROOT)
-    return cfg
 
 
 def sync(device: torch.device) -> None:
@@ -139,7 +122,7 @@ def step_gflop(cfg, data: torch.Tensor, device) -> float:
 def lab_run(overrides: list[str], steps: int, warmup: int, workdir: Path) -> float:
     """images/s of `train(cfg)` as logged by the lab's own Throughput callback (after `warmup` batches)."""
     run_dir = Path(tempfile.mkdtemp(dir=workdir))
-    cfg = compose_cfg(run_dir, ["logger=none", f"trainer.max_steps={warmup + steps}", "trainer.max_epochs=-1",
+    cfg = compose_run_config(run_dir, ["logger=none", f"trainer.max_steps={warmup + steps}", "trainer.max_epochs=-1",
                                 f"paths.cache_dir={workdir / 'cache'}", *overrides])
     with open_dict(cfg):
         cfg.callbacks["throughput"] = {"_target_": "dcgan_lab.callbacks.Throughput", "warmup": warmup}
@@ -192,7 +175,7 @@ def reference_cache_times(workdir: Path) -> dict[str, float] | None:
         from dcgan_lab.metrics.suite import MetricSuite
     except ImportError:
         return None
-    cfg = compose_cfg(workdir / "ref", [f"paths.cache_dir={workdir / 'refcache'}"])
+    cfg = compose_run_config(workdir / "ref", [f"paths.cache_dir={workdir / 'refcache'}"])
     datamodule = instantiate(cfg.dataset)
     times = []
     for _ in range(2):  # two evaluations, as two runs of a sweep would do them
@@ -209,7 +192,7 @@ def run(device_name: str, steps: int, warmup: int, rounds: int) -> dict:
     device = torch.device(device_name)
     accelerator = "gpu" if device.type == "cuda" else "cpu"
     workdir = Path(tempfile.mkdtemp(prefix="dcgan_bench_"))
-    cfg = compose_cfg(workdir / "cfg", [])
+    cfg = compose_run_config(workdir / "cfg", [])
     images = instantiate(cfg.dataset).split("train").images
     batch = cfg.dataset.batch_size
     print(f"benchmark on {device_name}: DCGAN ngf={cfg.model.ngf} ndf={cfg.model.ndf}, "

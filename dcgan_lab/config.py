@@ -131,3 +131,31 @@ def _validate_techniques(cfg: DictConfig) -> None:
             f"loss.perceptual.weights_path={p.weights_path} does not exist: the perceptual loss needs {p.network} weights "
             "on disk (nothing is downloaded); put the file there or set loss.perceptual_weight=0.",
         )
+
+
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+
+
+def compose_run_config(run_dir: str | Path, overrides: list[str] = (), root_dir: str | Path | None = None) -> DictConfig:
+    """The config `python train.py <overrides>` would get, composed in-process for a run in `run_dir`.
+
+    Hydra's runtime section is filled in as @hydra.main would, so `${hydra:...}` interpolations resolve;
+    tests and the benchmark call `train(cfg)` with it.
+    """
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import open_dict
+
+    root_dir = str(root_dir or CONF_DIR.parent)
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("config", overrides=list(overrides), return_hydra_config=True)
+    with open_dict(cfg):
+        cfg.hydra.runtime.output_dir = str(run_dir)
+        cfg.hydra.runtime.cwd = root_dir
+    HydraConfig.instance().set_config(cfg)
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(run_dir)
+        cfg.paths.root_dir = root_dir
+    return cfg

@@ -6,12 +6,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
-from hydra.core.hydra_config import HydraConfig
 from omegaconf import open_dict
 
 import dcgan_lab  # noqa: F401  (registers the config resolvers)
+from dcgan_lab.config import compose_run_config
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF_DIR = str(ROOT / "conf")
@@ -33,17 +31,9 @@ FAST = [
 
 def compose_config(run_dir: Path, overrides: list[str] = (), cache_dir: Path | None = None):
     """The composed config with Hydra's runtime set, so ${hydra:...} interpolations resolve."""
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        cfg = compose("config", overrides=list(overrides), return_hydra_config=True)
-    with open_dict(cfg):
-        cfg.hydra.runtime.output_dir = str(run_dir)
-        cfg.hydra.runtime.cwd = str(ROOT)
-    HydraConfig.instance().set_config(cfg)
-    with open_dict(cfg):
-        cfg.paths.output_dir = str(run_dir)
-        cfg.paths.root_dir = str(ROOT)
-        if cache_dir is not None:
+    cfg = compose_run_config(run_dir, overrides, root_dir=ROOT)
+    if cache_dir is not None:
+        with open_dict(cfg):
             cfg.paths.cache_dir = str(cache_dir)
     return cfg
 

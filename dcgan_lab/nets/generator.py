@@ -8,6 +8,7 @@ from torch import nn
 
 from dcgan_lab.nets.blocks import (
     ActivationFactory,
+    LatentSampler,
     NormFactory,
     SelfAttention,
     channels_at,
@@ -18,7 +19,7 @@ from dcgan_lab.nets.blocks import (
 from dcgan_lab.nets.conditioning import LabelledSequential, LatentWithLabel, conditional_norm
 
 
-class Generator(nn.Module):
+class Generator(LatentSampler, nn.Module):
     """z (B, latent_dim) -> image (B, channels, image_size, image_size) in [-1, 1]."""
 
     def __init__(
@@ -88,6 +89,3 @@ class Generator(nn.Module):
 
     def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         return self.body(self.stem(self.label_input(z, labels)), labels)
-
-    def sample_latent(self, n: int, device=None, generator: torch.Generator | None = None) -> torch.Tensor:
-        return torch.randn(n, self.latent_dim, device=device, generator=generator)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from dcgan_lab.nets.blocks import ActivationFactory, NormFactory, maybe_spectral
+from dcgan_lab.nets.blocks import ActivationFactory, LatentSampler, NormFactory, maybe_spectral
 from dcgan_lab.nets.conditioning import (
     ImageWithLabel,
     LabelledSequential,
@@ -35,7 +35,7 @@ class _AsMaps(TakesLabels):
         return h.flatten(1)
 
 
-class MLPGenerator(nn.Module):
+class MLPGenerator(LatentSampler, nn.Module):
     """z (B, latent_dim) -> image (B, channels, S, S) in [-1, 1]."""
 
     def __init__(
@@ -71,9 +71,6 @@ class MLPGenerator(nn.Module):
 
     def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         return self.body(self.label_input(z, labels), labels)
-
-    def sample_latent(self, n: int, device=None, generator: torch.Generator | None = None) -> torch.Tensor:
-        return torch.randn(n, self.latent_dim, device=device, generator=generator)
 
 
 class MLPDiscriminator(nn.Module):

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dcgan_lab.nets.blocks import ActivationFactory, NormFactory, maybe_spectral, resolutions
+from dcgan_lab.nets.blocks import ActivationFactory, LatentSampler, NormFactory, maybe_spectral, resolutions
 from dcgan_lab.nets.conditioning import (
     ImageWithLabel,
     LabelledSequential,
@@ -72,7 +72,7 @@ class _Grows(nn.Module):
         return self._resolution
 
 
-class ProgressiveGenerator(_Grows):
+class ProgressiveGenerator(LatentSampler, _Grows):
     """z (B, latent_dim) -> image (B, channels, r, r) in [-1, 1] at the current resolution r."""
 
     def __init__(
@@ -127,9 +127,6 @@ class ProgressiveGenerator(_Grows):
             old = F.interpolate(self.to_rgb[str(self._resolution // 2)](previous), scale_factor=2, mode="nearest")
             out = old + self._alpha * (out - old)  # lerp by arithmetic: autocast may give old and out different dtypes
         return torch.tanh(out)
-
-    def sample_latent(self, n: int, device=None, generator: torch.Generator | None = None) -> torch.Tensor:
-        return torch.randn(n, self.latent_dim, device=device, generator=generator)
 
 
 class MinibatchStddev(nn.Module):

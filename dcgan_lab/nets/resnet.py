@@ -13,6 +13,7 @@ from torch import nn
 
 from dcgan_lab.nets.blocks import (
     ActivationFactory,
+    LatentSampler,
     NormFactory,
     SelfAttention,
     channels_at,
@@ -78,7 +79,7 @@ class DownBlock(nn.Module):
         return self.dropout(F.avg_pool2d(h, 2) + F.avg_pool2d(self.shortcut(x), 2))
 
 
-class ResNetGenerator(nn.Module):
+class ResNetGenerator(LatentSampler, nn.Module):
     """z (B, latent_dim) -> image (B, channels, S, S) in [-1, 1]."""
 
     def __init__(
@@ -124,9 +125,6 @@ class ResNetGenerator(nn.Module):
 
     def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         return self.body(self.stem(self.label_input(z, labels)), labels)
-
-    def sample_latent(self, n: int, device=None, generator: torch.Generator | None = None) -> torch.Tensor:
-        return torch.randn(n, self.latent_dim, device=device, generator=generator)
 
 
 class ResNetDiscriminator(nn.Module):
