@@ -16,6 +16,7 @@ import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from torch import nn
 
+from dcgan_lab.atomic import replaced_atomically
 from dcgan_lab.errors import ConfigError, DataError, LabError
 
 # "No space left on device", "Disk quota exceeded", "File too large" (a ulimit -f): all mean "no room".
@@ -32,15 +33,12 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     buffer = io.BytesIO()
     torch.save(obj, buffer)  # serialise first: a pickling error never touches the disk
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        with open(tmp, "wb") as f:
+        with replaced_atomically(path) as tmp, open(tmp, "wb") as f:
             f.write(buffer.getbuffer())
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
         if exc.errno in NO_ROOM:
             size_mb = buffer.getbuffer().nbytes / 2**20
             if path.exists():

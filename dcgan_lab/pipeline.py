@@ -16,7 +16,7 @@ from dcgan_lab.config import validate
 from dcgan_lab.errors import LabError
 from dcgan_lab.loggers import log_config_to_wandb, run_csv_logger, summarize_wandb_run
 from dcgan_lab.module import GANModule
-from dcgan_lab.run_folder import keep_metrics_on_resume, resolve_resume
+from dcgan_lab.run_folder import keep_metrics_on_resume, refuse_taken_folder, resolve_resume
 from dcgan_lab.sweep import run_recorded, sweep_return
 
 log = logging.getLogger(__name__)
@@ -97,13 +97,14 @@ def train(cfg: DictConfig) -> dict:
     checkpoint = read_checkpoint(ckpt_path) if ckpt_path else None
     if checkpoint is not None:
         check_architecture(module, checkpoint["state_dict"], ckpt_path)
+    run_config = module.lab_config
     output_dir.mkdir(parents=True, exist_ok=True)
     if first_process:
-        (output_dir / "config.yaml").write_text(OmegaConf.to_yaml(resolved_run_config(cfg)))
+        (output_dir / "config.yaml").write_text(OmegaConf.to_yaml(run_config))
     callbacks = [instantiate(c) for c in cfg.callbacks.values() if c is not None]
     loggers = [run_csv_logger(str(output_dir))] + [instantiate(lg) for lg in cfg.logger.values() if lg is not None]
     trainer = build_trainer(cfg, callbacks, loggers)
-    log_config_to_wandb(loggers, resolved_run_config(cfg))
+    log_config_to_wandb(loggers, run_config)
     if resuming_in_place and checkpoint is not None and first_process:
         keep_metrics_on_resume(loggers[0], checkpoint)
 
@@ -135,7 +136,8 @@ def main(cfg: DictConfig) -> dict | None:
     """
     try:
         # Before anything is recorded: a new run must not write (even status.json) into another run's folder.
-        resolve_resume(cfg, Path(cfg.paths.output_dir), check_folder=rank_zero_only.rank == 0)
+        if rank_zero_only.rank == 0:
+            refuse_taken_folder(cfg, Path(cfg.paths.output_dir))
         return sweep_return(cfg, run_recorded(train, cfg, cfg.paths.output_dir))
     except LabError as exc:
         print(f"error: {exc}", file=sys.stderr)

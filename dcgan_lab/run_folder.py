@@ -37,6 +37,22 @@ def holds_a_run(folder: Path) -> bool:
     return any((folder / name).exists() for name in RUN_MARKERS)
 
 
+def continues_in_place(cfg, output_dir: Path) -> bool:
+    """Whether this run continues the one in output_dir: resume=true, or a ckpt_path inside that folder."""
+    if cfg.get("resume"):
+        return True
+    ckpt_path = cfg.get("ckpt_path")
+    return ckpt_path is not None and Path(ckpt_path).resolve().is_relative_to(output_dir.resolve())
+
+
+def refuse_taken_folder(cfg, output_dir: Path) -> None:
+    if holds_a_run(output_dir) and not continues_in_place(cfg, output_dir):
+        raise ConfigError(
+            f"{output_dir} already holds a run; a new run never writes into it. "
+            "Continue that run with resume=true, or leave hydra.run.dir unset to get a fresh folder"
+        )
+
+
 def resolve_resume(cfg, output_dir: Path, check_folder: bool = True) -> tuple[str | None, bool]:
     """(checkpoint to start from, whether this run continues the one in output_dir).
 
@@ -44,24 +60,16 @@ def resolve_resume(cfg, output_dir: Path, check_folder: bool = True) -> tuple[st
     output_dir/checkpoints/last.ckpt in place, or starts fresh when no checkpoint is there yet
     (so a preempted SLURM job can be requeued with the same command).
     """
+    if check_folder:
+        refuse_taken_folder(cfg, output_dir)
     ckpt_path = cfg.get("ckpt_path")
-    in_place = False
-    if cfg.get("resume"):
+    if cfg.get("resume") and ckpt_path is None:
         last = output_dir / "checkpoints" / "last.ckpt"
-        if ckpt_path is None:
-            if last.is_file():
-                ckpt_path = str(last)
-            else:
-                log.warning("resume=true but %s does not exist: starting from scratch", last)
-        in_place = True
-    elif ckpt_path is not None:
-        in_place = Path(ckpt_path).resolve().is_relative_to(output_dir.resolve())
-    if check_folder and holds_a_run(output_dir) and not in_place:
-        raise ConfigError(
-            f"{output_dir} already holds a run; a new run never writes into it. "
-            "Continue that run with resume=true, or leave hydra.run.dir unset to get a fresh folder"
-        )
-    return ckpt_path, in_place
+        if last.is_file():
+            ckpt_path = str(last)
+        else:
+            log.warning("resume=true but %s does not exist: starting from scratch", last)
+    return ckpt_path, continues_in_place(cfg, output_dir)
 
 
 def keep_metrics_on_resume(csv_logger, checkpoint: dict) -> None:

@@ -8,11 +8,12 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
 from fnmatch import fnmatch
 from pathlib import Path
 
 import yaml
+
+from dcgan_lab.atomic import write_text_atomically
 
 STATUS_FILE = "status.json"
 
@@ -104,10 +105,7 @@ def read_status(run_dir: str | Path) -> dict | None:
 def write_status(run_dir: str | Path, status: dict) -> Path:
     """Atomic write, so a report never reads half a file from a job still finishing."""
     path = Path(run_dir) / STATUS_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(status, indent=2, default=str))
-    os.replace(tmp, path)
+    write_text_atomically(json.dumps(status, indent=2, default=str), path)
     return path
 
 

@@ -1,13 +1,14 @@
 """Sample grids from the run's fixed latents: comparable across epochs, resumptions and runs."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import lightning as L
 import torch
 from lightning.pytorch.loggers import WandbLogger
 from torchvision.utils import make_grid, save_image
+
+from dcgan_lab.atomic import replaced_atomically
 
 
 class SampleGrid(L.Callback):
@@ -35,9 +36,8 @@ class SampleGrid(L.Callback):
     def _write(self, trainer, pl_module, name: str) -> Path:
         grid = self.grid(pl_module)
         path = self.dir / name
-        tmp = path.with_suffix(".tmp.png")
-        save_image(grid, tmp)
-        os.replace(tmp, path)
+        with replaced_atomically(path) as tmp:
+            save_image(grid, tmp)
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger):
                 logger.log_image("samples", [grid], step=trainer.global_step, caption=[f"epoch {trainer.current_epoch}"])

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from dcgan_lab.atomic import replaced_atomically
 from dcgan_lab.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -120,10 +120,8 @@ def decode_files(files: list[Path], image_size: int, channels: int, cache_dir: s
     array = np.stack(decoded)
     array = array[:, None] if array.ndim == 3 else array.transpose(0, 3, 1, 2)
     array = np.ascontiguousarray(array)
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cache.with_name(f"{cache.stem}.{os.getpid()}.tmp.npy")
-    np.save(tmp, array)
-    os.replace(tmp, cache)  # atomic: a killed run never leaves a half-written cache
+    with replaced_atomically(cache) as tmp:  # a killed run never leaves a half-written cache
+        np.save(tmp, array)
     return torch.from_numpy(array)
 
 

@@ -9,11 +9,12 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 from pathlib import Path
 from typing import Callable
 
 import torch
+
+from dcgan_lab.atomic import torch_save_atomically
 
 log = logging.getLogger(__name__)
 
@@ -32,20 +33,6 @@ def file_md5(path: str | Path, chunk: int = 1 << 20) -> str:
         while block := f.read(chunk):
             digest.update(block)
     return digest.hexdigest()
-
-
-def atomic_torch_save(obj, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
-def atomic_write_text(text: str, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 class ReferenceCache:
@@ -69,6 +56,6 @@ class ReferenceCache:
             except (OSError, RuntimeError, EOFError, KeyError, AttributeError) as exc:
                 log.warning("reference statistics at %s unreadable (%s); recomputing", path, type(exc).__name__)
         value = compute()
-        atomic_torch_save({"key": key_parts, "value": value}, path)
+        torch_save_atomically({"key": key_parts, "value": value}, path)
         log.info("reference statistics cached at %s", path)
         return value

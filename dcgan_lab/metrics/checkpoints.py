@@ -15,9 +15,9 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from dcgan_lab.atomic import write_text_atomically
 from dcgan_lab.checkpoint_io import check_architecture
 from dcgan_lab.errors import ConfigError, DataError, LabError
-from dcgan_lab.metrics.cache import atomic_write_text
 from dcgan_lab.metrics.suite import MetricSuite
 
 log = logging.getLogger(__name__)
@@ -130,7 +130,7 @@ def _write_json(path: Path, entry: dict) -> None:
         except json.JSONDecodeError:
             log.warning("%s was not valid JSON; rewriting it", target)
     existing[path.name] = entry
-    atomic_write_text(json.dumps(existing, indent=2, sort_keys=True), target)
+    write_text_atomically(json.dumps(existing, indent=2, sort_keys=True), target)
     log.info("wrote %s", target)
 
 

@@ -16,7 +16,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from dcgan_lab.data.datamodule import to_float
-from dcgan_lab.metrics.cache import atomic_torch_save, atomic_write_text, md5_of, tensor_md5
+from dcgan_lab.atomic import torch_save_atomically, write_text_atomically
+from dcgan_lab.metrics.cache import md5_of, tensor_md5
 
 log = logging.getLogger(__name__)
 
@@ -116,8 +117,8 @@ def load_or_train_classifier(datamodule, cache_dir: str | Path, epochs: int = 4,
     accuracy = float((probs.argmax(1) == test.labels).float().mean())
     record = {**key_parts, "test_accuracy": accuracy, "test_images": len(test), "train_images": len(train),
               "train_time_s": round(time.perf_counter() - started, 1), "weights": weights.name}
-    atomic_torch_save(model.state_dict(), weights)
-    atomic_write_text(json.dumps(record, indent=2), record_path)
+    torch_save_atomically(model.state_dict(), weights)
+    write_text_atomically(json.dumps(record, indent=2), record_path)
     log.info("metrics classifier: test accuracy %.4f in %.0f s, cached at %s", accuracy, record["train_time_s"], weights)
     if accuracy < 0.9:
         log.warning("metrics classifier reaches only %.1f%% on %s's test split: its metrics are rough", 100 * accuracy, datamodule.name)
