@@ -26,11 +26,15 @@ class DivergenceError(LabError):
     """Training produced NaN/Inf; the message names the network and the step."""
 
 
+def all_finite(tensors) -> bool:
+    """True when no tensor holds a NaN or Inf. One device sync: a sum is NaN/Inf when any element is."""
+    tensors = [t.detach() for t in tensors]
+    return not tensors or bool(torch.isfinite(torch.stack([t.sum() for t in tensors])).all())
+
+
 def first_nonfinite(network: nn.Module) -> str | None:
     """Name of the first parameter holding a NaN or Inf, else None."""
-    params = [p.detach() for p in network.parameters()]
-    # One device sync in the common case: a sum is NaN/Inf when any element is.
-    if not params or torch.isfinite(torch.stack([p.sum() for p in params])).all():
+    if all_finite(network.parameters()):
         return None
     for name, p in network.named_parameters():
         if not torch.isfinite(p).all():
@@ -39,9 +43,9 @@ def first_nonfinite(network: nn.Module) -> str | None:
 
 
 class DivergenceGuard(L.Callback):
-    """Before every optimizer step: G's and D's weights and the stepping network's gradients must be finite
-    (a NaN/Inf loss shows up there), so a non-finite update is never applied. After every
-    `every_n_batches` batches and at each epoch end (before ModelCheckpoint) the weights are checked again.
+    """Before every optimizer step the stepping network's gradients must be finite (a NaN/Inf loss shows up
+    there), so a non-finite update is never applied. G's and D's weights are checked every `every_n_batches`
+    batches and at each epoch end (before ModelCheckpoint), so a diverged state is never saved.
     Under DDP gradients are all-reduced and weights identical, so every rank reaches the same verdict.
 
     action: "stop" raises DivergenceError (the CLI prints one line, exit 2);
@@ -95,7 +99,7 @@ class DivergenceGuard(L.Callback):
         # Gradients before every update (one device sync): a non-finite update is never applied.
         # Weights can only turn NaN/Inf through such an update, so they are checked every N batches.
         grads = [p.grad for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
-        if grads and torch.isfinite(torch.stack([g.detach().sum() for g in grads])).all():
+        if grads and all_finite(grads):
             return
         problem = self._diverged_weights(pl_module) or f"{self._owner(pl_module, optimizer)} loss or gradients became NaN/Inf"
         if self.action == "stop" or self.rollbacks >= self.max_rollbacks:
