@@ -22,6 +22,7 @@ from pathlib import Path
 import yaml
 
 from dcgan_lab.errors import DataError, LabError
+from dcgan_lab.plots import headless_pyplot
 from dcgan_lab.runs import direction, last_values, read_metrics, read_overrides, read_status
 
 log = logging.getLogger(__name__)
@@ -274,10 +275,7 @@ def _mean_curve(jobs: list[Job], metric: str) -> tuple[list[float], list[float],
 
 
 def write_curves(path: Path, variants, columns) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = headless_pyplot()
 
     logged = {m for v in variants for job in v.ok_jobs for m in job.curves}
     metrics = [m for m in CURVE_METRICS if m in logged] + [m for m in columns if m in logged and m not in CURVE_METRICS]
@@ -309,11 +307,7 @@ def write_curves(path: Path, variants, columns) -> None:
 
 
 def write_samples(path: Path, variants) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.image as mpimg
-    import matplotlib.pyplot as plt
+    plt = headless_pyplot()
 
     fig, axes = plt.subplots(1, len(variants), figsize=(3.2 * len(variants), 3.8), squeeze=False)
     for ax, variant in zip(axes.flat, variants):
@@ -325,7 +319,7 @@ def write_samples(path: Path, variants) -> None:
             ax.text(0.5, 0.5, "\n".join(textwrap.wrap(f"failed: {reason}", 30)[:6]), ha="center", va="center",
                     fontsize=8, color="darkred", transform=ax.transAxes)
         else:
-            ax.imshow(mpimg.imread(grid.dir / "samples" / "last.png"), cmap="gray")
+            ax.imshow(plt.imread(grid.dir / "samples" / "last.png"), cmap="gray")
             title += f"\n(seed {grid.seed})" if grid.seed else ""
         ax.set_title(title, fontsize=9)
     fig.tight_layout()

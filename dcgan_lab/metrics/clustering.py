@@ -15,6 +15,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from dcgan_lab.plots import headless_pyplot
+
 
 @dataclass
 class ClusterResult:
@@ -63,19 +65,10 @@ def cluster_study(features: torch.Tensor | np.ndarray, k: int = 10, pca_componen
 
 
 # ---- figures ------------------------------------------------------------------------------------
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only: no display on servers
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def save_pca_scatter(result: ClusterResult, path: Path, title: str) -> Path:
     from sklearn.decomposition import PCA
 
-    plt = _pyplot()
+    plt = headless_pyplot()
     xy = PCA(n_components=2, svd_solver="covariance_eigh").fit_transform(result.reduced)  # (N, d) -> (N, 2)
     fig, ax = plt.subplots(figsize=(5.5, 5))
     scatter = ax.scatter(xy[:, 0], xy[:, 1], c=result.labels, cmap="tab10", s=6, alpha=0.7)
@@ -88,7 +81,7 @@ def save_pca_scatter(result: ClusterResult, path: Path, title: str) -> Path:
 
 
 def save_silhouette_plot(result: ClusterResult, path: Path, title: str) -> Path:
-    plt = _pyplot()
+    plt = headless_pyplot()
     cmap = plt.get_cmap("tab10")
     fig, ax = plt.subplots(figsize=(5.5, 5))
     y = 0

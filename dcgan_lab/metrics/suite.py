@@ -23,6 +23,7 @@ from dcgan_lab.metrics.classifier import classify, has_labels, load_or_train_cla
 from dcgan_lab.metrics.frechet import frechet_distance, gaussian_stats
 from dcgan_lab.metrics.modes import mode_metrics
 from dcgan_lab.metrics.precision_recall import precision_recall
+from dcgan_lab.plots import headless_pyplot
 
 log = logging.getLogger(__name__)
 
@@ -266,7 +267,7 @@ class MetricSuite:
 
 
 def _save_histogram(histogram: list[int], path: Path, title: str) -> Path:
-    plt = clus._pyplot()
+    plt = headless_pyplot()
     fig, ax = plt.subplots(figsize=(5, 3))
     ax.bar(np.arange(len(histogram)), histogram, color="tab:blue")
     ax.set(title=f"{title} generated samples per predicted class".strip(), xlabel="class", ylabel="samples",
