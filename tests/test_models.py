@@ -144,3 +144,30 @@ def test_progressive_state_travels_in_the_state_dict():
     fresh.load_state_dict(g.state_dict())
     assert (fresh.resolution, fresh(fresh.sample_latent(1)).shape[-1]) == (16, 16)
     assert fresh.alpha.item() == pytest.approx(0.25)
+
+
+
+def test_progressive_d_gradient_penalty_is_finite_under_bf16(tmp_path):
+    # bf16 makes some features identical across the batch; the minibatch stddev's gradient must stay finite
+    # there, through the gradient penalty's double backward (this was NaN at the first step of
+    # `model=progressive loss=wgan_gp` with the default widths).
+    from hydra.utils import instantiate
+
+    from dcgan_lab.config import compose_run_config
+    from dcgan_lab.data.datamodule import to_float
+    from dcgan_lab.losses import gradient_penalty
+
+    cfg = compose_run_config(tmp_path, ["model=progressive", "loss=wgan_gp"])
+    torch.manual_seed(42)
+    g, d = instantiate(cfg.model.generator), instantiate(cfg.model.discriminator)
+    resolution, alpha = instantiate(cfg.model.growth)(0)
+    g.grow(resolution, alpha)
+    d.grow(resolution, alpha)
+    images = instantiate(cfg.dataset).split("train").images[:64]
+    real = F.adaptive_avg_pool2d(to_float(images), resolution)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        fake = g(torch.randn(64, g.latent_dim)).detach()
+        penalty = gradient_penalty(d, real, fake)
+    penalty.backward()
+    assert torch.isfinite(penalty)
+    assert all(torch.isfinite(p.grad).all() for p in d.parameters() if p.grad is not None)

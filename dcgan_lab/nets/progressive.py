@@ -133,7 +133,9 @@ class MinibatchStddev(nn.Module):
     """(B, C, H, W) -> (B, C + 1, H, W): appends the std over the batch, averaged over features and positions."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        std = x.float().std(dim=0, unbiased=False).mean().to(x.dtype)
+        # sqrt(var + eps), not std(): where a feature is the same across the batch (common in bf16), std's
+        # gradient is 0/0 = NaN, and the gradient penalty's double backward carries it into D's weights.
+        std = torch.sqrt(x.float().var(dim=0, unbiased=False) + 1e-8).mean().to(x.dtype)
         return torch.cat([x, std.expand(x.shape[0], 1, *x.shape[2:])], dim=1)
 
 
