@@ -54,9 +54,9 @@ def _keep_batch(batch):
 
 class ImageDataModule(L.LightningDataModule):
     def __init__(self, source: Callable, name: str, image_size: int, channels: int, batch_size: int,
-                 num_workers: int = 0, num_classes: int = 0, **_):
+                 num_workers: int = 0, num_classes: int = 0, augment: Callable | None = None, **_):
         super().__init__()
-        self.source, self.name = source, name
+        self.source, self.name, self.augment = source, name, augment
         self.image_size, self.channels = image_size, channels
         self.batch_size, self.num_workers, self.num_classes = batch_size, num_workers, num_classes
         self._splits: dict[str, UInt8Images] = {}
@@ -79,6 +79,13 @@ class ImageDataModule(L.LightningDataModule):
         if device is not None and device.type == "cuda" and self.num_workers == 0:
             # The whole set fits on the GPU (MNIST: 47 MB as uint8): batches are sliced there, no copies per step.
             data.images, data.labels = data.images.to(device), data.labels.to(device)
+
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        """uint8 batches become float [-1, 1] on their device, then get the real-image augmentation
+        (conf/augment `real`: G learns the augmented distribution)."""
+        images, labels = batch
+        images = to_float(images)
+        return (self.augment(images) if self.augment is not None else images), labels
 
     def train_dataloader(self) -> DataLoader:
         data = self.split("train")

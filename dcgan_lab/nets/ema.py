@@ -33,3 +33,13 @@ def ema_update(ema: nn.Module, generator: nn.Module, beta: float) -> None:
     torch._foreach_lerp_(ema_params, params, 1.0 - beta)
     for ema_buffer, buffer in zip(ema.buffers(), generator.buffers()):
         ema_buffer.copy_(buffer)
+
+
+class EmaSchedule:
+    """The EMA settings (model.ema_decay, model.ema_warmup_steps); decay 0 turns the EMA generator off."""
+
+    def __init__(self, decay: float = 0.0, warmup_steps: int = 0):
+        self.decay, self.warmup_steps = decay, warmup_steps
+
+    def beta(self, g_step: int) -> float:
+        return ema_beta(self.decay, g_step, self.warmup_steps)
