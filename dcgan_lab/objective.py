@@ -30,6 +30,15 @@ from dcgan_lab.errors import ConfigError
 from dcgan_lab.losses import feature_matching, gradient_penalty, r1_penalty
 
 
+def plain_callable(fn: Callable) -> Callable:
+    """A Hydra partial as a plain functools.partial of the same target and arguments.
+
+    hydra-core 1.3.8 re-authorises a partial's target on every call (~170 us on a CPU core); the target was
+    authorised when the config was instantiated, and the step calls these twice per batch.
+    """
+    return partial(fn.func, *fn.args, **fn.keywords) if isinstance(fn, partial) else fn
+
+
 def conditioned(discriminator: nn.Module, labels: Tensor | None) -> Callable:
     """D as a function of images alone: `labels` bound for class-conditional D, D itself otherwise."""
     return discriminator if labels is None else partial(discriminator, labels=labels)
@@ -52,7 +61,7 @@ class GANObjective:
         instance_noise_anneal_steps: int = 0,
         augment: Callable | None = None,
     ):
-        self.loss_d, self.loss_g = d, g
+        self.loss_d, self.loss_g = plain_callable(d), plain_callable(g)
         self.gp_weight, self.r1_weight = gp_weight, r1_weight
         self.feature_matching_weight = feature_matching_weight
         # `perceptual` is a factory (it loads a frozen network from disk): built only when the term is on.
@@ -60,7 +69,7 @@ class GANObjective:
         self.perceptual = perceptual() if perceptual_weight and perceptual is not None else None
         self.real_label, self.fake_label, self.flip_prob = real_label, fake_label, flip_prob
         self.uses_label_targets = (real_label, fake_label, flip_prob) != (1.0, 0.0, 0.0)
-        if self.uses_label_targets and "real_target" not in inspect.signature(d).parameters:
+        if self.uses_label_targets and "real_target" not in inspect.signature(self.loss_d).parameters:
             raise ConfigError(
                 "label smoothing/flipping (training.real_label, fake_label, flip_prob) needs a loss with targets "
                 "(loss=bce or loss=lsgan); the chosen loss has none."
