@@ -181,15 +181,15 @@ class GANModule(L.LightningModule):
         self.batches_seen += 1
         self.images_seen += len(real)
         if scalars is not None:
-            self._log_step(scalars, d_logs, objective.noise_sigma(g_step))
+            self._log_step(scalars, d_logs, objective.noise_sigma(g_step) if objective.instance_noise else None)
 
-    def _log_step(self, scalars: dict, d_logs: dict, sigma: float) -> None:
+    def _log_step(self, scalars: dict, d_logs: dict, sigma: float | None) -> None:
         scalars.update(d_logs)
         scalars["g_step"] = float(self.g_step)
         if self.growth_state is not None:
             scalars["progressive/resolution"] = float(self.growth_state[0])
             scalars["progressive/alpha"] = float(self.growth_state[1])
-        if sigma:
+        if sigma is not None:  # instance noise configured: logged down to 0 as it anneals
             scalars["instance_noise"] = sigma
         # Under DDP each rank sees other images: scalars are averaged over ranks before they are logged.
         self.log_dict(scalars, sync_dist=self.trainer.world_size > 1)

@@ -14,6 +14,7 @@ from dcgan_lab.losses import feature_matching, r1_penalty
 from dcgan_lab.nets.ema import ema_beta, ema_update, make_ema
 from dcgan_lab.nets.perceptual import PerceptualLoss
 from dcgan_lab.pipeline import build_module, train
+from tests.test_training import assert_same_pixels, grid_tiles, rebuild_tiles
 
 TINY = ["trainer.limit_train_batches=2"]
 
@@ -167,8 +168,10 @@ def test_conditional_ema_augment_objectives_train_together(make_cfg, squeezenet_
     assert g_keys and ema_keys == g_keys
     # ema_warmup_steps=1: step 0 copies G, step 1 averages with beta 0.9
     assert not torch.equal(ckpt["state_dict"]["generator_ema.stem.1.weight"], ckpt["state_dict"]["generator.stem.1.weight"])
-    # One row per class: 10 rows of ceil(64 / 10) = 7 digits, 32x32 each with 2-pixel padding.
+    # One row per class: 10 rows of ceil(64 / 10) = 7 digits, 32x32 each with 2-pixel padding; row k drawn
+    # by the EMA generator with label k (recomputed here from the checkpoint and fixed_noise.pt).
     assert Image.open(run / "samples" / "last.png").size == (7 * 34 + 2, 10 * 34 + 2)
+    assert_same_pixels(grid_tiles(run / "samples" / "last.png", 70, nrow=7, size=32), rebuild_tiles(run, labels_per_row=True))
     assert all(torch.isfinite(torch.tensor(v)) for v in result["metrics"].values())
 
 
