@@ -1,6 +1,7 @@
 """GANModule: the optimisation loop around G, D and a GANObjective. It knows no loss, norm or dataset by name."""
 from __future__ import annotations
 
+import logging
 import math
 from typing import Callable
 
@@ -9,8 +10,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from dcgan_lab.captured import StaticStep, capture_blockers, portable_optimizer_states
 from dcgan_lab.nets.ema import EmaSchedule, ema_update, make_ema
 from dcgan_lab.objective import GANObjective
+
+log = logging.getLogger(__name__)
 
 
 class GANModule(L.LightningModule):
@@ -37,12 +41,16 @@ class GANModule(L.LightningModule):
         grad_clip: float = 0.0,
         num_samples: int = 64,
         seed: int = 0,
+        cuda_graph: bool = True,
     ):
         super().__init__()
         self.automatic_optimization = False
         self.generator, self.discriminator, self.objective = generator, discriminator, objective
         self.optimizer_g, self.optimizer_d, self.schedule = optimizer_g, optimizer_d, schedule
         self.n_critic, self.accumulate, self.grad_clip = n_critic, accumulate, grad_clip
+        # On CUDA the step is captured as a CUDA graph when every option allows it (dcgan_lab/captured.py).
+        self.cuda_graph = cuda_graph
+        self.static_step: StaticStep | None = None
         self.lab_config: dict | None = None  # the resolved run config, set by the pipeline; saved in every checkpoint
         # Class-conditional models (G.num_classes > 0): real labels go to D, sampled labels to G and D.
         self.num_classes = getattr(generator, "num_classes", 0) or 0
@@ -131,7 +139,19 @@ class GANModule(L.LightningModule):
             scalars[f"grad_norm/{name}"] = torch.stack(torch._foreach_norm(grads)).norm()
         optimizer.step()
 
+    def on_train_start(self) -> None:
+        if self.device.type != "cuda" or self.static_step is not None:
+            return
+        blockers = capture_blockers(self, self.trainer) if self.cuda_graph else ["training.cuda_graph=false"]
+        if blockers:
+            log.info("CUDA graph of the step: off (%s); the eager step runs", "; ".join(blockers))
+        else:
+            log.info("CUDA graph of the step: on (recorded after %d eager batches)", 3)
+            self.static_step = StaticStep(self, capture=True)
+
     def training_step(self, batch, batch_idx):
+        if self.static_step is not None:
+            return self._static_training_step(batch)
         real, labels = batch
         if self.growth is not None:
             self._apply_growth()
@@ -183,6 +203,28 @@ class GANModule(L.LightningModule):
         if scalars is not None:
             self._log_step(scalars, d_logs, objective.noise_sigma(g_step) if objective.instance_noise else None)
 
+    def _static_training_step(self, batch) -> None:
+        """The same step through StaticStep (captured on CUDA): Lightning's optimizer wrappers are bypassed, so
+        their step counters are advanced here, and schedules step as in the eager path."""
+        real, labels = batch
+        g_turn = (self.batches_seen + 1) % self.n_critic == 0
+        logging_now = self._logging_now(g_turn)
+        sigma = self.objective.noise_sigma(self.g_step) if self.objective.instance_noise else None
+        outputs = self.static_step(real, labels, g_turn)
+        opt_d, opt_g = self.optimizers()
+        for optimizer in (opt_d, opt_g) if g_turn else (opt_d,):
+            optimizer._on_before_step()
+            optimizer._on_after_step()
+        if g_turn:
+            for scheduler in self._schedulers():
+                scheduler.step()
+            self.static_step.sync_learning_rates()
+        self.batches_seen += 1
+        self.images_seen += len(real)
+        if logging_now:
+            names = ["loss/d", "D(x)", "D(G(z))", "grad_norm/d"] + (["loss/g", "grad_norm/g"] if g_turn else [])
+            self._log_step({name: outputs[name].clone() for name in names}, {}, sigma)
+
     def _log_step(self, scalars: dict, d_logs: dict, sigma: float | None) -> None:
         scalars.update(d_logs)
         scalars["g_step"] = float(self.g_step)
@@ -222,6 +264,8 @@ class GANModule(L.LightningModule):
         return [opt_d, opt_g], [self.schedule(opt_d, total_steps=total), self.schedule(opt_g, total_steps=total)]
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
+        if "optimizer_states" in checkpoint:  # a captured run's checkpoints resume eagerly too
+            checkpoint["optimizer_states"] = portable_optimizer_states(checkpoint["optimizer_states"])
         checkpoint["batches_seen"] = self.batches_seen
         checkpoint["images_seen"] = self.images_seen
         if self.lab_config is not None:

@@ -86,9 +86,10 @@ class GANObjective:
             return self.instance_noise
         return self.instance_noise * max(0.0, 1.0 - g_step / self.instance_noise_anneal_steps)
 
-    def seen_by_d(self, images: Tensor, sigma: float) -> Tensor:
+    def seen_by_d(self, images: Tensor, sigma: float | Tensor) -> Tensor:
         images = self.augment(images) if self.augment is not None else images
-        return images + sigma * torch.randn_like(images) if sigma else images
+        # A tensor sigma (a captured step's buffer) always draws: its value is only known on the device.
+        return images + sigma * torch.randn_like(images) if isinstance(sigma, Tensor) or sigma else images
 
     def _label_targets(self, n: int, device) -> dict[str, Tensor]:
         if not self.uses_label_targets:
@@ -102,9 +103,10 @@ class GANObjective:
 
     # ---- the two losses ------------------------------------------------------------------------
     def d_loss(self, discriminator: nn.Module, real: Tensor, fake: Tensor, real_labels: Tensor | None,
-               fake_labels: Tensor | None, g_step: int) -> tuple[Tensor, dict[str, Tensor]]:
-        """L_D for one (micro-)batch and the detached scalars to log (D(x), D(G(z)) means). `fake` is detached."""
-        sigma = self.noise_sigma(g_step)
+               fake_labels: Tensor | None, g_step: int, sigma: float | Tensor | None = None) -> tuple[Tensor, dict[str, Tensor]]:
+        """L_D for one (micro-)batch and the detached scalars to log (D(x), D(G(z)) means). `fake` is detached.
+        `sigma` overrides the instance-noise std of G step `g_step` (a captured step passes a device buffer)."""
+        sigma = self.noise_sigma(g_step) if sigma is None else sigma
         real, fake = self.seen_by_d(real, sigma), self.seen_by_d(fake.detach(), sigma)
         critic = conditioned(discriminator, real_labels)
         real_logits, fake_logits = critic(real), conditioned(discriminator, fake_labels)(fake)
@@ -116,9 +118,9 @@ class GANObjective:
         return loss, {"D(x)": real_logits.detach().mean(), "D(G(z))": fake_logits.detach().mean()}
 
     def g_loss(self, discriminator: nn.Module, real: Tensor, fake: Tensor, real_labels: Tensor | None,
-               fake_labels: Tensor | None, g_step: int) -> Tensor:
-        """L_G for one (micro-)batch; gradients flow into G through `fake`."""
-        sigma = self.noise_sigma(g_step)
+               fake_labels: Tensor | None, g_step: int, sigma: float | Tensor | None = None) -> Tensor:
+        """L_G for one (micro-)batch; gradients flow into G through `fake`. `sigma` as in d_loss."""
+        sigma = self.noise_sigma(g_step) if sigma is None else sigma
         seen = self.seen_by_d(fake, sigma)
         on_fakes = conditioned(discriminator, fake_labels)
         if self.feature_matching_weight:

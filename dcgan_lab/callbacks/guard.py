@@ -68,8 +68,10 @@ class DivergenceGuard(L.Callback):
         self._owners: dict[int, int] = {}  # id(optimizer) -> index into NETWORKS
         # When each network's weights, or the gradients of its update, were first seen NaN/Inf: an event time
         # 2 * (2 * batch + index of the stepping network) + (0 weights, 1 gradients), -1 while none. Kept on
-        # the device, read at the check cadence.
+        # the device, read at the check cadence. The batch number lives on the device too, so the checks can be
+        # recorded once into a CUDA graph of the step and stay right on every replay.
         self._first_bad: torch.Tensor | None = None
+        self._batch: torch.Tensor | None = None
 
     # ---- checkpointed state ----------------------------------------------------------------
     def state_dict(self) -> dict:
@@ -82,6 +84,7 @@ class DivergenceGuard(L.Callback):
     # ---- detection, on the device ----------------------------------------------------------
     def on_train_start(self, trainer, pl_module) -> None:
         self._first_bad = torch.full((len(NETWORKS), 2), -1, dtype=torch.long, device=pl_module.device)
+        self._batch = torch.zeros((), dtype=torch.long, device=pl_module.device)
         if self.action == "rollback":
             self._start_snapshot = {
                 "state_dict": copy.deepcopy(pl_module.state_dict()),
@@ -96,14 +99,19 @@ class DivergenceGuard(L.Callback):
                 i for i, n in enumerate(NETWORKS) if any(first is p for p in getattr(pl_module, n).parameters()))
         return self._owners[id(optimizer)]
 
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if self._batch is not None:
+            self._batch.fill_(pl_module.batches_seen)  # a kernel argument, no host read
+
     def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
         # Both networks' weights and the stepping one's gradients, before every update: the earliest event
         # names the culprit (a NaN in G's weights makes D's gradients NaN one update later, not the reverse).
+        # Device operations only: this hook is graph-safe.
         if self._first_bad is None:
             return
         k = self._owner(pl_module, optimizer)
-        update = 2 * (2 * pl_module.batches_seen + k)
-        first_bad = self._first_bad  # updated in place with device ops only (Python scalars travel as kernel arguments)
+        update = self._batch * 4 + 2 * k
+        first_bad = self._first_bad
         weights_bad = ~torch.stack([all_finite(getattr(pl_module, n).parameters()) for n in NETWORKS])
         first_bad[:, 0] = torch.where(weights_bad & (first_bad[:, 0] < 0), update, first_bad[:, 0])
         grads = [p.grad for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
@@ -184,7 +192,7 @@ class DivergenceGuard(L.Callback):
             config.scheduler.base_lrs = [lr * self.lr_factor for lr in config.scheduler.base_lrs]
         self._first_bad.fill_(-1)
         self.rollbacks += 1
-        lrs = ", ".join(f"{g['lr']:.3g}" for opt in trainer.optimizers for g in opt.param_groups)
+        lrs = ", ".join(f"{float(g['lr']):.3g}" for opt in trainer.optimizers for g in opt.param_groups)
         log.warning(
             "%s; rolled back to %s with learning rates x%g (now %s), rollback %d of %d",
             problem, source, self.lr_scale, lrs, self.rollbacks, self.max_rollbacks,

@@ -26,11 +26,18 @@ def ema_beta(decay: float, g_step: int, warmup_steps: int) -> float:
 
 
 @torch.no_grad()
-def ema_update(ema: nn.Module, generator: nn.Module, beta: float) -> None:
+def ema_update(ema: nn.Module, generator: nn.Module, beta: float | torch.Tensor) -> None:
+    """`beta` may be a device tensor (a captured step's buffer: the decay ramps up between replays)."""
     ema_params = [p for _, p in ema.named_parameters()]
     params = [p.detach() for _, p in generator.named_parameters()]
-    # ema + (1 - beta) * (p - ema) == beta * ema + (1 - beta) * p
-    torch._foreach_lerp_(ema_params, params, 1.0 - beta)
+    if isinstance(beta, torch.Tensor):
+        # ema += (1 - beta) * (p - ema)
+        steps = torch._foreach_sub(params, ema_params)
+        torch._foreach_mul_(steps, 1 - beta)
+        torch._foreach_add_(ema_params, steps)
+    else:
+        # ema + (1 - beta) * (p - ema) == beta * ema + (1 - beta) * p
+        torch._foreach_lerp_(ema_params, params, 1.0 - beta)
     for ema_buffer, buffer in zip(ema.buffers(), generator.buffers()):
         ema_buffer.copy_(buffer)
 
