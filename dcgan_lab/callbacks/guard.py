@@ -51,15 +51,15 @@ def diverged_weights(pl_module) -> str | None:
 
 
 class DivergenceGuard(L.Callback):
-    """action: "stop" raises DivergenceError (the CLI prints one line, exit 2);
+    """Its settings are checked with the rest of the config (dcgan_lab/schema.py).
+
+    action: "stop" raises DivergenceError (the CLI prints one line, exit 2);
     "rollback" reloads the last good checkpoint (or the weights at the start of this fit when none exists
     yet), multiplies every learning rate by `lr_factor`, and goes on, at most `max_rollbacks` times before
     stopping. Under DDP gradients are all-reduced and weights identical, so every rank reaches the same verdict.
     """
 
     def __init__(self, action: str = "stop", lr_factor: float = 0.5, max_rollbacks: int = 3, every_n_batches: int = 10):
-        if action not in ("stop", "rollback"):
-            raise LabError(f"callbacks.divergence_guard.action={action!r} must be 'stop' or 'rollback'")
         self.action, self.lr_factor, self.max_rollbacks = action, lr_factor, max_rollbacks
         self.every_n_batches = max(int(every_n_batches), 1)
         self.rollbacks = 0
