@@ -3,7 +3,7 @@
 G takes the label either as a learned embedding concatenated to z (Mirza & Osindero 2014) or through
 conditional BatchNorm: per-class gain and bias on every norm layer (de Vries et al. 2017, Miyato & Koyama 2018).
 D takes it either as one-hot maps concatenated to the image (cGAN) or by projection: logit += <embed(y), phi(x)>
-(Miyato & Koyama 2018). Every net calls `forward(x, labels=None)`; labels are ignored when num_classes=0.
+(Miyato & Koyama 2018). Where these sit in a network is written once in dcgan_lab.nets.contract.
 """
 from __future__ import annotations
 
@@ -21,12 +21,17 @@ class TakesLabels(nn.Module):
     """Marker: a layer whose forward is `(x, labels)`. LabelledSequential hands labels to these only."""
 
 
+def call_with_labels(layer: nn.Module, x: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+    """layer(x, labels) for a layer that takes labels (TakesLabels), layer(x) for any other."""
+    return layer(x, labels) if isinstance(layer, TakesLabels) else layer(x)
+
+
 class LabelledSequential(nn.Sequential):
     """nn.Sequential that passes the labels to the layers that take them (same state_dict keys)."""
 
     def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         for layer in self:
-            x = layer(x, labels) if isinstance(layer, TakesLabels) else layer(x)
+            x = call_with_labels(layer, x, labels)
         return x
 
 

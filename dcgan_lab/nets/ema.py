@@ -12,6 +12,11 @@ import torch
 from torch import nn
 
 
+def sampling_generator(generator: nn.Module, generator_ema: nn.Module | None) -> nn.Module:
+    """The generator that samples, grids and metrics use: the EMA copy when there is one, else G itself."""
+    return generator_ema if generator_ema is not None else generator
+
+
 def make_ema(generator: nn.Module) -> nn.Module:
     """A frozen copy of G, in eval mode: it is only ever sampled from."""
     ema = copy.deepcopy(generator).eval()
