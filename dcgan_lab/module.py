@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from dcgan_lab.captured import StaticStep, capture_blockers, portable_optimizer_states
-from dcgan_lab.nets.ema import EmaSchedule, ema_update, make_ema
+from dcgan_lab.nets.ema import EmaSchedule, ema_update, make_ema, sampling_generator
 from dcgan_lab.objective import GANObjective
 
 log = logging.getLogger(__name__)
@@ -79,8 +79,8 @@ class GANModule(L.LightningModule):
 
     @property
     def sampling_generator(self) -> nn.Module:
-        """The EMA generator when on, else G: what grids and metrics draw from."""
-        return self.generator_ema if self.generator_ema is not None else self.generator
+        """What grids and metrics draw from (nets.ema.sampling_generator: the EMA copy when on)."""
+        return sampling_generator(self.generator, self.generator_ema)
 
     def sample_labels(self, n: int) -> Tensor | None:
         """Uniform class labels for G (None for unconditional models)."""

@@ -16,6 +16,7 @@ import lightning as L
 import torch
 from torch import nn
 
+from dcgan_lab.checkpoint_io import read_checkpoint
 from dcgan_lab.errors import LabError
 
 log = logging.getLogger(__name__)
@@ -177,8 +178,7 @@ class DivergenceGuard(L.Callback):
     def _roll_back(self, trainer, pl_module, problem: str) -> None:
         path = self._last_good_checkpoint(trainer)
         if path is not None:
-            checkpoint = torch.load(path, map_location=pl_module.device, weights_only=True)
-            source = path
+            checkpoint, source = read_checkpoint(path), path
         else:
             checkpoint, source = self._start_snapshot, "the weights at the start of this fit"
         pl_module.load_state_dict(checkpoint["state_dict"])

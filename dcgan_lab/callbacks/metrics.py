@@ -52,7 +52,7 @@ class GenerativeMetrics(L.Callback):
         return mode == "every" or (mode == "end" and at_end)
 
     def _evaluate(self, trainer, pl_module, inception: bool) -> None:
-        generator = getattr(pl_module, "generator_ema", None) or pl_module.generator
+        generator = pl_module.sampling_generator
         tag = f"epoch{self._epoch:04d}"
         report = self.suite.evaluate(generator, pl_module.discriminator, inception=inception, figures_dir=self.dir, tag=tag)
         step = trainer.global_step

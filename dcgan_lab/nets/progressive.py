@@ -28,8 +28,6 @@ class GrowthSchedule:
 
     def __init__(self, final_resolution: int, start_resolution: int = 4, fade_images: int = 10000,
                  stable_images: int = 10000):
-        if fade_images < 1 or stable_images < 0:
-            raise ValueError("model.growth.fade_images must be >= 1 and stable_images >= 0")
         self.resolutions = [r for r in resolutions(final_resolution) if r >= start_resolution]
         self.fade_images, self.stable_images = fade_images, stable_images
 
