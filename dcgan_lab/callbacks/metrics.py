@@ -1,7 +1,8 @@
 """GenerativeMetrics: the metric suite every N epochs and at the end of training.
 
-Scalars go to every logger (so to metrics.csv and W&B); figures (class histogram, PCA scatter and
-silhouette plot coloured by cluster, samples per cluster) go to <run>/metrics/epochNNNN_*.png.
+Scalars go to every logger (so to metrics.csv, W&B and TensorBoard); figures (class histogram, PCA scatter
+and silhouette plot coloured by cluster, samples per cluster) go to <run>/metrics/epochNNNN_*.png, and those
+files to the dashboards as `metrics/<figure>`.
 """
 from __future__ import annotations
 
