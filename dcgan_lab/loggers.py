@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 import numpy as np
+from lightning.fabric.utilities.rank_zero import rank_zero_only
 from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger, WandbLogger
 
 from dcgan_lab.atomic import replaced_atomically
@@ -123,6 +124,7 @@ CONFIG_WRITERS: dict[type, Callable[[Logger, dict], None]] = {
 }
 
 
+@rank_zero_only  # other DDP ranks hold placeholder experiments
 def log_run_config(loggers: Iterable[Logger], config: dict) -> None:
     """The full resolved config on every dashboard (the module saves no hyperparameters itself)."""
     for logger in loggers:
