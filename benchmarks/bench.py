@@ -92,6 +92,9 @@ def plain_step_fn(g, d, opt_g, opt_d, device, bf16: bool):
 
 def plain_loop(cfg, data: torch.Tensor, device, steps: int, warmup: int, bf16: bool, channels_last: bool) -> float:
     torch.manual_seed(0)
+    # pytorch/examples' dcgan sets cudnn.benchmark (each conv's fastest algorithm, tuned once); set here so the
+    # baseline does not depend on which Trainer ran before it in this process.
+    torch.backends.cudnn.benchmark = True
     g, d = networks(cfg, device, channels_last)
     opt_g = torch.optim.Adam(g.parameters(), lr=2e-4, betas=(0.5, 0.999))
     opt_d = torch.optim.Adam(d.parameters(), lr=2e-4, betas=(0.5, 0.999))
@@ -208,7 +211,8 @@ def measure_config(name: str, overrides: list[str], device: torch.device, steps:
     accelerator = "gpu" if device.type == "cuda" else "cpu"
     cfg = compose_run_config(workdir / f"cfg_{name}", overrides)
     images = instantiate(cfg.dataset).split("train").images
-    callbacks_off = ["callbacks=none", "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false"]
+    callbacks_off = ["callbacks=none", "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false",
+                     "+trainer.enable_checkpointing=false"]  # Lightning's implicit per-epoch checkpoint is a callback too
     paths = {
         "plain_fp32_eager": lambda: plain_loop(cfg, images, device, steps, warmup, bf16=False, channels_last=False),
         "plain_bf16_channels_last": lambda: plain_loop(cfg, images, device, steps, warmup, bf16=True, channels_last=True),
@@ -221,10 +225,17 @@ def measure_config(name: str, overrides: list[str], device: torch.device, steps:
         paths["lab_eager"] = lambda: lab_run([*overrides, "metrics=none", f"trainer.accelerator={accelerator}",
                                               "training.cuda_graph=false"], steps, warmup, workdir)
     # Rounds interleave the paths so a slow patch of the machine hits all of them; each keeps its best round.
-    rows = {path: 0.0 for path in paths}
+    rows, errors = {path: 0.0 for path in paths}, {}
     for _ in range(rounds):
         for path, measure in paths.items():
-            rows[path] = max(rows[path], measure())
+            if path in errors:
+                continue
+            try:
+                rows[path] = max(rows[path], measure())
+            except Exception as error:  # one broken path must not cost the other measurements (a GPU lease is short)
+                errors[path] = f"{type(error).__name__}: {error}"
+                rows[path] = float("nan")
+                print(f"  {name}: {path} failed: {errors[path]}", flush=True)
     rows.setdefault("lab_eager", rows["lab_default"])
     print(f"  {name}: " + ", ".join(f"{path} {value:.0f}" for path, value in rows.items()) + " img/s", flush=True)
     base = rows["plain_fp32_eager"]
@@ -236,6 +247,7 @@ def measure_config(name: str, overrides: list[str], device: torch.device, steps:
         "images_per_s": rows,
         "ratio_to_plain_fp32": {path: value / base for path, value in rows.items()},
         "step_gflop": step_gflop(cfg, images, device),
+        **({"errors": errors} if errors else {}),
     }
 
 
@@ -304,6 +316,7 @@ def markdown(r: dict) -> str:
         for path, value in c["images_per_s"].items():
             lines.append(f"| {PATH_LABELS[path]} | {value:.0f} | {c['ratio_to_plain_fp32'][path]:.2f} | "
                          f"{value / c['batch_size'] * c['step_gflop']:.0f} |")
+        lines += [f"\n{PATH_LABELS[path]} failed: `{error}`" for path, error in c.get("errors", {}).items()]
     data, cache = r["data_images_per_s"], r["reference_cache"]
     lines += ["", f"Data path: {data['in_memory_uint8']:.0f} img/s in-memory uint8 vs {data['torchvision_pil']:.0f} "
               "torchvision PIL." + (f" Reference statistics: {cache['first_s']:.2f} s first, {cache['second_s']:.3f} s cached."

@@ -1,23 +1,49 @@
 #!/usr/bin/env bash
-# One call on a lent GPU (run carry=[".whl"], after benchmarks/device_kit.sh here). Stages, in this order when
-# named: tests (the CUDA tests), bench (make bench's GPU column, baseline in the same process), quality
-# (a default 20-epoch run), sweep (12-job mnist_ablation, sequential vs 4 at once). Everything lands in $OUT.
-#   bash benchmarks/device_run.sh tests bench quality      # about 6 minutes on an H200
-#   bash benchmarks/device_run.sh sweep                     # about 8 minutes
+# One call on a lent GPU (run carry=[".whl"], after benchmarks/device_kit.sh here). Stages, in the order named:
+#   tests    the CUDA tests (captured vs eager step, no host waits, resume across modes, fallback line, compile refusals,
+#            host reads on the GPU)                                                     ~3 min on an H200
+#   bench    make bench's GPU column (plain loop and lab in one process)                ~3 min
+#   quality  a default 20-epoch run on the GPU (classifier-FID, classes covered)        ~1.5 min
+#   sweep    +sweep=mnist_ablation (12 jobs) one after another vs n_jobs at once (~2 min at 1 epoch); SWEEP_EPOCHS (the
+#            sweep's own 20) and SWEEP_JOBS (4) set its size
+# e.g. bash benchmarks/device_run.sh tests bench. Each stage runs under its own time cap (CAP_<stage>, seconds),
+# and everything (logs, JSON, PNG, CSV) is packed into $OUT/results.tgz after every stage, so a call cut short
+# still returns what finished. BENCH_ARGS passes extra bench.py arguments (a CPU dry run: --device cpu --steps 2).
 set -uo pipefail
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 WANDB_MODE=disabled
-OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
-nvidia-smi --query-gpu=name,memory.total --format=csv | tee "$OUT/gpu.txt"
-for stage in "$@"; do
-  case $stage in
-    tests)   python3 -m pytest tests/test_captured.py tests/test_speed.py -q -p no:cacheprovider -x 2>&1 | tee "$OUT/cuda_tests.log" ;;
-    bench)   python3 benchmarks/bench.py --device cuda --rounds 2 2>&1 | tee "$OUT/bench.log"
-             cp benchmarks/results/cuda.json benchmarks/results/cuda.md "$OUT/" ;;
-    quality) python3 train.py trainer.accelerator=gpu logger=csv hydra.run.dir=/tmp/quality 2>&1 | tail -20 | tee "$OUT/quality.log"
-             cp /tmp/quality/metrics.csv "$OUT/quality_metrics.csv"; cp /tmp/quality/samples/last.png "$OUT/quality_last.png" ;;
-    sweep)   python3 benchmarks/sweep_wall.py --device cuda --n-jobs 4 seed=0 2>&1 | tail -15 | tee "$OUT/sweep.log"
-             cp benchmarks/results/cuda.json "$OUT/cuda_with_sweep.json" ;;
-    *)       echo "unknown stage $stage (tests, bench, quality, sweep)"; exit 2 ;;
+OUT=${OUT:-/tmp/out}; KEEP=$(mktemp -d); mkdir -p "$OUT"
+export DCGAN_LAB_EVIDENCE=$KEEP/captured_vs_eager.jsonl  # tests/test_captured.py writes the measured loss gaps here
+pack() { tar czf "$OUT/results.tgz" -C "$KEEP" .; }
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > "$KEEP/gpu.txt" 2>&1
+python3 -c 'import torch, lightning; print("torch", torch.__version__, "lightning", lightning.__version__)' >> "$KEEP/gpu.txt"
+cat "$KEEP/gpu.txt"
+
+stage() {  # stage NAME CAP COMMAND...: run under the cap, log to $KEEP/NAME.log, then pack
+  local name=$1 cap=$2 started=$SECONDS; shift 2
+  echo "== $name (cap ${cap}s)"
+  timeout -k 10 "$cap" "$@" > "$KEEP/$name.log" 2>&1
+  local rc=$?
+  tail -n 40 "$KEEP/$name.log"
+  echo "== $name: exit $rc after $((SECONDS - started)) s" | tee -a "$KEEP/stages.txt"
+  pack
+}
+
+CUDA_TESTS="captured_step or never_wait or resume_each_other or fall_back or compile_on_cuda or compile_without or precision_and_memory or only_logging_batches"
+for name in "$@"; do
+  case $name in
+    tests)   stage tests "${CAP_tests:-240}" python3 -m pytest tests/test_captured.py tests/test_speed.py -q -p no:cacheprovider \
+               -k "$CUDA_TESTS" -rfEs --durations=25 ;;
+    bench)   stage bench "${CAP_bench:-260}" python3 benchmarks/bench.py --device cuda --rounds 2 ${BENCH_ARGS:-}
+             cp benchmarks/results/cuda.json benchmarks/results/cuda.md "$KEEP/" 2>/dev/null; pack ;;
+    quality) rm -rf /tmp/quality
+             stage quality "${CAP_quality:-150}" python3 train.py trainer.accelerator=gpu logger=csv hydra.run.dir=/tmp/quality
+             cp /tmp/quality/metrics.csv /tmp/quality/status.json "$KEEP/" 2>/dev/null
+             cp /tmp/quality/samples/last.png "$KEEP/quality_last.png" 2>/dev/null; pack ;;
+    sweep)   stage sweep "${CAP_sweep:-400}" python3 benchmarks/sweep_wall.py --device cuda --n-jobs "${SWEEP_JOBS:-4}" \
+               ${SWEEP_EPOCHS:+trainer.max_epochs=$SWEEP_EPOCHS}
+             cp benchmarks/results/cuda.json "$KEEP/cuda_with_sweep.json" 2>/dev/null; pack ;;
+    *)       echo "unknown stage $name (tests, bench, quality, sweep)"; exit 2 ;;
   esac
 done
+cat "$KEEP/stages.txt"

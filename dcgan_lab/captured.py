@@ -9,7 +9,8 @@ input buffer and one replay. Lightning still drives epochs, checkpoints, callbac
 from step to step (the batch, the instance-noise std, the EMA decay, the learning rates) lives in device
 buffers that the graph reads.
 
-Two graphs are recorded: D's update alone, and D's then G's (n_critic > 1 alternates them). Options the
+Up to four graphs are recorded: D's update alone and D's then G's (n_critic > 1 alternates them), each with
+and without instance noise (its annealing ends at 0, where the eager step stops drawing it). Options the
 capture does not cover keep Lightning's eager step, named in one info line (`capture_blockers`). Checkpoints
 hold optimizer states in the portable eager form (`portable_optimizer_states`), so captured and eager runs
 resume each other. Without `capture` the same step runs eagerly: that is how it is tested on CPUs.
@@ -69,6 +70,25 @@ def portable_optimizer_states(states: list[dict]) -> list[dict]:
              "state": {k: param_state(v) for k, v in s.get("state", {}).items()}} for s in states]
 
 
+def make_capturable(optimizers, device: torch.device, scheduled: bool) -> list[Tensor]:
+    """Switch optimizers to the arithmetic a graph can record: `capturable` (step counters and bias corrections
+    as float32 device tensors, not float64 host scalars) and, when a schedule changes them between replays, the
+    learning rates as device buffers (returned). A constant learning rate stays a float: a kernel argument, and
+    nothing for the LR monitor to read back from the device."""
+    buffers = []
+    for optimizer in optimizers:
+        for group in optimizer.param_groups:
+            if "capturable" in group:
+                group["capturable"] = True
+            if scheduled:
+                group["lr"] = torch.tensor(float(group["lr"]), device=device)
+                buffers.append(group["lr"])
+        for state in optimizer.state.values():
+            if isinstance(state.get("step"), Tensor):
+                state["step"] = state["step"].to(device, torch.float32)
+    return buffers
+
+
 class StaticStep:
     """One D step (and a G step on G's turns) on fixed input buffers; replayed from CUDA graphs when `capture`.
 
@@ -79,7 +99,7 @@ class StaticStep:
     def __init__(self, module, capture: bool):
         self.module, self.capture = module, capture
         self.real: Tensor | None = None
-        self.graphs: dict[bool, torch.cuda.CUDAGraph] = {}
+        self.graphs: dict[tuple[bool, bool], torch.cuda.CUDAGraph] = {}  # (G's turn, noise on)
         self.outputs: dict[str, Tensor] = {}
 
     # ---- buffers and optimizers ------------------------------------------------------------
@@ -94,23 +114,25 @@ class StaticStep:
         names = ("loss/d", "D(x)", "D(G(z))", "grad_norm/d", "loss/g", "grad_norm/g")
         self.outputs = {name: torch.zeros((), device=device) for name in names}
         self.graphs, self.eager_runs = {}, {False: 0, True: 0}
-        self.lr_tensors: list[Tensor] = []
-        if self.capture:
-            for optimizer in self._raw_optimizers():
-                for group in optimizer.param_groups:
-                    if "capturable" in group:
-                        group["capturable"] = True
-                    # The learning rate as a device buffer: schedules and rollbacks change it between replays.
-                    group["lr"] = torch.tensor(float(group["lr"]), device=device)
-                    self.lr_tensors.append(group["lr"])
-                for state in optimizer.state.values():
-                    if isinstance(state.get("step"), Tensor):
-                        state["step"] = state["step"].to(device, torch.float32)
+        self.lr_tensors = make_capturable(self._raw_optimizers(), device, bool(self.module._schedulers())) if self.capture else []
+        self.recorded_for = self._optimizer_identity()
+
+    def _optimizer_identity(self) -> list:
+        """What a recorded graph is bound to: each optimizer's state and param-group objects (held, so compared
+        by identity), and the float learning rates. A rollback (load_state_dict) replaces the objects, a
+        learning-rate cut the floats."""
+        return [(o.state, [(g, None if isinstance(g["lr"], Tensor) else g["lr"]) for g in o.param_groups])
+                for o in self._raw_optimizers()]
 
     def _reloaded(self) -> bool:
-        """True when the optimizers' states were replaced (a rollback loaded a checkpoint): re-capture."""
-        groups = [g for optimizer in self._raw_optimizers() for g in optimizer.param_groups]
-        return self.capture and any(g["lr"] is not t for g, t in zip(groups, self.lr_tensors))
+        """True when the optimizers changed under the graphs (a divergence rollback): prepare and record again."""
+        if not self.capture:
+            return False
+        now, then = self._optimizer_identity(), self.recorded_for
+        return len(now) != len(then) or any(
+            state is not old_state or len(groups) != len(old_groups)
+            or any(g is not old_g or lr != old_lr for (g, lr), (old_g, old_lr) in zip(groups, old_groups))
+            for (state, groups), (old_state, old_groups) in zip(now, then))
 
     def sync_learning_rates(self) -> None:
         """After a scheduler step: a schedule that assigned a float learning rate writes it into the buffer."""
@@ -163,10 +185,16 @@ class StaticStep:
             return torch.autocast(device, dtype=torch.get_autocast_dtype(device), cache_enabled=False)
         return contextlib.nullcontext()
 
-    def _record(self, g_turn: bool) -> torch.cuda.CUDAGraph:
+    def _step_arguments(self, noisy: bool) -> tuple:
+        """(sigma, beta) for `_step`: the device buffers where their option acts; a plain 0 where it does not, so
+        the step draws no instance noise the eager step would not draw (the random streams stay the eager ones)."""
+        return (self.sigma if noisy else 0.0, self.beta if self.module.ema is not None else 0.0)
+
+    def _record(self, g_turn: bool, noisy: bool) -> torch.cuda.CUDAGraph:
         graph = torch.cuda.CUDAGraph()
-        with self._autocast(), torch.cuda.graph(graph):
-            self._step(g_turn, self.sigma, self.beta)
+        # thread_local: CUDA calls of other threads (a progress bar, a data loader's pinning) do not void the capture
+        with self._autocast(), torch.cuda.graph(graph, capture_error_mode="thread_local"):
+            self._step(g_turn, *self._step_arguments(noisy))
         return graph
 
     def __call__(self, real: Tensor, labels: Tensor, g_turn: bool) -> dict[str, Tensor]:
@@ -176,23 +204,24 @@ class StaticStep:
         self.real.copy_(real)
         self.labels.copy_(labels)
         objective = module.objective
+        # Host values written into device buffers (a fill is a kernel argument, not a read): the graph reads them.
         sigma = objective.noise_sigma(module.g_step) if objective.instance_noise else 0.0
-        beta = module.ema.beta(module.g_step) if module.ema is not None else 0.0
-        if not self.capture:
-            self._step(g_turn, sigma, beta)
+        self.sigma.fill_(sigma)
+        self.beta.fill_(module.ema.beta(module.g_step) if module.ema is not None else 0.0)
+        noisy = sigma > 0  # annealed instance noise ends: from then on a graph without its draws
+        if not self.capture:  # the same step and buffers, eagerly (CPUs; the CPU tests pin it)
+            self._step(g_turn, *self._step_arguments(noisy))
             return self.outputs
-        self.sigma.fill_(sigma)  # kernel arguments: no host read
-        self.beta.fill_(beta)
         warm = self.eager_runs[g_turn] >= WARMUP_BATCHES and self.eager_runs[True] >= 1
         if not warm:
             side = torch.cuda.Stream()
             side.wait_stream(torch.cuda.current_stream())
             with torch.cuda.stream(side):
-                self._step(g_turn, self.sigma, self.beta)
+                self._step(g_turn, *self._step_arguments(noisy))
             torch.cuda.current_stream().wait_stream(side)
             self.eager_runs[g_turn] += 1
             return self.outputs
-        if g_turn not in self.graphs:
-            self.graphs[g_turn] = self._record(g_turn)
-        self.graphs[g_turn].replay()
+        if (g_turn, noisy) not in self.graphs:
+            self.graphs[g_turn, noisy] = self._record(g_turn, noisy)
+        self.graphs[g_turn, noisy].replay()
         return self.outputs

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from dcgan_lab.captured import StaticStep, capture_blockers, portable_optimizer_states
+from dcgan_lab.captured import WARMUP_BATCHES, StaticStep, capture_blockers, portable_optimizer_states
 from dcgan_lab.nets.ema import EmaSchedule, ema_update, make_ema, sampling_generator
 from dcgan_lab.objective import GANObjective
 
@@ -146,7 +146,7 @@ class GANModule(L.LightningModule):
         if blockers:
             log.info("CUDA graph of the step: off (%s); the eager step runs", "; ".join(blockers))
         else:
-            log.info("CUDA graph of the step: on (recorded after %d eager batches)", 3)
+            log.info("CUDA graph of the step: on (recorded after %d eager batches)", WARMUP_BATCHES)
             self.static_step = StaticStep(self, capture=True)
 
     def training_step(self, batch, batch_idx):

@@ -81,6 +81,13 @@ def test_compile_option_trains(make_cfg):
 HOST_READS = ("item", "tolist", "__bool__", "__float__", "__int__", "__index__", "cpu", "numpy")
 
 
+def current_batch(trainer) -> int:
+    """The batch the loop is in, from Lightning's own counter (it counts a batch as ready before any callback's
+    on_train_batch_start runs, so another callback's hooks count towards their batch; the next batch's fetch
+    counts towards the one before it)."""
+    return trainer.fit_loop.epoch_loop.batch_progress.current.ready - 1
+
+
 class RecordHostReads(L.Callback):
     """Records the batches in which a tensor's value was read on the host (the calls that make a CPU wait for
     a GPU): `.item()`, `.tolist()`, `bool(t)`, `float(t)`, `.cpu()`, ... Adam's step counters are CPU tensors by
@@ -94,8 +101,8 @@ class RecordHostReads(L.Callback):
             original = self.originals[name] = getattr(torch.Tensor, name)
 
             def counted(tensor, *args, _original=original, _name=name, **kwargs):
-                if self.batch is not None and not self.is_step_counter(trainer, tensor):
-                    RecordHostReads.reads.setdefault(self.batch, set()).add(_name)
+                if self.batch is not None and current_batch(trainer) >= 0 and not self.is_step_counter(trainer, tensor):
+                    RecordHostReads.reads.setdefault(current_batch(trainer), set()).add(_name)
                 return _original(tensor, *args, **kwargs)
 
             setattr(torch.Tensor, name, counted)
@@ -104,8 +111,8 @@ class RecordHostReads(L.Callback):
         for name, original in self.originals.items():
             setattr(torch.Tensor, name, original)
 
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-        self.batch = batch_idx
+    def on_train_start(self, trainer, pl_module):
+        self.batch = 0  # recording (the epoch's batches, as counted by current_batch)
 
     def on_train_epoch_end(self, trainer, pl_module):
         self.batch = None

@@ -234,3 +234,20 @@ def test_cli_bad_value_exits_2_with_one_line(tmp_path):
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert lines[-1].startswith("error: dataset.image_size=48") and "power of two" in lines[-1]
     assert not (tmp_path / "bad" / "checkpoints").exists()
+
+
+@pytest.mark.parametrize("n, channels, nrow", [(64, 1, 8), (10, 3, 8), (3, 1, 8), (100, 1, 10)])
+def test_sample_grid_pixels_are_torchvisions(tmp_path, n, channels, nrow):
+    """The grid built on the images' device writes the pixels torchvision's save_image writes (layout, padding,
+    rounding), for full, ragged and narrow grids, grey and RGB."""
+    import numpy as np
+    from PIL import Image
+    from torchvision.utils import save_image
+
+    from dcgan_lab.callbacks.samples import save_png, uint8_grid
+
+    images = torch.randn(n, channels, 16, 16, generator=torch.Generator().manual_seed(n)) * 0.8  # some beyond [-1, 1]
+    save_image(images, tmp_path / "torchvision.png", nrow=nrow, normalize=True, value_range=(-1, 1), padding=2)
+    save_png(uint8_grid(images, nrow), tmp_path / "lab.png")
+    expected, shown = (np.array(Image.open(tmp_path / f)) for f in ("torchvision.png", "lab.png"))
+    assert shown.shape == expected.shape and (shown == expected).all()

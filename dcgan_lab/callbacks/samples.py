@@ -1,13 +1,37 @@
 """Sample grids from the run's fixed latents: comparable across epochs, resumptions and runs."""
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import lightning as L
 import torch
-from torchvision.utils import make_grid, save_image
+import torch.nn.functional as F
+from PIL import Image
 
 from dcgan_lab.loggers import dashboard_step, write_png_and_show
+
+
+def uint8_grid(images: torch.Tensor, nrow: int, padding: int = 2) -> torch.Tensor:
+    """(N, C, H, W) images in [-1, 1] -> (rows, cols, 3) uint8 grid on their own device: torchvision's
+    make_grid(normalize=True, value_range=(-1, 1)) + save_image pixels, without the host doing the float work
+    (on a GPU only the finished uint8 grid is copied back)."""
+    n, channels, h, w = images.shape
+    pixels = ((images.float().clamp(-1, 1) + 1) / 2 * 255 + 0.5).clamp(0, 255).to(torch.uint8)
+    pixels = pixels.expand(n, 3, h, w) if channels == 1 else pixels
+    cols = min(nrow, n)
+    rows = math.ceil(n / cols)
+    # Each tile: the image with `padding` zero rows/columns above and to its left; the grid closes right/below.
+    tiles = pixels.new_zeros(rows * cols, 3, h + padding, w + padding)
+    tiles[:n, :, padding:, padding:] = pixels
+    grid = tiles.view(rows, cols, 3, h + padding, w + padding).permute(0, 3, 1, 4, 2)
+    grid = grid.reshape(rows * (h + padding), cols * (w + padding), 3)
+    return F.pad(grid.permute(2, 0, 1), (0, padding, 0, padding)).permute(1, 2, 0)
+
+
+def save_png(grid: torch.Tensor, path) -> None:
+    # zlib level 1: a third of the default's time for a few percent more bytes (it runs on the training thread)
+    Image.fromarray(grid.cpu().numpy()).save(path, format="PNG", compress_level=1)
 
 
 class SampleGrid(L.Callback):
@@ -32,12 +56,12 @@ class SampleGrid(L.Callback):
         labels = getattr(pl_module, "fixed_labels", None)
         images = pl_module.sample(pl_module.fixed_z, labels)
         nrow = pl_module.samples_per_class if labels is not None else self.nrow
-        return make_grid(images.cpu(), nrow=nrow, normalize=True, value_range=(-1, 1), padding=2)
+        return uint8_grid(images, nrow=nrow)
 
     def _write(self, trainer, pl_module, name: str, key: str = "samples", in_batch_end: bool = False) -> Path:
         grid = self.grid(pl_module)
         caption = f"samples/{name}, epoch {trainer.current_epoch}"
-        return write_png_and_show(self.dir / name, lambda tmp: save_image(grid, tmp), trainer.loggers, key,
+        return write_png_and_show(self.dir / name, lambda tmp: save_png(grid, tmp), trainer.loggers, key,
                                   step=dashboard_step(trainer, in_batch_end), caption=caption)
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:

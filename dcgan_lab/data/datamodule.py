@@ -44,6 +44,10 @@ class UInt8Images(Dataset):
 
     def __getitems__(self, indices: list[int]):
         index = torch.as_tensor(indices)
+        if self.images.is_cuda:
+            # A pageable host-to-GPU copy waits for the GPU to finish its queue: the host would idle on every
+            # batch. From pinned memory the index copy is queued like a kernel and the host runs ahead.
+            index = index.pin_memory().to(self.images.device, non_blocking=True)
         return self.images[index], self.labels[index]
 
 
