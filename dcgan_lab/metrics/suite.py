@@ -18,7 +18,7 @@ from torch import nn
 
 from dcgan_lab.errors import ConfigError
 from dcgan_lab.metrics import clustering as clus
-from dcgan_lab.metrics.cache import ReferenceCache, file_md5, tensor_md5
+from dcgan_lab.metrics.cache import ReferenceCache, tensor_md5
 from dcgan_lab.metrics.classifier import classify, has_labels, load_or_train_classifier
 from dcgan_lab.metrics.frechet import frechet_distance, gaussian_stats
 from dcgan_lab.metrics.modes import mode_metrics
