@@ -48,7 +48,7 @@ class GenerativeMetrics(L.Callback):
         if not self.settings["inception"]:
             return False
         mode = self.settings["inception_during_training"]
-        if mode == "auto":  # ~10 img/s on 2 CPU cores: at every evaluation only on a GPU
+        if mode == "auto":  # minutes per evaluation on a CPU: at every evaluation only on a GPU
             mode = "every" if pl_module.device.type == "cuda" else "never"
         return mode == "every" or (mode == "end" and at_end)
 
