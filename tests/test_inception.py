@@ -313,6 +313,7 @@ def test_converted_registry_weights_reproduce_the_torchscript_network(registry_e
     assert 1.0 < float(want.abs().max()) < 20.0  # real pool3 features, not an all-zero network
 
 
+@pytest.mark.slow  # 49-127 s on 2 shared cores (76 s of CPU): two full networks on 299x299 images
 @pytest.mark.registry
 def test_a_user_weights_file_gives_the_fid_of_the_torchscript_network(make_cfg, tmp_path, registry_export):
     # The converted file passed as metrics.inception_weights (standing in for torch-fidelity's own file): the
