@@ -198,6 +198,7 @@ SCHEMA: dict[str, Range | PowerOfTwo | OneOf | Pair] = {
     "metrics.n_reference": Range(**COUNT),
     "metrics.inception_during_training": OneOf(("auto", "every", "end", "never")),
     "metrics.inception_n_samples": Range(low=2, integer=True, also=(None,), hint=" (null = n_samples)"),
+    "metrics.inception_n_reference": Range(low=2, integer=True, also=(None,), hint=" (null = as many as generated)"),
 }
 
 

@@ -1,21 +1,18 @@
-"""Metric building blocks: Fréchet distance, mode metrics, precision/recall, the reference cache, the
-torch-fidelity Inception path (with a randomly initialised weights file) and its offline fallback."""
+"""Metric building blocks: Fréchet distance, mode metrics, precision/recall, the reference cache (the Inception
+path: tests/test_inception.py)."""
 from __future__ import annotations
 
-import logging
 import math
 
 import numpy as np
 import pytest
 import scipy.linalg
 import torch
-from hydra.utils import instantiate
 from torch.testing import assert_close
 
 from dcgan_lab.errors import ConfigError
 from dcgan_lab.metrics import MetricSuite, ReferenceCache, frechet_distance, gaussian_stats, mode_metrics, precision_recall
 from dcgan_lab.metrics.inception import protocol_name
-from dcgan_lab.nets.generator import Generator
 
 
 def scipy_frechet(x1: np.ndarray, x2: np.ndarray) -> float:
@@ -109,66 +106,3 @@ def test_bad_metric_settings_raise_one_clear_line():
         MetricSuite({"n_sample": 10}, datamodule=None, cache_dir=".")
     with pytest.raises(ConfigError, match="inception_during_training"):
         MetricSuite({"inception_during_training": "sometimes"}, datamodule=None, cache_dir=".")
-
-
-# ---- torch-fidelity Inception path ------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def random_inception_weights(tmp_path_factory):
-    """A randomly initialised torch-fidelity InceptionV3 state dict: numbers meaningless, pipeline real."""
-    from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
-
-    class RandomInit(FeatureExtractorInceptionV3):
-        def load_state_dict(self, state_dict, strict=True, assign=False):  # keep the random init
-            return None
-
-    folder = tmp_path_factory.mktemp("inception")
-    torch.save({}, folder / "empty.pt")
-    torch.manual_seed(0)
-    model = RandomInit("inception-v3-compat", ["2048"], feature_extractor_weights_path=str(folder / "empty.pt"))
-    torch.save(model.state_dict(), folder / "random_inception.pth")
-    return folder / "random_inception.pth"
-
-
-def _tiny_generator():
-    torch.manual_seed(0)
-    return Generator(latent_dim=16, image_size=32, channels=1, width=8,
-                     norm=lambda c: torch.nn.BatchNorm2d(c), activation=torch.nn.ReLU)
-
-
-def test_inception_metrics_through_torch_fidelity_with_a_local_weights_file(make_cfg, tmp_path, random_inception_weights, caplog):
-    cfg = make_cfg()
-    settings = {"n_samples": 12, "n_reference": 11, "batch_size": 12, "classifier": False, "clustering": False,
-                "inception_weights": str(random_inception_weights)}
-    suite = MetricSuite(settings, instantiate(cfg.dataset), tmp_path / "cache")
-    with caplog.at_level(logging.WARNING):
-        report = suite.evaluate(_tiny_generator(), inception=True)
-    s = report.scalars
-    assert {"fid/12", "fid/n_samples", "is/mean", "is/std", "kid/mean", "kid/std"} <= set(s)
-    assert s["fid/n_samples"] == 12 and s["kid/subset_size"] == 11  # KID subsets shrink to the sample count
-    assert all(math.isfinite(s[k]) for k in ("fid/12", "is/mean", "kid/mean")) and s["fid/12"] > 0
-    assert any("rank-deficient" in r.getMessage() and "fid/12" in r.getMessage() for r in caplog.records)
-    stats = list((tmp_path / "cache" / "reference_stats").glob("inception-*.pt"))
-    assert len(stats) == 1
-    # Second evaluation: the real statistics come from the cache (unchanged file), same generator -> same FID.
-    mtime = stats[0].stat().st_mtime_ns
-    again = MetricSuite(settings, instantiate(cfg.dataset), tmp_path / "cache").evaluate(_tiny_generator(), inception=True)
-    assert stats[0].stat().st_mtime_ns == mtime
-    assert again.scalars["fid/12"] == pytest.approx(s["fid/12"], rel=1e-6)
-
-
-def test_missing_or_broken_inception_weights_warn_once_and_other_metrics_still_run(make_cfg, tmp_path, caplog):
-    broken = tmp_path / "broken.pth"
-    broken.write_bytes(b"not a torch file")
-    cfg = make_cfg()
-    for weights in (tmp_path / "missing.pth", broken):
-        settings = {"n_samples": 40, "classifier": False, "inception_weights": str(weights)}
-        suite = MetricSuite(settings, instantiate(cfg.dataset), tmp_path / "cache")
-        caplog.clear()
-        with caplog.at_level(logging.WARNING):
-            first = suite.evaluate(_tiny_generator(), inception=True)
-            second = suite.evaluate(_tiny_generator(), inception=True)
-        warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
-        assert len(warnings) == 1 and "metrics.inception_weights" in warnings[0] and "\n" not in warnings[0]
-        for report in (first, second):
-            assert not any(k.startswith(("fid/", "is/", "kid/")) for k in report.scalars)
-            assert {"cluster/silhouette", "cluster/compactness", "cluster/balance"} <= set(report.scalars)

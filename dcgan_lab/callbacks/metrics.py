@@ -14,6 +14,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from dcgan_lab.loggers import dashboard_step, show_png
+from dcgan_lab.metrics.inception import CPU_TRAINING_SAMPLES
 from dcgan_lab.metrics.suite import MetricSuite, settings_from
 
 log = logging.getLogger(__name__)
@@ -48,14 +49,16 @@ class GenerativeMetrics(L.Callback):
         if not self.settings["inception"]:
             return False
         mode = self.settings["inception_during_training"]
-        if mode == "auto":  # ~8 img/s on CPU: Inception belongs to evaluate.py there
+        if mode == "auto":  # minutes per evaluation on a CPU: at every evaluation only on a GPU
             mode = "every" if pl_module.device.type == "cuda" else "never"
         return mode == "every" or (mode == "end" and at_end)
 
     def _evaluate(self, trainer, pl_module, inception: bool) -> None:
         generator = pl_module.sampling_generator
         tag = f"epoch{self._epoch:04d}"
-        report = self.suite.evaluate(generator, pl_module.discriminator, inception=inception, figures_dir=self.dir, tag=tag)
+        n_inception = None if pl_module.device.type == "cuda" else CPU_TRAINING_SAMPLES
+        report = self.suite.evaluate(generator, pl_module.discriminator, inception=inception, figures_dir=self.dir, tag=tag,
+                                     inception_n_samples=self.settings["inception_n_samples"] or n_inception)
         step = trainer.global_step
         scalars = {**report.scalars, "epoch": float(self._epoch)}
         logged_at = dashboard_step(trainer)  # beside the epoch's last losses on every dashboard

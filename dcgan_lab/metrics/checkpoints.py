@@ -118,7 +118,19 @@ def evaluate(cfg: DictConfig) -> dict[str, dict]:
         results[_label(path)] = entry
     print(_table({label: {k: v for k, v in entry.items() if isinstance(v, float) and k != "metrics/eval_time_s"}
                   for label, entry in results.items()}))
+    for line in dict.fromkeys(_inception_line(entry) for entry in results.values()):
+        if line:
+            print(line)
     return results
+
+
+def _inception_line(entry: dict) -> str | None:
+    """One line naming what the Inception numbers were computed with (also in metrics.json)."""
+    if "inception/extractor" not in entry:
+        return entry.get("inception_skipped")
+    line = (f"Inception: {entry['inception/extractor']}; weights {entry['inception/weights']}, md5 {entry['inception/weights_md5']}; "
+            f"{entry['inception/n_generated']} generated vs {entry['inception/n_reference']} real images")
+    return f"{line}\n{entry['is_skipped']}" if "is_skipped" in entry else line
 
 
 def _write_json(path: Path, entry: dict) -> None:

@@ -18,7 +18,7 @@ from torch import nn
 
 from dcgan_lab.errors import ConfigError
 from dcgan_lab.metrics import clustering as clus
-from dcgan_lab.metrics.cache import ReferenceCache, file_md5, tensor_md5
+from dcgan_lab.metrics.cache import ReferenceCache, tensor_md5
 from dcgan_lab.metrics.classifier import classify, has_labels, load_or_train_classifier
 from dcgan_lab.metrics.frechet import frechet_distance, gaussian_stats
 from dcgan_lab.metrics.modes import mode_metrics
@@ -33,7 +33,7 @@ DEFAULTS: dict[str, Any] = {
     "clustering": True, "kmeans_k": 10, "pca_components": 50, "figures": True,
     "precision_recall": True, "pr_k": 3,
     "inception": True, "inception_during_training": "auto", "inception_n_samples": None,
-    "inception_weights": None, "n_reference": 10000,
+    "inception_weights": None, "inception_n_reference": None, "n_reference": 10000,
 }
 INCEPTION_MODES = ("auto", "every", "end", "never")
 
@@ -54,9 +54,10 @@ def settings_from(cfg: Mapping | None) -> dict[str, Any]:
         raise ConfigError(f"metrics.every_n_epochs={s['every_n_epochs']!r} must be an integer >= 0 (0 = only at the end)")
     if s["inception_during_training"] not in INCEPTION_MODES:
         raise ConfigError(f"metrics.inception_during_training={s['inception_during_training']!r} must be one of {list(INCEPTION_MODES)}")
-    n_inc = s["inception_n_samples"]
-    if n_inc is not None and (isinstance(n_inc, bool) or not isinstance(n_inc, int) or n_inc < 2):
-        raise ConfigError(f"metrics.inception_n_samples={n_inc!r} must be an integer >= 2 or null (= n_samples)")
+    for key, null in (("inception_n_samples", "n_samples"), ("inception_n_reference", "the Inception sample count")):
+        value = s[key]
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 2):
+            raise ConfigError(f"metrics.{key}={value!r} must be an integer >= 2 or null (= {null})")
     if s["pca_components"] is not None and (not isinstance(s["pca_components"], int) or s["pca_components"] < 0):
         raise ConfigError(f"metrics.pca_components={s['pca_components']!r} must be an integer >= 0 (0 or null = no PCA)")
     return s
@@ -93,16 +94,23 @@ def sample_images(generator: nn.Module, n: int, batch_size: int, seed: int, devi
 
 
 @torch.no_grad()
-def discriminator_features(discriminator: nn.Module, images: torch.Tensor, batch_size: int, device) -> torch.Tensor | None:
-    """D's last feature map, averaged over space: (N, C, H, W) -> (N, c4). None when D exposes no `features`."""
-    body = getattr(discriminator, "features", None)
-    if not isinstance(body, nn.Module):
-        return None
+def discriminator_features(discriminator: nn.Module, images: torch.Tensor, labels: torch.Tensor | None,
+                           batch_size: int, device) -> torch.Tensor:
+    """D's own features, `D(x, labels, with_features=True)[1]`, (N, C, H, W) -> (N, F), D in eval mode.
+
+    Every family defines what its features are (DCGAN: the flattened 4x4 map, MLP: the last hidden layer,
+    ResNet/progressive: the pooled map); a conditional D gets the labels G drew the images for, so a
+    concat-conditioned D sees its label channels.
+    """
     was_training = discriminator.training
     discriminator.eval()
     try:
-        return torch.cat([body(images[i : i + batch_size].to(device)).mean(dim=(2, 3)).cpu()
-                          for i in range(0, len(images), batch_size)])
+        features = []
+        for i in range(0, len(images), batch_size):
+            extra = (labels[i : i + batch_size].to(device),) if labels is not None else ()
+            _, h = discriminator(images[i : i + batch_size].to(device), *extra, with_features=True)
+            features.append(h.float().flatten(1).cpu())
+        return torch.cat(features)
     finally:
         discriminator.train(was_training)
 
@@ -117,21 +125,22 @@ class MetricSuite:
         self._classifier_record: dict = {}
         self._inception = None
         self._inception_problem: str | None = None
-        self._real_subset: torch.Tensor | None = None
+        self._real_order: torch.Tensor | None = None
         self._real_md5: str | None = None
 
     # ---- real data ---------------------------------------------------------------------------
-    def _real(self):
-        """(train uint8 images, their md5, a fixed random subset of up to n_reference indices)."""
-        train = self.datamodule.split("train")
-        if self._real_subset is None:
-            order = torch.randperm(len(train), generator=torch.Generator().manual_seed(0))
-            self._real_subset = order[: self.s["n_reference"]].sort().values
-            self._real_md5 = tensor_md5(train.images)
-        return train.images, self._real_md5, self._real_subset
+    def _real(self, n: int | None = None):
+        """(train uint8 images, their md5, a fixed random subset of up to n (default n_reference) indices).
 
-    def _reference_key(self, what: str, **extra) -> dict:
-        images, md5, subset = self._real()
+        Subsets of every size are prefixes of one fixed permutation, so a smaller reference is part of a larger one."""
+        train = self.datamodule.split("train")
+        if self._real_order is None:
+            self._real_order = torch.randperm(len(train), generator=torch.Generator().manual_seed(0))
+            self._real_md5 = tensor_md5(train.images)
+        return train.images, self._real_md5, self._real_order[: n or self.s["n_reference"]].sort().values
+
+    def _reference_key(self, what: str, n: int | None = None, **extra) -> dict:
+        images, md5, subset = self._real(n)
         return {"what": what, "dataset": self.datamodule.name, "split": "train", "image_size": images.shape[-1],
                 "channels": images.shape[1], "data_md5": md5, "n_reference": len(subset), **extra}
 
@@ -160,57 +169,72 @@ class MetricSuite:
 
     # ---- Inception metrics -------------------------------------------------------------------
     def inception(self):
-        """torch-fidelity's Inception, or None after one warning saying how to provide the weights."""
+        """torch-fidelity's Inception (see inception_weights for where its weights come from), or None after
+        one warning saying how to provide the weights."""
         from dcgan_lab.metrics.inception import InceptionUnavailable, load_inception
 
         if self._inception is None and self._inception_problem is None:
             try:
-                self._inception = load_inception(self.s["inception_weights"], self.device)
+                self._inception = load_inception(self.s["inception_weights"], self.cache_dir, self.device)
             except InceptionUnavailable as exc:
-                self._inception_problem = str(exc)
-                log.warning("%s", exc)
+                self._inception_problem = f"Inception metrics skipped: {exc}"
+                log.warning("%s", self._inception_problem)
+            else:
+                if not self._inception.weights.has_classifier:
+                    from dcgan_lab.metrics.inception import IS_NEEDS_CLASSIFIER
+
+                    log.warning("%s", IS_NEEDS_CLASSIFIER)
         return self._inception
 
-    def _inception_reference(self, extractor) -> dict:
+    def _inception_reference(self, inception, n: int) -> dict:
         from dcgan_lab.metrics.inception import inception_features
-        from torch_fidelity.feature_extractor_inceptionv3 import URL_INCEPTION_V3
+        from dcgan_lab.metrics.inception_weights import TORCH_FIDELITY_EXTRACTOR
 
-        weights = self.s["inception_weights"]
-        key = self._reference_key("inception", extractor="torch-fidelity-inception-v3-compat/2048/tf1-bilinear",
-                                  weights=file_md5(weights) if weights else URL_INCEPTION_V3)
+        key = self._reference_key("inception", n, extractor=TORCH_FIDELITY_EXTRACTOR, weights=inception.weights.md5)
 
         def compute():
-            images, _, subset = self._real()
-            batches = (images[subset[i : i + self.s["batch_size"]]] for i in range(0, len(subset), self.s["batch_size"]))
-            feats = inception_features(extractor, batches, len(subset), "Inception features, real (once, cached)")
+            images, _, subset = self._real(n)
+            bs = self.s["batch_size"]
+            batches = (images[subset[i : i + bs]] for i in range(0, len(subset), bs))
+            feats = inception_features(inception, batches, len(subset), "Inception features, real (once, cached)")
             mu, sigma = gaussian_stats(feats["2048"])
             return {"features": feats["2048"], "mu": mu, "sigma": sigma}
 
         return self.cache.get(key, compute)
 
-    def _inception_scalars(self, fake_images: torch.Tensor, n: int) -> dict[str, float]:
-        from dcgan_lab.metrics.inception import FID_RANK, inception_features, inception_metrics, protocol_name
+    def _inception_scalars(self, fake_images: torch.Tensor, n: int) -> tuple[dict[str, float], dict[str, Any]]:
+        """(fid/<n>, kid/*, is/* scalars; metadata naming the extractor, the weights' md5 and the counts)."""
+        from dcgan_lab.metrics.inception import IS_NEEDS_CLASSIFIER, FID_RANK, inception_features, inception_metrics, protocol_name
 
-        extractor = self.inception()
-        if extractor is None:
-            return {}
-        reference = self._inception_reference(extractor)
+        inception = self.inception()
+        if inception is None:
+            return {}, {"inception_skipped": self._inception_problem}
+        n_real = min(self.s["inception_n_reference"] or n, len(self.datamodule.split("train")))
+        reference = self._inception_reference(inception, n_real)
         bs = self.s["batch_size"]
-        fake = inception_features(extractor, (fake_images[i : i + bs] for i in range(0, n, bs)), n, "Inception features, generated")
+        fake = inception_features(inception, (fake_images[i : i + bs] for i in range(0, n, bs)), n, "Inception features, generated")
         if n < FID_RANK:
             log.warning("fid/%s uses %d generated images (< %d): the feature covariance is rank-deficient and FID is "
                         "biased upwards; compare it only with FIDs of the same sample count", protocol_name(n), n, FID_RANK)
         values = inception_metrics({"2048": reference["features"]}, fake, (reference["mu"], reference["sigma"]),
                                    seed=self.s["seed"] + 2020)
-        return {f"fid/{protocol_name(n)}": values.pop("fid"), "fid/n_samples": float(n), **values}
+        scalars = {f"fid/{protocol_name(n)}": values.pop("fid"), "fid/n_samples": float(n), **values}
+        metadata = {**inception.metadata(), "inception/n_generated": n, "inception/n_reference": n_real}
+        if not inception.weights.has_classifier:
+            metadata["is_skipped"] = IS_NEEDS_CLASSIFIER
+        log.info("Inception metrics: %s", ", ".join(f"{k}={v}" for k, v in metadata.items() if k != "is_skipped"))
+        return scalars, metadata
 
     # ---- everything --------------------------------------------------------------------------
     def evaluate(self, generator: nn.Module, discriminator: nn.Module | None = None, n_samples: int | None = None,
-                 inception: bool = False, figures_dir: str | Path | None = None, tag: str = "") -> MetricReport:
+                 inception: bool = False, figures_dir: str | Path | None = None, tag: str = "",
+                 inception_n_samples: int | None = None) -> MetricReport:
+        """Every enabled metric; `inception_n_samples` overrides metrics.inception_n_samples (the training
+        callback's CPU default)."""
         started = time.perf_counter()
         s, report = self.s, MetricReport()
         n = n_samples or s["n_samples"]
-        n_inception = s["inception_n_samples"] or n
+        n_inception = inception_n_samples or s["inception_n_samples"] or n
         use_inception = inception and s["inception"]
         images, labels = sample_images(generator, max(n, n_inception) if use_inception else n, s["batch_size"], s["seed"], self.device)
         size = self.datamodule.image_size
@@ -240,7 +264,8 @@ class MetricSuite:
             if figures is not None:
                 report.figures.append(_save_histogram(report.extras["classifier/histogram"], figures / f"{prefix}class_histogram.png", tag))
         elif discriminator is not None:
-            features = discriminator_features(discriminator, images[:n], s["batch_size"], self.device)
+            features = discriminator_features(discriminator, images[:n], None if labels is None else labels[:n],
+                                              s["batch_size"], self.device)
 
         if s["clustering"]:
             spaces = {"cluster": images[:n]}
@@ -259,9 +284,9 @@ class MetricSuite:
                     ]
 
         if use_inception:
-            report.scalars.update(self._inception_scalars(images, n_inception))
-            if self._inception_problem:
-                report.extras["inception_skipped"] = self._inception_problem
+            scalars, metadata = self._inception_scalars(images, n_inception)
+            report.scalars.update(scalars)
+            report.extras.update(metadata)
         report.scalars["metrics/eval_time_s"] = time.perf_counter() - started
         return report
 
