@@ -10,9 +10,6 @@ from omegaconf import DictConfig, OmegaConf
 from dcgan_lab.errors import ConfigError
 from dcgan_lab.schema import problems
 
-_ABSENT = object()
-
-
 def _missing_keys(node, prefix: str = "") -> list[str]:
     # Like OmegaConf.missing_keys, without resolving interpolations (which would fail on the missing value).
     found = []
@@ -26,14 +23,21 @@ def _missing_keys(node, prefix: str = "") -> list[str]:
     return found
 
 
-def _lookup(cfg: DictConfig):
-    def lookup(key: str):
-        value = OmegaConf.select(cfg, key, default=_ABSENT)
-        if value is _ABSENT:
-            raise KeyError(key)
-        return value
+def flat_values(cfg: DictConfig) -> dict:
+    """The resolved config's leaves by dotted key (lists stay whole), without Hydra's section and the module wiring."""
+    flat = {}
 
-    return lookup
+    def walk(node, prefix: str) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                walk(value, f"{prefix}{key}.")
+        else:
+            flat[prefix[:-1]] = node
+
+    for key, value in OmegaConf.to_container(cfg, resolve=True).items():
+        if key not in ("hydra", "module"):
+            walk(value, f"{key}.")
+    return flat
 
 
 def _check(ok: bool, message: str) -> None:
@@ -45,7 +49,7 @@ def validate(cfg: DictConfig) -> None:
     missing = [k for k in _missing_keys(cfg) if not k.startswith("hydra")]
     if missing:
         raise ConfigError(f"{', '.join(sorted(missing))} must be set: add `{sorted(missing)[0]}=...` to the command line.")
-    found = problems(_lookup(cfg))
+    found = problems(flat_values(cfg))
     if found:
         raise ConfigError(found[0])
     _check(isinstance(cfg.get("resume", False), bool), f"resume={cfg.get('resume')!r} must be true or false.")

@@ -1,12 +1,13 @@
 """The domain of every numeric config value, in one table that `config.validate` walks before anything runs.
 
-A key absent from the composed config (e.g. `optimizer.momentum` with optimizer=adam) is skipped. Checks that
+A key holding `*` covers every key it matches (`loss.*_weight`: a new regulariser's weight needs no entry). A key absent from the composed config (e.g. `optimizer.momentum` with optimizer=adam) is skipped. Checks that
 relate several groups (an attention resolution inside the network, a conditional model on a labelled dataset)
 stay in config.py. Each failure is one line: `<key>=<value> must be <domain><hint>.`
 """
 from __future__ import annotations
 
 import math
+from fnmatch import fnmatch
 from dataclasses import dataclass, field
 
 
@@ -149,10 +150,7 @@ SCHEMA: dict[str, Range | PowerOfTwo | OneOf | Pair] = {
     "schedule.min_factor": Range(low=0, high=1, needs=("schedule=cosine",)),
     "schedule.period": Range(**COUNT, needs=("schedule=cyclic",)),
     # loss
-    "loss.gp_weight": Range(low=0),
-    "loss.r1_weight": Range(low=0),
-    "loss.feature_matching_weight": Range(low=0, hint=" (0 = off)"),
-    "loss.perceptual_weight": Range(low=0, hint=" (0 = off)"),
+    "loss.*_weight": Range(low=0, hint=" (0 = off)"),  # every regulariser's weight, a new one included
     # augment
     "augment.real.crop_padding": Range(low=0, integer=True, needs=("augment=real",)),
     "augment.real.brightness": Range(low=0, high=1, needs=("augment=real",)),
@@ -205,14 +203,20 @@ SCHEMA: dict[str, Range | PowerOfTwo | OneOf | Pair] = {
 }
 
 
-def problems(lookup) -> list[str]:
-    """One line per value outside its domain. `lookup(key)` returns the value or raises KeyError when absent."""
+def domain_of(key: str):
+    """The key's domain: its own entry, else the first pattern entry (`loss.*_weight`) it matches, else None."""
+    if key in SCHEMA:
+        return SCHEMA[key]
+    return next((d for pattern, d in SCHEMA.items() if "*" in pattern and fnmatch(key, pattern)), None)
+
+
+def problems(values: dict) -> list[str]:
+    """One line per value outside its domain; `values` maps dotted keys to the resolved config's leaves."""
     found = []
-    for key, domain in SCHEMA.items():
-        try:
-            value = lookup(key)
-        except KeyError:
-            continue
+    exact = [k for k in SCHEMA if k in values]
+    patterned = [k for k in values if k not in SCHEMA and domain_of(k) is not None]
+    for key in exact + patterned:
+        domain, value = domain_of(key), values[key]
         value = list(value) if isinstance(value, (list, tuple)) or type(value).__name__ == "ListConfig" else value
         problem = domain.problem(value)
         if problem is not None:

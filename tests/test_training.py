@@ -199,15 +199,20 @@ def test_offline_download_fails_with_one_line(make_cfg, tmp_path):
 
 
 def test_wandb_offline_run_folder(make_cfg, tmp_path):
-    from tests.wandb_records import offline_run
+    from tests.pixels import assert_same_pixels
+    from tests.wandb_records import logged_images, offline_run, the_offline_run
 
     result = train(make_cfg("logger=wandb", "trainer.log_every_n_steps=1"))
-    runs = list((Path(result["output_dir"]) / "wandb").glob("offline-run-*"))
-    assert len(runs) == 1
-    run = offline_run(next(runs[0].glob("run-*.wandb")))
+    run_dir, run_file = the_offline_run(result["output_dir"])
+    run = offline_run(run_file)
     assert json.loads(run["config"]["loss"])["d"]["_target_"] == "dcgan_lab.losses.bce_d"
     assert {"loss/d", "loss/g"} <= {k.split("/", 1)[1] for k in run["summary"] if k.startswith("last/")}
-    assert list((runs[0] / "files" / "media" / "images").glob("samples_*.png"))
+    # The grids on the dashboard are the run folder's PNGs, pixel for pixel (not a [0, 1] grid read as bytes).
+    samples = Path(result["output_dir"]) / "samples"
+    shown = logged_images(run_dir, run_file)["samples"]
+    assert len(shown) == 2
+    for (media, _caption, _row), local in zip(shown, [samples / "epoch_0000.png", samples / "last.png"]):
+        assert_same_pixels(media, local, "W&B samples")
     assert (Path(result["output_dir"]) / "metrics.csv").is_file()  # the CSV is written whatever the logger
 
 
