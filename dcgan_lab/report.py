@@ -2,8 +2,11 @@
 
     python -m dcgan_lab.report multirun/<date>/<time> [--wandb auto|online|offline|off]
 
-A variant is a job's overrides minus its seed; seeds are aggregated as mean ± std (n). Jobs that failed
-(status.json) are listed with their error and left out of the numbers.
+A variant is a job's overrides minus its seed; seeds are aggregated as mean ± std (n). When the sweep has a
+baseline variant (`ablation=baseline`), every other variant is compared with it per metric by Welch's t-test
+over seeds. Variants on different datasets form separate tables, each with its own baseline. Where a variant runs
+a setting of the reference study (dcgan_lab/reference_study.py), its published number is shown beside the lab's.
+Jobs that failed (status.json) are listed with their error and left out of the numbers.
 """
 from __future__ import annotations
 
@@ -21,6 +24,7 @@ from pathlib import Path
 
 import yaml
 
+from dcgan_lab import reference_study
 from dcgan_lab.errors import DataError, LabError
 from dcgan_lab.plots import headless_pyplot
 from dcgan_lab.report_wandb import WANDB_CHOICES, report_to_wandb
@@ -78,6 +82,15 @@ class Variant:
     label: str
     jobs: list[Job]
     changes: str = ""
+    choices: dict = field(default_factory=dict)  # Hydra's group choices of its first job (dataset, ablation, ...)
+    dataset: dict = field(default_factory=dict)  # its first job's dataset node (name, image_size, crop, path)
+
+    @property
+    def is_baseline(self) -> bool:
+        return self.choices.get("ablation") == "baseline" or "ablation=baseline" in self.label.split(", ")
+
+    def values(self, metric: str) -> list[float]:
+        return [job.final[metric] for job in self.ok_jobs if metric in job.final]
 
     @property
     def ok_jobs(self) -> list[Job]:
@@ -85,7 +98,7 @@ class Variant:
 
     def stats(self, metric: str) -> tuple[float, float, int] | None:
         """(mean, sample std, n) over the seeds that finished; std is 0 for a single seed."""
-        values = [job.final[metric] for job in self.ok_jobs if metric in job.final]
+        values = self.values(metric)
         if not values:
             return None
         std = statistics.stdev(values) if len(values) > 1 else 0.0
@@ -131,8 +144,23 @@ def group_variants(jobs: list[Job]) -> tuple[list[Variant], list[str]]:
         job.variant = ", ".join(sorted(o for o in overrides if o not in common)) or "(no override)"
         variants.setdefault(job.variant, Variant(job.variant, [])).jobs.append(job)
     result = list(variants.values())
-    _describe_changes(result)
+    for variant in result:
+        variant.choices, variant.dataset = _choices_and_dataset(variant.jobs[0].dir)
+    for table in split_tables(result):  # what a variant changes, against the others on its dataset
+        _describe_changes(table.variants)
     return result, common
+
+
+def _choices_and_dataset(job_dir: Path) -> tuple[dict, dict]:
+    try:
+        choices = yaml.safe_load((job_dir / ".hydra" / "hydra.yaml").read_text())["hydra"]["runtime"]["choices"] or {}
+    except (OSError, KeyError, TypeError, yaml.YAMLError):
+        choices = {}
+    try:
+        dataset = yaml.safe_load((job_dir / ".hydra" / "config.yaml").read_text()).get("dataset") or {}
+    except (OSError, AttributeError, yaml.YAMLError):
+        dataset = {}
+    return dict(choices), dict(dataset)
 
 
 def _describe_changes(variants: list[Variant]) -> None:
@@ -163,7 +191,7 @@ def _config_snapshot(job_dir: Path) -> dict:
     try:
         hydra = yaml.safe_load((job_dir / ".hydra" / "hydra.yaml").read_text())["hydra"]
         for group, choice in (hydra["runtime"]["choices"] or {}).items():
-            if not group.startswith("hydra/") and group not in ("ablation", "sweep"):
+            if not group.startswith("hydra/") and group not in ("ablation", "sweep", "seed_study"):
                 snapshot[f"choice:{group}"] = choice
         config = yaml.safe_load((job_dir / ".hydra" / "config.yaml").read_text())
     except (OSError, KeyError, TypeError, yaml.YAMLError):
@@ -210,35 +238,214 @@ def _fmt(value: float) -> str:
     return f"{value:.3e}"
 
 
+# ---- statistics against the baseline ---------------------------------------------------------------
+ALPHA = 0.05  # significance level of the two-sided Welch test
+
+
+@dataclass
+class Comparison:
+    """A variant's seeds against the baseline's seeds for one metric."""
+
+    p: float | None  # Welch's two-sided p, None when there is no test
+    n: int
+    n_baseline: int
+    text: str        # what the cell shows: "p=0.012", "n.s. (p=0.31)", "n<2: no test", ...
+
+    @property
+    def significant(self) -> bool:
+        return self.p is not None and self.p < ALPHA
+
+
+def welch(values: list[float], baseline: list[float]) -> Comparison:
+    """Welch's t-test (unequal variances; scipy.stats.ttest_ind(equal_var=False)) of a variant against the baseline.
+
+    Welch rather than a bootstrap: with 2-5 seeds per arm a bootstrap resamples too few values to give an interval,
+    while the t-test states its assumption (roughly normal seed-to-seed spread) and its degrees of freedom.
+    """
+    n, m = len(values), len(baseline)
+    if n < 2 or m < 2:
+        return Comparison(None, n, m, "n<2: no test")
+    if statistics.pvariance(values) == 0 and statistics.pvariance(baseline) == 0:
+        same = math.isclose(values[0], baseline[0], rel_tol=1e-12, abs_tol=1e-15)
+        return Comparison(None, n, m, "n.s. (identical)" if same else "no spread: no test")
+    import warnings
+
+    from scipy.stats import ttest_ind
+
+    with warnings.catch_warnings():  # nearly equal seeds: scipy warns, the p it returns is still the right answer
+        warnings.filterwarnings("ignore", message="Precision loss", category=RuntimeWarning)
+        p = float(ttest_ind(values, baseline, equal_var=False).pvalue)
+    return Comparison(p, n, m, _fmt_p(p) if p < ALPHA else f"n.s. ({_fmt_p(p)})")
+
+
+def _fmt_p(p: float) -> str:
+    return "p<0.001" if p < 1e-3 else f"p={p:.2g}"
+
+
+@dataclass
+class Table:
+    """Variants on one dataset, compared with the baseline among them."""
+
+    variants: list[Variant]
+    title: str = ""
+
+    @property
+    def baseline(self) -> Variant | None:
+        return next((v for v in self.variants if v.is_baseline), None)
+
+    def comparison(self, variant: Variant, metric: str) -> Comparison | None:
+        base = self.baseline
+        if base is None or variant is base or not variant.values(metric):
+            return None
+        return welch(variant.values(metric), base.values(metric))
+
+    def significant_best(self, metric: str) -> set[str]:
+        """Best mean AND significantly different from the baseline (the baseline: from every other variant)."""
+        base = self.baseline
+        if base is None:
+            return set()
+        winners = set()
+        for label in best_variants(self.variants, metric):
+            variant = next(v for v in self.variants if v.label == label)
+            if variant is base:
+                others = [self.comparison(v, metric) for v in self.variants if v is not base and v.values(metric)]
+                if others and all(c is not None and c.significant for c in others):
+                    winners.add(label)
+            elif (comparison := self.comparison(variant, metric)) is not None and comparison.significant:
+                winners.add(label)
+        return winners
+
+    def reference(self, variant: Variant, metric: str) -> float | None:
+        return reference_study.reference_value(variant.choices.get("experiment"), variant.choices.get("ablation"), metric)
+
+
+def split_tables(variants: list[Variant]) -> list[Table]:
+    """One table per dataset (in sweep order): a seed-study sweep holds Table 1 (digits) and Table 2 (faces)."""
+    by_dataset: dict[str, list[Variant]] = {}
+    for variant in variants:
+        by_dataset.setdefault(str(variant.choices.get("dataset", variant.dataset.get("name", ""))), []).append(variant)
+    tables = []
+    for group in by_dataset.values():
+        experiments = {v.choices.get("experiment") for v in group}
+        reference = reference_study.table_for(experiments.pop()) if len(experiments) == 1 else None
+        title = reference.title.split(":")[0] + " of the reference study" if reference else ""
+        tables.append(Table(group, title if len(by_dataset) > 1 or reference else ""))
+    return tables
+
+
+def disagreements(table: Table, columns: list[str]) -> list[str]:
+    """One line per variant that is the single best by some quality metrics and the single worst by others."""
+    quality = [m for m in columns if direction(m) and m != "train_time_s"]
+    best_by: dict[str, list[str]] = {}
+    worst_by: dict[str, list[str]] = {}
+    for metric in quality:
+        sign = direction(metric)
+        means = {v.label: v.stats(metric)[0] for v in table.variants if v.stats(metric) is not None}
+        if len(means) < 2:
+            continue
+        ordered = sorted(means.items(), key=lambda item: sign * item[1], reverse=True)  # best first
+        (best, best_mean), (second, second_mean) = ordered[0], ordered[1]
+        if not math.isclose(best_mean, second_mean, rel_tol=1e-9, abs_tol=1e-12):
+            best_by.setdefault(best, []).append(metric)
+        (worst, worst_mean), (_, next_mean) = ordered[-1], ordered[-2]
+        if not math.isclose(worst_mean, next_mean, rel_tol=1e-9, abs_tol=1e-12):
+            worst_by.setdefault(worst, []).append(metric)
+    lines = []
+    for variant in table.variants:
+        if best_by.get(variant.label) and worst_by.get(variant.label):
+            lines.append(
+                f"- `{variant.label}`: best by {', '.join(best_by[variant.label])} but worst by "
+                f"{', '.join(worst_by[variant.label])}. The metrics disagree about this variant: look at its samples "
+                "before calling it better (clustering scores reward a generator that collapses onto a few tight modes)."
+            )
+    return lines
+
+
+def describe_data(variant: Variant) -> str:
+    """The data a table was trained on, as the report names it (stand-ins said to be stand-ins)."""
+    data = variant.dataset
+    name = str(variant.choices.get("dataset") or data.get("name") or "?")
+    size, crop = data.get("image_size"), data.get("crop")
+    note = reference_study.DATA_NOTES.get(name, "")
+    framing = f"{size}x{size}" if size else ""
+    if crop:
+        framing = f"centre {crop}x{crop} crop resized to {framing}"
+    parts = [f"`dataset={name}`", framing, note]
+    if name == "image_folder" and data.get("path"):
+        parts.append(f"from {data['path']}")
+    return ", ".join(p for p in parts if p)
+
+
+def _cell(table: Table, variant: Variant, metric: str, bold: set[str]) -> str:
+    stats = variant.stats(metric)
+    reference = table.reference(variant, metric)
+    ref = f" · ref {reference:g}" if reference is not None else ""
+    if stats is None:
+        missing = "failed" if not variant.ok_jobs else ("not logged" if ref else "–")
+        return missing + ref
+    mean, std, n = stats
+    text = f"{_fmt(mean)} ± {_fmt(std)} ({n})"
+    if variant.label in bold:
+        text = f"**{text}**"
+    comparison = table.comparison(variant, metric)
+    if comparison is not None and direction(metric):
+        text += f" · {comparison.text}"
+    return text + ref
+
+
+def table_lines(table: Table, columns: list[str]) -> tuple[list[str], list[str]]:
+    """The markdown rows of one table; columns the reference reports but no job logged are shown as 'not logged'."""
+    wanted = dict(reference_study.reference_metrics(table.variants[0].choices.get("experiment")))
+    missing = [pattern for pattern in wanted if not any(fnmatch(m, pattern) for m in columns)]
+    columns = columns + missing
+    header = ["variant", "changes", "seeds ok/run", *[f"{m} (Inception)" if m == "fid/*" else m for m in columns]]
+    bold = {m: table.significant_best(m) if m not in missing else set() for m in columns}
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for variant in table.variants:
+        changes = variant.changes.replace("|", "\\|") or "—"
+        cells = [f"`{variant.label}`", changes, f"{len(variant.ok_jobs)}/{len(variant.jobs)}"]
+        cells += [_cell(table, variant, metric, bold[metric]) for metric in columns]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines, missing
+
+
 def write_markdown(path: Path, sweep_dir: Path, variants, columns, common, jobs) -> None:
-    best = {m: best_variants(variants, m) for m in columns}
-    header = ["variant", "changes", "seeds ok/run", *columns]
+    tables = split_tables(variants)
     lines = [
         f"# Sweep report: {sweep_dir}",
         "",
         f"{len(jobs)} jobs, {len(variants)} variants. Cells: mean ± sample std (n seeds) of each job's last "
-        "logged value; **bold** = best per column (lower FID/KID/compactness/train time, higher classes "
-        "covered/silhouette/IS/precision/recall; losses have no best).",
+        f"logged value; beside it, Welch's t-test against the baseline row over seeds (two-sided; `p=` when "
+        f"p < {ALPHA}, `n.s.` otherwise, `n<2: no test` with fewer than 2 seeds on either side); **bold** = best "
+        "mean of its table (lower FID/KID/compactness/train time, higher classes covered/silhouette/IS/precision/"
+        "recall; losses have no best) AND significantly different from the baseline. `ref` = the reference "
+        f"study's number for the same setting and change: {reference_study.SOURCE}.",
     ]
     sweep_names = sorted({o.split("=", 1)[1] for job in jobs for o in job.overrides if _key(o) == "sweep"})
     if sweep_names:
         lines.append(f"Named sweep: {', '.join(sweep_names)} (conf/sweep/).")
     if common:
         lines.append(f"Shared by every job: `{' '.join(common)}`")
-    lines += ["", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for variant in variants:
-        n_ok = len(variant.ok_jobs)
-        changes = variant.changes.replace("|", "\\|") or "—"
-        cells = [f"`{variant.label}`", changes, f"{n_ok}/{len(variant.jobs)}"]
-        for metric in columns:
-            stats = variant.stats(metric)
-            if stats is None:
-                cells.append("failed" if n_ok == 0 else "–")
-                continue
-            mean, std, n = stats
-            text = f"{_fmt(mean)} ± {_fmt(std)} ({n})"
-            cells.append(f"**{text}**" if variant.label in best[metric] else text)
-        lines.append("| " + " | ".join(cells) + " |")
+    for table in tables:
+        table_columns_here = [m for m in columns if any(v.stats(m) for v in table.variants)]
+        if table.title:
+            lines += ["", f"## {table.title}"]
+        if table.variants[0].choices.get("dataset") or table.variants[0].dataset.get("name"):
+            lines += ["", f"Data: {describe_data(table.variants[0])}."]
+        if table.baseline is None and len(table.variants) > 1:
+            lines += ["", "No baseline variant (`ablation=baseline`) in this table: no tests, no bold."]
+        rows, missing = table_lines(table, table_columns_here)
+        lines += [""] + rows
+        if "fid/*" in missing:
+            lines += ["", reference_study.FID_MISSING]
+        reference = reference_study.table_for(table.variants[0].choices.get("experiment"))
+        if reference is not None:
+            remarks = [f"`ablation={a}`: {r}" for a, r in reference.remarks.items()]
+            if remarks:
+                lines += ["", "The reference's remarks: " + "; ".join(remarks) + "."]
+        agreement = disagreements(table, table_columns_here)
+        if agreement:
+            lines += ["", "Where the metrics disagree:", *agreement]
     failed = [job for job in jobs if not job.ok]
     if failed:
         lines += ["", "## Failed jobs", "", "| job | error |", "|---|---|"]
@@ -251,15 +458,24 @@ def write_markdown(path: Path, sweep_dir: Path, variants, columns, common, jobs)
 
 
 def write_csv(path: Path, variants, columns) -> None:
+    """Every metric's mean, std, n; its p against the baseline and the reference value (empty when none)."""
+    tables = {v.label: table for table in split_tables(variants) for v in table.variants}
     with open(path, "w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["variant", "changes", "jobs", "ok", "failed", *[f"{m}_{s}" for m in columns for s in ("mean", "std", "n")], "best_in"])
+        per_metric = ("mean", "std", "n", "p", "ref")
+        writer.writerow(["variant", "changes", "jobs", "ok", "failed", *[f"{m}_{s}" for m in columns for s in per_metric],
+                         "best_in", "significant_best_in"])
         for variant in variants:
+            table = tables[variant.label]
             row = [variant.label, variant.changes, len(variant.jobs), len(variant.ok_jobs), len(variant.jobs) - len(variant.ok_jobs)]
             for metric in columns:
                 stats = variant.stats(metric)
+                comparison = table.comparison(variant, metric)
+                reference = table.reference(variant, metric)
                 row += list(stats) if stats else ["", "", 0]
-            row.append(" ".join(m for m in columns if variant.label in best_variants(variants, m)))
+                row += ["" if comparison is None or comparison.p is None else comparison.p, "" if reference is None else reference]
+            row.append(" ".join(m for m in columns if variant.label in best_variants(table.variants, m)))
+            row.append(" ".join(m for m in columns if variant.label in table.significant_best(m)))
             writer.writerow(row)
 
 

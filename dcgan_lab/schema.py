@@ -184,6 +184,8 @@ SCHEMA: dict[str, Range | PowerOfTwo | OneOf | Pair] = {
     "model.g_stem": OneOf(("convtranspose", "linear")),
     "model.g_conditioning": OneOf(("concat", "cbn")),
     "model.d_conditioning": OneOf(("projection", "concat")),
+    "dataset.crop": Range(**COUNT, also=(None,), hint=" (the centred square's side in source pixels; CelebA: 178)",
+                          needs=("dataset=celeba",)),
     "dataset.on_corrupt": OneOf(("skip", "error"), needs=("dataset=image_folder", "dataset.path=/tmp")),
     # metrics (conf/metrics)
     "metrics.n_samples": Range(**COUNT),

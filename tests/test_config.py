@@ -14,12 +14,14 @@ from tests.conftest import CONF_DIR, compose_config
 
 # Groups whose options are built into objects here; hydra/ and sweep/ are exercised by the sweep tests.
 SKIP_GROUPS = {"hydra", "sweep"}
+# Groups outside config.yaml's defaults list, chosen with a leading '+': the rows of +sweep=seed_study.
+APPENDED_GROUPS = {"seed_study"}
 
 
 def options():
     for group in sorted(p for p in Path(CONF_DIR).iterdir() if p.is_dir() and p.name not in SKIP_GROUPS):
         for option in sorted(group.glob("*.yaml")):
-            yield f"{group.name}={option.stem}"
+            yield f"{'+' if group.name in APPENDED_GROUPS else ''}{group.name}={option.stem}"
 
 
 def extra_overrides(option: str, tmp_path: Path) -> list[str]:

@@ -95,7 +95,7 @@ def test_markdown_marks_best_failed_jobs_and_shared_overrides(sweep):
     assert "Named sweep: mnist_ablation (conf/sweep/)." in md
     assert "Shared by every job: `model.ngf=8`" in md
     assert "| `ablation=baseline` | — | 3/3 | 13 ± 3.606 (3) |" in md
-    assert "**8.5 ± 0.7071 (2)**" in md
+    assert "| 8.5 ± 0.7071 (2) · n.s. (p=0.16) |" in md  # best mean, not significant vs baseline: no bold
     assert "| `ablation=lr_1e-4` | — | 0/2 | failed |" in md
     assert "| `ablation=lr_1e-4,seed=0` | failed: RuntimeError: CUDA out of memory |" in md
     assert "| `ablation=lr_1e-4,seed=1` | failed: no status.json: the job was killed or is still running |" in md

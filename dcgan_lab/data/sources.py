@@ -66,15 +66,90 @@ def cifar10(root: str, split: str = "train", download: bool = True, **_):
     return torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous(), torch.tensor(ds.targets, dtype=torch.long)
 
 
+CELEBA_HELP = (
+    "or unpack img_align_celeba.zip from any mirror into {root}/celeba/img_align_celeba/ (read as it is, no other "
+    "file needed), or use dataset=image_folder dataset.path=<that folder> dataset.crop=178"
+)
+
+
 def celeba(root: str, split: str = "train", download: bool = True, cache_dir: str = ".cache",
-           image_size: int = 64, channels: int = 3, **_):
-    ds = _torchvision("CelebA", root, split, download)
-    files = [Path(ds.root) / ds.base_folder / "img_align_celeba" / f for f in ds.filename]
-    return decode_files(files, image_size, channels, cache_dir, on_corrupt="error"), None
+           image_size: int = 64, channels: int = 3, crop: int | None = 178, **_):
+    """CelebA's aligned 178x218 faces, centre square `crop` (178: the PyTorch DCGAN tutorial's framing), resized.
+
+    `<root>/celeba/img_align_celeba/` is read directly when it holds images (from torchvision's download or any
+    mirror); its list_eval_partition.txt, when present, gives the splits (test = CelebA's validation split),
+    otherwise every image is in both. Otherwise torchvision downloads it from Google Drive, which needs gdown.
+    """
+    folder = Path(root).expanduser() / "celeba" / "img_align_celeba"
+    files = sorted(p for p in folder.glob("*.jpg")) if folder.is_dir() else []
+    if not files:
+        if not download:
+            raise DataError(f"dataset=celeba: no images in {folder}; set dataset.source.download=true, "
+                            + CELEBA_HELP.format(root=root))
+        try:
+            import gdown  # noqa: F401  (torchvision's Google-Drive download needs it)
+        except ModuleNotFoundError:
+            raise DataError("dataset=celeba downloads through gdown, which is not installed: pip install -e '.[celeba]' "
+                            "(Google Drive is often over quota), " + CELEBA_HELP.format(root=root)) from None
+        _torchvision("CelebA", root, split, download)
+        files = sorted(folder.glob("*.jpg"))
+    files = _celeba_split(files, folder.parent / "list_eval_partition.txt", split)
+    return decode_files(files, image_size, channels, cache_dir, on_corrupt="error", crop=crop), None
+
+
+def _celeba_split(files: list[Path], partition: Path, split: str) -> list[Path]:
+    if not partition.is_file():
+        return files
+    wanted = "1" if split == "test" else "0"  # CelebA: 0 train, 1 validation, 2 test
+    names = {line.split()[0] for line in partition.read_text().splitlines() if line.split()[1:2] == [wanted]}
+    return [f for f in files if f.name in names]
+
+
+# The offline stand-in for a 64x64 RGB set: square patches of the three photographs that ship inside installed
+# packages (scikit-learn's china.jpg and flower.jpg, matplotlib's grace_hopper.jpg), at several scales on a
+# grid, each also mirrored: 6,546 images. Photographs, NOT faces (one portrait among them). The label is the
+# photo a patch comes from, so the lab's classifier metrics (classifier/fid, classes_covered) work on it.
+PATCH_SIDES = (96, 128, 160, 224)  # pixels of the source photo per patch, before resizing to image_size
+PATCH_STRIDE = 24
+PHOTO_CLASSES = ("china", "flower", "grace_hopper")
+TEST_EVERY = 10  # every 10th patch (and its mirror) is held out for the classifier's test split
+
+
+def photo_files() -> list[Path]:
+    import matplotlib
+    import sklearn.datasets
+
+    images = Path(sklearn.datasets.__file__).parent / "images"
+    return [images / "china.jpg", images / "flower.jpg", Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg"]
+
+
+def photo_patches(split: str = "train", image_size: int = 64, channels: int = 3, **_):
+    """Deterministic: the same images and labels on every machine, in a few seconds (no cache needed)."""
+    from PIL import Image
+
+    mode = "L" if channels == 1 else "RGB"
+    patches, labels = [], []
+    for label, path in enumerate(photo_files()):
+        with Image.open(path) as photo:
+            photo = photo.convert(mode)
+            w, h = photo.size
+            for side in PATCH_SIDES:
+                for top in range(0, h - side + 1, PATCH_STRIDE):
+                    for left in range(0, w - side + 1, PATCH_STRIDE):
+                        patch = photo.crop((left, top, left + side, top + side))
+                        patches.append(np.asarray(patch.resize((image_size, image_size), Image.Resampling.BICUBIC)))
+                        labels.append(label)
+    array = np.stack(patches)
+    array = array[:, None] if array.ndim == 3 else array.transpose(0, 3, 1, 2)  # (N, H, W[, C]) -> (N, C, H, W)
+    held_out = np.arange(len(array)) % TEST_EVERY == 0
+    keep = held_out if split == "test" else ~held_out
+    array, kept_labels = array[keep], np.asarray(labels)[keep]
+    array = np.concatenate([array, array[..., ::-1]])  # mirrored copies (flip W)
+    return torch.from_numpy(np.ascontiguousarray(array)), torch.from_numpy(np.concatenate([kept_labels, kept_labels]))
 
 
 def image_folder(path: str, split: str = "train", cache_dir: str = ".cache", image_size: int = 64,
-                 channels: int = 3, on_corrupt: str = "skip", **_):
+                 channels: int = 3, on_corrupt: str = "skip", crop: int | None = None, **_):
     """Every image under `path` (recursively); unlabelled. There is one split: train and test are the same."""
     folder = Path(path).expanduser()
     if not folder.is_dir():
@@ -85,14 +160,16 @@ def image_folder(path: str, split: str = "train", cache_dir: str = ".cache", ima
             f"dataset.path={path} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))}); "
             "point dataset.path at a folder of images"
         )
-    return decode_files(files, image_size, channels, cache_dir, on_corrupt), None
+    return decode_files(files, image_size, channels, cache_dir, on_corrupt, crop=crop), None
 
 
-def decode_files(files: list[Path], image_size: int, channels: int, cache_dir: str, on_corrupt: str = "skip"):
-    """Decode, center-crop and resize every file once; later runs load the cached uint8 array."""
+def decode_files(files: list[Path], image_size: int, channels: int, cache_dir: str, on_corrupt: str = "skip",
+                 crop: int | None = None):
+    """Decode, center-crop (a `crop` x `crop` square, or the largest one) and resize every file once; later runs
+    load the cached uint8 array."""
     if on_corrupt not in ("skip", "error"):
         raise DataError(f"dataset.on_corrupt={on_corrupt!r} must be 'skip' or 'error'")
-    key = hashlib.md5(f"v1|{image_size}|{channels}".encode())
+    key = hashlib.md5(f"v1|{image_size}|{channels}".encode() + (f"|crop{crop}".encode() if crop else b""))
     for f in files:
         st = f.stat()
         key.update(f"{f}|{st.st_size}|{st.st_mtime_ns}".encode())
@@ -108,7 +185,7 @@ def decode_files(files: list[Path], image_size: int, channels: int, cache_dir: s
     for f in tqdm(files, desc="decoding images (once; cached)", unit="img", leave=False):
         try:
             with Image.open(f) as img:
-                decoded.append(_center_crop_resize(img.convert(mode), image_size))
+                decoded.append(_center_crop_resize(img.convert(mode), image_size, crop))
         except (UnidentifiedImageError, OSError, ValueError) as exc:
             if on_corrupt == "error":
                 raise DataError(f"cannot read image {f} ({type(exc).__name__}); remove it or set dataset.on_corrupt=skip") from None
@@ -125,11 +202,11 @@ def decode_files(files: list[Path], image_size: int, channels: int, cache_dir: s
     return torch.from_numpy(array)
 
 
-def _center_crop_resize(img, size: int) -> np.ndarray:
+def _center_crop_resize(img, size: int, crop: int | None = None) -> np.ndarray:
     from PIL import Image
 
     w, h = img.size
-    side = min(w, h)
+    side = min(w, h, crop or min(w, h))
     left, top = (w - side) // 2, (h - side) // 2
     img = img.crop((left, top, left + side, top + side)).resize((size, size), Image.Resampling.BICUBIC)
     return np.asarray(img, dtype=np.uint8)
