@@ -6,6 +6,7 @@ import hashlib
 import logging
 import os
 import resource
+import shutil
 import signal
 import subprocess
 import time
@@ -20,7 +21,7 @@ from dcgan_lab.checkpoint_io import AtomicCheckpointIO, CheckpointWriteError
 from dcgan_lab.errors import ConfigError
 from dcgan_lab.pipeline import train
 from dcgan_lab.run_folder import unique_dir
-from tests.conftest import FAST, PYTHON, ROOT
+from tests.conftest import FAST, PYTHON, ROOT, compose_config
 
 # Two batches an epoch, a checkpoint every epoch, bitwise-reproducible kernels.
 EVERY_EPOCH = ("trainer.deterministic=true", "trainer.limit_train_batches=2", "callbacks.model_checkpoint.every_n_epochs=1")
@@ -33,11 +34,6 @@ def network_state(ckpt: Path, prefix: str) -> dict[str, torch.Tensor]:
 
 def digest(path: Path) -> str:
     return hashlib.md5(path.read_bytes()).hexdigest()
-
-
-def loss_rows(run: Path) -> list[tuple]:
-    with open(run / "metrics.csv") as f:
-        return [(r["step"], r["loss/d"], r["loss/g"]) for r in csv.DictReader(f) if r.get("loss/d")]
 
 
 class PoisonWeights(L.Callback):
@@ -72,20 +68,58 @@ class InterruptAt(L.Callback):
 
 
 # ---- resume ----------------------------------------------------------------------------------
-def test_resumed_run_ends_with_the_weights_of_an_uninterrupted_run(make_cfg, tmp_path):
-    whole = train(make_cfg(*EVERY_EPOCH, "trainer.max_epochs=3", "trainer.log_every_n_steps=1", run_dir=tmp_path / "whole"))
-    # The interrupted run stops after epoch 1 (its last.ckpt is what a kill would leave), then resumes in place.
-    run = tmp_path / "split"
-    train(make_cfg(*EVERY_EPOCH, "trainer.max_epochs=1", "trainer.log_every_n_steps=1", run_dir=run))
-    resumed = train(make_cfg(*EVERY_EPOCH, "trainer.max_epochs=3", "trainer.log_every_n_steps=1", "resume=true", run_dir=run))
+# Metrics as a user gets them (default metrics, every epoch here), small enough for seconds per evaluation;
+# throughput from the first batch, so it is logged at every epoch's end.
+WITH_METRICS = ("metrics=default", "metrics.every_n_epochs=1", "metrics.n_samples=100", "metrics.figures=false",
+                "trainer.log_every_n_steps=1", "callbacks.throughput.warmup=0")
+TIMINGS = ("metrics/eval_time_s", "perf/images_per_s")  # wall-clock values: only where they are logged can match
 
-    assert resumed["g_steps"] == whole["g_steps"] == 6
-    whole_ckpt, resumed_ckpt = Path(whole["output_dir"]) / "checkpoints/last.ckpt", run / "checkpoints/last.ckpt"
+
+def csv_rows(run: Path) -> list[dict]:
+    """metrics.csv as a user reads it: each row's filled cells, timings by presence only."""
+    with open(run / "metrics.csv") as f:
+        return [{k: ("<time>" if k in TIMINGS else v) for k, v in row.items() if v != ""} for row in csv.DictReader(f)]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory) -> Path:
+    """2 epochs of 2 batches with metrics, a checkpoint every epoch: what the resumed runs must reproduce."""
+    run = tmp_path_factory.mktemp("resume") / "whole"
+    train(compose_config(run, [*FAST, *EVERY_EPOCH, *WITH_METRICS, "trainer.max_epochs=2"]))
+    return run
+
+
+def test_resumed_run_ends_with_the_weights_and_metrics_rows_of_an_uninterrupted_run(make_cfg, tmp_path, uninterrupted):
+    # The user's case: train, stop, then resume=true with more epochs. Evaluation rows are logged at
+    # trainer.global_step (2 optimizer steps per batch), training rows at the batch count: both must survive.
+    run = tmp_path / "split"
+    train(make_cfg(*EVERY_EPOCH, *WITH_METRICS, "trainer.max_epochs=1", run_dir=run))
+    resumed = train(make_cfg(*EVERY_EPOCH, *WITH_METRICS, "trainer.max_epochs=2", "resume=true", run_dir=run))
+
+    assert resumed["g_steps"] == 4
     for prefix in ("generator.", "discriminator."):
-        torch.testing.assert_close(network_state(resumed_ckpt, prefix), network_state(whole_ckpt, prefix), rtol=0, atol=0)
-    # metrics.csv of the resumed run holds the first part too, with the same losses step by step.
-    assert loss_rows(run) == loss_rows(Path(whole["output_dir"]))
-    assert len(loss_rows(run)) == 6
+        torch.testing.assert_close(network_state(run / "checkpoints/last.ckpt", prefix),
+                                   network_state(uninterrupted / "checkpoints/last.ckpt", prefix), rtol=0, atol=0)
+    expected = csv_rows(uninterrupted)
+    assert [(row["step"], row["epoch"]) for row in expected if "classifier/fid" in row] == [("4", "0.0"), ("8", "1.0")]
+    assert [row["g_step"] for row in expected if "loss/g" in row] == ["1.0", "2.0", "3.0", "4.0"]
+    rows = csv_rows(run)
+    assert [row for row in rows if "classifier/fid" in row] == [row for row in expected if "classifier/fid" in row]
+    # The first part's end of training logged its throughput once more, at the step of its last checkpoint.
+    first_part_end = {"perf/images_per_s": "<time>", "step": "4"}
+    assert rows.count(first_part_end) == expected.count(first_part_end) + 1
+    rows.remove(first_part_end)
+    assert rows == expected  # same columns, same steps, same values, row by row
+
+
+def test_resume_from_an_earlier_checkpoint_drops_the_rows_logged_after_it(make_cfg, tmp_path, uninterrupted):
+    # What a kill leaves: metrics.csv holds rows logged after the checkpoint it resumes from (training, learning
+    # rate, evaluation and throughput rows of epoch 1). They go, and the resumed run logs them again.
+    killed = tmp_path / "killed"
+    shutil.copytree(uninterrupted, killed)
+    train(make_cfg(*EVERY_EPOCH, *WITH_METRICS, "trainer.max_epochs=2", f"ckpt_path={killed / 'checkpoints/epoch0000.ckpt'}",
+                   run_dir=killed))
+    assert csv_rows(killed) == csv_rows(uninterrupted)
 
 
 @pytest.mark.slow
