@@ -13,7 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from dcgan_lab.checkpoint_io import AtomicCheckpointIO, check_architecture, read_checkpoint
 from dcgan_lab.config import validate
-from dcgan_lab.errors import LabError
+from dcgan_lab.errors import lab_error_behind
 from dcgan_lab.loggers import log_config_to_wandb, run_csv_logger, summarize_wandb_run
 from dcgan_lab.module import GANModule
 from dcgan_lab.run_folder import keep_metrics_on_resume, refuse_taken_folder, resolve_resume
@@ -129,16 +129,20 @@ def finish_wandb_run(output_dir: Path | None = None, train_time_s: float | None 
 
 
 def main(cfg: DictConfig) -> dict | None:
-    """CLI entry: a LabError becomes one line on stderr and exit status 2.
+    """CLI entry: a LabError (also one that Hydra's instantiate wrapped) becomes one line on stderr and exit status 2.
 
-    Every job writes status.json (ok + times + final metrics, or failed + error); in a sweep (-m) a failed
-    job is recorded there and the sweep goes on with the others.
+    A job that ran writes status.json (ok + times + final metrics, or failed + error), and so does every job of a
+    sweep (-m), where a failed job is recorded and the sweep goes on with the others. A single run whose input is
+    refused writes nothing (see sweep.run_recorded).
     """
     try:
         # Before anything is recorded: a new run must not write (even status.json) into another run's folder.
         if rank_zero_only.rank == 0:
             refuse_taken_folder(cfg, Path(cfg.paths.output_dir))
         return sweep_return(cfg, run_recorded(train, cfg, cfg.paths.output_dir))
-    except LabError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except Exception as exc:
+        lab_error = lab_error_behind(exc)
+        if lab_error is None:
+            raise
+        print(f"error: {lab_error}", file=sys.stderr)
         sys.exit(2)
