@@ -1,4 +1,5 @@
-"""DDP on two CPU processes (gloo): the manual-optimization GAN step stays in sync, rank 0 alone writes."""
+"""DDP on two CPU processes (gloo): the manual-optimization GAN step stays in sync, each rank trains on its own
+images and latents, BatchNorm statistics behave as the README says, rank 0 alone writes."""
 from __future__ import annotations
 
 import csv
@@ -7,19 +8,54 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
+from torch import nn
 
 from tests.conftest import ROOT, run_cli
 
 
-class SaveRankState(L.Callback):
-    """Test probe: every rank saves its parameters, buffers and last synced metrics to `folder`/rank<r>.pt."""
+class RankProbe(L.Callback):
+    """Test probe on every rank, saved to `folder`/rank<r>.pt at the end: the images of every batch it trained on,
+    the first latents G got, D's output on the first batch (this rank's own number, before any averaging), the
+    running mean of G's first BatchNorm as each training forward saw it and after each step, and the final
+    parameters, buffers and logged (averaged) scalars."""
 
     def __init__(self, folder: str):
         self.folder = Path(folder)
+        self.images, self.first_z, self.first_d_output = [], None, None
+        self.bn_at_forward, self.bn_after_step = [], []
+
+    def on_train_start(self, trainer, pl_module):
+        # Hooks go on after Lightning has wrapped the model (and converted BatchNorm for sync_batchnorm=true).
+        self.bn = next(m for m in pl_module.generator.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm))
+        self.bn_kind = type(self.bn).__name__
+
+        def bn_forward(module, args):
+            if module.training:
+                self.bn_at_forward.append(module.running_mean.detach().clone())
+
+        def g_forward(module, args):
+            if self.first_z is None and module.training:
+                self.first_z = args[0].detach().clone()
+
+        def d_forward(module, args, output):
+            if self.first_d_output is None and module.training:
+                self.first_d_output = output.detach().float().clone()
+
+        self.bn.register_forward_pre_hook(bn_forward)
+        pl_module.generator.register_forward_pre_hook(g_forward)
+        pl_module.discriminator.register_forward_hook(d_forward)
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self.images.append(batch[0].detach().cpu().clone())
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.bn_after_step.append(self.bn.running_mean.detach().clone())
 
     def on_train_end(self, trainer, pl_module):
         self.folder.mkdir(parents=True, exist_ok=True)
         torch.save({
+            "images": torch.cat(self.images), "first_z": self.first_z, "first_d_output": self.first_d_output,
+            "bn_kind": self.bn_kind, "bn_at_forward": self.bn_at_forward, "bn_after_step": self.bn_after_step,
             "params": {k: v.detach().cpu().clone() for k, v in pl_module.named_parameters()},
             "buffers": {k: v.detach().cpu().clone() for k, v in pl_module.named_buffers()},
             "metrics": {k: float(v) for k, v in trainer.callback_metrics.items()},
@@ -27,25 +63,48 @@ class SaveRankState(L.Callback):
         }, self.folder / f"rank{trainer.global_rank}.pt")
 
 
-@pytest.mark.slow  # three processes importing lightning: ~30 s on 2 idle cores
-def test_ddp_cpu_two_ranks_keep_identical_networks_and_write_results_once(tmp_path):
+def run_two_ranks(tmp_path: Path, *extra: str) -> tuple[Path, dict, dict]:
     run, probe = tmp_path / "run", tmp_path / "probe"
     result = run_cli([
         "trainer=ddp_cpu", "dataset=mnist_mini", "logger=csv", "model.ngf=8", "model.ndf=8", "dataset.batch_size=16",
         "trainer.max_steps=3", "trainer.log_every_n_steps=1", "trainer.enable_model_summary=false", "callbacks.progress_bar=null",
-        "+callbacks.probe._target_=tests.test_ddp.SaveRankState", f"+callbacks.probe.folder={probe}",
-        f"hydra.run.dir={run}",
+        "+callbacks.probe._target_=tests.test_ddp.RankProbe", f"+callbacks.probe.folder={probe}", f"hydra.run.dir={run}", *extra,
     ], cwd=ROOT, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
-
     rank0, rank1 = (torch.load(probe / f"rank{r}.pt", weights_only=True) for r in (0, 1))
     assert rank0["world_size"] == rank1["world_size"] == 2
+    return run, rank0, rank1
+
+
+def assert_each_rank_trained_on_its_own_data(rank0: dict, rank1: dict) -> None:
+    # Each rank reads its own shard: no image of one rank's 3 batches is among the other's.
+    assert len(rank0["images"]) == len(rank1["images"]) == 3 * 16
+    shard0 = {image.numpy().tobytes() for image in rank0["images"]}
+    assert not shard0 & {image.numpy().tobytes() for image in rank1["images"]}
+    # Each rank draws its own latents, so D sees other fakes and other reals on each: its outputs differ ...
+    assert rank0["first_z"].shape == rank1["first_z"].shape and not torch.equal(rank0["first_z"], rank1["first_z"])
+    assert not torch.allclose(rank0["first_d_output"], rank1["first_d_output"])
+    # ... while the gradients of both networks are all-reduced at every step: identical weights on both ranks,
     assert any(k.startswith("generator.") for k in rank0["params"]) and any(k.startswith("discriminator.") for k in rank0["params"])
-    # Gradients of both networks were all-reduced at every step: identical weights on both ranks.
     torch.testing.assert_close(rank0["params"], rank1["params"], rtol=0, atol=0)
-    # Logged scalars are averaged over ranks (each rank saw different images), so both ranks report the same.
+    # and the logged scalars are averaged over ranks, so both report the same.
     for key in ("loss/d", "loss/g", "D(x)"):
         assert rank0["metrics"][key] == pytest.approx(rank1["metrics"][key], rel=1e-6), key
+
+
+@pytest.mark.slow  # three processes importing lightning: ~30 s on 2 idle cores
+def test_ddp_cpu_two_ranks_train_on_their_own_shards_keep_identical_networks_and_write_results_once(tmp_path):
+    run, rank0, rank1 = run_two_ranks(tmp_path)
+    assert_each_rank_trained_on_its_own_data(rank0, rank1)
+
+    # BatchNorm without sync_batchnorm: every training forward starts from rank 0's running statistics
+    # (DDP broadcasts them), then each rank updates them from its own batch, so after a step they differ.
+    assert rank0["bn_kind"] == "BatchNorm2d"
+    assert len(rank0["bn_at_forward"]) == len(rank1["bn_after_step"]) == 3
+    for seen0, seen1 in zip(rank0["bn_at_forward"], rank1["bn_at_forward"]):
+        torch.testing.assert_close(seen0, seen1, rtol=0, atol=0)
+    for after0, after1 in zip(rank0["bn_after_step"], rank1["bn_after_step"]):
+        assert not torch.allclose(after0, after1)
 
     # Results written once, by rank 0: one config, one metrics.csv with each step once, one checkpoint, one grid.
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["last.ckpt"]
@@ -57,3 +116,18 @@ def test_ddp_cpu_two_ranks_keep_identical_networks_and_write_results_once(tmp_pa
     saved = torch.load(run / "checkpoints/last.ckpt", weights_only=True)
     assert saved["batches_seen"] == 3
     torch.testing.assert_close({k: v for k, v in saved["state_dict"].items() if k in rank0["params"]}, rank0["params"], rtol=0, atol=0)
+    # The checkpoint holds rank 0's BatchNorm statistics.
+    torch.testing.assert_close({k: v for k, v in saved["state_dict"].items() if k in rank0["buffers"]}, rank0["buffers"], rtol=0, atol=0)
+
+
+@pytest.mark.slow
+def test_ddp_cpu_with_sync_batchnorm_keeps_batchnorm_statistics_identical_on_both_ranks(tmp_path):
+    _, rank0, rank1 = run_two_ranks(tmp_path, "trainer.sync_batchnorm=true")
+    assert_each_rank_trained_on_its_own_data(rank0, rank1)
+    # Statistics over the global batch: every rank makes the same update.
+    assert rank0["bn_kind"] == "SyncBatchNorm"
+    for after0, after1 in zip(rank0["bn_after_step"], rank1["bn_after_step"]):
+        torch.testing.assert_close(after0, after1)
+    running = [k for k in rank0["buffers"] if k.endswith(("running_mean", "running_var"))]
+    assert running
+    torch.testing.assert_close({k: rank0["buffers"][k] for k in running}, {k: rank1["buffers"][k] for k in running})
