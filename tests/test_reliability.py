@@ -195,7 +195,9 @@ def test_sigkill_while_last_ckpt_is_written_never_leaves_a_corrupt_one(tmp_path)
         while not last.exists() or last.stat().st_mtime_ns == written_before:  # one whole checkpoint from this run
             assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
             time.sleep(0.01)
-        while not list(last.parent.glob(temp_files)):
+        settled = last.stat().st_mtime_ns
+        # Kill as soon as the next write shows: its temp file, or (were writes not atomic) last.ckpt itself changing.
+        while not list(last.parent.glob(temp_files)) and last.stat().st_mtime_ns == settled:
             assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
             time.sleep(0.001)
         proc.send_signal(signal.SIGKILL)
