@@ -13,4 +13,7 @@ def main(cfg: DictConfig):
 
 
 if __name__ == "__main__":
+    from dcgan_lab.command_line import exit_on_bad_command_line
+
+    exit_on_bad_command_line("config")  # a misspelt option or key: one line, exit 2, before Hydra runs
     main()

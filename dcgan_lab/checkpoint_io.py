@@ -3,12 +3,18 @@
 A checkpoint is written to a temp file in the same folder, flushed to disk, then renamed over the
 target with `os.replace` (atomic on POSIX): a run killed mid-save, or a full disk, leaves the
 previous `last.ckpt` as it was.
+
+One reader, `read_checkpoint`, opens every checkpoint the lab reads (training's resume, the Trainer's own
+restore through AtomicCheckpointIO, evaluate.py): `torch.load(weights_only=True)` accepts tensors and plain
+data only, so a checkpoint that carries a pickled object is refused before any of its code can run.
 """
 from __future__ import annotations
 
 import errno
 import io
 import os
+import pickle
+import re
 from pathlib import Path
 from typing import Any
 
@@ -77,6 +83,11 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             raise TypeError("AtomicCheckpointIO takes no storage_options")
         atomic_torch_save(checkpoint, path)
 
+    def load_checkpoint(self, path, map_location: Any = None, weights_only: bool | None = None) -> dict[str, Any]:
+        # The Trainer restores through the same safe reader as everything else (on the CPU: Lightning moves
+        # the weights and optimizer states to the device when it loads them).
+        return read_checkpoint(path)
+
 
 def read_checkpoint(path: str | os.PathLike) -> dict:
     """The checkpoint as a dict, or one line saying why it cannot be used."""
@@ -85,7 +96,15 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
         raise ConfigError(f"checkpoint {path} does not exist; pass the path of a .ckpt file (e.g. <run>/checkpoints/last.ckpt)")
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # truncated zip, not a torch file, pickle error: all "unreadable"
+    except pickle.UnpicklingError as exc:
+        unsafe = re.search(r"GLOBAL (\S+)", str(exc))
+        if unsafe:
+            raise DataError(
+                f"refusing checkpoint {path}: it holds a pickled Python object ({unsafe.group(1)}), not only tensors "
+                "and plain data, and opening it would run that object's code; use checkpoints written by this lab"
+            ) from None
+        raise DataError(f"cannot read checkpoint {path} (not a torch file); it is truncated or not a checkpoint") from None
+    except Exception as exc:  # truncated zip, not a torch file: all "unreadable"
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise DataError(f"cannot read checkpoint {path} ({reason[:160]}); it is truncated or not a checkpoint") from None
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:

@@ -1,13 +1,23 @@
-"""Loggers. The CSV in the run folder is always written; W&B goes online only with credentials."""
+"""Loggers. The CSV in the run folder is always written; W&B goes online only with credentials; TensorBoard
+writes event files into <run>/tensorboard/.
+
+Every image the lab shows on a dashboard is a PNG it wrote first: `write_png_and_show` writes the file
+(atomically) and `show_png` hands that same file to each logger that shows images, so what a dashboard shows
+is the local file, pixel for pixel. Callbacks never ask which loggers are there.
+"""
 from __future__ import annotations
 
 import logging
 import netrc
 import os
 from pathlib import Path
+from typing import Callable, Iterable
 
-from lightning.pytorch.loggers import CSVLogger, WandbLogger
+import numpy as np
+from lightning.fabric.utilities.rank_zero import rank_zero_only
+from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger, WandbLogger
 
+from dcgan_lab.atomic import replaced_atomically
 from dcgan_lab.runs import best_values, last_values, read_metrics
 from dcgan_lab.sweep import job_name, job_overrides, sweep_group
 
@@ -36,10 +46,14 @@ def wandb_logger(
     In a sweep (-m) the run joins the group named after the sweep (unless `group` is set), is named after its
     job folder, and is tagged with the job's overrides (plus `tags`), so the dashboard can group and filter.
     """
-    group = group or sweep_group()
-    name = name or job_name()
     # W&B rejects tags over 64 characters.
     tags = list(dict.fromkeys([*tags, *(override[:64] for override in job_overrides())]))
+    return new_wandb_logger(save_dir, project, mode, group=group or sweep_group(), tags=tags, name=name or job_name(),
+                            **kwargs)
+
+
+def new_wandb_logger(save_dir: str, project: str, mode: str = "auto", **init) -> WandbLogger:
+    """A W&B logger saving under <save_dir>/wandb, in `mode` (WANDB_MODE wins); `init` goes to wandb.init."""
     mode = os.environ.get("WANDB_MODE", mode)
     if mode == "auto":
         mode = "online" if wandb_has_credentials() else "offline"
@@ -51,16 +65,122 @@ def wandb_logger(
             )
     Path(save_dir).mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("WANDB_SILENT", "true")
-    return WandbLogger(
-        save_dir=save_dir, project=project, offline=mode != "online", group=group, tags=tags, name=name, **kwargs
-    )
+    return WandbLogger(save_dir=save_dir, project=project, offline=mode != "online", **init)
 
 
-def log_config_to_wandb(loggers: list, config: dict) -> None:
-    """The full resolved config as the W&B run's config (the module saves no hyperparameters itself)."""
+def dashboard_step(trainer, in_batch_end: bool = False) -> int:
+    """The step of the last trained batch's scalars (loss/d, loss/g, ...) on every logger.
+
+    Lightning logs a batch's scalars at `_batches_that_stepped` right after on_train_batch_end, then counts
+    the batch. Grids and evaluations logged at that same step sit beside the losses they follow on the
+    dashboards' x-axis (trainer.global_step counts every optimizer step: twice as far with n_critic=1), keep
+    TensorBoard's steps from going backwards, and stay with the rows a resume keeps (step < checkpoint's).
+    """
+    batches = trainer.fit_loop.epoch_loop._batches_that_stepped
+    return batches if in_batch_end else max(batches - 1, 0)
+
+
+def _wandb_config(logger: WandbLogger, config: dict) -> None:
+    logger.experiment.config.update(config, allow_val_change=True)
+
+
+def _tensorboard_config(logger: TensorBoardLogger, config: dict) -> None:
+    """The config as TensorBoard hparams, one per dotted key (`optimizer.lr_g`, as on the command line).
+
+    Only the session-start record: with no experiment record, TensorBoard's HPARAMS tab takes the metric
+    columns from every scalar the runs logged and the hparams from every run, so a sweep's jobs line up.
+    (Lightning's log_hyperparams would also log a placeholder `hp_metric` scalar.)
+    """
+    from torch.utils.tensorboard.summary import hparams
+
+    flat = {key: _hparam_value(value) for key, value in _flatten(config).items()}
+    _experiment, session_start, _session_end = hparams(flat, {})
+    logger.experiment._get_file_writer().add_summary(session_start)
+    logger.hparams.update(config)  # and <run>/tensorboard/hparams.yaml, as Lightning's log_hyperparams would
+
+
+def _hparam_value(value):
+    # TensorBoard takes numbers and strings; to it a bool is a number, and lists and None have no type.
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return "null"
+    return value if isinstance(value, (int, float, str)) else str(value)
+
+
+def _flatten(node, prefix: str = "") -> dict:
+    if isinstance(node, dict) and node:
+        flat = {}
+        for key, value in node.items():
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        return flat
+    return {prefix[:-1]: node}
+
+
+# How each dashboard takes the run config and a PNG; loggers not listed (CSV) take neither.
+CONFIG_WRITERS: dict[type, Callable[[Logger, dict], None]] = {
+    WandbLogger: _wandb_config,
+    TensorBoardLogger: _tensorboard_config,
+}
+
+
+@rank_zero_only  # other DDP ranks hold placeholder experiments
+def log_run_config(loggers: Iterable[Logger], config: dict) -> None:
+    """The full resolved config on every dashboard (the module saves no hyperparameters itself)."""
     for logger in loggers:
-        if isinstance(logger, WandbLogger):
-            logger.experiment.config.update(config, allow_val_change=True)
+        writer = _writer_for(CONFIG_WRITERS, logger)
+        if writer is not None:
+            writer(logger, config)
+
+
+def _writer_for(writers: dict, logger: Logger):
+    return next((writer for kind, writer in writers.items() if isinstance(logger, kind)), None)
+
+
+def _wandb_png(logger: WandbLogger, key: str, path: Path, step: int | None, caption: str | None) -> None:
+    # A path, not pixels: W&B copies the file itself into the run's media folder.
+    logger.log_image(key, [str(path)], step=step, **({"caption": [caption]} if caption else {}))
+
+
+def _tensorboard_png(logger: TensorBoardLogger, key: str, path: Path, step: int | None, caption: str | None) -> None:
+    pixels = png_pixels(path)
+    logger.experiment.add_image(key, pixels, global_step=step, dataformats="HW" if pixels.ndim == 2 else "HWC")
+
+
+def png_pixels(path: str | os.PathLike) -> np.ndarray:
+    """The PNG's pixels as uint8 (H, W) grey, (H, W, 3) RGB or (H, W, 4) RGBA; palette/16-bit files as RGBA."""
+    from PIL import Image
+
+    with Image.open(path) as image:
+        if image.mode not in ("L", "RGB", "RGBA"):
+            image = image.convert("RGBA")
+        return np.asarray(image)
+
+
+PNG_WRITERS: dict[type, Callable[[Logger, str, Path, int | None, str | None], None]] = {
+    WandbLogger: _wandb_png,
+    TensorBoardLogger: _tensorboard_png,
+}
+
+
+def show_png(loggers: Iterable[Logger], key: str, path: str | os.PathLike, step: int | None = None,
+             caption: str | None = None) -> None:
+    """Show the PNG at `path` under `key` on every logger that shows images: W&B gets the file, TensorBoard
+    its decoded pixels. Pass the file the lab wrote, never the tensor it came from."""
+    for logger in loggers:
+        writer = _writer_for(PNG_WRITERS, logger)
+        if writer is not None:
+            writer(logger, key, Path(path), step, caption)
+
+
+def write_png_and_show(path: str | os.PathLike, write: Callable[[Path], None], loggers: Iterable[Logger], key: str,
+                       step: int | None = None, caption: str | None = None) -> Path:
+    """`write(tmp)` writes the PNG to a temp path, renamed over `path` when whole; then `show_png` of that file."""
+    path = Path(path)
+    with replaced_atomically(path) as tmp:
+        write(tmp)
+    show_png(loggers, key, path, step, caption)
+    return path
 
 
 def summarize_wandb_run(run, output_dir: str, train_time_s: float | None = None) -> None:

@@ -1,95 +1,70 @@
-"""GANModule: G and D with manual optimization. It knows no loss, norm or dataset by name."""
+"""GANModule: the optimisation loop around G, D and a GANObjective. It knows no loss, norm or dataset by name."""
 from __future__ import annotations
 
-import inspect
+import logging
 import math
-from functools import partial
-from typing import Any, Callable
+from typing import Callable
 
 import lightning as L
 import torch
 import torch.nn.functional as F
-from torch import nn
+from torch import Tensor, nn
 
-from dcgan_lab.data.datamodule import to_float
-from dcgan_lab.errors import ConfigError
-from dcgan_lab.losses import feature_matching, gradient_penalty, r1_penalty
-from dcgan_lab.nets.ema import ema_beta, ema_update, make_ema
+from dcgan_lab.captured import StaticStep, capture_blockers, portable_optimizer_states
+from dcgan_lab.nets.ema import EmaSchedule, ema_update, make_ema, sampling_generator
+from dcgan_lab.objective import GANObjective
+
+log = logging.getLogger(__name__)
 
 
 class GANModule(L.LightningModule):
     """One training batch = one D step; every `n_critic`-th batch also takes one G step.
 
-    When a G step follows, the fake batch D just saw is reused for G's update (pytorch/examples),
-    so G runs forward once per batch.
+    When a G step follows, the fake batch D just saw is reused for G's update (pytorch/examples), so G runs
+    forward once per batch. Batches arrive as float images in [-1, 1] (the datamodule converts and augments
+    them on the device). Nothing in the step reads a device value on the host: logged scalars stay on the
+    device and are handed to Lightning only on the batches it writes (`trainer.log_every_n_steps`).
     """
 
     def __init__(
         self,
         generator: nn.Module,
         discriminator: nn.Module,
-        loss_d: Callable,
-        loss_g: Callable,
+        objective: GANObjective,
         optimizer_g: Callable,
         optimizer_d: Callable,
         schedule: Callable | None = None,
-        gp_weight: float = 0.0,
-        r1_weight: float = 0.0,
+        ema: EmaSchedule | None = None,
+        growth: Callable | None = None,
         n_critic: int = 1,
-        real_label: float = 1.0,
-        fake_label: float = 0.0,
-        flip_prob: float = 0.0,
-        instance_noise: float = 0.0,
-        instance_noise_anneal_steps: int = 0,
-        grad_clip: float = 0.0,
         accumulate: int = 1,
+        grad_clip: float = 0.0,
         num_samples: int = 64,
         seed: int = 0,
-        lab_config: dict | None = None,
-        num_classes: int = 0,
-        ema_decay: float = 0.0,
-        ema_warmup_steps: int = 0,
-        growth: Callable | None = None,
-        augment_real: Callable | None = None,
-        augment: Callable | None = None,
-        feature_matching_weight: float = 0.0,
-        perceptual: Callable | None = None,
-        perceptual_weight: float = 0.0,
+        cuda_graph: bool = True,
     ):
         super().__init__()
         self.automatic_optimization = False
-        self.generator, self.discriminator = generator, discriminator
-        self.loss_d, self.loss_g = loss_d, loss_g
+        self.generator, self.discriminator, self.objective = generator, discriminator, objective
         self.optimizer_g, self.optimizer_d, self.schedule = optimizer_g, optimizer_d, schedule
-        self.gp_weight, self.r1_weight = gp_weight, r1_weight
-        self.n_critic, self.accumulate = n_critic, accumulate
-        self.real_label, self.fake_label, self.flip_prob = real_label, fake_label, flip_prob
-        self.instance_noise, self.instance_noise_anneal_steps = instance_noise, instance_noise_anneal_steps
-        self.grad_clip = grad_clip
-        self.lab_config = lab_config
-        self.uses_label_targets = (real_label, fake_label, flip_prob) != (1.0, 0.0, 0.0)
-        if self.uses_label_targets and "real_target" not in inspect.signature(loss_d).parameters:
-            raise ConfigError(
-                "label smoothing/flipping (training.real_label, fake_label, flip_prob) needs a loss with targets "
-                "(loss=bce or loss=lsgan); the chosen loss has none."
-            )
-        # Class-conditional models (num_classes > 0): real labels go to D, sampled labels to G and D.
-        self.num_classes = num_classes
+        self.n_critic, self.accumulate, self.grad_clip = n_critic, accumulate, grad_clip
+        # On CUDA the step is captured as a CUDA graph when every option allows it (dcgan_lab/captured.py).
+        self.cuda_graph = cuda_graph
+        self.static_step: StaticStep | None = None
+        self.lab_config: dict | None = None  # the resolved run config, set by the pipeline; saved in every checkpoint
+        # Class-conditional models (G.num_classes > 0): real labels go to D, sampled labels to G and D.
+        self.num_classes = getattr(generator, "num_classes", 0) or 0
         # EMA of G's weights (contract: `generator_ema` is None when off; saved as generator_ema.* keys).
-        self.ema_decay, self.ema_warmup_steps = ema_decay, ema_warmup_steps
-        self.generator_ema = make_ema(generator) if ema_decay > 0 else None
-        # Augmentations: `augment_real` on real images only, `augment` (DiffAugment) on everything D sees.
-        self.augment_real, self.augment = augment_real, augment
-        self.feature_matching_weight = feature_matching_weight
-        self.perceptual, self.perceptual_weight = perceptual, perceptual_weight
+        self.ema = ema if ema is not None and ema.decay > 0 else None
+        self.generator_ema = make_ema(generator) if self.ema is not None else None
         # Fixed latents: every sample grid of a run (and of its resumptions) shows the same z.
         # Conditional grids show one row per class: samples_per_class latents for each label.
-        self.samples_per_class = math.ceil(num_samples / num_classes) if num_classes else 0
-        if num_classes:
-            num_samples = self.samples_per_class * num_classes
+        self.samples_per_class = math.ceil(num_samples / self.num_classes) if self.num_classes else 0
+        if self.num_classes:
+            num_samples = self.samples_per_class * self.num_classes
         fixed = torch.Generator().manual_seed(seed)
         self.register_buffer("fixed_z", torch.randn(num_samples, generator.latent_dim, generator=fixed))
-        fixed_labels = torch.arange(num_classes).repeat_interleave(self.samples_per_class) if num_classes else None
+        fixed_labels = torch.arange(self.num_classes).repeat_interleave(self.samples_per_class) if self.num_classes else None
         self.register_buffer("fixed_labels", fixed_labels)
         self.batches_seen = 0  # training batches over the whole run, restored on resume
         # Progressive growing: `growth(images_seen) -> (resolution, alpha)` for G, D and the EMA copy.
@@ -102,21 +77,23 @@ class GANModule(L.LightningModule):
         """Generator updates so far: what GAN papers call iterations."""
         return self.batches_seen // self.n_critic
 
-    def sample_labels(self, n: int) -> torch.Tensor | None:
+    @property
+    def sampling_generator(self) -> nn.Module:
+        """What grids and metrics draw from (nets.ema.sampling_generator: the EMA copy when on)."""
+        return sampling_generator(self.generator, self.generator_ema)
+
+    def sample_labels(self, n: int) -> Tensor | None:
         """Uniform class labels for G (None for unconditional models)."""
         return torch.randint(self.num_classes, (n,), device=self.device) if self.num_classes else None
 
-    def _g(self, z: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+    def _g(self, z: Tensor, labels: Tensor | None) -> Tensor:
         return self.generator(z) if labels is None else self.generator(z, labels)
 
-    def _d(self, x: torch.Tensor, labels: torch.Tensor | None, **kwargs):
-        return self.discriminator(x, **kwargs) if labels is None else self.discriminator(x, labels, **kwargs)
-
     @torch.no_grad()
-    def sample(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        """Images in [-1, 1] from the EMA generator when on, else G, in eval mode (BatchNorm running statistics).
+    def sample(self, z: Tensor, labels: Tensor | None = None) -> Tensor:
+        """Images in [-1, 1] from `sampling_generator` in eval mode (BatchNorm running statistics).
         Conditional models get uniform random labels unless `labels` are given."""
-        generator = self.generator_ema if self.generator_ema is not None else self.generator
+        generator = self.sampling_generator
         if labels is None:
             labels = self.sample_labels(len(z))
         was_training = generator.training
@@ -142,132 +119,122 @@ class GANModule(L.LightningModule):
         return self.growth(self.images_seen) if self.growth is not None else None
 
     # ---- the GAN step -------------------------------------------------------------------------
-    def _noise_sigma(self) -> float:
-        if not self.instance_noise:
-            return 0.0
-        if not self.instance_noise_anneal_steps:
-            return self.instance_noise
-        return self.instance_noise * max(0.0, 1.0 - self.g_step / self.instance_noise_anneal_steps)
+    def _logging_now(self, g_turn: bool) -> bool:
+        """Whether this batch hands its scalars to Lightning: on the batches Lightning writes to the loggers
+        ((batches so far + 1) % log_every_n_steps == 0), and on the last batch of an epoch or of the fit, so
+        `trainer.callback_metrics` ends with the final values. Gradient norms are computed on these only."""
+        trainer = self._trainer
+        if trainer is None:
+            return True
+        if (self.batches_seen + 1) % max(trainer.log_every_n_steps, 1) == 0 or trainer.is_last_batch:
+            return True
+        steps_after = trainer.global_step + 1 + int(g_turn)  # Lightning counts every optimizer step
+        return 0 < trainer.max_steps <= steps_after
 
-    def _with_noise(self, x: torch.Tensor, sigma: float) -> torch.Tensor:
-        # Instance noise (Sønderby et al. 2017): blurs both distributions so their supports overlap.
-        return x + sigma * torch.randn_like(x) if sigma else x
-
-    def _label_targets(self, n: int) -> dict[str, Any]:
-        if not self.uses_label_targets:
-            return {}
-        real = torch.full((n,), self.real_label, device=self.device)
-        fake = torch.full((n,), self.fake_label, device=self.device)
-        if self.flip_prob:
-            flip = torch.rand(n, device=self.device) < self.flip_prob
-            real, fake = torch.where(flip, fake, real), torch.where(flip, real, fake)
-        return {"real_target": real, "fake_target": fake}
-
-    def _before_d(self, x: torch.Tensor, sigma: float) -> torch.Tensor:
-        # DiffAugment (differentiable, real and fake alike), then instance noise.
-        return self._with_noise(self.augment(x) if self.augment is not None else x, sigma)
-
-    def _d_loss(self, real: torch.Tensor, fake: torch.Tensor, sigma: float, real_y=None, fake_y=None):
-        real, fake = self._before_d(real, sigma), self._before_d(fake, sigma)
-        real_logits, fake_logits = self._d(real, real_y), self._d(fake, fake_y)
-        loss = self.loss_d(real_logits, fake_logits, **self._label_targets(len(real)))
-        # Penalties see D conditioned on the real labels (the interpolates of WGAN-GP included).
-        critic = self.discriminator if real_y is None else partial(self.discriminator, labels=real_y)
-        if self.gp_weight:
-            loss = loss + self.gp_weight * gradient_penalty(critic, real, fake)
-        if self.r1_weight:
-            loss = loss + self.r1_weight * r1_penalty(critic, real)
-        return loss, real_logits.detach(), fake_logits.detach()
-
-    def _g_loss(self, real: torch.Tensor, fake: torch.Tensor, sigma: float, real_y=None, fake_y=None):
-        seen = self._before_d(fake, sigma)
-        if self.feature_matching_weight:
-            fake_logits, fake_features = self._d(seen, fake_y, with_features=True)
-            with torch.no_grad():
-                _, real_features = self._d(self._before_d(real, sigma), real_y, with_features=True)
-            loss = self.loss_g(fake_logits) + self.feature_matching_weight * feature_matching(real_features, fake_features)
-        else:
-            loss = self.loss_g(self._d(seen, fake_y))
-        if self.perceptual_weight:
-            loss = loss + self.perceptual_weight * self.perceptual(real, fake)
-        return loss
-
-    def _step(self, optimizer, network: nn.Module, name: str) -> None:
+    def _update(self, optimizer, network: nn.Module, name: str, scalars: dict) -> None:
         if self.grad_clip:
             self.clip_gradients(optimizer, gradient_clip_val=self.grad_clip, gradient_clip_algorithm="norm")
-        if self._logging_now():
-            norms = [p.grad.detach().norm() for p in network.parameters() if p.grad is not None]
-            self.log(f"grad_norm/{name}", torch.stack(norms).norm())
+        if scalars is not None:
+            grads = [p.grad.detach() for p in network.parameters() if p.grad is not None]
+            scalars[f"grad_norm/{name}"] = torch.stack(torch._foreach_norm(grads)).norm()
         optimizer.step()
 
-    def log(self, name: str, value, *args, **kwargs) -> None:
-        # Under DDP each rank sees other images: scalars are averaged over ranks before they are logged.
-        kwargs.setdefault("sync_dist", self._trainer is not None and self.trainer.world_size > 1)
-        super().log(name, value, *args, **kwargs)
-
-    def _logging_now(self) -> bool:
-        # Lightning writes step metrics after the batches where (batches so far + 1) % every == 0:
-        # compute the costly extras (gradient norms) for exactly those batches.
-        every = self.trainer.log_every_n_steps if self._trainer is not None else 1
-        return (self.batches_seen + 1) % max(every, 1) == 0
+    def on_train_start(self) -> None:
+        if self.device.type != "cuda" or self.static_step is not None:
+            return
+        blockers = capture_blockers(self, self.trainer) if self.cuda_graph else ["training.cuda_graph=false"]
+        if blockers:
+            log.info("CUDA graph of the step: off (%s); the eager step runs", "; ".join(blockers))
+        else:
+            log.info("CUDA graph of the step: on (recorded after %d eager batches)", 3)
+            self.static_step = StaticStep(self, capture=True)
 
     def training_step(self, batch, batch_idx):
-        images, labels = batch
-        real = to_float(images)
-        if self.augment_real is not None:
-            real = self.augment_real(real)
-        self._apply_growth()
-        if self.growth_state is not None and real.shape[-1] != self.growth_state[0]:
-            real = F.adaptive_avg_pool2d(real, self.growth_state[0])  # (B, C, S, S) -> (B, C, r, r)
+        if self.static_step is not None:
+            return self._static_training_step(batch)
+        real, labels = batch
+        if self.growth is not None:
+            self._apply_growth()
+            if real.shape[-1] != self.growth_state[0]:
+                real = F.adaptive_avg_pool2d(real, self.growth_state[0])  # (B, C, S, S) -> (B, C, r, r)
+        objective, g_step = self.objective, self.g_step
         opt_d, opt_g = self.optimizers()
         g_turn = (self.batches_seen + 1) % self.n_critic == 0
+        scalars: dict[str, Tensor] | None = {} if self._logging_now(g_turn) else None
         chunks = real.chunk(self.accumulate)
         n_chunks = len(chunks)
         real_ys = labels.chunk(self.accumulate) if self.num_classes else [None] * n_chunks
         fake_ys = [self.sample_labels(len(c)) for c in chunks]
         reuse_fake = g_turn and n_chunks == 1
-        sigma = self._noise_sigma()
 
-        # G runs before toggling D's optimizer (which freezes G's parameters), keeping its graph
-        # only when G steps on this same batch.
+        # G keeps its graph only when it steps on this same batch. D's backward never reaches G (the
+        # objective detaches fakes), and G's backward leaves gradients in D that D's zero_grad clears.
         with torch.set_grad_enabled(reuse_fake):
             fakes = [self._g(self.generator.sample_latent(len(c), self.device), y) for c, y in zip(chunks, fake_ys)]
 
-        # D step: fake.detach() so D's loss does not reach G.
-        self.toggle_optimizer(opt_d)
         opt_d.zero_grad(set_to_none=True)
+        d_logs: dict[str, Tensor] = {}
         for chunk, fake, real_y, fake_y in zip(chunks, fakes, real_ys, fake_ys):
-            loss_d, real_logits, fake_logits = self._d_loss(chunk, fake.detach(), sigma, real_y, fake_y)
-            self.manual_backward(loss_d / len(chunks))
-        self._step(opt_d, self.discriminator, "d")
-        self.untoggle_optimizer(opt_d)
-        self.log("loss/d", loss_d.detach(), prog_bar=True)
-        self.log("D(x)", real_logits.mean())
-        self.log("D(G(z))", fake_logits.mean())
+            loss_d, stats = objective.d_loss(self.discriminator, chunk, fake, real_y, fake_y, g_step)
+            self.manual_backward(loss_d / n_chunks)
+            if scalars is not None:  # the whole batch's mean over micro-batches
+                for name, value in {"loss/d": loss_d.detach(), **stats}.items():
+                    d_logs[name] = d_logs.get(name, 0) + value / n_chunks
+        self._update(opt_d, self.discriminator, "d", scalars)
 
         if g_turn:
-            self.toggle_optimizer(opt_g)
             opt_g.zero_grad(set_to_none=True)
+            loss_g_sum = 0
             for chunk, fake, real_y, fake_y in zip(chunks, fakes, real_ys, fake_ys):
                 if not reuse_fake:
                     fake = self._g(self.generator.sample_latent(len(chunk), self.device), fake_y)
-                loss_g = self._g_loss(chunk, fake, sigma, real_y, fake_y)
-                self.manual_backward(loss_g / len(chunks))
-            self._step(opt_g, self.generator, "g")
-            self.untoggle_optimizer(opt_g)
-            if self.generator_ema is not None:
-                ema_update(self.generator_ema, self.generator, ema_beta(self.ema_decay, self.g_step, self.ema_warmup_steps))
+                loss_g = objective.g_loss(self.discriminator, chunk, fake, real_y, fake_y, g_step)
+                self.manual_backward(loss_g / n_chunks)
+                loss_g_sum = loss_g_sum + loss_g.detach() / n_chunks
+            self._update(opt_g, self.generator, "g", scalars)
+            if self.ema is not None:
+                ema_update(self.generator_ema, self.generator, self.ema.beta(self.g_step))
             for scheduler in self._schedulers():
                 scheduler.step()
-            self.log("loss/g", loss_g.detach(), prog_bar=True)
+            if scalars is not None:
+                scalars["loss/g"] = loss_g_sum
         self.batches_seen += 1
         self.images_seen += len(real)
+        if scalars is not None:
+            self._log_step(scalars, d_logs, objective.noise_sigma(g_step) if objective.instance_noise else None)
+
+    def _static_training_step(self, batch) -> None:
+        """The same step through StaticStep (captured on CUDA): Lightning's optimizer wrappers are bypassed, so
+        their step counters are advanced here, and schedules step as in the eager path."""
+        real, labels = batch
+        g_turn = (self.batches_seen + 1) % self.n_critic == 0
+        logging_now = self._logging_now(g_turn)
+        sigma = self.objective.noise_sigma(self.g_step) if self.objective.instance_noise else None
+        outputs = self.static_step(real, labels, g_turn)
+        opt_d, opt_g = self.optimizers()
+        for optimizer in (opt_d, opt_g) if g_turn else (opt_d,):
+            optimizer._on_before_step()
+            optimizer._on_after_step()
+        if g_turn:
+            for scheduler in self._schedulers():
+                scheduler.step()
+            self.static_step.sync_learning_rates()
+        self.batches_seen += 1
+        self.images_seen += len(real)
+        if logging_now:
+            names = ["loss/d", "D(x)", "D(G(z))", "grad_norm/d"] + (["loss/g", "grad_norm/g"] if g_turn else [])
+            self._log_step({name: outputs[name].clone() for name in names}, {}, sigma)
+
+    def _log_step(self, scalars: dict, d_logs: dict, sigma: float | None) -> None:
+        scalars.update(d_logs)
+        scalars["g_step"] = float(self.g_step)
         if self.growth_state is not None:
-            self.log("progressive/resolution", float(self.growth_state[0]))
-            self.log("progressive/alpha", float(self.growth_state[1]))
-        if sigma:
-            self.log("instance_noise", sigma)
-        self.log("g_step", float(self.g_step))
+            scalars["progressive/resolution"] = float(self.growth_state[0])
+            scalars["progressive/alpha"] = float(self.growth_state[1])
+        if sigma is not None:  # instance noise configured: logged down to 0 as it anneals
+            scalars["instance_noise"] = sigma
+        # Under DDP each rank sees other images: scalars are averaged over ranks before they are logged.
+        self.log_dict(scalars, sync_dist=self.trainer.world_size > 1)
 
     def _schedulers(self) -> list:
         schedulers = self.lr_schedulers()
@@ -297,6 +264,8 @@ class GANModule(L.LightningModule):
         return [opt_d, opt_g], [self.schedule(opt_d, total_steps=total), self.schedule(opt_g, total_steps=total)]
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
+        if "optimizer_states" in checkpoint:  # a captured run's checkpoints resume eagerly too
+            checkpoint["optimizer_states"] = portable_optimizer_states(checkpoint["optimizer_states"])
         checkpoint["batches_seen"] = self.batches_seen
         checkpoint["images_seen"] = self.images_seen
         if self.lab_config is not None:

@@ -7,14 +7,16 @@ import time
 from pathlib import Path
 
 import lightning as L
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from lightning.fabric.utilities.rank_zero import rank_zero_only
+from lightning.pytorch.callbacks import ProgressBar
 from omegaconf import DictConfig, OmegaConf
 
 from dcgan_lab.checkpoint_io import AtomicCheckpointIO, check_architecture, read_checkpoint
 from dcgan_lab.config import validate
 from dcgan_lab.errors import lab_error_behind
-from dcgan_lab.loggers import log_config_to_wandb, run_csv_logger, summarize_wandb_run
+from dcgan_lab.loggers import log_run_config, run_csv_logger, summarize_wandb_run
 from dcgan_lab.module import GANModule
 from dcgan_lab.run_folder import keep_metrics_on_resume, refuse_taken_folder, resolve_resume
 from dcgan_lab.sweep import run_recorded, sweep_return
@@ -23,43 +25,27 @@ log = logging.getLogger(__name__)
 
 
 def resolved_run_config(cfg: DictConfig) -> dict:
-    """The run's config as plain data, without Hydra's own section (that lives in <run>/.hydra/)."""
-    return {k: v for k, v in OmegaConf.to_container(cfg, resolve=True).items() if k != "hydra"}
+    """The run's config as plain data, without Hydra's own section (that lives in <run>/.hydra/) and without
+    the `module` node, which only wires the other groups together."""
+    return {k: v for k, v in OmegaConf.to_container(cfg, resolve=True).items() if k not in ("hydra", "module")}
+
+
+def build(node: DictConfig, **kwargs):
+    """hydra.utils.instantiate, with a LabError raised inside a constructor kept as the lab's one-line error."""
+    try:
+        return instantiate(node, **kwargs)
+    except InstantiationException as exc:
+        cause = lab_error_behind(exc)
+        if cause is None:
+            raise
+        raise cause from None
 
 
 def build_module(cfg: DictConfig) -> GANModule:
-    loss, t = cfg.loss, cfg.training
-    return GANModule(
-        generator=instantiate(cfg.model.generator),
-        discriminator=instantiate(cfg.model.discriminator),
-        loss_d=instantiate(loss.d),
-        loss_g=instantiate(loss.g),
-        optimizer_g=instantiate(cfg.optimizer.generator),
-        optimizer_d=instantiate(cfg.optimizer.discriminator),
-        schedule=instantiate(cfg.schedule),
-        gp_weight=loss.gp_weight,
-        r1_weight=loss.r1_weight,
-        n_critic=t.n_critic,
-        real_label=t.real_label,
-        fake_label=t.fake_label,
-        flip_prob=t.flip_prob,
-        instance_noise=t.instance_noise,
-        instance_noise_anneal_steps=t.instance_noise_anneal_steps,
-        grad_clip=t.grad_clip,
-        accumulate=t.accumulate,
-        num_samples=t.num_samples,
-        seed=cfg.seed,
-        num_classes=cfg.model.num_classes,
-        ema_decay=cfg.model.ema_decay,
-        ema_warmup_steps=cfg.model.ema_warmup_steps,
-        growth=instantiate(cfg.model.get("growth")),
-        augment_real=instantiate(cfg.augment.real),
-        augment=instantiate(cfg.augment.diff),
-        feature_matching_weight=loss.feature_matching_weight,
-        perceptual=instantiate(loss.perceptual) if loss.perceptual_weight else None,
-        perceptual_weight=loss.perceptual_weight,
-        lab_config=resolved_run_config(cfg),
-    )
+    module = build(cfg.module)
+    # Not a constructor argument: Hydra would merge it into the node and instantiate every _target_ inside it.
+    module.lab_config = resolved_run_config(cfg)
+    return module
 
 
 def build_trainer(cfg: DictConfig, callbacks: list, loggers: list) -> L.Trainer:
@@ -91,7 +77,7 @@ def train(cfg: DictConfig) -> dict:
     L.seed_everything(cfg.seed, workers=True, verbose=False)
 
     # Bad data or a checkpoint that does not fit fail here, before anything is written to the run folder.
-    datamodule = instantiate(cfg.dataset)
+    datamodule = build(cfg.dataset)
     datamodule.setup("fit")
     module = build_module(cfg)
     checkpoint = read_checkpoint(ckpt_path) if ckpt_path else None
@@ -102,9 +88,11 @@ def train(cfg: DictConfig) -> dict:
     if first_process:
         (output_dir / "config.yaml").write_text(OmegaConf.to_yaml(run_config))
     callbacks = [instantiate(c) for c in cfg.callbacks.values() if c is not None]
+    if not cfg.trainer.get("enable_progress_bar", True):  # the user asked for no bar: drop the configured one
+        callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
     loggers = [run_csv_logger(str(output_dir))] + [instantiate(lg) for lg in cfg.logger.values() if lg is not None]
     trainer = build_trainer(cfg, callbacks, loggers)
-    log_config_to_wandb(loggers, run_config)
+    log_run_config(loggers, run_config)
     if resuming_in_place and checkpoint is not None and first_process:
         keep_metrics_on_resume(loggers[0], checkpoint)
 

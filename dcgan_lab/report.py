@@ -1,6 +1,6 @@
 """A Hydra sweep folder -> report.md, report.csv, curves.png, samples.png (written into that folder).
 
-    python -m dcgan_lab.report multirun/<date>/<time>
+    python -m dcgan_lab.report multirun/<date>/<time> [--wandb auto|online|offline|off]
 
 A variant is a job's overrides minus its seed; seeds are aggregated as mean ± std (n). Jobs that failed
 (status.json) are listed with their error and left out of the numbers.
@@ -23,6 +23,7 @@ import yaml
 
 from dcgan_lab.errors import DataError, LabError
 from dcgan_lab.plots import headless_pyplot
+from dcgan_lab.report_wandb import WANDB_CHOICES, report_to_wandb
 from dcgan_lab.runs import direction, last_values, read_metrics, read_overrides, read_status
 
 log = logging.getLogger(__name__)
@@ -356,14 +357,20 @@ def build_report(sweep_dir: str | Path) -> dict[str, Path]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m dcgan_lab.report", description=__doc__.splitlines()[0])
     parser.add_argument("sweep_dir", help="a Hydra multirun folder, e.g. multirun/2026-01-31/12-00-00")
+    parser.add_argument("--wandb", choices=WANDB_CHOICES, default="auto",
+                        help="the report as a run in the sweep's W&B group: auto (when the jobs logged to W&B, "
+                             "in their mode), online, offline, or off")
     args = parser.parse_args(argv)
     try:
         out = build_report(args.sweep_dir)
+        wandb_run = report_to_wandb(args.sweep_dir, out, args.wandb)
     except LabError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     for path in out.values():
         print(path)
+    if wandb_run:
+        print(f"W&B report run: {wandb_run}")
     return 0
 
 

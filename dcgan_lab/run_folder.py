@@ -9,6 +9,7 @@ import io
 import logging
 from pathlib import Path
 
+from dcgan_lab.atomic import remove_stale_temp_files
 from dcgan_lab.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -62,6 +63,8 @@ def resolve_resume(cfg, output_dir: Path, check_folder: bool = True) -> tuple[st
     """
     if check_folder:
         refuse_taken_folder(cfg, output_dir)
+        if continues_in_place(cfg, output_dir):
+            clear_killed_writes(output_dir)
     ckpt_path = cfg.get("ckpt_path")
     if cfg.get("resume") and ckpt_path is None:
         last = output_dir / "checkpoints" / "last.ckpt"
@@ -70,6 +73,14 @@ def resolve_resume(cfg, output_dir: Path, check_folder: bool = True) -> tuple[st
         else:
             log.warning("resume=true but %s does not exist: starting from scratch", last)
     return ckpt_path, continues_in_place(cfg, output_dir)
+
+
+def clear_killed_writes(output_dir: Path) -> None:
+    """A run killed mid-save leaves `.<name>.<pid>.tmp` files; the next start in its folder removes them."""
+    removed = remove_stale_temp_files(output_dir)
+    if removed:
+        places = sorted({f"{p.parent.relative_to(output_dir)}/" for p in removed})
+        log.info("removed %d temp file(s) left by killed saves in %s (%s)", len(removed), output_dir, ", ".join(places))
 
 
 def keep_metrics_on_resume(csv_logger, checkpoint: dict) -> None:

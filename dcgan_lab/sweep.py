@@ -36,9 +36,12 @@ def sweep_group() -> str | None:
     if not in_multirun():
         return None
     hydra = _hydra()
-    name = hydra.runtime.choices.get("sweep") or "multirun"
-    stamp = "-".join(Path(hydra.sweep.dir).parts[-2:])
-    return f"{name}-{stamp}"
+    return group_name(hydra.runtime.choices.get("sweep"), hydra.sweep.dir)
+
+
+def group_name(sweep_name: str | None, sweep_dir: str | Path) -> str:
+    """The W&B group of a sweep's jobs (and of its report run): the sweep's name and its folder's last two parts."""
+    return f"{sweep_name or 'multirun'}-{'-'.join(Path(sweep_dir).parts[-2:])}"
 
 
 def job_name() -> str | None:

@@ -124,13 +124,30 @@ def test_corrupt_images_are_skipped_with_a_count_by_default(make_cfg, tmp_path, 
 
 
 def test_unknown_option_and_key_on_the_command_line(tmp_path):
-    # Hydra refuses both before any training code runs; nothing is written.
+    """A misspelt key or option: the lab's one line with the closest valid name, exit 2, nothing written."""
     unknown_key = run_cli(["model.atention=true", f"hydra.run.dir={tmp_path / 'a'}"], cwd=ROOT, timeout=120)
-    assert unknown_key.returncode != 0
-    assert unknown_key.stderr.splitlines()[0] == "Could not override 'model.atention'."
-    assert "Key 'atention' is not in struct" in unknown_key.stderr
-    unknown_option = run_cli(["loss=hing", f"hydra.run.dir={tmp_path / 'b'}"], cwd=ROOT, timeout=120)
-    assert unknown_option.returncode != 0
-    assert "Could not find 'loss/hing'" in unknown_option.stderr.splitlines()[0]
-    assert "Available options in 'loss':" in unknown_option.stderr
+    assert unknown_key.returncode == 2
+    assert unknown_key.stderr.strip().splitlines() == [
+        unknown_key.stderr.strip().splitlines()[-1]]
+    assert unknown_key.stderr.startswith("error: model.atention is not a config key: did you mean model.attention? (model has: ")
+    unknown_option = run_cli(["-m", "loss=bce,hing", f"hydra.sweep.dir={tmp_path / 'b'}"], cwd=ROOT, timeout=120)
+    assert unknown_option.returncode == 2
+    assert unknown_option.stderr.strip() == (
+        "error: loss=hing is not an option of loss: did you mean loss=hinge? (options: bce, hinge, lsgan, wgan_gp).")
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_command_line_check_names_the_closest_key_and_lets_good_lines_through():
+    from dcgan_lab.command_line import command_line_problem
+
+    assert command_line_problem(["training.n_critc=2"]).startswith(
+        "training.n_critc is not a config key: did you mean training.n_critic?")
+    assert command_line_problem(["model=resnt"]).startswith("model=resnt is not an option of model: did you mean model=resnet?")
+    assert command_line_problem(["evaluate_me=1"]).startswith("evaluate_me is not a config key: (the config has: ")
+    good = ["loss=hinge", "model.attention=true", "+sweep=mnist_ablation", "seed=0,1,2", "+extra_note=hello",
+            "hydra/launcher=local", "optimizer.betas=[0.3,0.999]"]
+    assert command_line_problem(good) is None
+    assert command_line_problem(["model=progressive", "model.growth.fade_images=10"]) is None
+    assert command_line_problem(["model=progressive", "model.attention=true"]).startswith("model.attention is not a config key")
+    assert command_line_problem(["ckpt=run/last.ckpt", "metrics.n_samples=100"], "evaluate") is None
+    assert command_line_problem(["metrics.n_sample=100"], "evaluate").startswith("metrics.n_sample is not a config key: did you mean metrics.n_samples?")

@@ -75,3 +75,58 @@ def test_datamodule_pads_28_to_32_and_checks_channels():
 def test_compile_option_trains(make_cfg):
     result = train(make_cfg("callbacks.compile.enabled=true", "trainer.precision=32-true"))
     assert result["g_steps"] == 4
+
+
+# ---- the hot loop never reads the device on the host ----------------------------------------------
+HOST_READS = ("item", "tolist", "__bool__", "__float__", "__int__", "__index__", "cpu", "numpy")
+
+
+class RecordHostReads(L.Callback):
+    """Records the batches in which a tensor's value was read on the host (the calls that make a CPU wait for
+    a GPU): `.item()`, `.tolist()`, `bool(t)`, `float(t)`, `.cpu()`, ... Adam's step counters are CPU tensors by
+    design (reading them never waits for a device) and are left out. Patches torch.Tensor during fit only."""
+
+    reads: dict = {}
+
+    def setup(self, trainer, pl_module, stage):
+        RecordHostReads.reads, self.batch, self.originals = {}, None, {}
+        for name in HOST_READS:
+            original = self.originals[name] = getattr(torch.Tensor, name)
+
+            def counted(tensor, *args, _original=original, _name=name, **kwargs):
+                if self.batch is not None and not self.is_step_counter(trainer, tensor):
+                    RecordHostReads.reads.setdefault(self.batch, set()).add(_name)
+                return _original(tensor, *args, **kwargs)
+
+            setattr(torch.Tensor, name, counted)
+
+    def teardown(self, trainer, pl_module, stage):
+        for name, original in self.originals.items():
+            setattr(torch.Tensor, name, original)
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self.batch = batch_idx
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        self.batch = None
+
+    @staticmethod
+    def is_step_counter(trainer, tensor) -> bool:
+        return any(tensor is state.get("step") for opt in trainer.optimizers for state in opt.state.values())
+
+
+@pytest.mark.parametrize("overrides", [
+    [],
+    ["loss=wgan_gp", "training.n_critic=2", "training.grad_clip=1", "model.ema_decay=0.9", "augment=both",
+     "training.instance_noise=0.1", "training.instance_noise_anneal_steps=5"],
+], ids=["default", "wgan_gp_clip_ema_augment_noise"])
+def test_only_logging_batches_read_the_device(make_cfg, overrides):
+    """Batches 0..39 with logging, progress-bar redraws and divergence checks every 20 batches: the step, the
+    default callbacks and the bar read no tensor on the host except on batches 19 and 39."""
+    train(make_cfg(*overrides, "trainer.limit_train_batches=40", "trainer.log_every_n_steps=20",
+                   "callbacks.divergence_guard.every_n_batches=20",
+                   "+callbacks.progress_bar={_target_:dcgan_lab.callbacks.progress.LabProgressBar,refresh_rate:20}",
+                   "+callbacks.host_reads={_target_:tests.test_speed.RecordHostReads}"))
+    reads = RecordHostReads.reads
+    assert set(reads) <= {19, 39}, {batch: sorted(names) for batch, names in reads.items() if batch not in (19, 39)}
+    assert 19 in reads  # the recorder works: the logging batch does read

@@ -149,6 +149,12 @@ def test_real_multirun_with_a_failing_variant_then_report(tmp_path):
         assert json.loads(run["summary"]["last/loss/d"]) == pytest.approx(loss_d)
         assert json.loads(run["summary"]["train_time_s"]) > 0
 
+    # The report joins the jobs' group as one more run (tests/test_dashboards.py checks what it holds).
+    from dcgan_lab.report_wandb import report_to_wandb
+
+    report_run = offline_run(next(Path(report_to_wandb(sweep_dir, out)).glob("run-*.wandb")))
+    assert (report_run["group"], report_run["name"], report_run["job_type"]) == (run["group"], "report", "report")
+
 
 def test_a_job_returns_its_objective_metric_to_the_sweeper(make_cfg):
     result = {"metrics": {"loss/g": 0.75, "classifier/fid": 12.5}}

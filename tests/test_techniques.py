@@ -4,16 +4,17 @@ from pathlib import Path
 import pytest
 import torch
 import torchvision
+from hydra.utils import instantiate
 from PIL import Image
 from torch import nn
 
 from dcgan_lab.augment import DiffAugment, RealAugment, random_brightness, random_cutout, shift
-from dcgan_lab import losses
 from dcgan_lab.errors import ConfigError
 from dcgan_lab.losses import feature_matching, r1_penalty
 from dcgan_lab.nets.ema import ema_beta, ema_update, make_ema
 from dcgan_lab.nets.perceptual import PerceptualLoss
 from dcgan_lab.pipeline import build_module, train
+from tests.test_training import assert_same_pixels, grid_tiles, rebuild_tiles
 
 TINY = ["trainer.limit_train_batches=2"]
 
@@ -81,14 +82,12 @@ def test_real_augment_flip_only_mirrors():
 def test_r1_switch_adds_exactly_the_penalty(make_cfg):
     torch.manual_seed(0)
     real, fake = torch.rand(4, 1, 32, 32) * 2 - 1, torch.rand(4, 1, 32, 32) * 2 - 1
+    discriminator = instantiate(make_cfg("model.d_dropout=0").model.discriminator).eval()
     losses = {}
     for weight in (0.0, 2.5):
-        torch.manual_seed(1)
-        module = build_module(make_cfg(f"loss.r1_weight={weight}", "model.d_dropout=0"))
-        module.discriminator.eval()
-        losses[weight] = module._d_loss(real, fake, sigma=0.0)[0]
-    penalty = r1_penalty(module.discriminator, real)
-    torch.testing.assert_close(losses[2.5], losses[0.0] + 2.5 * penalty)
+        objective = instantiate(make_cfg(f"loss.r1_weight={weight}").loss)
+        losses[weight] = objective.d_loss(discriminator, real, fake, None, None, g_step=0)[0]
+    torch.testing.assert_close(losses[2.5], losses[0.0] + 2.5 * r1_penalty(discriminator, real))
 
 
 def test_weight_decay_and_dropout_switches(make_cfg):
@@ -169,8 +168,10 @@ def test_conditional_ema_augment_objectives_train_together(make_cfg, squeezenet_
     assert g_keys and ema_keys == g_keys
     # ema_warmup_steps=1: step 0 copies G, step 1 averages with beta 0.9
     assert not torch.equal(ckpt["state_dict"]["generator_ema.stem.1.weight"], ckpt["state_dict"]["generator.stem.1.weight"])
-    # One row per class: 10 rows of ceil(64 / 10) = 7 digits, 32x32 each with 2-pixel padding.
+    # One row per class: 10 rows of ceil(64 / 10) = 7 digits, 32x32 each with 2-pixel padding; row k drawn
+    # by the EMA generator with label k (recomputed here from the checkpoint and fixed_noise.pt).
     assert Image.open(run / "samples" / "last.png").size == (7 * 34 + 2, 10 * 34 + 2)
+    assert_same_pixels(grid_tiles(run / "samples" / "last.png", 70, nrow=7, size=32), rebuild_tiles(run, labels_per_row=True))
     assert all(torch.isfinite(torch.tensor(v)) for v in result["metrics"].values())
 
 
@@ -190,13 +191,12 @@ def test_progressive_works_with_every_loss(make_cfg):
     module.images_seen = 96  # half-way through fading 8x8 in
     module._apply_growth()
     assert module.growth_state == (8, 0.5)
-    module.gp_weight = module.r1_weight = 1.0
     real = torch.nn.functional.adaptive_avg_pool2d(torch.rand(4, 1, 32, 32) * 2 - 1, 8)
-    for name in ("bce", "hinge", "wasserstein", "lsgan"):
-        module.loss_d, module.loss_g = getattr(losses, f"{name}_d"), getattr(losses, f"{name}_g")
+    for name in ("bce", "hinge", "wgan_gp", "lsgan"):
+        objective = instantiate(make_cfg(f"loss={name}", "loss.gp_weight=1", "loss.r1_weight=1").loss)
         fake = module.generator(module.generator.sample_latent(4))
-        loss_d = module._d_loss(real, fake.detach(), 0.0)[0]
-        loss_g = module._g_loss(real, fake, 0.0)
+        loss_d = objective.d_loss(module.discriminator, real, fake, None, None, g_step=0)[0]
+        loss_g = objective.g_loss(module.discriminator, real, fake, None, None, g_step=0)
         (loss_d + loss_g).backward()
         assert torch.isfinite(loss_d) and torch.isfinite(loss_g) and fake.shape[-1] == 8, name
 

@@ -1,9 +1,10 @@
-"""Divergence guard and Ctrl-C checkpoint.
+"""Divergence guard: a NaN/Inf loss, gradient or weight either stops the run (one line naming the network and
+the G step; the last good checkpoint and the sample grids are left as they were) or rolls G and D back to the
+last good checkpoint with lower learning rates and carries on.
 
-- A NaN/Inf weight or loss either stops the run (one line naming the network and the G step; the last
-  good checkpoint and the sample grids are left as they were) or rolls G and D back to the last good
-  checkpoint with lower learning rates and carries on.
-- Ctrl-C (SIGINT) writes `checkpoints/last.ckpt` before Lightning exits, so `resume=true` continues.
+The hot loop never waits for the device on its account: every update's gradients are checked on the device
+and the verdict is read on the host every `every_n_batches` batches and at each epoch's end (before the
+sample grid and ModelCheckpoint), so a diverged state is never saved or drawn.
 """
 from __future__ import annotations
 
@@ -15,55 +16,63 @@ import lightning as L
 import torch
 from torch import nn
 
+from dcgan_lab.checkpoint_io import read_checkpoint
 from dcgan_lab.errors import LabError
 
 log = logging.getLogger(__name__)
 
-NETWORKS = ("generator", "discriminator")
+NETWORKS = ("discriminator", "generator")  # the order in which they step within a batch
 
 
 class DivergenceError(LabError):
     """Training produced NaN/Inf; the message names the network and the step."""
 
 
-def all_finite(tensors) -> bool:
-    """True when no tensor holds a NaN or Inf. One device sync: a sum is NaN/Inf when any element is."""
-    tensors = [t.detach() for t in tensors]
-    return not tensors or bool(torch.isfinite(torch.stack([t.sum() for t in tensors])).all())
+def all_finite(tensors) -> torch.Tensor:
+    """A bool on the tensors' device: none holds a NaN or Inf (the sum of the norms is NaN/Inf when any element is).
+    `tensors` must not be empty."""
+    return torch.isfinite(torch.stack(torch._foreach_norm([t.detach() for t in tensors])).sum())
 
 
 def first_nonfinite(network: nn.Module) -> str | None:
-    """Name of the first parameter holding a NaN or Inf, else None."""
-    if all_finite(network.parameters()):
-        return None
+    """Name of the first parameter holding a NaN or Inf, else None (reads the device: call it on failure only)."""
     for name, p in network.named_parameters():
         if not torch.isfinite(p).all():
             return name
     return None
 
 
+def diverged_weights(pl_module) -> str | None:
+    """'<network> weights became NaN/Inf (<network>.<parameter>)' for the first such network, else None."""
+    for network in NETWORKS:
+        bad = first_nonfinite(getattr(pl_module, network))
+        if bad is not None:
+            return f"{network} weights became NaN/Inf ({network}.{bad})"
+    return None
+
+
 class DivergenceGuard(L.Callback):
-    """Before every optimizer step the stepping network's gradients must be finite (a NaN/Inf loss shows up
-    there), so a non-finite update is never applied. G's and D's weights are checked every `every_n_batches`
-    batches and at each epoch end (before ModelCheckpoint), so a diverged state is never saved.
-    Under DDP gradients are all-reduced and weights identical, so every rank reaches the same verdict.
+    """Its settings are checked with the rest of the config (dcgan_lab/schema.py).
 
     action: "stop" raises DivergenceError (the CLI prints one line, exit 2);
-            "rollback" skips the bad update, reloads the last good checkpoint (or the weights at the start
-            of this fit when none exists yet), multiplies every learning rate by `lr_factor`, and goes on,
-            at most `max_rollbacks` times before stopping.
+    "rollback" reloads the last good checkpoint (or the weights at the start of this fit when none exists
+    yet), multiplies every learning rate by `lr_factor`, and goes on, at most `max_rollbacks` times before
+    stopping. Under DDP gradients are all-reduced and weights identical, so every rank reaches the same verdict.
     """
 
-    def __init__(self, action: str = "stop", lr_factor: float = 0.5, max_rollbacks: int = 3,
-                 every_n_batches: int = 1, save_on_interrupt: bool = True):
-        if action not in ("stop", "rollback"):
-            raise LabError(f"callbacks.divergence_guard.action={action!r} must be 'stop' or 'rollback'")
+    def __init__(self, action: str = "stop", lr_factor: float = 0.5, max_rollbacks: int = 3, every_n_batches: int = 10):
         self.action, self.lr_factor, self.max_rollbacks = action, lr_factor, max_rollbacks
-        self.every_n_batches, self.save_on_interrupt = max(int(every_n_batches), 1), save_on_interrupt
+        self.every_n_batches = max(int(every_n_batches), 1)
         self.rollbacks = 0
         self.lr_scale = 1.0  # product of the lr_factors applied so far; saved with checkpoints
         self._start_snapshot: dict | None = None
-        self._pending: str | None = None  # a problem found mid-batch, handled at batch end
+        self._owners: dict[int, int] = {}  # id(optimizer) -> index into NETWORKS
+        # When each network's weights, or the gradients of its update, were first seen NaN/Inf: an event time
+        # 2 * (2 * batch + index of the stepping network) + (0 weights, 1 gradients), -1 while none. Kept on
+        # the device, read at the check cadence. The batch number lives on the device too, so the checks can be
+        # recorded once into a CUDA graph of the step and stay right on every replay.
+        self._first_bad: torch.Tensor | None = None
+        self._batch: torch.Tensor | None = None
 
     # ---- checkpointed state ----------------------------------------------------------------
     def state_dict(self) -> dict:
@@ -73,8 +82,10 @@ class DivergenceGuard(L.Callback):
         self.lr_scale = state_dict.get("lr_scale", 1.0)
         self.rollbacks = state_dict.get("rollbacks", 0)
 
-    # ---- detection -------------------------------------------------------------------------
+    # ---- detection, on the device ----------------------------------------------------------
     def on_train_start(self, trainer, pl_module) -> None:
+        self._first_bad = torch.full((len(NETWORKS), 2), -1, dtype=torch.long, device=pl_module.device)
+        self._batch = torch.zeros((), dtype=torch.long, device=pl_module.device)
         if self.action == "rollback":
             self._start_snapshot = {
                 "state_dict": copy.deepcopy(pl_module.state_dict()),
@@ -82,38 +93,72 @@ class DivergenceGuard(L.Callback):
                 "callbacks": {self.state_key: self.state_dict()},
             }
 
-    @staticmethod
-    def _diverged_weights(pl_module) -> str | None:
-        for network in NETWORKS:
-            bad = first_nonfinite(getattr(pl_module, network))
-            if bad is not None:
-                return f"{network} weights became NaN/Inf ({network}.{bad})"
-        return None
+    def _owner(self, pl_module, optimizer) -> int:
+        if id(optimizer) not in self._owners:
+            first = next(p for group in optimizer.param_groups for p in group["params"])
+            self._owners[id(optimizer)] = next(
+                i for i, n in enumerate(NETWORKS) if any(first is p for p in getattr(pl_module, n).parameters()))
+        return self._owners[id(optimizer)]
 
-    @staticmethod
-    def _owner(pl_module, optimizer) -> str:
-        first = next(p for group in optimizer.param_groups for p in group["params"])
-        return next((n for n in NETWORKS if any(first is p for p in getattr(pl_module, n).parameters())), "network")
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if self._batch is not None:
+            self._batch.fill_(pl_module.batches_seen)  # a kernel argument, no host read
 
     def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
-        # Gradients before every update (one device sync): a non-finite update is never applied.
-        # Weights can only turn NaN/Inf through such an update, so they are checked every N batches.
-        grads = [p.grad for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
-        if grads and all_finite(grads):
+        # Both networks' weights and the stepping one's gradients, before every update: the earliest event
+        # names the culprit (a NaN in G's weights makes D's gradients NaN one update later, not the reverse).
+        # Device operations only: this hook is graph-safe.
+        if self._first_bad is None:
             return
-        problem = self._diverged_weights(pl_module) or f"{self._owner(pl_module, optimizer)} loss or gradients became NaN/Inf"
-        if self.action == "stop" or self.rollbacks >= self.max_rollbacks:
-            self._fail(trainer, pl_module, f"{problem} {self._where(trainer, pl_module)}")
-        # Skip this update (optimizers leave parameters without .grad alone); roll back at batch end.
-        for group in optimizer.param_groups:
-            for p in group["params"]:
-                p.grad = None
-        self._pending = self._pending or f"{problem} {self._where(trainer, pl_module)}"
+        k = self._owner(pl_module, optimizer)
+        update = self._batch * 4 + 2 * k
+        first_bad = self._first_bad
+        weights_bad = ~torch.stack([all_finite(getattr(pl_module, n).parameters()) for n in NETWORKS])
+        first_bad[:, 0] = torch.where(weights_bad & (first_bad[:, 0] < 0), update, first_bad[:, 0])
+        grads = [p.grad for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
+        if grads:
+            first_bad[k, 1] = torch.where(~all_finite(grads) & (first_bad[k, 1] < 0), update + 1, first_bad[k, 1])
 
-    def _where(self, trainer, pl_module) -> str:
-        return f"at G step {pl_module.g_step} (epoch {trainer.current_epoch}, batch {pl_module.batches_seen})"
+    # ---- the verdict, on the host ----------------------------------------------------------
+    def _verdict(self, trainer, pl_module) -> str | None:
+        """One device read: None while everything is finite, else the one-line problem and where it began."""
+        weights_ok = torch.stack([all_finite(getattr(pl_module, n).parameters()) for n in NETWORKS]).tolist()
+        first_bad = self._first_bad.tolist()
+        events = [(t, n, kind) for n, row in enumerate(first_bad) for kind, t in enumerate(row) if t >= 0]
+        if not events and all(weights_ok):
+            return None
+        if events:
+            time, n, _ = min(events)
+            batch = time // 4
+        else:  # weights changed after the last update (e.g. by hand): name them at the current batch
+            batch, n = pl_module.batches_seen, weights_ok.index(False)
+        network = NETWORKS[n]
+        bad_param = first_nonfinite(getattr(pl_module, network))
+        problem = (f"{network} weights became NaN/Inf ({network}.{bad_param})" if bad_param
+                   else f"{network} loss or gradients became NaN/Inf")
+        epoch = batch // max(trainer.num_training_batches, 1)
+        return f"{problem} at G step {batch // pl_module.n_critic} (epoch {epoch}, batch {batch})"
 
-    def _fail(self, trainer, pl_module, problem: str) -> None:
+    def _check(self, trainer, pl_module) -> None:
+        if self._first_bad is None:
+            return
+        problem = self._verdict(trainer, pl_module)
+        if problem is None:
+            return
+        if self.action == "rollback" and self.rollbacks < self.max_rollbacks:
+            self._roll_back(trainer, pl_module, f"divergence: {problem}")
+        else:
+            self._fail(trainer, problem)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if pl_module.batches_seen % self.every_n_batches == 0:
+            self._check(trainer, pl_module)
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        # Runs before the sample grid and ModelCheckpoint: a diverged state is never drawn or saved.
+        self._check(trainer, pl_module)
+
+    def _fail(self, trainer, problem: str) -> None:
         """`problem` names the network and says where, in one line."""
         last = self._last_good_checkpoint(trainer)
         kept = f"last good checkpoint: {last}" if last else "no checkpoint was written yet"
@@ -122,25 +167,6 @@ class DivergenceGuard(L.Callback):
             f"divergence: {problem}{tried}; training stopped, {kept}. "
             "Lower optimizer.lr_g/lr_d, or set callbacks.divergence_guard.action=rollback"
         )
-
-    def _handle(self, trainer, pl_module, problem: str | None) -> None:
-        if problem is not None:
-            problem = f"{problem} {self._where(trainer, pl_module)}"
-        problem, self._pending = self._pending or problem, None
-        if problem is None:
-            return
-        if self.action == "rollback" and self.rollbacks < self.max_rollbacks:
-            self._roll_back(trainer, pl_module, f"divergence: {problem}")
-        else:
-            self._fail(trainer, pl_module, problem)
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        due = pl_module.batches_seen % self.every_n_batches == 0
-        self._handle(trainer, pl_module, self._diverged_weights(pl_module) if due else None)
-
-    def on_train_epoch_end(self, trainer, pl_module) -> None:
-        # Runs before ModelCheckpoint (Lightning orders checkpoint callbacks last): a diverged state is never saved.
-        self._handle(trainer, pl_module, self._diverged_weights(pl_module))
 
     # ---- rollback --------------------------------------------------------------------------
     @staticmethod
@@ -152,8 +178,7 @@ class DivergenceGuard(L.Callback):
     def _roll_back(self, trainer, pl_module, problem: str) -> None:
         path = self._last_good_checkpoint(trainer)
         if path is not None:
-            checkpoint = torch.load(path, map_location=pl_module.device, weights_only=True)
-            source = path
+            checkpoint, source = read_checkpoint(path), path
         else:
             checkpoint, source = self._start_snapshot, "the weights at the start of this fit"
         pl_module.load_state_dict(checkpoint["state_dict"])
@@ -165,26 +190,10 @@ class DivergenceGuard(L.Callback):
                 group["lr"] *= self.lr_scale / saved_scale
         for config in trainer.lr_scheduler_configs:  # schedules recompute lr from base_lrs each step
             config.scheduler.base_lrs = [lr * self.lr_factor for lr in config.scheduler.base_lrs]
+        self._first_bad.fill_(-1)
         self.rollbacks += 1
-        lrs = ", ".join(f"{g['lr']:.3g}" for opt in trainer.optimizers for g in opt.param_groups)
+        lrs = ", ".join(f"{float(g['lr']):.3g}" for opt in trainer.optimizers for g in opt.param_groups)
         log.warning(
             "%s; rolled back to %s with learning rates x%g (now %s), rollback %d of %d",
             problem, source, self.lr_scale, lrs, self.rollbacks, self.max_rollbacks,
         )
-
-    # ---- Ctrl-C ----------------------------------------------------------------------------
-    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
-        if not (self.save_on_interrupt and isinstance(exception, KeyboardInterrupt)):
-            return
-        if self._diverged_weights(pl_module) is not None:
-            log.warning("interrupted with NaN/Inf weights: no checkpoint saved")
-            return
-        callback = trainer.checkpoint_callback
-        folder = Path(callback.dirpath) if callback is not None and callback.dirpath else Path(trainer.default_root_dir) / "checkpoints"
-        path = folder / "last.ckpt"
-        trainer.save_checkpoint(path)
-        if trainer.is_global_zero:
-            log.warning(
-                "interrupted at G step %d: saved %s; continue with resume=true hydra.run.dir=%s",
-                pl_module.g_step, path, folder.parent,
-            )

@@ -1,7 +1,8 @@
 """GenerativeMetrics: the metric suite every N epochs and at the end of training.
 
-Scalars go to every logger (so to metrics.csv and W&B); figures (class histogram, PCA scatter and
-silhouette plot coloured by cluster, samples per cluster) go to <run>/metrics/epochNNNN_*.png.
+Scalars go to every logger (so to metrics.csv, W&B and TensorBoard); figures (class histogram, PCA scatter
+and silhouette plot coloured by cluster, samples per cluster) go to <run>/metrics/epochNNNN_*.png, and those
+files to the dashboards as `metrics/<figure>`.
 """
 from __future__ import annotations
 
@@ -10,9 +11,9 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from lightning.pytorch.loggers import WandbLogger
 from omegaconf import DictConfig, OmegaConf
 
+from dcgan_lab.loggers import dashboard_step, show_png
 from dcgan_lab.metrics.suite import MetricSuite, settings_from
 
 log = logging.getLogger(__name__)
@@ -52,16 +53,18 @@ class GenerativeMetrics(L.Callback):
         return mode == "every" or (mode == "end" and at_end)
 
     def _evaluate(self, trainer, pl_module, inception: bool) -> None:
-        generator = getattr(pl_module, "generator_ema", None) or pl_module.generator
+        generator = pl_module.sampling_generator
         tag = f"epoch{self._epoch:04d}"
         report = self.suite.evaluate(generator, pl_module.discriminator, inception=inception, figures_dir=self.dir, tag=tag)
         step = trainer.global_step
         scalars = {**report.scalars, "epoch": float(self._epoch)}
+        logged_at = dashboard_step(trainer)  # beside the epoch's last losses on every dashboard
         for logger in trainer.loggers:
-            logger.log_metrics(scalars, step=step)
-            if isinstance(logger, WandbLogger):
-                for path in report.figures:
-                    logger.log_image(f"metrics/{path.stem.removeprefix(tag + '_')}", [str(path)], step=step)
+            logger.log_metrics(scalars, step=logged_at)
+        for path in report.figures:
+            show_png(trainer.loggers, f"metrics/{path.stem.removeprefix(tag + '_')}", path, step=logged_at,
+                     caption=f"{self.dir.name}/{path.name}")
+        for logger in trainer.loggers:
             logger.save()
         trainer.callback_metrics.update({k: torch.tensor(v) for k, v in report.scalars.items()})
         self._evaluated_step = step

@@ -5,10 +5,9 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from lightning.pytorch.loggers import WandbLogger
 from torchvision.utils import make_grid, save_image
 
-from dcgan_lab.atomic import replaced_atomically
+from dcgan_lab.loggers import dashboard_step, write_png_and_show
 
 
 class SampleGrid(L.Callback):
@@ -16,6 +15,8 @@ class SampleGrid(L.Callback):
 
     Conditional models: one row per class (row k shows label k). Progressive models: grids are at the
     current resolution, and `samples/res_XXX.png` is written as each resolution's phase ends.
+    Dashboards (W&B, TensorBoard) show these files: epoch grids and last.png under `samples`, each
+    resolution's grid under `samples/res_XXX`.
     """
 
     def __init__(self, output_dir: str, every_n_epochs: int = 1, nrow: int = 8):
@@ -33,15 +34,11 @@ class SampleGrid(L.Callback):
         nrow = pl_module.samples_per_class if labels is not None else self.nrow
         return make_grid(images.cpu(), nrow=nrow, normalize=True, value_range=(-1, 1), padding=2)
 
-    def _write(self, trainer, pl_module, name: str) -> Path:
+    def _write(self, trainer, pl_module, name: str, key: str = "samples", in_batch_end: bool = False) -> Path:
         grid = self.grid(pl_module)
-        path = self.dir / name
-        with replaced_atomically(path) as tmp:
-            save_image(grid, tmp)
-        for logger in trainer.loggers:
-            if isinstance(logger, WandbLogger):
-                logger.log_image("samples", [grid], step=trainer.global_step, caption=[f"epoch {trainer.current_epoch}"])
-        return path
+        caption = f"samples/{name}, epoch {trainer.current_epoch}"
+        return write_png_and_show(self.dir / name, lambda tmp: save_image(grid, tmp), trainer.loggers, key,
+                                  step=dashboard_step(trainer, in_batch_end), caption=caption)
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         if trainer.is_global_zero and (trainer.current_epoch + 1) % self.every_n_epochs == 0:
@@ -53,10 +50,11 @@ class SampleGrid(L.Callback):
             return
         upcoming = pl_module.next_growth_state()
         if upcoming[0] != now[0]:  # this batch ended the phase at resolution now[0]
-            self._write(trainer, pl_module, f"res_{now[0]:03d}.png")
+            self._write(trainer, pl_module, f"res_{now[0]:03d}.png", key=f"samples/res_{now[0]:03d}", in_batch_end=True)
 
     def on_fit_end(self, trainer, pl_module) -> None:
         if trainer.is_global_zero:
             self._write(trainer, pl_module, "last.png")
             if getattr(pl_module, "growth_state", None) is not None:
-                self._write(trainer, pl_module, f"res_{pl_module.growth_state[0]:03d}.png")
+                resolution = pl_module.growth_state[0]
+                self._write(trainer, pl_module, f"res_{resolution:03d}.png", key=f"samples/res_{resolution:03d}")

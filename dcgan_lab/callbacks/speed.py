@@ -10,6 +10,8 @@ import time
 import lightning as L
 import torch
 
+from dcgan_lab.errors import ConfigError
+
 
 class ChannelsLast(L.Callback):
     """Puts G and D in channels_last memory format; conv outputs (and so fakes) follow it.
@@ -27,14 +29,37 @@ class ChannelsLast(L.Callback):
 
 
 class Compile(L.Callback):
-    """torch.compile G and D in place (`nn.Module.compile`): state_dict keys and checkpoints are unchanged."""
+    """torch.compile G and D in place (`nn.Module.compile`): state_dict keys and checkpoints are unchanged.
+
+    On CUDA two combinations are refused with one line (torch 2.11, H200): channels_last weights crash in the
+    compiled convolution backward, and mode=reduce-overhead's own CUDA graphs overwrite G's output, which the
+    step uses again after D's update. The lab's captured step (training.cuda_graph) is the GPU speed path.
+    """
 
     def __init__(self, enabled: bool = False, mode: str | None = None, dynamic: bool = False):
         self.enabled, self.mode, self.dynamic = enabled, mode, dynamic
 
+    def refusal(self, device_type: str, channels_last: bool) -> str | None:
+        """Why this compile setting cannot run on `device_type`, or None."""
+        if device_type != "cuda":
+            return None
+        if self.mode == "reduce-overhead":
+            return ("callbacks.compile.mode=reduce-overhead does not work with the GAN step on CUDA (its CUDA graphs "
+                    "overwrite G's output, which G's update reuses); leave compile off: training.cuda_graph=true "
+                    "records the whole step instead")
+        if channels_last:
+            return ("callbacks.compile.enabled=true with channels_last crashes in the compiled convolution backward "
+                    "on CUDA; set callbacks.channels_last.enabled=false, or leave compile off (training.cuda_graph=true "
+                    "is the faster GPU path)")
+        return None
+
     def on_fit_start(self, trainer, pl_module) -> None:
         if not self.enabled:
             return
+        channels_last = any(c.enabled for c in trainer.callbacks if isinstance(c, ChannelsLast))
+        problem = self.refusal(pl_module.device.type, channels_last)
+        if problem is not None:
+            raise ConfigError(problem)
         for network in (pl_module.generator, pl_module.discriminator):
             network.compile(mode=self.mode, dynamic=self.dynamic)
 

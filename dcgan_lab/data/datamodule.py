@@ -6,7 +6,7 @@ from typing import Callable
 import lightning as L
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from dcgan_lab.errors import DataError
 
@@ -47,6 +47,39 @@ class UInt8Images(Dataset):
         return self.images[index], self.labels[index]
 
 
+class ResumableRandomSampler(Sampler[int]):
+    """torch's RandomSampler order (a seed drawn from the global torch RNG when each epoch starts) that a
+    checkpoint can carry: the epoch's seed and how many of its samples were trained. A run resumed mid-epoch
+    (after Ctrl-C) then sees the rest of that epoch in the same order, without drawing a new seed."""
+
+    def __init__(self, size: int, trained_samples: Callable[[], int]):
+        self.size, self.trained_samples = size, trained_samples
+        self.seed: int | None = None
+        self._resume: tuple[int, int] | None = None  # (seed, samples to skip) for the next epoch only
+        self.on_resumed: Callable[[], None] | None = None  # called when the resumed epoch starts
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __iter__(self):
+        if self._resume is not None:
+            self.seed, skip = self._resume
+            self._resume = None
+            if self.on_resumed is not None:
+                self.on_resumed()
+        else:
+            self.seed, skip = int(torch.empty((), dtype=torch.int64).random_().item()), 0
+        order = torch.randperm(self.size, generator=torch.Generator().manual_seed(self.seed))
+        yield from order[skip:].tolist()
+
+    def state_dict(self) -> dict:
+        return {"seed": self.seed, "trained_samples": self.trained_samples()}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state.get("seed") is not None and 0 < state["trained_samples"] < self.size:
+            self._resume = (state["seed"], state["trained_samples"])
+
+
 def _keep_batch(batch):
     # The dataset already returns a collated batch.
     return batch
@@ -54,12 +87,16 @@ def _keep_batch(batch):
 
 class ImageDataModule(L.LightningDataModule):
     def __init__(self, source: Callable, name: str, image_size: int, channels: int, batch_size: int,
-                 num_workers: int = 0, num_classes: int = 0, **_):
+                 num_workers: int = 0, num_classes: int = 0, augment: Callable | None = None, **_):
         super().__init__()
-        self.source, self.name = source, name
+        self.source, self.name, self.augment = source, name, augment
         self.image_size, self.channels = image_size, channels
         self.batch_size, self.num_workers, self.num_classes = batch_size, num_workers, num_classes
         self._splits: dict[str, UInt8Images] = {}
+        # The training order travels in checkpoints (LightningDataModule.state_dict): a resumed run sees the rest
+        # of the interrupted epoch. Lightning restores it before it asks for the first training batch.
+        self._sampler: ResumableRandomSampler | None = None
+        self._sampler_state: dict | None = None
 
     def split(self, split: str = "train") -> UInt8Images:
         """The split as an in-memory dataset, loaded and resized once per process."""
@@ -80,12 +117,43 @@ class ImageDataModule(L.LightningDataModule):
             # The whole set fits on the GPU (MNIST: 47 MB as uint8): batches are sliced there, no copies per step.
             data.images, data.labels = data.images.to(device), data.labels.to(device)
 
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        """uint8 batches become float [-1, 1] on their device, then get the real-image augmentation
+        (conf/augment `real`: G learns the augmented distribution)."""
+        images, labels = batch
+        images = to_float(images)
+        return (self.augment(images) if self.augment is not None else images), labels
+
     def train_dataloader(self) -> DataLoader:
         data = self.split("train")
         if len(data) < self.batch_size:
             raise DataError(f"{self.name} has {len(data)} training images, fewer than dataset.batch_size={self.batch_size}")
-        return DataLoader(
-            data, batch_size=self.batch_size, shuffle=True, drop_last=True, collate_fn=_keep_batch,
-            num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
-            pin_memory=torch.cuda.is_available() and not data.images.is_cuda,
-        )
+        common = dict(batch_size=self.batch_size, drop_last=True, collate_fn=_keep_batch, num_workers=self.num_workers,
+                      persistent_workers=self.num_workers > 0, pin_memory=torch.cuda.is_available() and not data.images.is_cuda)
+        if self.trainer is None or self.trainer.world_size > 1:  # DDP shards with its own sampler
+            return DataLoader(data, shuffle=True, **common)
+        trainer = self.trainer
+
+        def trained_samples() -> int:
+            # Checkpoints are written at a batch's end (after its step): the processed batches of this epoch.
+            # An epoch-end checkpoint resumes at the next epoch, which draws its own order.
+            done = trainer.fit_loop.epoch_loop.batch_progress.current.processed
+            return 0 if done >= trainer.num_training_batches else done * self.batch_size
+
+        self._sampler = ResumableRandomSampler(len(data), trained_samples)
+        resuming = self._sampler_state is not None
+        if resuming:
+            self._sampler.load_state_dict(self._sampler_state)
+            self._sampler_state = None
+        # A DataLoader draws its workers' base seed from the global RNG whenever an epoch starts; the resumed
+        # epoch already drew it before the checkpoint, so its iterator draws from a private generator instead.
+        loader = DataLoader(data, sampler=self._sampler, generator=torch.Generator() if resuming else None, **common)
+        if resuming:
+            self._sampler.on_resumed = lambda: setattr(loader, "generator", None)
+        return loader
+
+    def state_dict(self) -> dict:
+        return {"sampler": self._sampler.state_dict()} if self._sampler is not None else {}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self._sampler_state = state_dict.get("sampler")

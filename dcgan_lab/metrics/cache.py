@@ -2,16 +2,20 @@
 
 A changed dataset, split, image size, extractor, weights file or sample count gives a new key, so a
 stale file is never reused; files are written to a temp name and moved with os.replace (atomic), so a
-killed run or two sweep jobs writing at once never leave a half-written cache.
+killed run or two sweep jobs writing at once never leave a half-written cache. Files are read back with
+`torch.load(weights_only=True)` (tensors and plain data only), so NumPy arrays are stored as tensors and
+turned back into arrays on reading.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import logging
+import pickle
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import torch
 
 from dcgan_lab.atomic import torch_save_atomically
@@ -49,13 +53,16 @@ class ReferenceCache:
         path = self.path_for(key_parts)
         if path.exists():
             try:
-                stored = torch.load(path, map_location="cpu", weights_only=False)
+                stored = torch.load(path, map_location="cpu", weights_only=True)
                 if stored.get("key") == key_parts:
                     log.debug("reference statistics: cache hit %s", path)
-                    return stored["value"]
-            except (OSError, RuntimeError, EOFError, KeyError, AttributeError) as exc:
+                    arrays = set(stored.get("numpy", ()))
+                    return {k: v.numpy() if k in arrays else v for k, v in stored["value"].items()}
+            except (OSError, RuntimeError, EOFError, KeyError, AttributeError, pickle.UnpicklingError) as exc:
                 log.warning("reference statistics at %s unreadable (%s); recomputing", path, type(exc).__name__)
         value = compute()
-        torch_save_atomically({"key": key_parts, "value": value}, path)
+        arrays = [k for k, v in value.items() if isinstance(v, np.ndarray)]
+        stored_value = {k: torch.from_numpy(v) if k in arrays else v for k, v in value.items()}
+        torch_save_atomically({"key": key_parts, "value": stored_value, "numpy": arrays}, path)
         log.info("reference statistics cached at %s", path)
         return value

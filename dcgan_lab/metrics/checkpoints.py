@@ -2,6 +2,8 @@
 
 A checkpoint carries the resolved run config (checkpoint["lab_config"]), so G, D and the dataset are
 rebuilt from it with hydra.utils.instantiate; the EMA generator is used when the checkpoint has one.
+Checkpoints are read by the one reader training and resume use (checkpoint_io.read_checkpoint): tensors and
+plain data only, so a checkpoint from elsewhere cannot run code when it is opened.
 """
 from __future__ import annotations
 
@@ -16,9 +18,10 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from dcgan_lab.atomic import write_text_atomically
-from dcgan_lab.checkpoint_io import check_architecture
+from dcgan_lab.checkpoint_io import check_architecture, read_checkpoint
 from dcgan_lab.errors import ConfigError, DataError, LabError
 from dcgan_lab.metrics.suite import MetricSuite
+from dcgan_lab.nets.ema import sampling_generator
 
 log = logging.getLogger(__name__)
 
@@ -40,32 +43,30 @@ def find_checkpoints(pattern) -> list[Path]:
     return list(dict.fromkeys(p.resolve() for p in found))
 
 
-def _subnet(state_dict: dict, prefix: str) -> dict:
-    return {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
+def _network(config: dict, name: str, state_dict: dict, prefix: str, path: Path):
+    """config["model"][name] rebuilt and loaded with the state_dict entries under `prefix`."""
+    network = instantiate(config["model"][name])
+    weights = {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
+    check_architecture(network, weights, str(path))  # one line naming the keys, not a strict-load traceback
+    network.load_state_dict(weights)
+    return network
 
 
 def load_generator(path: Path, device="cpu"):
     """(generator, discriminator, lab_config, info) rebuilt from a GANModule checkpoint."""
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:  # truncated file, not a torch file, ...
-        raise DataError(f"cannot read checkpoint {path} ({type(exc).__name__}); is it a complete .ckpt file?") from None
+    checkpoint = read_checkpoint(path)
     config = checkpoint.get("lab_config")
     if not isinstance(config, dict):
         raise DataError(f"{path} has no lab_config (not saved by this lab's GANModule); evaluate.py needs it to rebuild G")
     state = checkpoint["state_dict"]
-    use_ema = any(k.startswith("generator_ema.") for k in state)
-    networks = {}
-    for name, prefix in (("generator", "generator_ema." if use_ema else "generator."), ("discriminator", "discriminator.")):
-        network, weights = instantiate(config["model"][name]), _subnet(state, prefix)
-        check_architecture(network, weights, str(path))  # one line naming the keys, not a strict-load traceback
-        network.load_state_dict(weights)
-        networks[name] = network
-    generator, discriminator = networks["generator"], networks["discriminator"]
+    has_ema = any(k.startswith("generator_ema.") for k in state)
+    ema = _network(config, "generator", state, "generator_ema.", path) if has_ema else None
+    generator = sampling_generator(_network(config, "generator", state, "generator.", path), ema)
+    discriminator = _network(config, "discriminator", state, "discriminator.", path)
     n_critic = config.get("training", {}).get("n_critic", 1)
     info = {
         "checkpoint": str(path),
-        "generator": "generator_ema" if use_ema else "generator",
+        "generator": "generator_ema" if generator is ema else "generator",
         "epoch": checkpoint.get("epoch"),
         "g_step": checkpoint.get("batches_seen", 0) // n_critic,
     }

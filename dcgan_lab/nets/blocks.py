@@ -87,11 +87,3 @@ def dcgan_init(module: nn.Module) -> None:
             nn.init.normal_(m.weight, 1.0, 0.02)
             nn.init.zeros_(m.bias)
 
-
-class LatentSampler:
-    """Generators inherit this: z ~ N(0, I) in the generator's `latent_dim`."""
-
-    latent_dim: int
-
-    def sample_latent(self, n: int, device=None, generator: torch.Generator | None = None) -> torch.Tensor:
-        return torch.randn(n, self.latent_dim, device=device, generator=generator)

@@ -3,7 +3,7 @@
 G takes the label either as a learned embedding concatenated to z (Mirza & Osindero 2014) or through
 conditional BatchNorm: per-class gain and bias on every norm layer (de Vries et al. 2017, Miyato & Koyama 2018).
 D takes it either as one-hot maps concatenated to the image (cGAN) or by projection: logit += <embed(y), phi(x)>
-(Miyato & Koyama 2018). Every net calls `forward(x, labels=None)`; labels are ignored when num_classes=0.
+(Miyato & Koyama 2018). Where these sit in a network is written once in dcgan_lab.nets.contract.
 """
 from __future__ import annotations
 
@@ -13,12 +13,16 @@ from torch import nn
 
 from dcgan_lab.nets.blocks import NormFactory, maybe_spectral
 
-G_MODES = ("concat", "cbn")
-D_MODES = ("concat", "projection")
+# model.g_conditioning: concat | cbn; model.d_conditioning: concat | projection (checked in dcgan_lab/schema.py)
 
 
 class TakesLabels(nn.Module):
     """Marker: a layer whose forward is `(x, labels)`. LabelledSequential hands labels to these only."""
+
+
+def call_with_labels(layer: nn.Module, x: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+    """layer(x, labels) for a layer that takes labels (TakesLabels), layer(x) for any other."""
+    return layer(x, labels) if isinstance(layer, TakesLabels) else layer(x)
 
 
 class LabelledSequential(nn.Sequential):
@@ -26,7 +30,7 @@ class LabelledSequential(nn.Sequential):
 
     def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         for layer in self:
-            x = layer(x, labels) if isinstance(layer, TakesLabels) else layer(x)
+            x = call_with_labels(layer, x, labels)
         return x
 
 
@@ -48,16 +52,8 @@ class ConditionalNorm(TakesLabels):
         return out * (1 + self.gain(labels).view(shape)) + self.bias(labels).view(shape)
 
 
-def check_modes(num_classes: int, g_mode: str | None = None, d_mode: str | None = None) -> None:
-    if num_classes and g_mode is not None and g_mode not in G_MODES:
-        raise ValueError(f"model.g_conditioning must be one of {G_MODES}, got {g_mode!r}")
-    if num_classes and d_mode is not None and d_mode not in D_MODES:
-        raise ValueError(f"model.d_conditioning must be one of {D_MODES}, got {d_mode!r}")
-
-
 def conditional_norm(norm: NormFactory, num_classes: int, mode: str) -> NormFactory:
     """G's norm factory: unchanged, or wrapped into conditional norm when mode == 'cbn'."""
-    check_modes(num_classes, g_mode=mode)
     if not num_classes or mode != "cbn":
         return norm
     return lambda channels: ConditionalNorm(norm(channels), channels, num_classes)
@@ -68,7 +64,6 @@ class LatentWithLabel(nn.Module):
 
     def __init__(self, num_classes: int, mode: str, embed_dim: int):
         super().__init__()
-        check_modes(num_classes, g_mode=mode)
         enabled = bool(num_classes) and mode == "concat"
         self.embedding = nn.Embedding(num_classes, embed_dim) if enabled else None
         self.extra_dim = embed_dim if enabled else 0
@@ -84,7 +79,6 @@ class ImageWithLabel(nn.Module):
 
     def __init__(self, num_classes: int, mode: str):
         super().__init__()
-        check_modes(num_classes, d_mode=mode)
         self.num_classes = num_classes if num_classes and mode == "concat" else 0
         self.extra_channels = self.num_classes
 
@@ -100,7 +94,6 @@ class Projection(nn.Module):
 
     def __init__(self, num_classes: int, mode: str, features: int, spectral_norm: bool = False):
         super().__init__()
-        check_modes(num_classes, d_mode=mode)
         enabled = bool(num_classes) and mode == "projection"
         self.embedding = None
         if enabled:

@@ -12,6 +12,11 @@ import torch
 from torch import nn
 
 
+def sampling_generator(generator: nn.Module, generator_ema: nn.Module | None) -> nn.Module:
+    """The generator that samples, grids and metrics use: the EMA copy when there is one, else G itself."""
+    return generator_ema if generator_ema is not None else generator
+
+
 def make_ema(generator: nn.Module) -> nn.Module:
     """A frozen copy of G, in eval mode: it is only ever sampled from."""
     ema = copy.deepcopy(generator).eval()
@@ -26,10 +31,27 @@ def ema_beta(decay: float, g_step: int, warmup_steps: int) -> float:
 
 
 @torch.no_grad()
-def ema_update(ema: nn.Module, generator: nn.Module, beta: float) -> None:
+def ema_update(ema: nn.Module, generator: nn.Module, beta: float | torch.Tensor) -> None:
+    """`beta` may be a device tensor (a captured step's buffer: the decay ramps up between replays)."""
     ema_params = [p for _, p in ema.named_parameters()]
     params = [p.detach() for _, p in generator.named_parameters()]
-    # ema + (1 - beta) * (p - ema) == beta * ema + (1 - beta) * p
-    torch._foreach_lerp_(ema_params, params, 1.0 - beta)
+    if isinstance(beta, torch.Tensor):
+        # ema += (1 - beta) * (p - ema)
+        steps = torch._foreach_sub(params, ema_params)
+        torch._foreach_mul_(steps, 1 - beta)
+        torch._foreach_add_(ema_params, steps)
+    else:
+        # ema + (1 - beta) * (p - ema) == beta * ema + (1 - beta) * p
+        torch._foreach_lerp_(ema_params, params, 1.0 - beta)
     for ema_buffer, buffer in zip(ema.buffers(), generator.buffers()):
         ema_buffer.copy_(buffer)
+
+
+class EmaSchedule:
+    """The EMA settings (model.ema_decay, model.ema_warmup_steps); decay 0 turns the EMA generator off."""
+
+    def __init__(self, decay: float = 0.0, warmup_steps: int = 0):
+        self.decay, self.warmup_steps = decay, warmup_steps
+
+    def beta(self, g_step: int) -> float:
+        return ema_beta(self.decay, g_step, self.warmup_steps)

@@ -6,18 +6,14 @@ Weights keep PyTorch's default init: DCGAN's N(0, 0.02) shrinks activations laye
 """
 from __future__ import annotations
 
+from typing import Unpack
+
 import torch
 from torch import nn
 
-from dcgan_lab.nets.blocks import ActivationFactory, LatentSampler, NormFactory, maybe_spectral
-from dcgan_lab.nets.conditioning import (
-    ImageWithLabel,
-    LabelledSequential,
-    LatentWithLabel,
-    Projection,
-    TakesLabels,
-    conditional_norm,
-)
+from dcgan_lab.nets.blocks import ActivationFactory, NormFactory, maybe_spectral
+from dcgan_lab.nets.conditioning import LabelledSequential, TakesLabels, call_with_labels
+from dcgan_lab.nets.contract import DiscriminatorArgs, DiscriminatorBase, GeneratorArgs, GeneratorBase
 
 MULTIPLIERS = (4, 8, 16)
 
@@ -30,67 +26,41 @@ class _AsMaps(TakesLabels):
         self.layer = layer
 
     def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        h = x[:, :, None, None]
-        h = self.layer(h, labels) if isinstance(self.layer, TakesLabels) else self.layer(h)
-        return h.flatten(1)
+        return call_with_labels(self.layer, x[:, :, None, None], labels).flatten(1)
 
 
-class MLPGenerator(LatentSampler, nn.Module):
+class MLPGenerator(GeneratorBase):
     """z (B, latent_dim) -> image (B, channels, S, S) in [-1, 1]."""
 
-    def __init__(
-        self,
-        latent_dim: int,
-        image_size: int,
-        channels: int,
-        width: int,
-        norm: NormFactory,
-        activation: ActivationFactory,
-        spectral_norm: bool = False,
-        num_classes: int = 0,
-        conditioning: str = "concat",
-        embed_dim: int = 32,
-    ):
-        super().__init__()
-        self.latent_dim, self.image_size, self.channels, self.num_classes = latent_dim, image_size, channels, num_classes
-        self.label_input = LatentWithLabel(num_classes, conditioning, embed_dim)
-        norm = conditional_norm(norm, num_classes, conditioning)
+    def __init__(self, *, width: int, norm: NormFactory, activation: ActivationFactory, spectral_norm: bool = False,
+                 **contract: Unpack[GeneratorArgs]):
+        super().__init__(**contract)
+        norm = self.label_norm(norm)
+        size, features = self.image_size, self.trunk_input_dim
         layers: list[nn.Module] = []
-        features = latent_dim + self.label_input.extra_dim
         for multiplier in MULTIPLIERS:
             hidden = width * multiplier
             layers += [maybe_spectral(nn.Linear(features, hidden), spectral_norm), _AsMaps(norm(hidden)), activation()]
             features = hidden
         # (B, 16w) -> (B, C*S*S) -> (B, C, S, S)
         layers += [
-            maybe_spectral(nn.Linear(features, channels * image_size * image_size), spectral_norm),
+            maybe_spectral(nn.Linear(features, self.channels * size * size), spectral_norm),
             nn.Tanh(),
-            nn.Unflatten(1, (channels, image_size, image_size)),
+            nn.Unflatten(1, (self.channels, size, size)),
         ]
         self.body = LabelledSequential(*layers)
 
-    def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        return self.body(self.label_input(z, labels), labels)
+    def trunk(self, h: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+        return self.body(h, labels)
 
 
-class MLPDiscriminator(nn.Module):
-    """image (B, channels, S, S) -> logits (B,); the first layer is never normalised."""
+class MLPDiscriminator(DiscriminatorBase):
+    """image (B, channels, S, S) -> logits (B,); the first layer is never normalised; features (B, 4w)."""
 
-    def __init__(
-        self,
-        image_size: int,
-        channels: int,
-        width: int,
-        norm: NormFactory,
-        activation: ActivationFactory,
-        spectral_norm: bool = False,
-        dropout: float = 0.0,
-        num_classes: int = 0,
-        conditioning: str = "projection",
-    ):
-        super().__init__()
-        self.label_input = ImageWithLabel(num_classes, conditioning)
-        features = (channels + self.label_input.extra_channels) * image_size * image_size
+    def __init__(self, *, width: int, norm: NormFactory, activation: ActivationFactory, spectral_norm: bool = False,
+                 dropout: float = 0.0, **contract: Unpack[DiscriminatorArgs]):
+        super().__init__(**contract)
+        features = self.in_channels * self.image_size * self.image_size
         layers: list[nn.Module] = [nn.Flatten()]
         for i, multiplier in enumerate(reversed(MULTIPLIERS)):
             hidden = width * multiplier
@@ -102,10 +72,7 @@ class MLPDiscriminator(nn.Module):
                 layers.append(nn.Dropout(dropout))
             features = hidden
         self.features = nn.Sequential(*layers)
-        self.head = maybe_spectral(nn.Linear(features, 1), spectral_norm)
-        self.projection = Projection(num_classes, conditioning, features, spectral_norm)
+        self.end_with_head(features, spectral_norm)
 
-    def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None, with_features: bool = False):
-        h = self.features(self.label_input(x, labels))  # (B, 4w)
-        logits = self.head(h).flatten() + self.projection(h, labels)
-        return (logits, h) if with_features else logits
+    def trunk(self, x: torch.Tensor) -> torch.Tensor:
+        return self.features(x)  # (B, 4w)

@@ -7,18 +7,15 @@ The current resolution and alpha are buffers, so checkpoints (and the EMA copy) 
 """
 from __future__ import annotations
 
+from typing import Unpack
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dcgan_lab.nets.blocks import ActivationFactory, LatentSampler, NormFactory, maybe_spectral, resolutions
-from dcgan_lab.nets.conditioning import (
-    ImageWithLabel,
-    LabelledSequential,
-    LatentWithLabel,
-    Projection,
-    conditional_norm,
-)
+from dcgan_lab.nets.blocks import ActivationFactory, NormFactory, maybe_spectral, resolutions
+from dcgan_lab.nets.conditioning import LabelledSequential
+from dcgan_lab.nets.contract import DiscriminatorArgs, DiscriminatorBase, GeneratorArgs, GeneratorBase, Grows
 from dcgan_lab.nets.resnet import residual_channels
 
 
@@ -31,8 +28,6 @@ class GrowthSchedule:
 
     def __init__(self, final_resolution: int, start_resolution: int = 4, fade_images: int = 10000,
                  stable_images: int = 10000):
-        if fade_images < 1 or stable_images < 0:
-            raise ValueError("model.growth.fade_images must be >= 1 and stable_images >= 0")
         self.resolutions = [r for r in resolutions(final_resolution) if r >= start_resolution]
         self.fade_images, self.stable_images = fade_images, stable_images
 
@@ -47,53 +42,14 @@ class GrowthSchedule:
         return self.resolutions[phase], min(1.0, (t % phase_length) / self.fade_images)
 
 
-class _Grows(nn.Module):
-    """Holds (resolution, alpha) as buffers and mirrors them as Python numbers for the forward pass."""
-
-    def _init_growth(self, image_size: int) -> None:
-        self.image_size = image_size
-        self.register_buffer("current_resolution", torch.tensor(4))
-        self.register_buffer("alpha", torch.tensor(1.0))
-        self._resolution, self._alpha = 4, 1.0
-        self.register_load_state_dict_post_hook(lambda module, _keys: module._sync())
-
-    def _sync(self) -> None:
-        self._resolution, self._alpha = int(self.current_resolution), float(self.alpha)
-
-    def grow(self, resolution: int, alpha: float) -> None:
-        if resolution not in resolutions(self.image_size):
-            raise ValueError(f"resolution {resolution} is not one of {resolutions(self.image_size)}")
-        self.current_resolution.fill_(resolution)
-        self.alpha.fill_(alpha)
-        self._resolution, self._alpha = resolution, float(alpha)
-
-    @property
-    def resolution(self) -> int:
-        return self._resolution
-
-
-class ProgressiveGenerator(LatentSampler, _Grows):
+class ProgressiveGenerator(Grows, GeneratorBase):
     """z (B, latent_dim) -> image (B, channels, r, r) in [-1, 1] at the current resolution r."""
 
-    def __init__(
-        self,
-        latent_dim: int,
-        image_size: int,
-        channels: int,
-        width: int,
-        norm: NormFactory,
-        activation: ActivationFactory,
-        spectral_norm: bool = False,
-        max_channels: int = 512,
-        num_classes: int = 0,
-        conditioning: str = "concat",
-        embed_dim: int = 32,
-    ):
-        super().__init__()
-        self._init_growth(image_size)
-        self.latent_dim, self.channels, self.num_classes = latent_dim, channels, num_classes
-        self.label_input = LatentWithLabel(num_classes, conditioning, embed_dim)
-        norm = conditional_norm(norm, num_classes, conditioning)
+    def __init__(self, *, width: int, norm: NormFactory, activation: ActivationFactory, spectral_norm: bool = False,
+                 max_channels: int = 512, **contract: Unpack[GeneratorArgs]):
+        super().__init__(**contract)
+        self._init_growth()
+        norm, image_size = self.label_norm(norm), self.image_size
 
         def ch(r: int) -> int:
             return residual_channels(r, image_size, width, max_channels)
@@ -103,7 +59,7 @@ class ProgressiveGenerator(LatentSampler, _Grows):
 
         # (B, Z [+E]) -> (B, ch4, 4, 4)
         self.stem = nn.Sequential(
-            maybe_spectral(nn.Linear(latent_dim + self.label_input.extra_dim, ch(4) * 16), spectral_norm),
+            maybe_spectral(nn.Linear(self.trunk_input_dim, ch(4) * 16), spectral_norm),
             nn.Unflatten(1, (ch(4), 4, 4)),
         )
         self.blocks = nn.ModuleDict({"4": LabelledSequential(norm(ch(4)), activation(), conv(ch(4), ch(4)), norm(ch(4)), activation())})
@@ -114,10 +70,10 @@ class ProgressiveGenerator(LatentSampler, _Grows):
                 conv(ch(r // 2), ch(r)), norm(ch(r)), activation(),
                 conv(ch(r), ch(r)), norm(ch(r)), activation(),
             )
-        self.to_rgb = nn.ModuleDict({str(r): conv(ch(r), channels, 1) for r in resolutions(image_size)})
+        self.to_rgb = nn.ModuleDict({str(r): conv(ch(r), self.channels, 1) for r in resolutions(image_size)})
 
-    def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        h = self.stem(self.label_input(z, labels))
+    def trunk(self, h: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+        h = self.stem(h)
         previous = h
         for r in resolutions(self._resolution):
             previous, h = h, self.blocks[str(r)](h, labels)
@@ -139,26 +95,15 @@ class MinibatchStddev(nn.Module):
         return torch.cat([x, std.expand(x.shape[0], 1, *x.shape[2:])], dim=1)
 
 
-class ProgressiveDiscriminator(_Grows):
+class ProgressiveDiscriminator(Grows, DiscriminatorBase):
     """image (B, channels, r', r') -> logits (B,), run from the current resolution r (inputs larger than r
     are average-pooled to r); with_features=True also returns the pooled 4x4 features (B, F)."""
 
-    def __init__(
-        self,
-        image_size: int,
-        channels: int,
-        width: int,
-        norm: NormFactory,
-        activation: ActivationFactory,
-        spectral_norm: bool = False,
-        dropout: float = 0.0,
-        max_channels: int = 512,
-        num_classes: int = 0,
-        conditioning: str = "projection",
-    ):
-        super().__init__()
-        self._init_growth(image_size)
-        self.label_input = ImageWithLabel(num_classes, conditioning)
+    def __init__(self, *, width: int, norm: NormFactory, activation: ActivationFactory, spectral_norm: bool = False,
+                 dropout: float = 0.0, max_channels: int = 512, **contract: Unpack[DiscriminatorArgs]):
+        super().__init__(**contract)
+        self._init_growth()
+        image_size = self.image_size
 
         def ch(r: int) -> int:
             return residual_channels(r, image_size, width, max_channels)
@@ -166,9 +111,9 @@ class ProgressiveDiscriminator(_Grows):
         def conv(c_in: int, c_out: int, k: int = 3) -> nn.Module:
             return maybe_spectral(nn.Conv2d(c_in, c_out, k, 1, k // 2), spectral_norm)
 
-        c_in = channels + self.label_input.extra_channels
         # No norm right after from_rgb: D's first layer sees the raw pixels (DCGAN convention).
-        self.from_rgb = nn.ModuleDict({str(r): nn.Sequential(conv(c_in, ch(r), 1), activation()) for r in resolutions(image_size)})
+        self.from_rgb = nn.ModuleDict(
+            {str(r): nn.Sequential(conv(self.in_channels, ch(r), 1), activation()) for r in resolutions(image_size)})
         self.blocks = nn.ModuleDict()
         for r in resolutions(image_size)[1:]:
             # (B, ch(r), r, r) -> (B, ch(r/2), r/2, r/2)
@@ -179,14 +124,12 @@ class ProgressiveDiscriminator(_Grows):
         # minibatch stddev (Karras et al. sec. 3): one extra 4x4 map holding the batch's mean feature std, so D
         # can see a batch without variety; (B, ch4 + 1, 4, 4) -> (B, ch4, 4, 4) -> pooled (B, ch4)
         self.final = nn.Sequential(MinibatchStddev(), conv(ch(4) + 1, ch(4)), activation())
-        self.head = maybe_spectral(nn.Linear(ch(4), 1), spectral_norm)
-        self.projection = Projection(num_classes, conditioning, ch(4), spectral_norm)
+        self.end_with_head(ch(4), spectral_norm)
 
-    def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None, with_features: bool = False):
+    def trunk(self, x: torch.Tensor) -> torch.Tensor:
         r = self._resolution
         if x.shape[-1] != r:
-            x = F.adaptive_avg_pool2d(x, r)
-        x = self.label_input(x, labels)
+            x = F.adaptive_avg_pool2d(x, r)  # (B, C [+K], r', r') -> (B, C [+K], r, r); label maps stay one-hot
         h = self.from_rgb[str(r)](x)
         if r > 4:
             h = self.blocks[str(r)](h)
@@ -196,6 +139,4 @@ class ProgressiveDiscriminator(_Grows):
                 h = old + self._alpha * (h - old)
             for lower in reversed(resolutions(r // 2)[1:]):
                 h = self.blocks[str(lower)](h)
-        pooled = self.final(h).sum(dim=(2, 3))
-        logits = self.head(pooled).flatten() + self.projection(pooled, labels)
-        return (logits, pooled) if with_features else logits
+        return self.final(h).sum(dim=(2, 3))  # (B, ch4, 4, 4) -> (B, ch4)

@@ -7,31 +7,15 @@ Weights keep PyTorch's default init: the residual paths are stable with it, and 
 """
 from __future__ import annotations
 
+from typing import Unpack
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dcgan_lab.nets.blocks import (
-    ActivationFactory,
-    LatentSampler,
-    NormFactory,
-    SelfAttention,
-    channels_at,
-    maybe_spectral,
-    resolutions,
-)
-from dcgan_lab.nets.conditioning import (
-    ImageWithLabel,
-    LabelledSequential,
-    LatentWithLabel,
-    Projection,
-    TakesLabels,
-    conditional_norm,
-)
-
-
-def _call(layer: nn.Module, x: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
-    return layer(x, labels) if isinstance(layer, TakesLabels) else layer(x)
+from dcgan_lab.nets.blocks import ActivationFactory, NormFactory, SelfAttention, channels_at, maybe_spectral, resolutions
+from dcgan_lab.nets.conditioning import LabelledSequential, TakesLabels, call_with_labels
+from dcgan_lab.nets.contract import DiscriminatorArgs, DiscriminatorBase, GeneratorArgs, GeneratorBase
 
 
 def residual_channels(resolution: int, image_size: int, width: int, max_channels: int) -> int:
@@ -51,9 +35,9 @@ class UpBlock(TakesLabels):
         self.shortcut = maybe_spectral(nn.Conv2d(c_in, c_out, 1), spectral_norm)
 
     def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        h = self.act1(_call(self.norm1, x, labels))
+        h = self.act1(call_with_labels(self.norm1, x, labels))
         h = self.conv1(F.interpolate(h, scale_factor=2, mode="nearest"))
-        h = self.conv2(self.act2(_call(self.norm2, h, labels)))
+        h = self.conv2(self.act2(call_with_labels(self.norm2, h, labels)))
         return h + self.shortcut(F.interpolate(x, scale_factor=2, mode="nearest"))
 
 
@@ -79,36 +63,23 @@ class DownBlock(nn.Module):
         return self.dropout(F.avg_pool2d(h, 2) + F.avg_pool2d(self.shortcut(x), 2))
 
 
-class ResNetGenerator(LatentSampler, nn.Module):
+class ResNetGenerator(GeneratorBase):
     """z (B, latent_dim) -> image (B, channels, S, S) in [-1, 1]."""
 
-    def __init__(
-        self,
-        latent_dim: int,
-        image_size: int,
-        channels: int,
-        width: int,
-        norm: NormFactory,
-        activation: ActivationFactory,
-        attention: bool = False,
-        attention_res: int = 16,
-        spectral_norm: bool = False,
-        max_channels: int = 512,
-        num_classes: int = 0,
-        conditioning: str = "cbn",
-        embed_dim: int = 32,
-    ):
-        super().__init__()
-        self.latent_dim, self.image_size, self.channels, self.num_classes = latent_dim, image_size, channels, num_classes
-        self.label_input = LatentWithLabel(num_classes, conditioning, embed_dim)
-        norm = conditional_norm(norm, num_classes, conditioning)
+    default_conditioning = "cbn"  # SNGAN/BigGAN condition G through its norms
+
+    def __init__(self, *, width: int, norm: NormFactory, activation: ActivationFactory, attention: bool = False,
+                 attention_res: int = 16, spectral_norm: bool = False, max_channels: int = 512,
+                 **contract: Unpack[GeneratorArgs]):
+        super().__init__(**contract)
+        norm, image_size = self.label_norm(norm), self.image_size
 
         def ch(r: int) -> int:
             return residual_channels(r, image_size, width, max_channels)
 
         # (B, Z [+E]) -> (B, ch4, 4, 4)
         self.stem = nn.Sequential(
-            maybe_spectral(nn.Linear(latent_dim + self.label_input.extra_dim, ch(4) * 16), spectral_norm),
+            maybe_spectral(nn.Linear(self.trunk_input_dim, ch(4) * 16), spectral_norm),
             nn.Unflatten(1, (ch(4), 4, 4)),
         )
         blocks: list[nn.Module] = []
@@ -120,39 +91,28 @@ class ResNetGenerator(LatentSampler, nn.Module):
                 blocks.append(SelfAttention(ch(r), spectral_norm))
         # (B, ch_S, S, S) -> (B, channels, S, S)
         blocks += [norm(ch(image_size)), activation(),
-                   maybe_spectral(nn.Conv2d(ch(image_size), channels, 3, 1, 1), spectral_norm), nn.Tanh()]
+                   maybe_spectral(nn.Conv2d(ch(image_size), self.channels, 3, 1, 1), spectral_norm), nn.Tanh()]
         self.body = LabelledSequential(*blocks)
 
-    def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        return self.body(self.stem(self.label_input(z, labels)), labels)
+    def trunk(self, h: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+        return self.body(self.stem(h), labels)
 
 
-class ResNetDiscriminator(nn.Module):
+class ResNetDiscriminator(DiscriminatorBase):
     """image (B, channels, S, S) -> logits (B,); with_features=True also returns the pooled features (B, F)."""
 
-    def __init__(
-        self,
-        image_size: int,
-        channels: int,
-        width: int,
-        norm: NormFactory,
-        activation: ActivationFactory,
-        attention: bool = False,
-        attention_res: int = 16,
-        spectral_norm: bool = True,
-        dropout: float = 0.0,
-        max_channels: int = 512,
-        num_classes: int = 0,
-        conditioning: str = "projection",
-    ):
-        super().__init__()
-        self.label_input = ImageWithLabel(num_classes, conditioning)
+    def __init__(self, *, width: int, norm: NormFactory, activation: ActivationFactory, attention: bool = False,
+                 attention_res: int = 16, spectral_norm: bool = True, dropout: float = 0.0, max_channels: int = 512,
+                 **contract: Unpack[DiscriminatorArgs]):
+        super().__init__(**contract)
+        image_size = self.image_size
 
         def ch(r: int) -> int:
             return residual_channels(r, image_size, width, max_channels)
 
-        c_in = channels + self.label_input.extra_channels
-        blocks: list[nn.Module] = [DownBlock(c_in, ch(image_size // 2), norm, activation, spectral_norm, first=True, dropout=dropout)]
+        blocks: list[nn.Module] = [
+            DownBlock(self.in_channels, ch(image_size // 2), norm, activation, spectral_norm, first=True, dropout=dropout)
+        ]
         if attention and attention_res == image_size // 2:
             blocks.append(SelfAttention(ch(image_size // 2), spectral_norm))
         for r in reversed(resolutions(image_size)[:-2]):
@@ -161,10 +121,7 @@ class ResNetDiscriminator(nn.Module):
                 blocks.append(SelfAttention(ch(r), spectral_norm))
         blocks.append(activation())
         self.features = nn.Sequential(*blocks)
-        self.head = maybe_spectral(nn.Linear(ch(4), 1), spectral_norm)
-        self.projection = Projection(num_classes, conditioning, ch(4), spectral_norm)
+        self.end_with_head(ch(4), spectral_norm)
 
-    def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None, with_features: bool = False):
-        pooled = self.features(self.label_input(x, labels)).sum(dim=(2, 3))  # (B, ch4, 4, 4) -> (B, ch4)
-        logits = self.head(pooled).flatten() + self.projection(pooled, labels)
-        return (logits, pooled) if with_features else logits
+    def trunk(self, x: torch.Tensor) -> torch.Tensor:
+        return self.features(x).sum(dim=(2, 3))  # (B, ch4, 4, 4) -> (B, ch4): the head reads the pooled features

@@ -1,0 +1,86 @@
+"""The command line checked before Hydra runs: a misspelt option or key gets the lab's one `error:` line with the
+closest valid names, and exit status 2 (Hydra's own report is several lines and exits 1).
+
+    python train.py loss=hing        -> error: loss=hing is not an option of loss: did you mean loss=hinge? ...
+    python train.py model.atention=true -> error: model.atention is not a config key: did you mean model.attention? ...
+"""
+from __future__ import annotations
+
+import difflib
+import sys
+from pathlib import Path
+
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+
+
+def _options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+
+
+def _did_you_mean(word: str, choices: list[str], prefix: str) -> str:
+    close = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
+    return f"did you mean {prefix}{close[0]}? " if close else ""
+
+
+def _values(override) -> list[str]:
+    """The option names one group override asks for (every choice of a sweep), or [] for globs and ranges."""
+    value = override.value()
+    if override.is_sweep_override():
+        return [str(v) for v in getattr(value, "list", [])]
+    return [] if value is None else [str(value)]
+
+
+def command_line_problem(args: list[str], config_name: str = "config") -> str | None:
+    """One line naming the first misspelt option or key in `args`, or None (Hydra reports anything else)."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from omegaconf import OmegaConf
+
+    try:
+        overrides = OverridesParser.create().parse_overrides([a for a in args if not a.startswith("-")])
+    except Exception:  # a syntax error: Hydra's own message shows where
+        return None
+    overrides = [o for o in overrides if not o.key_or_group.startswith("hydra") and not o.is_delete()]
+    groups = [o for o in overrides if (CONF_DIR / o.key_or_group).is_dir()]
+    for override in groups:
+        group, options = override.key_or_group, _options(override.key_or_group)
+        for value in _values(override):
+            if value not in options and value != "null":
+                hint = _did_you_mean(value, options, f"{group}=")
+                return f"{group}={value} is not an option of {group}: {hint}(options: {', '.join(options)})."
+    keys = [o for o in overrides if o not in groups and not o.is_add() and not o.is_force_add()]
+    if not keys:
+        return None
+    first_choices = [o.input_line if not o.is_sweep_override() else f"{'+' if o.is_add() else ''}{o.key_or_group}={_values(o)[0]}"
+                     for o in groups if _values(o)]
+    try:
+        GlobalHydra.instance().clear()
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            cfg = compose(config_name, overrides=first_choices)
+    except Exception:  # some other composition problem: Hydra reports it
+        return None
+    finally:
+        GlobalHydra.instance().clear()
+    for override in keys:
+        key = override.key_or_group
+        parts = key.split(".")
+        for depth, leaf in enumerate(parts):  # the first part of the key that is not there
+            parent = ".".join(parts[:depth])
+            node = OmegaConf.select(cfg, parent, default=None, throw_on_missing=False) if parent else cfg
+            siblings = [str(k) for k in node.keys()] if OmegaConf.is_dict(node) else []
+            if leaf not in siblings:  # keys() lists a required (???) value too
+                break
+        else:
+            continue
+        guess = _did_you_mean(leaf, siblings, f"{parent}." if parent else "")
+        listing = f"{parent or 'the config'} has: {', '.join(siblings[:12])}{', ...' if len(siblings) > 12 else ''}; "
+        return f"{key} is not a config key: {guess}({listing}to add a new key write +{key}=...)."
+    return None
+
+
+def exit_on_bad_command_line(config_name: str) -> None:
+    problem = command_line_problem(sys.argv[1:], config_name)
+    if problem is not None:
+        print(f"error: {problem}", file=sys.stderr)
+        sys.exit(2)

@@ -1,0 +1,135 @@
+"""GANObjective: what D and G minimise, every regulariser and its weight, in one object built from conf/loss.
+
+With x a real batch, G(z) a fake one, and x~ what D is shown of an image x:
+
+    x~   = aug(x) + sigma_t * eps,  eps ~ N(0, I)          DiffAugment (augment.diff), then instance noise
+                                                           (Sønderby et al. 2017), sigma_t = sigma * max(0, 1 - t/T)
+    L_D  = d(D(x~), D(G(z)~); t_real, t_fake)              the loss pair's D side (conf/loss/<name>.yaml: d);
+                                                           targets t_real/t_fake (label smoothing), swapped per
+                                                           sample with probability flip_prob (label flipping)
+         + gp_weight * E[(||grad_x D(x^)||_2 - 1)^2]       x^ = a x~ + (1 - a) G(z)~, a ~ U(0, 1) (WGAN-GP)
+         + r1_weight * 1/2 E[||grad_x D(x~)||^2]           R1 on real data (Mescheder et al. 2018)
+    L_G  = g(D(G(z)~))                                     the loss pair's G side
+         + feature_matching_weight * ||E f(x~) - E f(G(z)~)||^2 / F     f = D's last features (Salimans et al. 2016)
+         + perceptual_weight * ||E phi(x) - E phi(G(z))||^2 / F         phi = a frozen pretrained network
+
+t counts G steps. Penalties see D conditioned on the real labels. The module owns the optimisation loop
+(which batch, which network steps, accumulation, clipping); this object owns only the numbers it minimises.
+A new regulariser is one more weight and term here, plus its default in conf/config.yaml's `loss:` block.
+"""
+from __future__ import annotations
+
+import inspect
+from functools import partial
+from typing import Callable
+
+import torch
+from torch import Tensor, nn
+
+from dcgan_lab.errors import ConfigError
+from dcgan_lab.losses import feature_matching, gradient_penalty, r1_penalty
+
+
+def plain_callable(fn: Callable) -> Callable:
+    """A Hydra partial as a plain functools.partial of the same target and arguments.
+
+    hydra-core 1.3.8 re-authorises a partial's target on every call (~170 us on a CPU core); the target was
+    authorised when the config was instantiated, and the step calls these twice per batch.
+    """
+    return partial(fn.func, *fn.args, **fn.keywords) if isinstance(fn, partial) else fn
+
+
+def conditioned(discriminator: nn.Module, labels: Tensor | None) -> Callable:
+    """D as a function of images alone: `labels` bound for class-conditional D, D itself otherwise."""
+    return discriminator if labels is None else partial(discriminator, labels=labels)
+
+
+class GANObjective:
+    def __init__(
+        self,
+        d: Callable,
+        g: Callable,
+        gp_weight: float = 0.0,
+        r1_weight: float = 0.0,
+        feature_matching_weight: float = 0.0,
+        perceptual_weight: float = 0.0,
+        perceptual: Callable | None = None,
+        real_label: float = 1.0,
+        fake_label: float = 0.0,
+        flip_prob: float = 0.0,
+        instance_noise: float = 0.0,
+        instance_noise_anneal_steps: int = 0,
+        augment: Callable | None = None,
+    ):
+        self.loss_d, self.loss_g = plain_callable(d), plain_callable(g)
+        self.gp_weight, self.r1_weight = gp_weight, r1_weight
+        self.feature_matching_weight = feature_matching_weight
+        # `perceptual` is a factory (it loads a frozen network from disk): built only when the term is on.
+        self.perceptual_weight = perceptual_weight
+        self.perceptual = perceptual() if perceptual_weight and perceptual is not None else None
+        self.real_label, self.fake_label, self.flip_prob = real_label, fake_label, flip_prob
+        self.uses_label_targets = (real_label, fake_label, flip_prob) != (1.0, 0.0, 0.0)
+        if self.uses_label_targets and "real_target" not in inspect.signature(self.loss_d).parameters:
+            raise ConfigError(
+                "label smoothing/flipping (training.real_label, fake_label, flip_prob) needs a loss with targets "
+                "(loss=bce or loss=lsgan); the chosen loss has none."
+            )
+        self.instance_noise, self.instance_noise_anneal_steps = instance_noise, instance_noise_anneal_steps
+        self.augment = augment
+
+    # ---- what D sees ---------------------------------------------------------------------------
+    def noise_sigma(self, g_step: int) -> float:
+        """Instance-noise std at this G step (0 when off or fully annealed)."""
+        if not self.instance_noise:
+            return 0.0
+        if not self.instance_noise_anneal_steps:
+            return self.instance_noise
+        return self.instance_noise * max(0.0, 1.0 - g_step / self.instance_noise_anneal_steps)
+
+    def seen_by_d(self, images: Tensor, sigma: float | Tensor) -> Tensor:
+        images = self.augment(images) if self.augment is not None else images
+        # A tensor sigma (a captured step's buffer) always draws: its value is only known on the device.
+        return images + sigma * torch.randn_like(images) if isinstance(sigma, Tensor) or sigma else images
+
+    def _label_targets(self, n: int, device) -> dict[str, Tensor]:
+        if not self.uses_label_targets:
+            return {}
+        real = torch.full((n,), self.real_label, device=device)
+        fake = torch.full((n,), self.fake_label, device=device)
+        if self.flip_prob:
+            flip = torch.rand(n, device=device) < self.flip_prob
+            real, fake = torch.where(flip, fake, real), torch.where(flip, real, fake)
+        return {"real_target": real, "fake_target": fake}
+
+    # ---- the two losses ------------------------------------------------------------------------
+    def d_loss(self, discriminator: nn.Module, real: Tensor, fake: Tensor, real_labels: Tensor | None,
+               fake_labels: Tensor | None, g_step: int, sigma: float | Tensor | None = None) -> tuple[Tensor, dict[str, Tensor]]:
+        """L_D for one (micro-)batch and the detached scalars to log (D(x), D(G(z)) means). `fake` is detached.
+        `sigma` overrides the instance-noise std of G step `g_step` (a captured step passes a device buffer)."""
+        sigma = self.noise_sigma(g_step) if sigma is None else sigma
+        real, fake = self.seen_by_d(real, sigma), self.seen_by_d(fake.detach(), sigma)
+        critic = conditioned(discriminator, real_labels)
+        real_logits, fake_logits = critic(real), conditioned(discriminator, fake_labels)(fake)
+        loss = self.loss_d(real_logits, fake_logits, **self._label_targets(len(real), real.device))
+        if self.gp_weight:
+            loss = loss + self.gp_weight * gradient_penalty(critic, real, fake)
+        if self.r1_weight:
+            loss = loss + self.r1_weight * r1_penalty(critic, real)
+        return loss, {"D(x)": real_logits.detach().mean(), "D(G(z))": fake_logits.detach().mean()}
+
+    def g_loss(self, discriminator: nn.Module, real: Tensor, fake: Tensor, real_labels: Tensor | None,
+               fake_labels: Tensor | None, g_step: int, sigma: float | Tensor | None = None) -> Tensor:
+        """L_G for one (micro-)batch; gradients flow into G through `fake`. `sigma` as in d_loss."""
+        sigma = self.noise_sigma(g_step) if sigma is None else sigma
+        seen = self.seen_by_d(fake, sigma)
+        on_fakes = conditioned(discriminator, fake_labels)
+        if self.feature_matching_weight:
+            fake_logits, fake_features = on_fakes(seen, with_features=True)
+            with torch.no_grad():
+                _, real_features = conditioned(discriminator, real_labels)(self.seen_by_d(real, sigma), with_features=True)
+            loss = self.loss_g(fake_logits) + self.feature_matching_weight * feature_matching(real_features, fake_features)
+        else:
+            loss = self.loss_g(on_fakes(seen))
+        if self.perceptual is not None:
+            loss = loss + self.perceptual_weight * self.perceptual(real, fake)
+        return loss

@@ -1,0 +1,206 @@
+"""The GAN objective as composed by Hydra: each option reaches the numbers, each extra term is exactly its hand sum.
+
+Objectives and networks are built from the real config (`loss=...`, `training.*`, `augment=...`), so a YAML that
+forgot to pass an option, or an objective that dropped a term, fails here.
+"""
+from pathlib import Path
+
+import pytest
+import torch
+import torchvision
+from hydra.utils import instantiate
+from torch import nn
+from torch.testing import assert_close
+
+from dcgan_lab import losses
+from dcgan_lab.augment import DiffAugment, RealAugment
+from dcgan_lab.data.datamodule import to_float
+from dcgan_lab.nets.perceptual import PerceptualLoss
+from tests.conftest import CONF_DIR
+
+TINY = ["model.ngf=8", "model.ndf=8", "model.d_dropout=0"]
+
+
+@pytest.fixture
+def parts(make_cfg):
+    """parts(*overrides) -> (objective, D in eval mode, real, fake) for 4 images of 32x32."""
+
+    def build(*overrides):
+        cfg = make_cfg(*TINY, *overrides)
+        torch.manual_seed(0)
+        discriminator = instantiate(cfg.model.discriminator).eval()
+        real, fake = torch.rand(4, 1, 32, 32) * 2 - 1, torch.rand(4, 1, 32, 32) * 2 - 1
+        return instantiate(cfg.loss), discriminator, real, fake
+
+    return build
+
+
+def d_loss(objective, discriminator, real, fake, g_step=0, seed=1):
+    torch.manual_seed(seed)
+    return objective.d_loss(discriminator, real, fake, None, None, g_step)
+
+
+def g_loss(objective, discriminator, real, fake, g_step=0, seed=1):
+    torch.manual_seed(seed)
+    return objective.g_loss(discriminator, real, fake, None, None, g_step)
+
+
+@pytest.mark.parametrize("name, pair", [("bce", "bce"), ("hinge", "hinge"), ("wgan_gp", "wasserstein"), ("lsgan", "lsgan")])
+def test_each_loss_option_is_its_loss_pair(parts, name, pair):
+    objective, D, real, fake = parts(f"loss={name}", "loss.gp_weight=0")
+    loss, stats = d_loss(objective, D, real, fake)
+    assert_close(loss, getattr(losses, f"{pair}_d")(D(real), D(fake)))
+    assert_close(g_loss(objective, D, real, fake), getattr(losses, f"{pair}_g")(D(fake)))
+    assert_close(stats["D(x)"], D(real).mean())
+    assert_close(stats["D(G(z))"], D(fake).mean())
+
+
+def test_gradient_penalty_is_its_weight_times_the_penalty_on_the_same_interpolates(parts):
+    objective, D, real, fake = parts("loss=wgan_gp", "loss.gp_weight=10")
+    torch.manual_seed(1)
+    expected = losses.wasserstein_d(D(real), D(fake)) + 10 * losses.gradient_penalty(D, real, fake)
+    assert_close(d_loss(objective, D, real, fake)[0], expected)
+    assert objective.gp_weight == 10 and (10 * losses.gradient_penalty(D, real, fake)).abs() > 1e-3  # a term that counts
+
+
+def test_r1_is_its_weight_times_the_penalty(parts):
+    objective, D, real, fake = parts("loss=hinge", "loss.r1_weight=5")
+    expected = losses.hinge_d(D(real), D(fake)) + 5 * losses.r1_penalty(D, real)
+    assert_close(d_loss(objective, D, real, fake)[0], expected)
+
+
+def test_feature_matching_adds_its_weight_times_the_feature_distance(parts):
+    objective, D, real, fake = parts("loss.feature_matching_weight=3")
+    fake_logits, fake_features = D(fake, with_features=True)
+    _, real_features = D(real, with_features=True)
+    expected = losses.bce_g(fake_logits) + 3 * losses.feature_matching(real_features, fake_features)
+    assert_close(g_loss(objective, D, real, fake), expected)
+    assert losses.feature_matching(real_features, fake_features) > 0
+
+
+def test_perceptual_adds_its_weight_times_the_frozen_network_distance(parts, tmp_path):
+    weights = tmp_path / "squeezenet1_1.pth"
+    torch.manual_seed(0)
+    torch.save(torchvision.models.squeezenet1_1(weights=None).state_dict(), weights)
+    objective, D, real, fake = parts("loss.perceptual_weight=0.5", "loss.perceptual.network=squeezenet1_1",
+                                     "loss.perceptual.layer=features.4", f"loss.perceptual.weights_path={weights}")
+    reference = PerceptualLoss("squeezenet1_1", "features.4", str(weights))
+    expected = losses.bce_g(D(fake)) + 0.5 * reference(real, fake)
+    assert_close(g_loss(objective, D, real, fake), expected)
+    assert reference(real, fake) > 0
+
+
+def test_without_the_perceptual_term_no_network_is_loaded(parts):
+    objective, *_ = parts("loss.perceptual.weights_path=/nonexistent/vgg16.pth")  # weight 0: never opened
+    assert objective.perceptual is None
+
+
+def test_instance_noise_is_added_to_what_d_sees_and_anneals_to_zero(parts):
+    objective, D, real, fake = parts("training.instance_noise=0.3", "training.instance_noise_anneal_steps=10")
+    assert [objective.noise_sigma(t) for t in (0, 5, 10, 20)] == pytest.approx([0.3, 0.15, 0.0, 0.0])
+    torch.manual_seed(1)
+    noisy_real = real + 0.15 * torch.randn_like(real)
+    noisy_fake = fake + 0.15 * torch.randn_like(fake)
+    assert_close(d_loss(objective, D, real, fake, g_step=5)[0], losses.bce_d(D(noisy_real), D(noisy_fake)))
+    assert_close(d_loss(objective, D, real, fake, g_step=10)[0], losses.bce_d(D(real), D(fake)))
+
+
+def test_label_smoothing_and_flipping_set_the_targets(parts):
+    objective, D, real, fake = parts("training.real_label=0.9", "training.fake_label=0.1", "training.flip_prob=0.4")
+    torch.manual_seed(1)
+    flip = torch.rand(4) < 0.4
+    real_t = torch.where(flip, torch.tensor(0.1), torch.tensor(0.9))
+    fake_t = torch.where(flip, torch.tensor(0.9), torch.tensor(0.1))
+    expected = losses.bce_d(D(real), D(fake), real_target=real_t, fake_target=fake_t)
+    assert_close(d_loss(objective, D, real, fake)[0], expected)
+    assert 0 < int(flip.sum()) < 4  # this seed flips some targets and not others
+    smoothed_only, *_ = parts("training.real_label=0.9")
+    assert_close(d_loss(smoothed_only, D, real, fake)[0], losses.bce_d(D(real), D(fake), real_target=0.9))
+
+
+def test_diffaugment_reaches_every_image_d_sees(parts):
+    objective, D, real, fake = parts("augment=diffaugment")
+    assert isinstance(objective.augment, DiffAugment)
+    torch.manual_seed(1)
+    augmented_real, augmented_fake = objective.augment(real), objective.augment(fake)
+    assert_close(d_loss(objective, D, real, fake)[0], losses.bce_d(D(augmented_real), D(augmented_fake)))
+    torch.manual_seed(1)
+    expected_g = losses.bce_g(D(objective.augment(fake)))
+    assert_close(g_loss(objective, D, real, fake), expected_g)
+    assert not torch.equal(augmented_real, real)
+
+
+@pytest.mark.parametrize("option, augmented", [("real", True), ("both", True), ("diffaugment", False), ("none", False)])
+def test_real_augmentation_is_applied_to_batches_by_the_datamodule(make_cfg, option, augmented):
+    datamodule = instantiate(make_cfg(f"augment={option}").dataset)
+    images = datamodule.split("train").images[:8]
+    labels = torch.arange(8)
+    torch.manual_seed(0)
+    out, out_labels = datamodule.on_after_batch_transfer((images, labels), 0)
+    assert out.dtype == torch.float32 and torch.equal(out_labels, labels)
+    assert isinstance(datamodule.augment, RealAugment) == augmented
+    if augmented:
+        torch.manual_seed(0)
+        assert_close(out, datamodule.augment(to_float(images)))
+        assert not torch.equal(out, to_float(images))
+    else:
+        assert torch.equal(out, to_float(images))
+
+
+# ---- networks get what the config chose ------------------------------------------------------------
+@pytest.mark.parametrize("option, g_type, d_type", [
+    ("dcgan", nn.ReLU, nn.LeakyReLU), ("relu", nn.ReLU, nn.ReLU), ("leaky_relu", nn.LeakyReLU, nn.LeakyReLU),
+    ("silu", nn.SiLU, nn.SiLU), ("gelu", nn.GELU, nn.GELU), ("elu", nn.ELU, nn.ELU),
+])
+@pytest.mark.parametrize("model", ["dcgan", "resnet", "mlp"])
+def test_the_chosen_activation_is_in_both_networks(make_cfg, option, g_type, d_type, model):
+    cfg = make_cfg(f"model={model}", f"activation={option}")
+    for net, wanted in ((instantiate(cfg.model.generator), g_type), (instantiate(cfg.model.discriminator), d_type)):
+        kinds = {type(m) for m in net.modules()}
+        assert wanted in kinds, (model, option, net.__class__.__name__)
+        others = {nn.ReLU, nn.LeakyReLU, nn.SiLU, nn.GELU, nn.ELU} - {wanted}
+        assert not kinds & others, (model, option, kinds & others)
+
+
+@pytest.mark.parametrize("option, check", [
+    ("batch", lambda m: isinstance(m, nn.BatchNorm2d)),
+    ("layer", lambda m: isinstance(m, nn.GroupNorm) and m.num_groups == 1),
+    ("instance", lambda m: isinstance(m, nn.GroupNorm) and m.num_groups == m.num_channels),
+    ("group", lambda m: isinstance(m, nn.GroupNorm) and 1 < m.num_groups <= m.num_channels and m.num_groups <= 8),
+])
+def test_the_chosen_norm_is_in_both_dcgan_networks(make_cfg, option, check):
+    cfg = make_cfg(f"norm={option}")
+    for net in (instantiate(cfg.model.generator), instantiate(cfg.model.discriminator)):
+        norms = [m for m in net.modules() if isinstance(m, (nn.BatchNorm2d, nn.GroupNorm))]
+        assert norms and all(check(m) for m in norms), (option, net.__class__.__name__, norms)
+
+
+def test_no_norm_and_spectral_norm_reach_the_networks(make_cfg):
+    cfg = make_cfg("norm=none", "model.spectral_norm_d=true")
+    generator, discriminator = instantiate(cfg.model.generator), instantiate(cfg.model.discriminator)
+    assert not [m for net in (generator, discriminator) for m in net.modules() if isinstance(m, (nn.BatchNorm2d, nn.GroupNorm))]
+    convs = [m for m in discriminator.modules() if isinstance(m, nn.Conv2d)]
+    assert convs and all(nn.utils.parametrize.is_parametrized(m, "weight") for m in convs)
+
+
+# ---- every named variant changes the config -------------------------------------------------------
+ABLATIONS = sorted(p.stem for p in (Path(CONF_DIR) / "ablation").glob("*.yaml"))
+
+
+def _flat(node, prefix=""):
+    if isinstance(node, dict):
+        out = {}
+        for key, value in node.items():
+            out.update(_flat(value, f"{prefix}{key}."))
+        return out
+    return {prefix[:-1]: node}
+
+
+@pytest.mark.parametrize("name", [a for a in ABLATIONS if a != "baseline"])
+def test_every_ablation_changes_the_composed_config(make_cfg, tmp_path, name):
+    from dcgan_lab.pipeline import resolved_run_config
+
+    baseline = _flat(resolved_run_config(make_cfg("ablation=baseline", run_dir=tmp_path / "run")))
+    variant = _flat(resolved_run_config(make_cfg(f"ablation={name}", run_dir=tmp_path / "run")))
+    changed = {k for k in baseline.keys() | variant.keys() if baseline.get(k) != variant.get(k)}
+    assert changed, f"ablation={name} composes to the baseline's config"

@@ -1,0 +1,101 @@
+"""The config schema (dcgan_lab/schema.py): one bad value per constrained key, generated from the table itself,
+gets one line and exit status 2 with nothing written; every numeric value in conf/ has a domain there."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from fnmatch import fnmatch
+
+import pytest
+from omegaconf import OmegaConf
+
+from dcgan_lab.config import compose_run_config, flat_values
+from dcgan_lab.pipeline import main
+from dcgan_lab.schema import SCHEMA, domain_of
+from tests.conftest import CONF_DIR, FAST, compose_config
+
+RESULTS = ("config.yaml", "metrics.csv", "checkpoints", "samples", "fixed_noise.pt")
+
+
+def _override(key: str, value) -> str:
+    if isinstance(value, list):
+        return f"{key}=[{','.join(str(v) for v in value)}]"
+    return f"{key}={value}"
+
+
+def _concrete(pattern: str) -> list[str]:
+    """A schema key, or the default config's keys that a pattern entry (`loss.*_weight`) covers."""
+    if "*" not in pattern:
+        return [pattern]
+    return sorted(k for k in flat_values(compose_run_config("/tmp/schema-keys", [])) if fnmatch(k, pattern))
+
+
+KEYS = {key: pattern for pattern in SCHEMA for key in _concrete(pattern)}
+CASES = [(key, value) for key, pattern in KEYS.items() for value in SCHEMA[pattern].bad_values()]
+
+
+@pytest.mark.parametrize("key, value", CASES, ids=[f"{k}={v}" for k, v in CASES])
+def test_every_constrained_value_outside_its_domain_is_one_line_and_writes_nothing(tmp_path, capsys, key, value):
+    base = [o for o in FAST if o.split("=")[0] not in key]  # e.g. keep the progress bar for its own keys
+    cfg = compose_config(tmp_path / "run", base + list(SCHEMA[KEYS[key]].needs) + [_override(key, value)])
+    assert OmegaConf.select(cfg, key, default="<absent>") != "<absent>", f"{key} is not in the composed config"
+    with pytest.raises(SystemExit) as exit_info:
+        main(cfg)
+    assert exit_info.value.code == 2
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith(f"error: {key}="), lines
+    assert "must be" in lines[0] or "is not supported" in lines[0]
+    assert [name for name in RESULTS if (tmp_path / "run" / name).exists()] == []
+
+
+def test_every_default_is_inside_its_domain(make_cfg):
+    assert {"loss.gp_weight", "loss.r1_weight", "loss.perceptual_weight"} <= set(KEYS)  # the pattern entry expands
+    configs = {}
+    for key, pattern in KEYS.items():
+        domain = SCHEMA[pattern]
+        if domain.needs not in configs:
+            configs[domain.needs] = make_cfg(*domain.needs, fast=False)
+        value = OmegaConf.select(configs[domain.needs], key)
+        value = list(value) if OmegaConf.is_list(value) else value
+        assert domain.problem(value) is None, (key, value)
+
+
+# Numeric values whose domain is the whole type, or another key's business (checked across groups in config.py).
+NO_DOMAIN = {
+    "dataset.num_classes": "derived from the dataset",
+    "model.attention_res": "a resolution inside the network: config.py checks it against dataset.image_size",
+    "model.growth.start_resolution": "checked against dataset.image_size in config.py",
+    "model.num_classes": "derived from model.conditional and the dataset",
+    "activation.d.negative_slope": "activation=dcgan's fixed 0.2 (activation=leaky_relu sets activation.slope)",
+    "trainer.devices": "Lightning checks it against the machine",
+    "trainer.limit_train_batches": "Lightning's own: a batch count or a fraction",
+    "trainer.num_sanity_val_steps": "no validation loop",
+    "trainer.num_nodes": "Lightning checks it against the cluster",
+    "callbacks.model_checkpoint.save_top_k": "Lightning's own (-1 = every checkpoint)",
+    "logger.wandb.tags": "free text",
+}
+OPTIONS = {group: sorted(p.stem for p in (Path(CONF_DIR) / group).glob("*.yaml")) for group in
+           ("model", "optimizer", "schedule", "augment", "loss", "norm", "activation", "dataset", "metrics", "trainer")}
+
+
+def _numeric_leaves(node, prefix=""):
+    if isinstance(node, dict):
+        for key, value in node.items():
+            yield from _numeric_leaves(value, f"{prefix}{key}.")
+    elif isinstance(node, list):
+        if node and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in node):
+            yield prefix[:-1]
+    elif isinstance(node, (int, float)) and not isinstance(node, bool):
+        yield prefix[:-1]
+
+
+@pytest.mark.parametrize("group", list(OPTIONS))
+def test_every_numeric_value_of_every_option_has_a_domain(make_cfg, group):
+    uncovered = set()
+    for option in OPTIONS[group]:
+        extra = ["dataset.path=/tmp"] if option == "image_folder" else []
+        cfg = make_cfg(f"{group}={option}", *extra, fast=False)
+        # literal values only: an interpolation (${model.ngf}) copies a value that has its own entry
+        values = {k: v for k, v in OmegaConf.to_container(cfg, resolve=False).items() if k not in ("hydra", "module", "paths")}
+        uncovered |= {key for key in _numeric_leaves(values) if domain_of(key) is None and key not in NO_DOMAIN}
+    assert not uncovered, f"numeric config values without a domain in dcgan_lab/schema.py: {sorted(uncovered)}"
