@@ -107,9 +107,13 @@ def rows_before_checkpoint(rows: list[dict], checkpoint: dict) -> list[dict]:
     """The metrics.csv rows (in file order, which is logging order) that were logged before `checkpoint` was saved.
 
     A row's `step` counts different things depending on who logged it: Lightning writes the module's rows (they
-    carry `g_step`) and its learning-rate rows at `_batches_that_stepped` (batches), the lab's callbacks write
-    theirs at `trainer.global_step` (optimizer steps, n_critic + 1 per G step). So each row is judged by what it
-    carries:
+    carry `g_step`) and its learning-rate rows at `_batches_that_stepped` (the index of the batch they belong to),
+    evaluations sit at the step of the losses they follow (loggers.dashboard_step), the throughput callback writes
+    at `trainer.global_step` (optimizer steps, n_critic + 1 per G step). So each
+    row is judged by what it carries, against the batches the checkpoint holds: GANModule's `batches_seen`, which
+    counts a batch once its training step is done, wherever the checkpoint is saved (Lightning's own counter lags
+    by one in a checkpoint saved at a batch's end, e.g. Ctrl-C's, or at validation end, and gains the one back on
+    restart):
     - a training row (`g_step`) was logged before the checkpoint if its step is below the checkpoint's batches;
     - an evaluation row (`epoch`, no `g_step`) if its epoch had finished when the checkpoint was saved;
     - every row after the first such row logged after the checkpoint came after it too (the file is in logging
@@ -118,7 +122,9 @@ def rows_before_checkpoint(rows: list[dict], checkpoint: dict) -> list[dict]:
       or is the checkpoint's own optimizer step (epoch-end logs are written before the checkpoint).
     """
     loops = checkpoint.get("loops", {}).get("fit_loop", {})
-    batches = loops.get("epoch_loop.state_dict", {}).get("_batches_that_stepped", 0)
+    batches = checkpoint.get("batches_seen")
+    if batches is None:  # a checkpoint not written by GANModule: Lightning's count, right at epoch ends
+        batches = loops.get("epoch_loop.state_dict", {}).get("_batches_that_stepped", 0)
     epochs_finished = loops.get("epoch_progress", {}).get("current", {}).get("processed", 0)
     optimizer_steps = checkpoint.get("global_step", 0)
 

@@ -20,7 +20,7 @@ from dcgan_lab.callbacks.guard import DivergenceError
 from dcgan_lab.checkpoint_io import AtomicCheckpointIO, CheckpointWriteError
 from dcgan_lab.errors import ConfigError
 from dcgan_lab.pipeline import train
-from dcgan_lab.run_folder import unique_dir
+from dcgan_lab.run_folder import rows_before_checkpoint, unique_dir
 from tests.conftest import FAST, PYTHON, ROOT, compose_config
 
 # Two batches an epoch, a checkpoint every epoch, bitwise-reproducible kernels.
@@ -90,8 +90,9 @@ def uninterrupted(tmp_path_factory) -> Path:
 
 
 def test_resumed_run_ends_with_the_weights_and_metrics_rows_of_an_uninterrupted_run(make_cfg, tmp_path, uninterrupted):
-    # The user's case: train, stop, then resume=true with more epochs. Evaluation rows are logged at
-    # trainer.global_step (2 optimizer steps per batch), training rows at the batch count: both must survive.
+    # The user's case: train, stop, then resume=true with more epochs. Evaluation rows are logged at the step of the
+    # epoch's last losses (its last batch), throughput rows at trainer.global_step (2 optimizer steps per batch):
+    # both must survive.
     run = tmp_path / "split"
     train(make_cfg(*EVERY_EPOCH, *WITH_METRICS, "trainer.max_epochs=1", run_dir=run))
     resumed = train(make_cfg(*EVERY_EPOCH, *WITH_METRICS, "trainer.max_epochs=2", "resume=true", run_dir=run))
@@ -101,7 +102,7 @@ def test_resumed_run_ends_with_the_weights_and_metrics_rows_of_an_uninterrupted_
         torch.testing.assert_close(network_state(run / "checkpoints/last.ckpt", prefix),
                                    network_state(uninterrupted / "checkpoints/last.ckpt", prefix), rtol=0, atol=0)
     expected = csv_rows(uninterrupted)
-    assert [(row["step"], row["epoch"]) for row in expected if "classifier/fid" in row] == [("4", "0.0"), ("8", "1.0")]
+    assert [(row["step"], row["epoch"]) for row in expected if "classifier/fid" in row] == [("1", "0.0"), ("3", "1.0")]
     assert [row["g_step"] for row in expected if "loss/g" in row] == ["1.0", "2.0", "3.0", "4.0"]
     rows = csv_rows(run)
     assert [row for row in rows if "classifier/fid" in row] == [row for row in expected if "classifier/fid" in row]
@@ -120,6 +121,33 @@ def test_resume_from_an_earlier_checkpoint_drops_the_rows_logged_after_it(make_c
     train(make_cfg(*EVERY_EPOCH, *WITH_METRICS, "trainer.max_epochs=2", f"ckpt_path={killed / 'checkpoints/epoch0000.ckpt'}",
                    run_dir=killed))
     assert csv_rows(killed) == csv_rows(uninterrupted)
+
+
+def checkpoint_counters(batches_seen: int, lightning_batches: int, epochs_finished: int, global_step: int) -> dict:
+    """The counters rows_before_checkpoint reads, as GANModule and Lightning store them in a checkpoint."""
+    return {"batches_seen": batches_seen, "global_step": global_step, "loops": {"fit_loop": {
+        "epoch_loop.state_dict": {"_batches_that_stepped": lightning_batches},
+        "epoch_progress": {"current": {"processed": epochs_finished}}}}}
+
+
+def test_rows_before_an_epoch_end_and_a_batch_end_checkpoint():
+    # 2 batches an epoch, n_critic=1 (2 optimizer steps a batch), rows in the order an uninterrupted run logs them:
+    # the learning rates at each batch's start, its losses, then at the epoch's end its evaluation (at the step of
+    # its last losses) and throughput (at the optimizer step).
+    def rows_of(batch):
+        lr, losses = {"step": str(batch), "lr-Adam": "2e-4"}, {"step": str(batch), "g_step": str(batch + 1), "loss/d": "1"}
+        end = [{"step": str(batch), "epoch": str(batch // 2), "fid": "9"},
+               {"step": str(2 * (batch + 1)), "perf/images_per_s": "50"}] if batch % 2 else []
+        return [lr, losses, *end]
+
+    rows = [row for batch in range(4) for row in rows_of(batch)]
+    # Epoch-end checkpoint after epoch 0: Lightning has counted both batches.
+    at_epoch_end = checkpoint_counters(batches_seen=2, lightning_batches=2, epochs_finished=1, global_step=4)
+    assert rows_before_checkpoint(rows, at_epoch_end) == rows_of(0) + rows_of(1)
+    # Ctrl-C's checkpoint at the end of batch 2 (SaveOnInterrupt, on_train_batch_end): Lightning counts that batch
+    # only after the hook (and adds it on restart), GANModule's batches_seen already holds it. Its rows stay.
+    at_batch_end = checkpoint_counters(batches_seen=3, lightning_batches=2, epochs_finished=1, global_step=6)
+    assert rows_before_checkpoint(rows, at_batch_end) == rows_of(0) + rows_of(1) + rows_of(2)
 
 
 @pytest.fixture(scope="module")
