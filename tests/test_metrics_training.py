@@ -18,7 +18,7 @@ from dcgan_lab.data.datamodule import fit_to_size, to_float
 from dcgan_lab.data.sources import mnist_mini as mnist_mini_source
 from dcgan_lab.metrics import MetricSuite, mode_metrics
 from dcgan_lab.metrics.classifier import classify, load_or_train_classifier
-from dcgan_lab.nets.blocks import LatentSampler
+from dcgan_lab.nets.contract import GeneratorBase
 from dcgan_lab.pipeline import train
 
 from .conftest import PYTHON, ROOT
@@ -71,19 +71,20 @@ def test_reference_statistics_key_follows_the_sample_count(mnist_mini, tmp_path)
     assert len(list(stats.glob("classifier-*.pt"))) == 2
 
 
-class HeldOutDigits(LatentSampler, nn.Module):
+class HeldOutDigits(GeneratorBase):
     """A generator whose samples are known: the 500 held-out real digits (50 per class) in [-1, 1], served in turn,
     or, with constant=True, one black image for every latent. Trained like any G (its only parameter gets zero
-    gradients), so the metrics come through the real training path: callback, suite, loggers, metrics.csv."""
+    gradients), so the metrics come through the real training path: callback, suite, loggers, metrics.csv.
+    Unconditional; it replaces the whole forward pass (no trunk)."""
 
-    def __init__(self, latent_dim: int, image_size: int, constant: bool = False, **_):
-        super().__init__()
-        self.latent_dim, self.constant, self.served = latent_dim, constant, 0
+    def __init__(self, *, latent_dim: int, image_size: int, channels: int, constant: bool = False, **_):
+        super().__init__(latent_dim=latent_dim, image_size=image_size, channels=channels)
+        self.constant, self.served = constant, 0
         images, _ = mnist_mini_source(split="test")
         self.register_buffer("digits", to_float(fit_to_size(images, image_size)), persistent=False)
         self.unused = nn.Parameter(torch.zeros(()))  # G's optimizer needs a parameter
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
+    def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         if self.constant:
             images = torch.full((len(z), *self.digits.shape[1:]), -1.0, device=z.device)
         else:
