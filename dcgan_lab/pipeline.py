@@ -16,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from dcgan_lab.checkpoint_io import AtomicCheckpointIO, check_architecture, read_checkpoint
 from dcgan_lab.config import validate
 from dcgan_lab.errors import lab_error_behind
-from dcgan_lab.loggers import log_run_config, run_csv_logger, summarize_wandb_run
+from dcgan_lab.loggers import FlushLogsWithCheckpoints, log_run_config, run_csv_logger, summarize_wandb_run
 from dcgan_lab.module import GANModule
 from dcgan_lab.run_folder import keep_metrics_on_resume, refuse_taken_folder, resolve_resume
 from dcgan_lab.sweep import run_recorded, sweep_return
@@ -91,6 +91,7 @@ def train(cfg: DictConfig) -> dict:
     if not cfg.trainer.get("enable_progress_bar", True):  # the user asked for no bar: drop the configured one
         callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
     loggers = [run_csv_logger(str(output_dir))] + [instantiate(lg) for lg in cfg.logger.values() if lg is not None]
+    callbacks.append(FlushLogsWithCheckpoints())  # metrics.csv is always written, and kept up to a resume's checkpoint
     trainer = build_trainer(cfg, callbacks, loggers)
     log_run_config(loggers, run_config)
     if resuming_in_place and checkpoint is not None and first_process:

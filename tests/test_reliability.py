@@ -195,8 +195,6 @@ def test_sigkill_then_resume_in_the_same_folder_matches_an_uninterrupted_run(kil
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="the CSV logger buffers rows (flushed every 100 steps and at evaluations): "
-                   "throughput's epoch-end row, logged before the checkpoint, dies with the killed process")
 def test_sigkill_then_resume_keeps_every_metrics_row_of_an_uninterrupted_run(killed_and_resumed):
     whole, killed = killed_and_resumed
     # Rows the killed run wrote after its checkpoint are dropped and logged again: the file is the same.
