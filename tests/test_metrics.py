@@ -150,6 +150,7 @@ def _tiny_generator():
                      norm=lambda c: torch.nn.BatchNorm2d(c), activation=torch.nn.ReLU)
 
 
+@pytest.mark.slow  # Inception on CPU, twice: 60-126 s here (2 shared cores), ~90 s of CPU time
 def test_inception_metrics_through_torch_fidelity_with_a_local_weights_file(make_cfg, tmp_path, random_inception_weights, caplog):
     cfg = make_cfg()
     settings = {"n_samples": 12, "n_reference": 11, "batch_size": 12, "classifier": False, "clustering": False,
