@@ -11,3 +11,17 @@ class ConfigError(LabError):
 
 class DataError(LabError):
     pass
+
+
+def lab_error_behind(exc: BaseException) -> LabError | None:
+    """The LabError that `exc` is or wraps (Hydra's instantiate re-raises a constructor's error as its cause)."""
+    while exc is not None:
+        if isinstance(exc, LabError):
+            return exc
+        exc = exc.__cause__
+    return None
+
+
+def is_refused_input(exc: BaseException) -> bool:
+    """Whether `exc` says the run's input was refused (a config value, the data, a checkpoint), not that it failed while running."""
+    return isinstance(lab_error_behind(exc), (ConfigError, DataError))

@@ -13,6 +13,7 @@ import os
 from pathlib import Path
 from typing import Callable, Iterable
 
+import lightning as L
 import numpy as np
 from lightning.fabric.utilities.rank_zero import rank_zero_only
 from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger, WandbLogger
@@ -27,6 +28,16 @@ log = logging.getLogger(__name__)
 def run_csv_logger(output_dir: str) -> CSVLogger:
     # name="" and version="" put metrics.csv and hparams.yaml directly in the run folder.
     return CSVLogger(save_dir=output_dir, name="", version="")
+
+
+class FlushLogsWithCheckpoints(L.Callback):
+    """Every logger writes out the rows it holds before a checkpoint is saved (the CSV logger buffers up to 100
+    steps): a run killed after a checkpoint has on disk every row logged before it, the rows a resume keeps
+    (run_folder.rows_before_checkpoint), so the resumed metrics.csv is the uninterrupted one."""
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
+        for logger in trainer.loggers:
+            logger.save()
 
 
 def wandb_has_credentials() -> bool:

@@ -15,8 +15,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from dcgan_lab.checkpoint_io import AtomicCheckpointIO, check_architecture, read_checkpoint
 from dcgan_lab.config import validate
-from dcgan_lab.errors import LabError
-from dcgan_lab.loggers import log_run_config, run_csv_logger, summarize_wandb_run
+from dcgan_lab.errors import lab_error_behind
+from dcgan_lab.loggers import FlushLogsWithCheckpoints, log_run_config, run_csv_logger, summarize_wandb_run
 from dcgan_lab.module import GANModule
 from dcgan_lab.run_folder import keep_metrics_on_resume, refuse_taken_folder, resolve_resume
 from dcgan_lab.sweep import run_recorded, sweep_return
@@ -35,9 +35,7 @@ def build(node: DictConfig, **kwargs):
     try:
         return instantiate(node, **kwargs)
     except InstantiationException as exc:
-        cause = exc.__cause__
-        while cause is not None and not isinstance(cause, LabError):
-            cause = cause.__cause__
+        cause = lab_error_behind(exc)
         if cause is None:
             raise
         raise cause from None
@@ -93,6 +91,7 @@ def train(cfg: DictConfig) -> dict:
     if not cfg.trainer.get("enable_progress_bar", True):  # the user asked for no bar: drop the configured one
         callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
     loggers = [run_csv_logger(str(output_dir))] + [instantiate(lg) for lg in cfg.logger.values() if lg is not None]
+    callbacks.append(FlushLogsWithCheckpoints())  # metrics.csv is always written, and kept up to a resume's checkpoint
     trainer = build_trainer(cfg, callbacks, loggers)
     log_run_config(loggers, run_config)
     if resuming_in_place and checkpoint is not None and first_process:
@@ -119,16 +118,20 @@ def finish_wandb_run(output_dir: Path | None = None, train_time_s: float | None 
 
 
 def main(cfg: DictConfig) -> dict | None:
-    """CLI entry: a LabError becomes one line on stderr and exit status 2.
+    """CLI entry: a LabError (also one that Hydra's instantiate wrapped) becomes one line on stderr and exit status 2.
 
-    Every job writes status.json (ok + times + final metrics, or failed + error); in a sweep (-m) a failed
-    job is recorded there and the sweep goes on with the others.
+    A job that ran writes status.json (ok + times + final metrics, or failed + error), and so does every job of a
+    sweep (-m), where a failed job is recorded and the sweep goes on with the others. A single run whose input is
+    refused writes nothing (see sweep.run_recorded).
     """
     try:
         # Before anything is recorded: a new run must not write (even status.json) into another run's folder.
         if rank_zero_only.rank == 0:
             refuse_taken_folder(cfg, Path(cfg.paths.output_dir))
         return sweep_return(cfg, run_recorded(train, cfg, cfg.paths.output_dir))
-    except LabError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except Exception as exc:
+        lab_error = lab_error_behind(exc)
+        if lab_error is None:
+            raise
+        print(f"error: {lab_error}", file=sys.stderr)
         sys.exit(2)

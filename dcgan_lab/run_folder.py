@@ -84,18 +84,16 @@ def clear_killed_writes(output_dir: Path) -> None:
 
 
 def keep_metrics_on_resume(csv_logger, checkpoint: dict) -> None:
-    """CSVLogger empties metrics.csv when its folder is not empty; keep the rows up to the checkpoint.
+    """CSVLogger empties metrics.csv when its folder is not empty; keep the rows logged before the checkpoint.
 
-    Rows logged after the checkpoint (before the kill) are dropped: the resumed run logs those steps again.
+    Rows logged after the checkpoint (before a kill) are dropped: the resumed run logs those steps again.
     """
     path = Path(csv_logger.log_dir) / "metrics.csv"
     if not path.is_file():
         return
-    text = path.read_text()
-    resumed_at = checkpoint["loops"]["fit_loop"]["epoch_loop.state_dict"].get("_batches_that_stepped", 0)
-    reader = csv.DictReader(io.StringIO(text))
+    reader = csv.DictReader(io.StringIO(path.read_text()))
     header = list(reader.fieldnames or [])
-    rows = [row for row in reader if row.get("step", "") == "" or int(float(row["step"])) < resumed_at]
+    rows = rows_before_checkpoint(list(reader), checkpoint)
     experiment = csv_logger.experiment  # creating the writer deletes the old file
     out = io.StringIO()
     writer = csv.DictWriter(out, fieldnames=header, lineterminator="\n")
@@ -103,3 +101,53 @@ def keep_metrics_on_resume(csv_logger, checkpoint: dict) -> None:
     writer.writerows(rows)
     path.write_text(out.getvalue())
     experiment.metrics_keys = list(header)  # later rows append under the same header
+
+
+def rows_before_checkpoint(rows: list[dict], checkpoint: dict) -> list[dict]:
+    """The metrics.csv rows (in file order, which is logging order) that were logged before `checkpoint` was saved.
+
+    A row's `step` counts different things depending on who logged it: Lightning writes the module's rows (they
+    carry `g_step`) and its learning-rate rows at `_batches_that_stepped` (the index of the batch they belong to),
+    evaluations sit at the step of the losses they follow (loggers.dashboard_step), the throughput callback writes
+    at `trainer.global_step` (optimizer steps, n_critic + 1 per G step). So each
+    row is judged by what it carries, against the batches the checkpoint holds: GANModule's `batches_seen`, which
+    counts a batch once its training step is done, wherever the checkpoint is saved (Lightning's own counter lags
+    by one in a checkpoint saved at a batch's end, e.g. Ctrl-C's, or at validation end, and gains the one back on
+    restart):
+    - a training row (`g_step`) was logged before the checkpoint if its step is below the checkpoint's batches;
+    - an evaluation row (`epoch`, no `g_step`) if its epoch had finished when the checkpoint was saved;
+    - every row after the first such row logged after the checkpoint came after it too (the file is in logging
+      order), every row before the last such row logged before it came before it;
+    - a row between those two (an epoch-end or batch-start log) if its step is below the checkpoint's batches
+      or is the checkpoint's own optimizer step (epoch-end logs are written before the checkpoint).
+    """
+    loops = checkpoint.get("loops", {}).get("fit_loop", {})
+    batches = checkpoint.get("batches_seen")
+    if batches is None:  # a checkpoint not written by GANModule: Lightning's count, right at epoch ends
+        batches = loops.get("epoch_loop.state_dict", {}).get("_batches_that_stepped", 0)
+    epochs_finished = loops.get("epoch_progress", {}).get("current", {}).get("processed", 0)
+    optimizer_steps = checkpoint.get("global_step", 0)
+
+    def logged_before(row: dict) -> bool | None:
+        """For a training or evaluation row, whether it was logged before the checkpoint; None for other rows."""
+        if _number(row.get("g_step")) is not None:
+            return _number(row.get("step"), default=0) < batches
+        epoch = _number(row.get("epoch"))
+        return None if epoch is None else epoch < epochs_finished
+
+    verdicts = [logged_before(row) for row in rows]
+    last_before = max((i for i, before in enumerate(verdicts) if before), default=-1)
+    first_after = min((i for i, before in enumerate(verdicts) if before is False), default=len(rows))
+    kept = []
+    for i, row in enumerate(rows[:first_after]):
+        step = _number(row.get("step"), default=0)
+        if i <= last_before or step < batches or step == optimizer_steps:
+            kept.append(row)
+    return kept
+
+
+def _number(cell, default=None):
+    try:
+        return float(cell) if cell not in (None, "") else default
+    except ValueError:
+        return default

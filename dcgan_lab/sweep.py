@@ -11,6 +11,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 
+from dcgan_lab.errors import is_refused_input, lab_error_behind
 from dcgan_lab.runs import STATUS_FILE, read_status, write_status
 
 log = logging.getLogger(__name__)
@@ -54,8 +55,11 @@ def job_name() -> str | None:
 def run_recorded(train, cfg, output_dir: str) -> dict | None:
     """Run train(cfg) and write <output_dir>/status.json: ok with times and final metrics, or failed with the error.
 
-    In a multirun a failure is logged and swallowed, so one bad job neither stops the sweep nor loses the
-    other jobs' results; in a single run it is re-raised for the CLI to report.
+    A single run whose input is refused (a ConfigError or DataError: a bad value, unusable data or checkpoint)
+    records nothing: bad input leaves nothing that looks like a run behind. In a multirun every job records its
+    outcome, a refused one too, so the report can say why it failed; a failure is logged and swallowed there, so
+    one bad job neither stops the sweep nor loses the other jobs' results. In a single run it is re-raised for the
+    CLI to report.
     """
     import torch  # here, not at module level: Hydra imports this module (SweepSummary) before any job
     from lightning.fabric.utilities.rank_zero import rank_zero_only
@@ -71,14 +75,16 @@ def run_recorded(train, cfg, output_dir: str) -> dict | None:
     try:
         result = train(cfg)
     except Exception as exc:
-        error = f"{type(exc).__name__}: {exc}"
-        record(output_dir, {
-            **common,
-            "status": "failed",
-            "error": error,
-            "traceback": traceback.format_exc(),
-            "wall_time_s": time.perf_counter() - started,
-        })
+        cause = lab_error_behind(exc) or exc
+        error = f"{type(cause).__name__}: {cause}"
+        if in_multirun() or not is_refused_input(exc):
+            record(output_dir, {
+                **common,
+                "status": "failed",
+                "error": error,
+                "traceback": traceback.format_exc(),
+                "wall_time_s": time.perf_counter() - started,
+            })
         if in_multirun():
             log.error("Job failed, the sweep goes on: %s (details in %s/status.json)", error, output_dir)
             return None

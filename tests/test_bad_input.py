@@ -12,7 +12,10 @@ from PIL import Image
 from dcgan_lab.pipeline import main, train
 from tests.conftest import ROOT, run_cli
 
-RESULTS = ("config.yaml", "metrics.csv", "checkpoints", "samples", "fixed_noise.pt")
+# What a run leaves behind; a refused single run leaves none of it (Hydra's own .hydra/ and log aside).
+RESULTS = ("config.yaml", "metrics.csv", "checkpoints", "samples", "fixed_noise.pt", "status.json")
+WRITES_CONFIG_FIRST = pytest.mark.xfail(strict=True, reason="train() writes config.yaml before the datamodule's "
+                                        "train_dataloader checks the batch size against the images")
 
 
 def image_folder(root: Path, n: int = 20, corrupt: int = 0, mode: str = "RGB") -> Path:
@@ -64,20 +67,26 @@ CASES = [
      "checkpoint {ckpt} was saved from a different architecture: shape differs for generator."),
     ("truncated checkpoint", ["ckpt_path={truncated}"], "cannot read checkpoint {truncated} ("),
     ("checkpoint path that does not exist", ["ckpt_path=/no/such.ckpt"], "checkpoint /no/such.ckpt does not exist;"),
+    ("metrics setting", ["metrics=default", "metrics.n_samples=0"], "metrics.n_samples=0 must be an integer >= 1"),
+    pytest.param("fewer images than a batch", ["dataset=image_folder", "dataset.path={few}", "dataset.image_size=16"],
+                 "image_folder has 5 training images, fewer than dataset.batch_size=16", marks=WRITES_CONFIG_FIRST),
 ]
 
 
-@pytest.mark.parametrize("case, overrides, message", CASES, ids=[c[0] for c in CASES])
+@pytest.mark.parametrize("case, overrides, message", CASES, ids=[c.values[0] if hasattr(c, "values") else c[0] for c in CASES])
 def test_bad_input_gets_one_line_exit_2_and_no_result(case, overrides, message, make_cfg, tmp_path, capsys, trained_checkpoint):
     places = {
         "empty": tmp_path / "empty",
         "corrupt": tmp_path / "corrupt",
         "ckpt": trained_checkpoint,
         "truncated": trained_checkpoint.parent.parent / "truncated.ckpt",
+        "few": tmp_path / "few",
     }
     (tmp_path / "empty").mkdir()
     if "{corrupt}" in " ".join(overrides):
         image_folder(tmp_path / "corrupt", corrupt=1)
+    if "{few}" in " ".join(overrides):
+        image_folder(tmp_path / "few", n=5)
     overrides = [o.format(**places) for o in overrides]
     cfg = make_cfg(*overrides, f"paths.cache_dir={tmp_path / 'cache'}")
     with pytest.raises(SystemExit) as exit_info:
@@ -89,6 +98,18 @@ def test_bad_input_gets_one_line_exit_2_and_no_result(case, overrides, message, 
     assert errors[0].startswith("error: " + message.format(**places)), errors[0]
     run = tmp_path / "run"
     assert [name for name in RESULTS if (run / name).exists()] == []
+
+
+def test_an_error_raised_where_hydra_instantiates_an_object_is_still_one_line(make_cfg, tmp_path, capsys, monkeypatch):
+    # The schema refuses this value before anything is built; with that check off, GenerativeMetrics refuses it in
+    # its constructor and Hydra's instantiate wraps the error in its own exception: still the lab's one line.
+    monkeypatch.setattr("dcgan_lab.pipeline.validate", lambda cfg: None)
+    with pytest.raises(SystemExit) as exit_info:
+        main(make_cfg("metrics=default", "metrics.n_samples=0"))
+    assert exit_info.value.code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines[-1].startswith("error: metrics.n_samples=0 must be an integer >= 1") and len(lines) == 1, lines
+    assert not (tmp_path / "run" / "status.json").exists()
 
 
 def test_corrupt_images_are_skipped_with_a_count_by_default(make_cfg, tmp_path, caplog):

@@ -78,6 +78,32 @@ def test_gradient_penalty_closed_form():
     assert_close(losses.gradient_penalty(Linear(2 * w), real, fake), torch.tensor(1.0))  # (2 - 1)^2
 
 
+class HalfSquaredNorm(torch.nn.Module):
+    """D(x) = 1/2 ||x||^2: its input gradient is x itself, so the penalty depends on where x_hat lies."""
+
+    def forward(self, x):
+        return 0.5 * x.flatten(1).pow(2).sum(1)
+
+
+def test_gradient_penalty_is_taken_at_random_points_between_real_and_fake():
+    # Real at distance 3 along e1, fake at distance 1 along e2: ||x_hat|| = ||(3a, 1 - a)|| for a ~ U(0, 1) per sample.
+    n = 64
+    real = torch.zeros(n, 1, 2, 2)
+    real[:, 0, 0, 0] = 3.0
+    fake = torch.zeros(n, 1, 2, 2)
+    fake[:, 0, 0, 1] = 1.0
+    torch.manual_seed(0)
+    alpha = torch.rand(n)  # the draw gradient_penalty makes after the same seed: one alpha per sample
+    expected = ((torch.sqrt((3 * alpha) ** 2 + (1 - alpha) ** 2) - 1) ** 2).mean()
+    torch.manual_seed(0)
+    penalty = losses.gradient_penalty(HalfSquaredNorm(), real, fake)
+    assert_close(penalty, expected)  # at the real points it would be (3 - 1)^2 = 4, at the fake ones 0
+    # The penalty trains D, not G: no gradient reaches the fake images.
+    fake.requires_grad_(True)
+    losses.gradient_penalty(HalfSquaredNorm(), real, fake).backward()
+    assert fake.grad is None
+
+
 def test_r1_penalty_closed_form():
     w = torch.tensor([1.0, 2.0, 2.0, 0.0])  # ||w||^2 = 9
     assert_close(losses.r1_penalty(Linear(w), torch.randn(5, 1, 2, 2)), torch.tensor(4.5))

@@ -73,6 +73,21 @@ def test_precision_recall_identical_and_disjoint_sets():
     assert result["recall"] == pytest.approx(1 / 300)
 
 
+@pytest.mark.parametrize("k, expected", [(1, 0.5), (2, 0.75), (3, 0.75)])
+def test_precision_recall_by_hand_on_a_line(k, expected):
+    # Real points 0, 1, 3, 7. The radius of each is the distance to its k-th nearest other real point:
+    #   k=1: 1, 1, 2, 4   -> balls [-1,1] [0,2] [1,5] [3,11]
+    #   k=2: 3, 2, 3, 6   -> balls [-3,3] [-1,3] [0,6] [1,13]
+    #   k=3: 7, 6, 4, 7   -> balls [-7,7] [-5,7] [-1,7] [0,14]
+    # Fakes 2, 11, 12, 20: 2 is inside for every k, 11 on the rim of 7's ball at k=1 (|11 - 7| = 4: inside, as in
+    # the paper's <=), 12 inside from k=2 on, 20 never. Precision = 2/4, 3/4, 3/4.
+    real = torch.tensor([[0.0], [1.0], [3.0], [7.0]])
+    fake = torch.tensor([[2.0], [11.0], [12.0], [20.0]])
+    assert precision_recall(real, fake, k=k) == {"precision": expected, "recall": 1.0}  # each real point sits in a fake ball
+    # Recall is precision with the roles swapped: the fakes' manifold now has the radii above.
+    assert precision_recall(fake, real, k=k) == {"precision": 1.0, "recall": expected}
+
+
 def test_reference_cache_hits_on_second_call_and_misses_when_the_key_changes(tmp_path):
     cache = ReferenceCache(tmp_path)
     calls = []

@@ -56,11 +56,18 @@ def test_discriminator_first_layer_has_no_norm():
 
 
 def test_dcgan_init_statistics():
-    g, _ = nets(64, blocks.batch_norm, False, width=64)
-    weights = torch.cat([m.weight.flatten() for m in g.modules() if isinstance(m, nn.ConvTranspose2d)])
-    assert weights.std().item() == pytest.approx(0.02, rel=0.05)
-    bn = [m for m in g.modules() if isinstance(m, nn.BatchNorm2d)]
-    assert torch.cat([m.weight for m in bn]).mean().item() == pytest.approx(1.0, abs=0.01)
+    # Radford et al.: conv weights ~ N(0, 0.02); BatchNorm scales ~ N(1, 0.02) (not PyTorch's constant 1), biases 0.
+    g, d = nets(64, blocks.batch_norm, False, width=64)
+    for net in (g, d):
+        convs = [m for m in net.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))]
+        weights = torch.cat([m.weight.flatten() for m in convs])
+        assert weights.mean().item() == pytest.approx(0.0, abs=0.001)
+        assert weights.std().item() == pytest.approx(0.02, rel=0.05)
+        bn = [m for m in net.modules() if isinstance(m, nn.BatchNorm2d)]
+        scales = torch.cat([m.weight.detach() for m in bn])
+        assert scales.mean().item() == pytest.approx(1.0, abs=0.005)
+        assert scales.std().item() == pytest.approx(0.02, rel=0.15)
+        assert all(m.bias.abs().max() == 0 for m in bn)
 
 
 def test_self_attention_starts_as_identity():

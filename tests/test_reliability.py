@@ -6,6 +6,7 @@ import hashlib
 import logging
 import os
 import resource
+import shutil
 import signal
 import subprocess
 import time
@@ -19,8 +20,8 @@ from dcgan_lab.callbacks.guard import DivergenceError
 from dcgan_lab.checkpoint_io import AtomicCheckpointIO, CheckpointWriteError
 from dcgan_lab.errors import ConfigError
 from dcgan_lab.pipeline import train
-from dcgan_lab.run_folder import unique_dir
-from tests.conftest import FAST, PYTHON, ROOT
+from dcgan_lab.run_folder import rows_before_checkpoint, unique_dir
+from tests.conftest import FAST, PYTHON, ROOT, compose_config
 
 # Two batches an epoch, a checkpoint every epoch, bitwise-reproducible kernels.
 EVERY_EPOCH = ("trainer.deterministic=true", "trainer.limit_train_batches=2", "callbacks.model_checkpoint.every_n_epochs=1")
@@ -33,11 +34,6 @@ def network_state(ckpt: Path, prefix: str) -> dict[str, torch.Tensor]:
 
 def digest(path: Path) -> str:
     return hashlib.md5(path.read_bytes()).hexdigest()
-
-
-def loss_rows(run: Path) -> list[tuple]:
-    with open(run / "metrics.csv") as f:
-        return [(r["step"], r["loss/d"], r["loss/g"]) for r in csv.DictReader(f) if r.get("loss/d")]
 
 
 class PoisonWeights(L.Callback):
@@ -72,29 +68,96 @@ class InterruptAt(L.Callback):
 
 
 # ---- resume ----------------------------------------------------------------------------------
-def test_resumed_run_ends_with_the_weights_of_an_uninterrupted_run(make_cfg, tmp_path):
-    whole = train(make_cfg(*EVERY_EPOCH, "trainer.max_epochs=3", "trainer.log_every_n_steps=1", run_dir=tmp_path / "whole"))
-    # The interrupted run stops after epoch 1 (its last.ckpt is what a kill would leave), then resumes in place.
+# Metrics as a user gets them (default metrics, every epoch here), small enough for seconds per evaluation;
+# throughput from the first batch, so it is logged at every epoch's end.
+WITH_METRICS = ("metrics=default", "metrics.every_n_epochs=1", "metrics.n_samples=100", "metrics.figures=false",
+                "trainer.log_every_n_steps=1", "callbacks.throughput.warmup=0")
+TIMINGS = ("metrics/eval_time_s", "perf/images_per_s")  # wall-clock values: only where they are logged can match
+
+
+def csv_rows(run: Path) -> list[dict]:
+    """metrics.csv as a user reads it: each row's filled cells, timings by presence only."""
+    with open(run / "metrics.csv") as f:
+        return [{k: ("<time>" if k in TIMINGS else v) for k, v in row.items() if v != ""} for row in csv.DictReader(f)]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory) -> Path:
+    """2 epochs of 2 batches with metrics, a checkpoint every epoch: what the resumed runs must reproduce."""
+    run = tmp_path_factory.mktemp("resume") / "whole"
+    train(compose_config(run, [*FAST, *EVERY_EPOCH, *WITH_METRICS, "trainer.max_epochs=2"]))
+    return run
+
+
+def test_resumed_run_ends_with_the_weights_and_metrics_rows_of_an_uninterrupted_run(make_cfg, tmp_path, uninterrupted):
+    # The user's case: train, stop, then resume=true with more epochs. Evaluation rows are logged at the step of the
+    # epoch's last losses (its last batch), throughput rows at trainer.global_step (2 optimizer steps per batch):
+    # both must survive.
     run = tmp_path / "split"
-    train(make_cfg(*EVERY_EPOCH, "trainer.max_epochs=1", "trainer.log_every_n_steps=1", run_dir=run))
-    resumed = train(make_cfg(*EVERY_EPOCH, "trainer.max_epochs=3", "trainer.log_every_n_steps=1", "resume=true", run_dir=run))
+    train(make_cfg(*EVERY_EPOCH, *WITH_METRICS, "trainer.max_epochs=1", run_dir=run))
+    resumed = train(make_cfg(*EVERY_EPOCH, *WITH_METRICS, "trainer.max_epochs=2", "resume=true", run_dir=run))
 
-    assert resumed["g_steps"] == whole["g_steps"] == 6
-    whole_ckpt, resumed_ckpt = Path(whole["output_dir"]) / "checkpoints/last.ckpt", run / "checkpoints/last.ckpt"
+    assert resumed["g_steps"] == 4
     for prefix in ("generator.", "discriminator."):
-        torch.testing.assert_close(network_state(resumed_ckpt, prefix), network_state(whole_ckpt, prefix), rtol=0, atol=0)
-    # metrics.csv of the resumed run holds the first part too, with the same losses step by step.
-    assert loss_rows(run) == loss_rows(Path(whole["output_dir"]))
-    assert len(loss_rows(run)) == 6
+        torch.testing.assert_close(network_state(run / "checkpoints/last.ckpt", prefix),
+                                   network_state(uninterrupted / "checkpoints/last.ckpt", prefix), rtol=0, atol=0)
+    expected = csv_rows(uninterrupted)
+    assert [(row["step"], row["epoch"]) for row in expected if "classifier/fid" in row] == [("1", "0.0"), ("3", "1.0")]
+    assert [row["g_step"] for row in expected if "loss/g" in row] == ["1.0", "2.0", "3.0", "4.0"]
+    rows = csv_rows(run)
+    assert [row for row in rows if "classifier/fid" in row] == [row for row in expected if "classifier/fid" in row]
+    # The first part's end of training logged its throughput once more, at the step of its last checkpoint.
+    first_part_end = {"perf/images_per_s": "<time>", "step": "4"}
+    assert rows.count(first_part_end) == expected.count(first_part_end) + 1
+    rows.remove(first_part_end)
+    assert rows == expected  # same columns, same steps, same values, row by row
 
 
-@pytest.mark.slow
-def test_sigkill_then_resume_in_the_same_folder_matches_an_uninterrupted_run(tmp_path):
+def test_resume_from_an_earlier_checkpoint_drops_the_rows_logged_after_it(make_cfg, tmp_path, uninterrupted):
+    # What a kill leaves: metrics.csv holds rows logged after the checkpoint it resumes from (training, learning
+    # rate, evaluation and throughput rows of epoch 1). They go, and the resumed run logs them again.
+    killed = tmp_path / "killed"
+    shutil.copytree(uninterrupted, killed)
+    train(make_cfg(*EVERY_EPOCH, *WITH_METRICS, "trainer.max_epochs=2", f"ckpt_path={killed / 'checkpoints/epoch0000.ckpt'}",
+                   run_dir=killed))
+    assert csv_rows(killed) == csv_rows(uninterrupted)
+
+
+def checkpoint_counters(batches_seen: int, lightning_batches: int, epochs_finished: int, global_step: int) -> dict:
+    """The counters rows_before_checkpoint reads, as GANModule and Lightning store them in a checkpoint."""
+    return {"batches_seen": batches_seen, "global_step": global_step, "loops": {"fit_loop": {
+        "epoch_loop.state_dict": {"_batches_that_stepped": lightning_batches},
+        "epoch_progress": {"current": {"processed": epochs_finished}}}}}
+
+
+def test_rows_before_an_epoch_end_and_a_batch_end_checkpoint():
+    # 2 batches an epoch, n_critic=1 (2 optimizer steps a batch), rows in the order an uninterrupted run logs them:
+    # the learning rates at each batch's start, its losses, then at the epoch's end its evaluation (at the step of
+    # its last losses) and throughput (at the optimizer step).
+    def rows_of(batch):
+        lr, losses = {"step": str(batch), "lr-Adam": "2e-4"}, {"step": str(batch), "g_step": str(batch + 1), "loss/d": "1"}
+        end = [{"step": str(batch), "epoch": str(batch // 2), "fid": "9"},
+               {"step": str(2 * (batch + 1)), "perf/images_per_s": "50"}] if batch % 2 else []
+        return [lr, losses, *end]
+
+    rows = [row for batch in range(4) for row in rows_of(batch)]
+    # Epoch-end checkpoint after epoch 0: Lightning has counted both batches.
+    at_epoch_end = checkpoint_counters(batches_seen=2, lightning_batches=2, epochs_finished=1, global_step=4)
+    assert rows_before_checkpoint(rows, at_epoch_end) == rows_of(0) + rows_of(1)
+    # Ctrl-C's checkpoint at the end of batch 2 (SaveOnInterrupt, on_train_batch_end): Lightning counts that batch
+    # only after the hook (and adds it on restart), GANModule's batches_seen already holds it. Its rows stay.
+    at_batch_end = checkpoint_counters(batches_seen=3, lightning_batches=2, epochs_finished=1, global_step=6)
+    assert rows_before_checkpoint(rows, at_batch_end) == rows_of(0) + rows_of(1) + rows_of(2)
+
+
+@pytest.fixture(scope="module")
+def killed_and_resumed(tmp_path_factory) -> tuple[Path, Path]:
+    """(uninterrupted run, run SIGKILLed mid-epoch 2 and resumed in place), 4 epochs of 30 batches with metrics."""
+    tmp_path = tmp_path_factory.mktemp("sigkill")
     args = ["logger=csv", "model.ngf=8", "model.ndf=8", "dataset.batch_size=16", "callbacks.progress_bar=null",
             "trainer.deterministic=true", "trainer.limit_train_batches=30", "trainer.max_epochs=4",
-            "callbacks.model_checkpoint.every_n_epochs=1", "trainer.enable_model_summary=false",
-            # The metrics callback draws from the global RNG in on_fit_start (after the resume restores it).
-            "metrics=none"]
+            "callbacks.model_checkpoint.every_n_epochs=1", "trainer.enable_model_summary=false", *WITH_METRICS,
+            f"paths.cache_dir={ROOT / '.cache'}"]  # the metrics classifier the in-process tests use
     env = {**os.environ, "WANDB_MODE": "offline"}
 
     def cli(run: Path, *extra: str) -> subprocess.Popen:
@@ -120,31 +183,57 @@ def test_sigkill_then_resume_in_the_same_folder_matches_an_uninterrupted_run(tmp
 
     resumed = cli(killed, "resume=true")
     assert resumed.wait(timeout=600) == 0, resumed.stderr.read()
-    for prefix in ("generator.", "discriminator."):
-        torch.testing.assert_close(
-            network_state(killed / "checkpoints/last.ckpt", prefix),
-            network_state(tmp_path / "whole/checkpoints/last.ckpt", prefix), rtol=0, atol=0,
-        )
+    return tmp_path / "whole", killed
 
 
 @pytest.mark.slow
-def test_sigkill_at_random_moments_never_leaves_a_corrupt_last_ckpt(tmp_path):
-    # Tiny epochs: a checkpoint every ~0.2 s, so kills land during saves too.
-    args = ["logger=csv", "model.ngf=8", "model.ndf=8", "dataset.batch_size=16", "callbacks.progress_bar=null",
-            "trainer.limit_train_batches=1", "trainer.max_epochs=1000", "callbacks.model_checkpoint.every_n_epochs=1",
-            "callbacks.sample_grid.every_n_epochs=1000", "trainer.enable_model_summary=false"]
+def test_sigkill_then_resume_in_the_same_folder_matches_an_uninterrupted_run(killed_and_resumed):
+    whole, killed = killed_and_resumed
+    for prefix in ("generator.", "discriminator."):
+        torch.testing.assert_close(network_state(killed / "checkpoints/last.ckpt", prefix),
+                                   network_state(whole / "checkpoints/last.ckpt", prefix), rtol=0, atol=0)
+
+
+@pytest.mark.slow
+def test_sigkill_then_resume_keeps_every_metrics_row_of_an_uninterrupted_run(killed_and_resumed):
+    whole, killed = killed_and_resumed
+    # Rows the killed run wrote after its checkpoint are dropped and logged again: the file is the same.
+    assert csv_rows(killed) == csv_rows(whole)
+
+
+@pytest.mark.slow
+def test_sigkill_while_last_ckpt_is_written_never_leaves_a_corrupt_one(tmp_path):
+    # A DCGAN of width 32 (5 MB checkpoints take a while to write and fsync) saving after every 1-batch epoch. Each
+    # run writes one whole last.ckpt, then is killed the moment the next one's temp file appears: mid-write.
+    args = ["logger=csv", "model.ngf=32", "model.ndf=32", "dataset.batch_size=16", "callbacks.progress_bar=null",
+            "metrics=none", "trainer.limit_train_batches=1", "trainer.max_epochs=1000",
+            "callbacks.model_checkpoint.every_n_epochs=1", "callbacks.sample_grid.every_n_epochs=1000",
+            "trainer.enable_model_summary=false"]
     run = tmp_path / "run"
-    for attempt in range(5):
+    last = run / "checkpoints/last.ckpt"
+    epochs, killed_mid_write = [-1], 0
+    for attempt in range(4):
+        written_before = last.stat().st_mtime_ns if last.exists() else None
         proc = subprocess.Popen([PYTHON, str(ROOT / "train.py"), *args, f"hydra.run.dir={run}", "resume=true"],
-                                cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        while not (run / "checkpoints/last.ckpt").exists():
-            time.sleep(0.05)
-        time.sleep(1.0 + 0.37 * attempt)
+                                cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        temp_files = f".last.{proc.pid}.tmp*"
+        deadline = time.monotonic() + 300
+        while not last.exists() or last.stat().st_mtime_ns == written_before:  # one whole checkpoint from this run
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
+            time.sleep(0.01)
+        settled = last.stat().st_mtime_ns
+        # Kill as soon as the next write shows: its temp file, or (were writes not atomic) last.ckpt itself changing.
+        while not list(last.parent.glob(temp_files)) and last.stat().st_mtime_ns == settled:
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
+            time.sleep(0.001)
         proc.send_signal(signal.SIGKILL)
-        proc.wait()
-        checkpoint = torch.load(run / "checkpoints/last.ckpt", weights_only=True)  # loads: never half-written
-        assert checkpoint["epoch"] >= 0
-    assert checkpoint["global_step"] > 0
+        assert proc.wait() == -signal.SIGKILL
+        killed_mid_write += bool(list(last.parent.glob(temp_files)))  # never renamed: the kill landed mid-write
+        checkpoint = torch.load(last, weights_only=True)  # loads: the last whole file
+        assert all(torch.isfinite(v).all() for v in checkpoint["state_dict"].values())
+        epochs.append(checkpoint["epoch"])
+    assert killed_mid_write >= 2, f"only {killed_mid_write} of 4 kills landed while last.ckpt was written"
+    assert epochs == sorted(set(epochs)), epochs  # each run went on from the checkpoint the one before left
 
 
 # ---- atomic writes and out-of-disk -------------------------------------------------------------
@@ -278,7 +367,7 @@ def test_ctrl_c_saves_a_checkpoint_that_resume_continues(make_cfg, tmp_path):
     finally:
         signal.signal(signal.SIGINT, previous_handler)  # Lightning leaves SIGINT ignored
     saved = torch.load(run / "checkpoints/last.ckpt", weights_only=True)
-    assert saved["batches_seen"] == 3
+    assert saved["batches_seen"] == 4  # Ctrl-C before batch 3: that batch finishes, then last.ckpt is saved
     result = train(make_cfg("trainer.limit_train_batches=6", "resume=true", run_dir=run))
     assert result["g_steps"] == 6
 

@@ -9,18 +9,31 @@ import pytest
 import yaml
 from PIL import Image
 
+from omegaconf import OmegaConf
+
 from dcgan_lab.report import build_report, main
 from dcgan_lab.runs import best_values, direction, last_values, read_metrics
+from tests.conftest import compose_config
 
 # Lightning's CSVLogger writes sparse rows: each log call fills only its own columns.
 HEADER = ["D(G(z))", "D(x)", "classifier/fid", "cluster/balance", "epoch", "g_step", "loss/d", "loss/g", "step"]
 
 
-def write_job(sweep: Path, name: str, num: int, overrides: list[str], rows: list[dict] | None, status: dict | None):
+# Each job's last sample grid (RGB, as the lab writes them): half white, half black, which half says whose it is.
+PATTERNS = {"left": (slice(None), slice(None, 9)), "right": (slice(None), slice(9, None)),
+            "top": (slice(None, 9), slice(None)), "bottom": (slice(9, None), slice(None))}
+
+
+def write_job(sweep: Path, name: str, num: int, overrides: list[str], rows: list[dict] | None, status: dict | None,
+              pattern: str, composed=None):
     job = sweep / name
     (job / ".hydra").mkdir(parents=True)
     (job / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
-    (job / ".hydra" / "hydra.yaml").write_text(yaml.safe_dump({"hydra": {"job": {"num": num}, "runtime": {"choices": {}}}}))
+    # What Hydra writes before a job runs: the unresolved config and the group choices.
+    choices = dict(composed.hydra.runtime.choices) if composed is not None else {}
+    (job / ".hydra" / "hydra.yaml").write_text(yaml.safe_dump({"hydra": {"job": {"num": num}, "runtime": {"choices": choices}}}))
+    if composed is not None:
+        (job / ".hydra" / "config.yaml").write_text(OmegaConf.to_yaml({k: v for k, v in composed.items() if k != "hydra"}))
     if rows is not None:
         with open(job / "metrics.csv", "w", newline="") as handle:
             writer = csv.DictWriter(handle, fieldnames=HEADER)
@@ -29,7 +42,9 @@ def write_job(sweep: Path, name: str, num: int, overrides: list[str], rows: list
     if status is not None:
         (job / "status.json").write_text(json.dumps(status))
     (job / "samples").mkdir()
-    Image.fromarray(np.full((18, 18), 30 * num, dtype=np.uint8)).save(job / "samples" / "last.png")
+    grid = np.zeros((18, 18, 3), dtype=np.uint8)
+    grid[PATTERNS[pattern]] = 255
+    Image.fromarray(grid).save(job / "samples" / "last.png")
     return job
 
 
@@ -42,23 +57,33 @@ def rows_for(fids: list[float], loss_d: float) -> list[dict]:
     return rows
 
 
+@pytest.fixture(scope="module")
+def composed(tmp_path_factory) -> dict:
+    """The real composed config of each variant (what Hydra saves in each job's .hydra/)."""
+    folder = tmp_path_factory.mktemp("compose")
+    return {variant: compose_config(folder, ["+sweep=mnist_ablation", f"ablation={variant}", "model.ngf=8"])
+            for variant in ("baseline", "hinge", "lr_1e-4")}
+
+
 @pytest.fixture
-def sweep(tmp_path):
+def sweep(tmp_path, composed):
     """baseline x 3 seeds (final FIDs 10, 12, 17), hinge x 2 seeds (final 8, 9; one without FID logged at all
-    is a third seed), a failed job, and a job with no status (killed)."""
+    is a third seed), a failed job, and a job with no status (killed). Sample grids: the first finished seed of
+    baseline is white on the left, of hinge on top; the other seeds the opposite."""
     root = tmp_path / "multirun" / "2026-01-01" / "00-00-00"
     ok = lambda t: {"status": "ok", "train_time_s": t}  # noqa: E731
     common = ["+sweep=mnist_ablation", "model.ngf=8"]
-    write_job(root, "ablation=baseline,seed=0", 0, ["ablation=baseline", "seed=0", *common], rows_for([30, 10], 0.5), ok(100))
-    write_job(root, "ablation=baseline,seed=1", 1, ["ablation=baseline", "seed=1", *common], rows_for([25, 12], 0.7), ok(110))
-    write_job(root, "ablation=baseline,seed=2", 2, ["ablation=baseline", "seed=2", *common], rows_for([5, 17], 0.9), ok(120))
-    write_job(root, "ablation=hinge,seed=0", 3, ["ablation=hinge", "seed=0", *common], rows_for([20, 8], 1.5), ok(50))
-    write_job(root, "ablation=hinge,seed=1", 4, ["ablation=hinge", "seed=1", *common], rows_for([21, 9], 1.1), ok(70))
+    base, hinge, lr = composed["baseline"], composed["hinge"], composed["lr_1e-4"]
+    write_job(root, "ablation=baseline,seed=0", 0, ["ablation=baseline", "seed=0", *common], rows_for([30, 10], 0.5), ok(100), "left", base)
+    write_job(root, "ablation=baseline,seed=1", 1, ["ablation=baseline", "seed=1", *common], rows_for([25, 12], 0.7), ok(110), "right", base)
+    write_job(root, "ablation=baseline,seed=2", 2, ["ablation=baseline", "seed=2", *common], rows_for([5, 17], 0.9), ok(120), "right", base)
+    write_job(root, "ablation=hinge,seed=0", 3, ["ablation=hinge", "seed=0", *common], rows_for([20, 8], 1.5), ok(50), "top", hinge)
+    write_job(root, "ablation=hinge,seed=1", 4, ["ablation=hinge", "seed=1", *common], rows_for([21, 9], 1.1), ok(70), "bottom", hinge)
     no_fid = [r for r in rows_for([1, 1], 1.3) if "classifier/fid" not in r]
-    write_job(root, "ablation=hinge,seed=2", 5, ["ablation=hinge", "seed=2", *common], no_fid, ok(60))
+    write_job(root, "ablation=hinge,seed=2", 5, ["ablation=hinge", "seed=2", *common], no_fid, ok(60), "bottom", hinge)
     write_job(root, "ablation=lr_1e-4,seed=0", 6, ["ablation=lr_1e-4", "seed=0", *common], None,
-              {"status": "failed", "error": "RuntimeError: CUDA out of memory", "traceback": "..."})
-    write_job(root, "ablation=lr_1e-4,seed=1", 7, ["ablation=lr_1e-4", "seed=1", *common], rows_for([40], 0.1), None)
+              {"status": "failed", "error": "RuntimeError: CUDA out of memory", "traceback": "..."}, "left", lr)
+    write_job(root, "ablation=lr_1e-4,seed=1", 7, ["ablation=lr_1e-4", "seed=1", *common], rows_for([40], 0.1), None, "left", lr)
     return root
 
 
@@ -96,7 +121,7 @@ def test_markdown_marks_best_failed_jobs_and_shared_overrides(sweep):
     assert "Shared by every job: `model.ngf=8`" in md
     assert "| `ablation=baseline` | — | 3/3 | 13 ± 3.606 (3) |" in md
     assert "| 8.5 ± 0.7071 (2) · n.s. (p=0.16) |" in md  # best mean, not significant vs baseline: no bold
-    assert "| `ablation=lr_1e-4` | — | 0/2 | failed |" in md
+    assert "| `ablation=lr_1e-4` | optimizer.lr_d=0.0001; optimizer.lr_g=0.0001 | 0/2 | failed |" in md
     assert "| `ablation=lr_1e-4,seed=0` | failed: RuntimeError: CUDA out of memory |" in md
     assert "| `ablation=lr_1e-4,seed=1` | failed: no status.json: the job was killed or is still running |" in md
     assert "loss/d" in md.splitlines()[6] and "cluster/silhouette" not in md  # only metrics that exist
@@ -104,12 +129,79 @@ def test_markdown_marks_best_failed_jobs_and_shared_overrides(sweep):
     assert float(read_report_csv(sweep / "report.csv")["ablation=baseline"]["cluster/balance_mean"]) == pytest.approx(0.9)
 
 
-def test_figures_are_written(sweep):
+@pytest.fixture
+def drawn(monkeypatch) -> dict:
+    """The matplotlib figures the report saves, by file name, kept open for their numbers and layout."""
+    import matplotlib.figure
+
+    figures, save = {}, matplotlib.figure.Figure.savefig
+
+    def keep(fig, path, *args, **kwargs):
+        save(fig, path, *args, **kwargs)
+        figures[Path(path).name] = (fig, kwargs.get("dpi", fig.dpi))
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", keep)
+    return figures
+
+
+def test_curves_are_the_mean_and_std_over_seeds(sweep, drawn):
+    build_report(sweep)
+    fig, _ = drawn["curves.png"]
+    axes = {ax.get_title(): ax for ax in fig.axes if ax.get_title()}
+    expected = {  # (steps, mean, sample std) by variant; lr_1e-4 has no finished job, so no line
+        "classifier/fid": {"ablation=baseline": ([10, 20], [20, 13], [statistics.stdev([30, 25, 5]), statistics.stdev([10, 12, 17])]),
+                           "ablation=hinge": ([10, 20], [20.5, 8.5], [0.7071067812, 0.7071067812])},
+        "loss/d": {"ablation=baseline": ([10, 20], [0.7, 1.7], [0.2, 0.2]),
+                   "ablation=hinge": ([10, 20], [1.3, 2.3], [0.2, 0.2])},  # all 3 hinge seeds logged losses
+    }
+    for metric, variants in expected.items():
+        ax = axes[metric]
+        assert ax.get_xlabel() == "G step"
+        assert sorted(line.get_label() for line in ax.lines) == sorted(variants)
+        for line, band in zip(ax.lines, ax.collections):
+            steps, mean, std = variants[line.get_label()]
+            assert list(line.get_xdata()) == steps
+            assert list(line.get_ydata()) == pytest.approx(mean)
+            band_y = band.get_paths()[0].vertices[:, 1]
+            assert (band_y.min(), band_y.max()) == pytest.approx(
+                (min(m - s for m, s in zip(mean, std)), max(m + s for m, s in zip(mean, std))))
+
+
+def test_samples_show_each_variants_own_grid_side_by_side(sweep, drawn):
     out = build_report(sweep)
-    samples = Image.open(out["samples.png"])
-    curves = Image.open(out["curves.png"])
-    assert samples.width > 2.5 * samples.height  # three panels side by side
-    assert curves.width > 300 and curves.height > 200
+    fig, dpi = drawn["samples.png"]
+    pixels = np.asarray(Image.open(out["samples.png"]).convert("L"), dtype=float)
+    scale = dpi / fig.dpi
+    panels = sorted(fig.axes, key=lambda ax: ax.get_position().x0)
+    assert [ax.get_title().split("\n")[0] for ax in panels] == ["ablation=baseline", "ablation=hinge", "ablation=lr_1e-4"]
+
+    def halves(ax):
+        """Mean brightness of the left, right, top and bottom halves of the picture inside a panel."""
+        box = ax.get_window_extent()
+        x0, x1 = int(box.x0 * scale) + 3, int(box.x1 * scale) - 3
+        y0, y1 = pixels.shape[0] - int(box.y1 * scale) + 3, pixels.shape[0] - int(box.y0 * scale) - 3
+        panel = pixels[y0:y1, x0:x1]
+        h, w = panel.shape
+        return {"left": panel[:, : w // 2].mean(), "right": panel[:, w // 2 :].mean(),
+                "top": panel[: h // 2].mean(), "bottom": panel[h // 2 :].mean()}
+
+    baseline, hinge, failed = panels
+    assert "(seed 0)" in baseline.get_title() and "(seed 0)" in hinge.get_title()  # each variant's first finished seed
+    b = halves(baseline)
+    assert b["left"] > 200 and b["right"] < 50  # baseline seed 0: white on the left
+    h = halves(hinge)
+    assert h["top"] > 200 and h["bottom"] < 50  # hinge seed 0: white on top
+    assert not failed.images and " ".join(failed.texts[0].get_text().split()) == "failed: RuntimeError: CUDA out of memory"
+
+
+def test_changes_column_says_what_each_variant_changes_in_the_config(sweep):
+    build_report(sweep)
+    table = read_report_csv(sweep / "report.csv")
+    assert table["ablation=baseline"]["changes"] == ""  # the reference: what most variants use
+    assert table["ablation=hinge"]["changes"] == "loss=hinge"  # a group choice, not every key of the loss group
+    assert table["ablation=lr_1e-4"]["changes"] == "optimizer.lr_d=0.0001; optimizer.lr_g=0.0001"
+    md = (sweep / "report.md").read_text()
+    assert "| `ablation=hinge` | loss=hinge | 3/3 |" in md
 
 
 def test_report_cli_on_a_folder_without_jobs(tmp_path, capsys):

@@ -72,14 +72,30 @@ def test_a_failed_job_in_a_sweep_is_recorded_and_does_not_raise(make_cfg, tmp_pa
     assert "Traceback" in status["traceback"]
 
 
-def test_a_failed_single_run_is_recorded_and_still_reported(make_cfg, tmp_path):
-    cfg = make_cfg("optimizer.lr_d=-1")
+def test_a_refused_job_in_a_sweep_is_recorded_for_the_report(make_cfg, tmp_path):
+    cfg = as_multirun_job(make_cfg("optimizer.lr_d=-1"), tmp_path / "multirun")
+    assert main(cfg) is None
+    status = read_status(tmp_path / "run")
+    assert (status["status"], status["error"]) == ("failed", "ConfigError: optimizer.lr_d=-1 must be > 0 (DCGAN uses 2e-4).")
+
+
+def test_a_refused_single_run_records_nothing(make_cfg, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
-        main(cfg)
+        main(make_cfg("optimizer.lr_d=-1"))
     assert exit_info.value.code == 2
+    assert capsys.readouterr().err.strip() == "error: optimizer.lr_d=-1 must be > 0 (DCGAN uses 2e-4)."
+    assert not (tmp_path / "run").exists()  # not even status.json: nothing that looks like a run
+
+
+def test_a_single_run_that_failed_while_training_is_recorded_and_reported(make_cfg, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(make_cfg("optimizer=sgd", "optimizer.lr_d=1e30", "optimizer.lr_g=1e30", "trainer.max_epochs=2"))
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert error.startswith("error: divergence: ")
     status = read_status(tmp_path / "run")
     assert status["status"] == "failed"
-    assert status["error"] == "ConfigError: optimizer.lr_d=-1 must be > 0 (DCGAN uses 2e-4)."
+    assert status["error"] == "DivergenceError: " + error.removeprefix("error: ")
 
 
 def test_real_multirun_with_a_failing_variant_then_report(tmp_path):

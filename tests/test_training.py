@@ -147,12 +147,17 @@ def test_stabilisers_train(make_cfg, overrides):
 
 
 def test_linear_schedule_decays_lr_per_generator_step(make_cfg):
-    result = train(make_cfg("schedule=linear", "trainer.log_every_n_steps=1"))
+    # n_critic=2: 8 batches, 8 D steps, 4 G steps (on batches 1, 3, 5, 7). linear_decay over 4 G steps keeps the
+    # rate for 2 of them, then 1 - (s - 2) / 2: factor 1, 1, 1, 0.5 after 0..3 G steps, 0 after 4.
+    result = train(make_cfg("schedule=linear", "training.n_critic=2", "trainer.limit_train_batches=8",
+                            "trainer.log_every_n_steps=1"))
+    assert result["g_steps"] == 4
     rows = read_metrics(Path(result["output_dir"]))
-    lrs = [c for c in rows[0] if c.startswith("lr-")]
-    assert lrs, "LearningRateMonitor logs lr-* columns"
-    values = column(rows, lrs[0])
-    assert values[0] == pytest.approx(2e-4) and values[-1] < values[0]
+    expected = [2e-4 * factor for factor in (1, 1, 1, 1, 1, 1, 0.5, 0.5)]  # G steps before batch 0..7: 0 0 1 1 2 2 3 3
+    for name in ("lr-Adam", "lr-Adam-1"):  # D's and G's rate, read at the start of each batch
+        assert column(rows, name) == pytest.approx(expected), name
+    final = torch.load(Path(result["output_dir"]) / "checkpoints/last.ckpt", weights_only=True)
+    assert [group["lr"] for state in final["optimizer_states"] for group in state["param_groups"]] == [0.0, 0.0]
 
 
 def test_resume_continues_step_counter_and_keeps_fixed_noise(make_cfg, tmp_path):

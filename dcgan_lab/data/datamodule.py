@@ -83,6 +83,11 @@ class ResumableRandomSampler(Sampler[int]):
         if state.get("seed") is not None and 0 < state["trained_samples"] < self.size:
             self._resume = (state["seed"], state["trained_samples"])
 
+    @property
+    def resumes_mid_epoch(self) -> bool:
+        """Whether the next epoch is the rest of one a checkpoint interrupted (its seed already drawn)."""
+        return self._resume is not None
+
 
 def _keep_batch(batch):
     # The dataset already returns a collated batch.
@@ -145,12 +150,13 @@ class ImageDataModule(L.LightningDataModule):
             return 0 if done >= trainer.num_training_batches else done * self.batch_size
 
         self._sampler = ResumableRandomSampler(len(data), trained_samples)
-        resuming = self._sampler_state is not None
-        if resuming:
+        if self._sampler_state is not None:
             self._sampler.load_state_dict(self._sampler_state)
             self._sampler_state = None
-        # A DataLoader draws its workers' base seed from the global RNG whenever an epoch starts; the resumed
-        # epoch already drew it before the checkpoint, so its iterator draws from a private generator instead.
+        # A DataLoader draws its workers' base seed from the global RNG whenever an epoch starts; an epoch resumed
+        # mid-way already drew it before the checkpoint, so its iterator draws from a private generator instead.
+        # After an epoch-end checkpoint the next epoch starts afresh and draws both, as in an uninterrupted run.
+        resuming = self._sampler.resumes_mid_epoch
         loader = DataLoader(data, sampler=self._sampler, generator=torch.Generator() if resuming else None, **common)
         if resuming:
             self._sampler.on_resumed = lambda: setattr(loader, "generator", None)
