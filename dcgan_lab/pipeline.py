@@ -18,8 +18,8 @@ from dcgan_lab.config import validate
 from dcgan_lab.errors import lab_error_behind
 from dcgan_lab.loggers import FlushLogsWithCheckpoints, log_run_config, run_csv_logger, summarize_wandb_run
 from dcgan_lab.module import GANModule
-from dcgan_lab.run_folder import keep_metrics_on_resume, refuse_taken_folder, resolve_resume
-from dcgan_lab.sweep import run_recorded, sweep_return
+from dcgan_lab.run_folder import keep_metrics_on_resume, refuse_taken_folder, resolve_resume, run_recorded
+from dcgan_lab.sweep import sweep_return
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +122,7 @@ def main(cfg: DictConfig) -> dict | None:
 
     A job that ran writes status.json (ok + times + final metrics, or failed + error), and so does every job of a
     sweep (-m), where a failed job is recorded and the sweep goes on with the others. A single run whose input is
-    refused writes nothing (see sweep.run_recorded).
+    refused writes nothing (see run_folder.run_recorded).
     """
     try:
         # Before anything is recorded: a new run must not write (even status.json) into another run's folder.

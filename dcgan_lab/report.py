@@ -28,7 +28,8 @@ from dcgan_lab import reference_study
 from dcgan_lab.errors import DataError, LabError
 from dcgan_lab.plots import headless_pyplot
 from dcgan_lab.report_wandb import WANDB_CHOICES, report_to_wandb
-from dcgan_lab.runs import direction, last_values, read_metrics, read_overrides, read_status
+from dcgan_lab.run_folder import read_status
+from dcgan_lab.runs import direction, last_values, read_metrics, read_overrides
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,6 @@
-"""One run, one folder: fresh runs get a folder of their own; only a resumed run writes into an old one.
+"""The run folder's one owner: claiming it (one run, one folder: fresh runs get a folder of their own; only a
+resumed run writes into an old one), resuming in it (checkpoint, temp files of killed saves, the metrics.csv rows
+a resume keeps) and its status.json (ok with times and final metrics, or failed with the error).
 
 Imported by dcgan_lab/__init__ for the `unique_dir` resolver, so it stays free of torch/lightning imports.
 """
@@ -6,13 +8,19 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import logging
+import time
+import traceback
+from datetime import datetime
 from pathlib import Path
 
-from dcgan_lab.atomic import remove_stale_temp_files
-from dcgan_lab.errors import ConfigError
+from dcgan_lab.atomic import remove_stale_temp_files, write_text_atomically
+from dcgan_lab.errors import ConfigError, is_refused_input, lab_error_behind
 
 log = logging.getLogger(__name__)
+
+STATUS_FILE = "status.json"
 
 # What a run leaves behind; a folder holding any of these belongs to a run.
 RUN_MARKERS = ("config.yaml", "metrics.csv", "checkpoints", "samples")
@@ -151,3 +159,66 @@ def _number(cell, default=None):
         return float(cell) if cell not in (None, "") else default
     except ValueError:
         return default
+
+
+# ---- status.json -------------------------------------------------------------------------------
+def read_status(run_dir: str | Path) -> dict | None:
+    path = Path(run_dir) / STATUS_FILE
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def write_status(run_dir: str | Path, status: dict) -> Path:
+    """Atomic write, so a report never reads half a file from a job still finishing."""
+    path = Path(run_dir) / STATUS_FILE
+    write_text_atomically(json.dumps(status, indent=2, default=str), path)
+    return path
+
+
+def run_recorded(train, cfg, output_dir: str) -> dict | None:
+    """Run train(cfg) and write <output_dir>/status.json: ok with times and final metrics, or failed with the error.
+
+    A single run whose input is refused (a ConfigError or DataError: a bad value, unusable data or checkpoint)
+    records nothing: bad input leaves nothing that looks like a run behind. In a multirun every job records its
+    outcome, a refused one too, so the report can say why it failed; a failure is logged and swallowed there, so
+    one bad job neither stops the sweep nor loses the other jobs' results. In a single run it is re-raised for the
+    CLI to report.
+    """
+    import torch  # here, not at module level: this module stays free of torch/lightning imports
+    from lightning.fabric.utilities.rank_zero import rank_zero_only
+
+    from dcgan_lab.sweep import in_multirun, job_overrides
+
+    # Under DDP every rank runs this job; only rank 0 writes the job's status.
+    record = write_status if rank_zero_only.rank == 0 else (lambda *_: None)
+    started = time.perf_counter()
+    common = {
+        "overrides": job_overrides(),
+        "started_at": datetime.now().isoformat(timespec="seconds"),
+        "torch_threads": torch.get_num_threads(),  # parallel jobs (hydra/launcher=local) should share the cores
+    }
+    try:
+        result = train(cfg)
+    except Exception as exc:
+        cause = lab_error_behind(exc) or exc
+        error = f"{type(cause).__name__}: {cause}"
+        if in_multirun() or not is_refused_input(exc):
+            record(output_dir, {
+                **common,
+                "status": "failed",
+                "error": error,
+                "traceback": traceback.format_exc(),
+                "wall_time_s": time.perf_counter() - started,
+            })
+        if in_multirun():
+            log.error("Job failed, the sweep goes on: %s (details in %s/status.json)", error, output_dir)
+            return None
+        raise
+    record(output_dir, {
+        **common,
+        "status": "ok",
+        "wall_time_s": time.perf_counter() - started,
+        "train_time_s": result["metrics"].get("train_time_s"),
+        "g_steps": result.get("g_steps"),
+        "final_metrics": result["metrics"],
+    })
+    return result

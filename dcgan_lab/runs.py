@@ -1,4 +1,4 @@
-"""Reading a finished run folder: its metrics.csv, status.json and Hydra overrides.
+"""Reading a finished run's results: its metrics.csv series and Hydra overrides (its status: run_folder).
 
 Shared by the W&B summary (best/last metrics at the end of a job) and the sweep report, so both agree on
 what "final" and "best" mean.
@@ -6,16 +6,12 @@ what "final" and "best" mean.
 from __future__ import annotations
 
 import csv
-import json
 import math
 from fnmatch import fnmatch
 from pathlib import Path
 
 import yaml
 
-from dcgan_lab.atomic import write_text_atomically
-
-STATUS_FILE = "status.json"
 
 # Which way is better, by metric name (glob). Metrics not listed (losses, D(x), grad norms) have no "best":
 # a lower GAN loss is not a better GAN.
@@ -95,18 +91,6 @@ def best_values(series: dict[str, list[tuple[float, float]]]) -> dict[str, float
             values = [value for _, value in points]
             best[name] = max(values) if sign > 0 else min(values)
     return best
-
-
-def read_status(run_dir: str | Path) -> dict | None:
-    path = Path(run_dir) / STATUS_FILE
-    return json.loads(path.read_text()) if path.exists() else None
-
-
-def write_status(run_dir: str | Path, status: dict) -> Path:
-    """Atomic write, so a report never reads half a file from a job still finishing."""
-    path = Path(run_dir) / STATUS_FILE
-    write_text_atomically(json.dumps(status, indent=2, default=str), path)
-    return path
 
 
 def read_overrides(run_dir: str | Path) -> list[str]:

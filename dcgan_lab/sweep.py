@@ -1,18 +1,15 @@
-"""What a job knows about the sweep it belongs to (from Hydra's runtime config), and its status record."""
+"""Hydra glue: what a job knows about the sweep it belongs to (from Hydra's runtime config), the end-of-sweep
+summary, and what a job hands back to the sweeper. The run folder itself (status.json included) is run_folder's."""
 from __future__ import annotations
 
 import logging
-import time
-import traceback
-from datetime import datetime
 from pathlib import Path
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 
-from dcgan_lab.errors import is_refused_input, lab_error_behind
-from dcgan_lab.runs import STATUS_FILE, read_status, write_status
+from dcgan_lab.run_folder import STATUS_FILE, read_status
 
 log = logging.getLogger(__name__)
 
@@ -50,54 +47,6 @@ def job_name() -> str | None:
     if hydra is None or not in_multirun():
         return None
     return hydra.job.override_dirname or f"job{hydra.job.num}"
-
-
-def run_recorded(train, cfg, output_dir: str) -> dict | None:
-    """Run train(cfg) and write <output_dir>/status.json: ok with times and final metrics, or failed with the error.
-
-    A single run whose input is refused (a ConfigError or DataError: a bad value, unusable data or checkpoint)
-    records nothing: bad input leaves nothing that looks like a run behind. In a multirun every job records its
-    outcome, a refused one too, so the report can say why it failed; a failure is logged and swallowed there, so
-    one bad job neither stops the sweep nor loses the other jobs' results. In a single run it is re-raised for the
-    CLI to report.
-    """
-    import torch  # here, not at module level: Hydra imports this module (SweepSummary) before any job
-    from lightning.fabric.utilities.rank_zero import rank_zero_only
-
-    # Under DDP every rank runs this job; only rank 0 writes the job's status.
-    record = write_status if rank_zero_only.rank == 0 else (lambda *_: None)
-    started = time.perf_counter()
-    common = {
-        "overrides": job_overrides(),
-        "started_at": datetime.now().isoformat(timespec="seconds"),
-        "torch_threads": torch.get_num_threads(),  # parallel jobs (hydra/launcher=local) should share the cores
-    }
-    try:
-        result = train(cfg)
-    except Exception as exc:
-        cause = lab_error_behind(exc) or exc
-        error = f"{type(cause).__name__}: {cause}"
-        if in_multirun() or not is_refused_input(exc):
-            record(output_dir, {
-                **common,
-                "status": "failed",
-                "error": error,
-                "traceback": traceback.format_exc(),
-                "wall_time_s": time.perf_counter() - started,
-            })
-        if in_multirun():
-            log.error("Job failed, the sweep goes on: %s (details in %s/status.json)", error, output_dir)
-            return None
-        raise
-    record(output_dir, {
-        **common,
-        "status": "ok",
-        "wall_time_s": time.perf_counter() - started,
-        "train_time_s": result["metrics"].get("train_time_s"),
-        "g_steps": result.get("g_steps"),
-        "final_metrics": result["metrics"],
-    })
-    return result
 
 
 class SweepSummary(Callback):

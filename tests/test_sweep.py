@@ -15,7 +15,8 @@ from omegaconf import open_dict, read_write
 from dcgan_lab.errors import ConfigError
 from dcgan_lab.pipeline import main
 from dcgan_lab.report import build_report
-from dcgan_lab.runs import read_metrics, read_status
+from dcgan_lab.run_folder import read_status
+from dcgan_lab.runs import read_metrics
 from dcgan_lab.sweep import sweep_return
 from tests.conftest import FAST, ROOT, compose_config, run_cli
 from tests.wandb_records import offline_run
