@@ -124,7 +124,7 @@ def test_loading_the_classifier_leaves_the_global_rng_alone(mnist_mini):
 def test_metrics_of_a_progressive_generator_mid_growth(make_cfg):
     # After 4 batches of 16 images the progressive G still renders 4x4: metrics compare it at 32x32.
     cfg = make_cfg("model=progressive", "metrics=default", "metrics.n_samples=100", "metrics.every_n_epochs=1",
-                   "metrics.figures=false", "metrics.precision_recall=false", "metrics.inception=false")
+                   "metrics.figures=false", "metrics.enabled=[classifier,clustering]")
     result = train(cfg)
     assert result["metrics"]["classifier/classes_covered"] >= 1
     assert math.isfinite(result["metrics"]["cluster/silhouette"])
