@@ -26,6 +26,7 @@ import yaml
 
 from dcgan_lab import reference_study
 from dcgan_lab.errors import DataError, LabError
+from dcgan_lab.metrics import registry
 from dcgan_lab.plots import headless_pyplot
 from dcgan_lab.report_wandb import WANDB_CHOICES, report_to_wandb
 from dcgan_lab.run_folder import read_status
@@ -33,18 +34,8 @@ from dcgan_lab.runs import direction, last_values, read_metrics, read_overrides
 
 log = logging.getLogger(__name__)
 
-# Table columns, in this order when present; any other metric with a known direction follows them.
-PREFERRED_COLUMNS = (
-    "classifier/fid",
-    "classifier/classes_covered",
-    "cluster/silhouette",
-    "cluster/compactness",
-    "fid/*",
-    "kid/mean",
-    "is/mean",
-    "pr/precision",
-    "pr/recall",
-)
+# Table columns: the registered metrics' report columns (dcgan_lab/metrics/registry.py), in registry order, when
+# logged; report.csv adds every other metric with a direction; then these.
 TRAILING_COLUMNS = ("train_time_s", "loss/d", "loss/g")
 CURVE_METRICS = ("loss/d", "loss/g", "D(x)", "D(G(z))")
 # Overrides that never define a variant: the seed is what gets aggregated, the sweep name is on every job.
@@ -214,8 +205,8 @@ def table_columns(variants: list[Variant], every_metric: bool = False) -> list[s
     """The headline metrics (report.md) or, with every_metric, also every other metric with a direction (report.csv)."""
     present = {m for v in variants for job in v.ok_jobs for m in job.final}
     columns = []
-    for pattern in PREFERRED_COLUMNS:
-        columns += sorted(m for m in present if fnmatch(m, pattern) and m not in columns)
+    for pattern in registry.report_columns():  # scalars without a direction (fid/n_samples) are no column
+        columns += sorted(m for m in present if fnmatch(m, pattern) and direction(m) and m not in columns)
     if every_metric:
         columns += sorted(m for m in present if direction(m) and m not in columns and m not in TRAILING_COLUMNS)
     columns += [m for m in TRAILING_COLUMNS if m in present]
@@ -412,14 +403,16 @@ def table_lines(table: Table, columns: list[str]) -> tuple[list[str], list[str]]
 
 def write_markdown(path: Path, sweep_dir: Path, variants, columns, common, jobs) -> None:
     tables = split_tables(variants)
+    ways = [f"{word} {', '.join(f'`{m}`' for m in columns if direction(m) == sign)}" for word, sign in (("lower", -1), ("higher", 1))
+            if any(direction(m) == sign for m in columns)]  # from the registry (runs.direction)
     lines = [
         f"# Sweep report: {sweep_dir}",
         "",
         f"{len(jobs)} jobs, {len(variants)} variants. Cells: mean ± sample std (n seeds) of each job's last "
         f"logged value; beside it, Welch's t-test against the baseline row over seeds (two-sided; `p=` when "
         f"p < {ALPHA}, `n.s.` otherwise, `n<2: no test` with fewer than 2 seeds on either side); **bold** = best "
-        "mean of its table (lower FID/KID/compactness/train time, higher classes covered/silhouette/IS/precision/"
-        "recall; losses have no best) AND significantly different from the baseline. `ref` = the reference "
+        f"mean of its table ({'; '.join(ways + ['losses have no best'])}) AND significantly different from the "
+        "baseline. `ref` = the reference "
         f"study's number for the same setting and change: {reference_study.SOURCE}.",
     ]
     sweep_names = sorted({o.split("=", 1)[1] for job in jobs for o in job.overrides if _key(o) == "sweep"})

@@ -7,46 +7,24 @@ from __future__ import annotations
 
 import csv
 import math
-from fnmatch import fnmatch
 from pathlib import Path
 
 import yaml
 
 
-# Which way is better, by metric name (glob). Metrics not listed (losses, D(x), grad norms) have no "best":
-# a lower GAN loss is not a better GAN.
-LOWER_IS_BETTER = (
-    "classifier/fid",
-    "classifier/kl_uniform",
-    "fid/*",
-    "kid/mean",
-    "cluster/compactness",
-    "cluster_feat/compactness",
-    "train_time_s",
-)
-HIGHER_IS_BETTER = (
-    "classifier/classes_covered",
-    "classifier/confidence",
-    "classifier/accuracy",
-    "cluster/silhouette",
-    "cluster/balance",
-    "cluster_feat/silhouette",
-    "cluster_feat/balance",
-    "is/mean",
-    "pr/precision",
-    "pr/recall",
-)
+# Which way is better: a metric's entry in dcgan_lab/metrics/registry.py says it for every scalar it logs; the run's
+# own bookkeeping is here. Anything else (losses, D(x), grad norms) has no "best": a lower GAN loss is not a better GAN.
+RUN_DIRECTIONS = {"train_time_s": -1}  # status.json: the job's wall time
 # Step-like bookkeeping columns: never curves, never table columns.
 STEP_COLUMNS = ("step", "epoch", "g_step")
 
 
 def direction(metric: str) -> int:
     """-1 if lower is better, +1 if higher is better, 0 if neither (no best is marked)."""
-    if any(fnmatch(metric, pattern) for pattern in LOWER_IS_BETTER):
-        return -1
-    if any(fnmatch(metric, pattern) for pattern in HIGHER_IS_BETTER):
-        return 1
-    return 0
+    # Imported here: dcgan_lab.metrics loads torch, and Hydra imports this module (via sweep.py) before any job.
+    from dcgan_lab.metrics import registry
+
+    return RUN_DIRECTIONS.get(metric) or registry.direction(metric)
 
 
 def read_metrics(path: str | Path) -> dict[str, list[tuple[float, float]]]:

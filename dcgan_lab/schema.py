@@ -9,6 +9,9 @@ from __future__ import annotations
 import math
 from fnmatch import fnmatch
 from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from dcgan_lab.metrics.registry import enabled_problem
 
 
 def _number(value) -> bool:
@@ -114,10 +117,25 @@ class Pair:
         return [[0.5, 1.0], [0.5]]
 
 
+@dataclass(frozen=True)
+class Names:
+    """A list of names that some registry owns; `check(value)` is that registry's own check (None = fine)."""
+
+    check: Callable[[Any], str | None]
+    hint: str = ""
+    needs: tuple[str, ...] = ()
+
+    def problem(self, value) -> str | None:
+        return self.check(value)
+
+    def bad_values(self) -> list:
+        return [["nonsense"]]
+
+
 PROBABILITY = dict(low=0, high=1, high_open=True)
 COUNT = dict(low=1, integer=True)
 
-SCHEMA: dict[str, Range | PowerOfTwo | OneOf | Pair] = {
+SCHEMA: dict[str, Range | PowerOfTwo | OneOf | Pair | Names] = {
     "seed": Range(integer=True, low=0),
     # dataset
     "dataset.image_size": PowerOfTwo(16, 256, hint=" (e.g. 32 or 64)"),
@@ -188,6 +206,7 @@ SCHEMA: dict[str, Range | PowerOfTwo | OneOf | Pair] = {
                           needs=("dataset=celeba",)),
     "dataset.on_corrupt": OneOf(("skip", "error"), needs=("dataset=image_folder", "dataset.path=/tmp")),
     # metrics (conf/metrics)
+    "metrics.enabled": Names(enabled_problem),  # read when checked: a metric registered later (a test's) counts
     "metrics.n_samples": Range(**COUNT),
     "metrics.every_n_epochs": Range(low=0, integer=True, hint=" (0 = only at the end)"),
     "metrics.batch_size": Range(**COUNT),

@@ -26,7 +26,7 @@ from .wandb_records import history, logged_images, offline_run, the_offline_run
 DASHBOARD_RUN = [
     "logger=[wandb,tensorboard]", "trainer.max_epochs=2", "trainer.log_every_n_steps=1",
     "model=progressive", "model.growth.fade_images=32", "model.growth.stable_images=16",
-    "metrics=default", "metrics.n_samples=100", "metrics.every_n_epochs=2", "metrics.precision_recall=false",
+    "metrics=default", "metrics.n_samples=100", "metrics.every_n_epochs=2", "metrics.enabled=[classifier,clustering,inception]",
 ]
 
 

@@ -124,7 +124,7 @@ def test_suite_fid_kid_is_equal_torch_fidelity_calculate_metrics(make_cfg, tmp_p
 
     n = 4
     cfg = make_cfg()
-    settings = {"n_samples": 20, "batch_size": 8, "classifier": False, "clustering": False, "inception_n_samples": n,
+    settings = {"n_samples": 20, "batch_size": 8, "enabled": ["inception"], "inception_n_samples": n,
                 "inception_weights": str(random_inception_weights)}
     datamodule = instantiate(cfg.dataset)
     suite = MetricSuite(settings, datamodule, tmp_path / "cache")
@@ -191,7 +191,7 @@ def test_inception_features_split_metric_batches_keep_their_order_and_estimate_t
 def test_weights_without_classifier_give_fid_kid_one_is_line_metadata_and_a_cached_reference(
         make_cfg, tmp_path, caplog, random_weights_without_classifier):
     cfg = make_cfg()
-    settings = {"n_samples": 12, "batch_size": 12, "classifier": False, "clustering": False, "inception_n_samples": 4,
+    settings = {"n_samples": 12, "batch_size": 12, "enabled": ["inception"], "inception_n_samples": 4,
                 "inception_n_reference": 3, "inception_weights": str(random_weights_without_classifier)}
     suite = MetricSuite(settings, instantiate(cfg.dataset), tmp_path / "cache")
     with caplog.at_level(logging.WARNING):
@@ -223,7 +223,7 @@ def test_missing_broken_or_pickled_weights_warn_once_and_other_metrics_still_run
     torch.save({"fc.weight": torch.zeros(2), "config": argparse.Namespace(a=1)}, pickled)  # not plain tensors
     cfg = make_cfg()
     for weights in (tmp_path / "missing.pth", broken, pickled):
-        settings = {"n_samples": 40, "classifier": False, "inception_weights": str(weights)}
+        settings = {"n_samples": 40, "enabled": ["clustering", "inception"], "inception_weights": str(weights)}
         suite = MetricSuite(settings, instantiate(cfg.dataset), tmp_path / "cache")
         caplog.clear()
         with caplog.at_level(logging.WARNING):
@@ -325,7 +325,7 @@ def test_a_user_weights_file_gives_the_fid_of_the_torchscript_network(make_cfg, 
     shutil.copy(weights.path, user_file)
     n = 6
     cfg = make_cfg()
-    settings = {"n_samples": 12, "batch_size": 12, "classifier": False, "clustering": False, "inception_n_samples": n,
+    settings = {"n_samples": 12, "batch_size": 12, "enabled": ["inception"], "inception_n_samples": n,
                 "inception_weights": str(user_file)}
     datamodule = instantiate(cfg.dataset)
     suite = MetricSuite(settings, datamodule, tmp_path / "cache")
@@ -362,7 +362,7 @@ def test_every_family_measures_itself_on_unlabelled_images_with_its_own_d_featur
     cfg = make_cfg(f"model={model}", "dataset=image_folder", f"dataset.path={digit_folder}", "dataset.channels=1",
                    "dataset.image_size=32", f"paths.cache_dir={tmp_path / 'cache'}", "trainer.limit_train_batches=2",
                    "metrics=default", "metrics.every_n_epochs=1", "metrics.n_samples=40", "metrics.pca_components=5",
-                   "metrics.figures=false", "metrics.inception=false")
+                   "metrics.figures=false", "metrics.enabled=[classifier,clustering,precision_recall]")
     result = train(cfg)
     with open(tmp_path / "run" / "metrics.csv") as f:
         rows = [r for r in csv.DictReader(f) if r.get("cluster_feat/silhouette")]
@@ -395,9 +395,8 @@ def test_d_features_are_the_ones_d_returns_with_its_labels(make_cfg, model):
 
 
 def test_conditional_concat_d_measures_itself_without_the_classifier(make_cfg):
-    cfg = make_cfg("model.conditional=true", "model.d_conditioning=concat", "metrics=default", "metrics.classifier=false",
-                   "metrics.n_samples=40", "metrics.pca_components=5", "metrics.figures=false", "metrics.every_n_epochs=1",
-                   "metrics.inception=false")
+    cfg = make_cfg("model.conditional=true", "model.d_conditioning=concat", "metrics=default", "metrics.enabled=[clustering]",
+                   "metrics.n_samples=40", "metrics.pca_components=5", "metrics.figures=false", "metrics.every_n_epochs=1")
     result = train(cfg)
     assert math.isfinite(result["metrics"]["cluster_feat/silhouette"])
 
@@ -405,10 +404,10 @@ def test_conditional_concat_d_measures_itself_without_the_classifier(make_cfg):
 # ---- Inception during a CPU training run ------------------------------------------------------------------
 def test_inception_at_the_end_of_a_cpu_run(make_cfg, tmp_path, random_inception_weights):
     cfg = make_cfg("metrics=default", "metrics.every_n_epochs=1", "trainer.max_epochs=2", "metrics.n_samples=30",
-                   "metrics.figures=false", "metrics.precision_recall=false", "metrics.inception_during_training=end",
+                   "metrics.figures=false", "metrics.inception_during_training=end",
                    "metrics.inception_n_samples=4", "metrics.inception_n_reference=3",
                    f"metrics.inception_weights={random_inception_weights}", f"paths.cache_dir={tmp_path / 'cache'}",
-                   "metrics.classifier=false")
+                   "metrics.enabled=[clustering,inception]")
     result = train(cfg)
     with open(tmp_path / "run" / "metrics.csv") as f:
         rows = [r for r in csv.DictReader(f) if r.get("cluster/silhouette")]
@@ -439,7 +438,7 @@ def test_evaluate_prints_fid_and_kid_with_no_weights_path_and_a_fresh_cache(make
     ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
     cache = tmp_path / "fresh_cache"
     proc = subprocess.run([PYTHON, str(ROOT / "evaluate.py"), f"ckpt={ckpt}", "metrics.n_samples=64", "figures=false",
-                           "metrics.classifier=false", f"paths.cache_dir={cache}"],
+                           "metrics.enabled=[clustering,inception]", f"paths.cache_dir={cache}"],
                           cwd=ROOT, capture_output=True, text=True, timeout=1200)
     assert proc.returncode == 0, proc.stderr[-2000:]
     table = proc.stdout

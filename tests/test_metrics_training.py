@@ -107,7 +107,7 @@ def known_generators(tmp_path_factory) -> dict[str, list[dict]]:
     for name, constant in (("digits", False), ("constant", True)):
         run = tmp_path_factory.mktemp(name) / "run"
         train(compose_config(run, [*FAST, "trainer.limit_train_batches=1", "metrics=default", "metrics.every_n_epochs=1",
-                                   "metrics.n_samples=500", "metrics.clustering=false", "metrics.figures=false",
+                                   "metrics.n_samples=500", "metrics.enabled=[classifier,precision_recall,inception]", "metrics.figures=false",
                                    "model.generator._target_=tests.test_metrics_training.HeldOutDigits",
                                    f"+model.generator.constant={constant}"]))
         rows[name] = evaluation_rows(run)
@@ -179,7 +179,7 @@ def test_training_run_logs_metrics_and_writes_figures_then_evaluate_reproduces_t
 def test_a_briefly_trained_generator_beats_an_untrained_one_as_the_readme_table_shows(make_cfg, tmp_path):
     # The README's table compares 20 epochs with 1 G step; 3 epochs already move every number the same way.
     common = ["logger=csv", "callbacks.progress_bar=null", "metrics.n_samples=1000", "metrics.every_n_epochs=0",
-              "metrics.clustering=false", "metrics.figures=false"]
+              "metrics.enabled=[classifier,precision_recall,inception]", "metrics.figures=false"]
     final = {}
     for name, length in (("untrained", "trainer.max_steps=1"), ("trained", "trainer.max_epochs=3")):
         train(make_cfg(*common, length, fast=False, run_dir=tmp_path / name))
@@ -211,7 +211,7 @@ def test_loading_the_classifier_leaves_the_global_rng_alone(mnist_mini):
 def test_metrics_of_a_progressive_generator_mid_growth(make_cfg, tmp_path):
     # After 4 batches of 16 images the progressive G still renders 4x4: metrics compare it at 32x32.
     cfg = make_cfg("model=progressive", "metrics=default", "metrics.n_samples=100", "metrics.every_n_epochs=1",
-                   "metrics.figures=false", "metrics.precision_recall=false", "metrics.inception=false",
+                   "metrics.figures=false", "metrics.enabled=[classifier,clustering]",
                    "trainer.log_every_n_steps=1")
     train(cfg)
     with open(tmp_path / "run" / "metrics.csv") as f:

@@ -14,12 +14,11 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from dcgan_lab.loggers import dashboard_step, show_png
+from dcgan_lab.metrics import registry
 from dcgan_lab.metrics.inception import CPU_TRAINING_SAMPLES
 from dcgan_lab.metrics.suite import MetricSuite, settings_from
 
 log = logging.getLogger(__name__)
-
-HEADLINE = ("classifier/fid", "classifier/classes_covered", "cluster/silhouette", "pr/precision", "pr/recall")
 
 
 class GenerativeMetrics(L.Callback):
@@ -42,11 +41,10 @@ class GenerativeMetrics(L.Callback):
             log.warning("metrics: the trainer has no lab datamodule (real images for reference statistics); metrics are off")
             return
         self.suite = MetricSuite(self.settings, datamodule, self.cache_dir, device=pl_module.device)
-        if self.suite.classifier_available():
-            self.suite.classifier()  # trains on first use (cached afterwards): the cost shows up front, not mid-run
+        self.suite.prepare()  # the classifier trains on first use (cached afterwards): the cost shows up front, not mid-run
 
     def _inception_wanted(self, pl_module, at_end: bool) -> bool:
-        if not self.settings["inception"]:
+        if not registry.any_needs(self.settings["enabled"], "inception"):
             return False
         mode = self.settings["inception_during_training"]
         if mode == "auto":  # minutes per evaluation on a CPU: at every evaluation only on a GPU
@@ -73,8 +71,7 @@ class GenerativeMetrics(L.Callback):
         self._evaluated_step = step
         if inception:
             self._inception_step = step
-        summary = ", ".join(f"{k}={report.scalars[k]:.4g}" for k in (*HEADLINE, *sorted(k for k in report.scalars if k.startswith("fid/")))
-                            if k in report.scalars)
+        summary = ", ".join(f"{k}={report.scalars[k]:.4g}" for k in registry.headline_keys(report.scalars))
         log.info("metrics at epoch %d: %s (%.0f s)", self._epoch, summary, report.scalars["metrics/eval_time_s"])
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:

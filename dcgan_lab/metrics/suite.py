@@ -1,5 +1,8 @@
 """MetricSuite: every enabled metric for one generator, shared by the training callback and evaluate.py.
 
+Which metrics run is `metrics.enabled`; what each one is, needs and logs is its entry in metrics/registry.py. The
+suite draws the generated images, holds what entries share (the classifier and its reference statistics, features,
+Inception) in a MetricContext, and runs each enabled entry whose needs this evaluation meets.
 Generated images come from fixed latents (metrics.seed), so evaluations of one run differ only because
 the generator changed. Real-data statistics come from the reference cache (computed once per key).
 """
@@ -7,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -17,34 +21,40 @@ import torch.nn.functional as F
 from torch import nn
 
 from dcgan_lab.errors import ConfigError
-from dcgan_lab.metrics import clustering as clus
+from dcgan_lab.metrics import registry
 from dcgan_lab.metrics.cache import ReferenceCache, tensor_md5
 from dcgan_lab.metrics.classifier import classify, has_labels, load_or_train_classifier
-from dcgan_lab.metrics.frechet import frechet_distance, gaussian_stats
-from dcgan_lab.metrics.modes import mode_metrics
-from dcgan_lab.metrics.precision_recall import precision_recall
+from dcgan_lab.metrics.frechet import gaussian_stats
 from dcgan_lab.plots import headless_pyplot
 
 log = logging.getLogger(__name__)
 
-DEFAULTS: dict[str, Any] = {
-    "n_samples": 2000, "every_n_epochs": 5, "at_end": True, "batch_size": 250, "seed": 0,
-    "classifier": True, "classifier_epochs": 4, "coverage_threshold": 0.1,
-    "clustering": True, "kmeans_k": 10, "pca_components": 50, "figures": True,
-    "precision_recall": True, "pr_k": 3,
-    "inception": True, "inception_during_training": "auto", "inception_n_samples": None,
-    "inception_weights": None, "inception_n_reference": None, "n_reference": 10000,
+# Options of every evaluation; each metric's own options (kmeans_k, pr_k, inception_*) are in its registry entry.
+GENERAL: dict[str, Any] = {
+    "enabled": ["classifier", "clustering", "precision_recall", "inception"],
+    "n_samples": 2000, "every_n_epochs": 5, "at_end": True, "batch_size": 250, "seed": 0, "figures": True,
+    "n_reference": 10000,
 }
 INCEPTION_MODES = ("auto", "every", "end", "never")
+
+
+def defaults() -> dict[str, Any]:
+    """Every known metrics option with its default: the general ones and each registered metric's."""
+    return {**GENERAL, **registry.option_defaults()}
 
 
 def settings_from(cfg: Mapping | None) -> dict[str, Any]:
     """The metrics config group as a plain dict, checked: one clear line per wrong value."""
     given = dict(cfg or {})
-    unknown = sorted(set(given) - set(DEFAULTS))
+    known = defaults()
+    unknown = sorted(set(given) - set(known))
     if unknown:
-        raise ConfigError(f"unknown metrics option(s) {unknown}; known: {sorted(DEFAULTS)}")
-    s = {**DEFAULTS, **given}
+        raise ConfigError(f"unknown metrics option(s) {unknown}; known: {sorted(known)}")
+    s = {**known, **given}
+    if isinstance(s["enabled"], Sequence) and not isinstance(s["enabled"], str):  # list, tuple, ListConfig
+        s["enabled"] = list(s["enabled"])
+    if (problem := registry.enabled_problem(s["enabled"])) is not None:
+        raise ConfigError(f"metrics.enabled={s['enabled']!r} {problem}")
     for key in ("n_samples", "batch_size", "kmeans_k", "n_reference", "classifier_epochs", "pr_k"):
         if isinstance(s[key], bool) or not isinstance(s[key], int) or s[key] < 1:
             raise ConfigError(f"metrics.{key}={s[key]!r} must be an integer >= 1")
@@ -115,18 +125,70 @@ def discriminator_features(discriminator: nn.Module, images: torch.Tensor, label
         discriminator.train(was_training)
 
 
+@dataclass
+class MetricContext:
+    """What the entries of one evaluation share; each computed on first use (metrics/registry.py)."""
+
+    suite: "MetricSuite"
+    images: torch.Tensor                 # (n_samples, C, H, W) in [-1, 1], at the data's size
+    labels: torch.Tensor | None          # the classes a conditional G was asked for, else None
+    inception_images: torch.Tensor       # (inception_n_samples, C, H, W): images drawn with the same latents
+    discriminator: nn.Module | None
+    figures: Path | None                 # where entries write figures (None: metrics.figures=false or no folder)
+    tag: str
+    extras: dict[str, Any]               # JSON-only results (metrics.json, the callback ignores them)
+    figure_paths: list[Path]             # figures written, shown on the dashboards
+    _memo: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        return self.suite.s
+
+    @property
+    def prefix(self) -> str:
+        return f"{self.tag}_" if self.tag else ""
+
+    def classifier_reference(self) -> dict:
+        """The lab classifier's features and Gaussian statistics on real training images (cached by key)."""
+        return self.suite.classifier_reference()
+
+    def classified(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(features, class probabilities) of the lab classifier on the generated images."""
+        if "classified" not in self._memo:
+            self._memo["classified"] = classify(self.suite.classifier(), self.images, device=self.suite.device)
+        return self._memo["classified"]
+
+    def d_features(self) -> torch.Tensor | None:
+        """D's own features of the generated images (None without a discriminator)."""
+        if "d_features" not in self._memo:
+            self._memo["d_features"] = None if self.discriminator is None else discriminator_features(
+                self.discriminator, self.images, self.labels, self.settings["batch_size"], self.suite.device)
+        return self._memo["d_features"]
+
+    def features(self) -> torch.Tensor | None:
+        """The feature space of feature-based metrics: the lab classifier's where an enabled metric uses it and
+        the data has labels, else D's (None when neither)."""
+        return self.classified()[0] if self.suite.classifier_available() else self.d_features()
+
+
 class MetricSuite:
     def __init__(self, settings: Mapping | None, datamodule, cache_dir: str | Path, device="cpu"):
         self.s = settings_from(settings)
+        self.metrics = registry.enabled_metrics(self.s["enabled"])
         self.datamodule, self.device = datamodule, torch.device(device)
         self.cache_dir = Path(cache_dir)
         self.cache = ReferenceCache(cache_dir)
         self._classifier = None
-        self._classifier_record: dict = {}
+        self.classifier_record: dict = {}
         self._inception = None
         self._inception_problem: str | None = None
         self._real_order: torch.Tensor | None = None
         self._real_md5: str | None = None
+        self._skips_said: set[str] = set()
+
+    def needs(self, need: str) -> bool:
+        """Whether an enabled metric needs `need` (registry.NEEDS)."""
+        return any(need in metric.needs for metric in self.metrics)
 
     # ---- real data ---------------------------------------------------------------------------
     def _real(self, n: int | None = None):
@@ -146,18 +208,24 @@ class MetricSuite:
 
     # ---- classifier metrics ------------------------------------------------------------------
     def classifier_available(self) -> bool:
-        return bool(self.s["classifier"]) and has_labels(self.datamodule)
+        """An enabled metric uses the lab classifier and the data has labels to train it on."""
+        return self.needs("classifier") and has_labels(self.datamodule)
 
     def classifier(self):
         if self._classifier is None:
-            self._classifier, self._classifier_record = load_or_train_classifier(
+            self._classifier, self.classifier_record = load_or_train_classifier(
                 self.datamodule, self.cache_dir, epochs=self.s["classifier_epochs"], device=self.device)
         return self._classifier
+
+    def prepare(self) -> None:
+        """What the first evaluation would otherwise pay for mid-run: the classifier is trained on first use."""
+        if self.classifier_available():
+            self.classifier()
 
     def classifier_reference(self) -> dict:
         """Classifier features and their Gaussian statistics on real training images (cached by key)."""
         model = self.classifier()
-        key = self._reference_key("classifier", weights=self._classifier_record["weights"])
+        key = self._reference_key("classifier", weights=self.classifier_record["weights"])
 
         def compute():
             images, _, subset = self._real()
@@ -202,13 +270,11 @@ class MetricSuite:
 
         return self.cache.get(key, compute)
 
-    def _inception_scalars(self, fake_images: torch.Tensor, n: int) -> tuple[dict[str, float], dict[str, Any]]:
+    def inception_scalars(self, fake_images: torch.Tensor) -> tuple[dict[str, float], dict[str, Any]]:
         """(fid/<n>, kid/*, is/* scalars; metadata naming the extractor, the weights' md5 and the counts)."""
         from dcgan_lab.metrics.inception import IS_NEEDS_CLASSIFIER, FID_RANK, inception_features, inception_metrics, protocol_name
 
-        inception = self.inception()
-        if inception is None:
-            return {}, {"inception_skipped": self._inception_problem}
+        inception, n = self.inception(), len(fake_images)
         n_real = min(self.s["inception_n_reference"] or n, len(self.datamodule.split("train")))
         reference = self._inception_reference(inception, n_real)
         bs = self.s["batch_size"]
@@ -226,16 +292,28 @@ class MetricSuite:
         return scalars, metadata
 
     # ---- everything --------------------------------------------------------------------------
+    def _unmet(self, metric: registry.Metric, discriminator: nn.Module | None) -> str | None:
+        """Why this evaluation cannot run `metric` (None: it can)."""
+        for need in sorted(metric.needs):
+            if need in ("labels", "classifier") and not has_labels(self.datamodule):
+                return f"{metric.name} skipped: it needs class labels and dataset {self.datamodule.name} has none"
+            if need == "d_features" and discriminator is None:
+                return f"{metric.name} skipped: it needs the discriminator's features and none was given"
+            if need == "inception" and self.inception() is None:
+                return self._inception_problem
+        return None
+
     def evaluate(self, generator: nn.Module, discriminator: nn.Module | None = None, n_samples: int | None = None,
                  inception: bool = False, figures_dir: str | Path | None = None, tag: str = "",
                  inception_n_samples: int | None = None) -> MetricReport:
-        """Every enabled metric; `inception_n_samples` overrides metrics.inception_n_samples (the training
-        callback's CPU default)."""
+        """Every enabled metric; those that need Inception only with `inception=True` (minutes on a CPU).
+        `inception_n_samples` overrides metrics.inception_n_samples (the training callback's CPU default)."""
         started = time.perf_counter()
         s, report = self.s, MetricReport()
+        metrics = [m for m in self.metrics if inception or "inception" not in m.needs]
         n = n_samples or s["n_samples"]
         n_inception = inception_n_samples or s["inception_n_samples"] or n
-        use_inception = inception and s["inception"]
+        use_inception = any("inception" in m.needs for m in metrics)
         images, labels = sample_images(generator, max(n, n_inception) if use_inception else n, s["batch_size"], s["seed"], self.device)
         size = self.datamodule.image_size
         if images.shape[-1] != size:
@@ -245,53 +323,28 @@ class MetricSuite:
         figures = Path(figures_dir) if figures_dir is not None and s["figures"] else None
         if figures is not None:
             figures.mkdir(parents=True, exist_ok=True)
-        prefix = f"{tag}_" if tag else ""
-
-        features = None
-        if self.classifier_available():
-            reference = self.classifier_reference()
-            features, probs = classify(self.classifier(), images[:n], device=self.device)
-            modes = mode_metrics(probs, s["coverage_threshold"])
-            report.extras["classifier/histogram"] = modes.pop("histogram")
-            report.extras["classifier/test_accuracy"] = self._classifier_record.get("test_accuracy")
-            report.scalars["classifier/fid"] = frechet_distance(*gaussian_stats(features), reference["mu"], reference["sigma"])
-            report.scalars.update({f"classifier/{k}": v for k, v in modes.items()})
-            if labels is not None:  # conditional G: does it draw the class it was asked for?
-                report.scalars["classifier/accuracy"] = float((probs.argmax(1) == labels[:n]).float().mean())
-            if s["precision_recall"]:
-                real = reference["features"][: len(features)]
-                report.scalars.update({f"pr/{k}": v for k, v in precision_recall(real, features, s["pr_k"]).items()})
-            if figures is not None:
-                report.figures.append(_save_histogram(report.extras["classifier/histogram"], figures / f"{prefix}class_histogram.png", tag))
-        elif discriminator is not None:
-            features = discriminator_features(discriminator, images[:n], None if labels is None else labels[:n],
-                                              s["batch_size"], self.device)
-
-        if s["clustering"]:
-            spaces = {"cluster": images[:n]}
-            if features is not None:
-                spaces["cluster_feat"] = features
-            for name, x in spaces.items():
-                result = clus.cluster_study(x, k=s["kmeans_k"], pca_components=s["pca_components"] or None, seed=s["seed"])
-                report.scalars.update({f"{name}/{k}": v for k, v in result.scalars().items()})
-                if figures is not None:
-                    space = "pixels" if name == "cluster" else "features"
-                    title = f"{tag} KMeans k={s['kmeans_k']} on {space}".strip()
-                    report.figures += [
-                        clus.save_pca_scatter(result, figures / f"{prefix}{space}_pca.png", title),
-                        clus.save_silhouette_plot(result, figures / f"{prefix}{space}_silhouette.png", title),
-                        clus.save_cluster_grid(result, images[:n], figures / f"{prefix}{space}_clusters.png"),
-                    ]
-
-        if use_inception:
-            scalars, metadata = self._inception_scalars(images, n_inception)
+        ctx = MetricContext(self, images[:n], None if labels is None else labels[:n], images[:n_inception],
+                            discriminator, figures, tag, report.extras, report.figures)
+        for metric in metrics:
+            problem = self._unmet(metric, discriminator)
+            if problem is not None:
+                report.extras[f"{metric.name}_skipped"] = problem  # metrics.json says why it is missing
+                if metric.name not in self._skips_said and "inception" not in metric.needs:  # inception() warned
+                    self._skips_said.add(metric.name)
+                    log.info("%s", problem)
+                continue
+            scalars = metric.compute(ctx)
+            undeclared = sorted(k for k in scalars if metric.direction(k) is None)
+            if undeclared and metric.name not in self._skips_said:
+                self._skips_said.add(metric.name)
+                log.warning("metric %s logs %s, which its registry entry does not declare (no direction: no best, "
+                            "no report column)", metric.name, undeclared)
             report.scalars.update(scalars)
-            report.extras.update(metadata)
         report.scalars["metrics/eval_time_s"] = time.perf_counter() - started
         return report
 
 
-def _save_histogram(histogram: list[int], path: Path, title: str) -> Path:
+def save_histogram(histogram: list[int], path: Path, title: str) -> Path:
     plt = headless_pyplot()
     fig, ax = plt.subplots(figsize=(5, 3))
     ax.bar(np.arange(len(histogram)), histogram, color="tab:blue")

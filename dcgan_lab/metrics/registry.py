@@ -1,0 +1,218 @@
+"""The metric registry: everything the lab knows about a metric, in one entry (stylegan2-ada's metrics/metric_main.py).
+
+An entry is a function registered by `@register_metric`. Its name is the token users put in `metrics.enabled`;
+beside it: the scalars it logs with their better direction (+1 higher is better, -1 lower, 0 neither; globs
+allowed, the first matching pattern wins), what it needs (NEEDS), its options and their defaults (`metrics.<option>`),
+which scalars head the one-line log and the report's table. The function takes the shared MetricContext of one
+evaluation (metrics/suite.py: generated images, the real reference, features, settings) and returns {scalar: value}.
+
+The suite runs the enabled entries; runs.direction, the report's columns and the metric callback's log line read
+this table. A new metric is one entry here (or in any module imported before the run, e.g. a test), plus optionally
+its knobs in conf/metrics/default.yaml. The computations live in their own modules (classifier.py, clustering.py,
+precision_recall.py, inception.py): the entries only wire them.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from fnmatch import fnmatch
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
+
+if TYPE_CHECKING:
+    from dcgan_lab.metrics.suite import MetricContext
+
+# What an entry may need; the suite skips an entry whose needs the evaluation cannot meet, saying why once.
+NEEDS = {
+    "labels": "class labels in the dataset",
+    "classifier": "the lab's classifier (trained once per labelled dataset, then cached)",
+    "inception": "Inception weights (torch-fidelity's file or the package registry's copy); minutes on a CPU, "
+                 "so the callback runs these entries only where metrics.inception_during_training says",
+    "d_features": "the discriminator's features (training runs and checkpoints have them)",
+}
+
+
+@dataclass(frozen=True)
+class Metric:
+    name: str
+    compute: Callable[["MetricContext"], dict[str, float]]
+    scalars: tuple[tuple[str, int], ...]       # (scalar key or glob, direction); first match wins
+    needs: frozenset[str] = frozenset()
+    options: Mapping[str, Any] = field(default_factory=dict)
+    headline: tuple[str, ...] = ()             # globs: the callback's one-line log
+    report: tuple[str, ...] | None = None      # globs: report.md's columns; None = every scalar with a direction
+    doc: str = ""
+
+    def direction(self, key: str) -> int | None:
+        """The direction of `key` if this entry produces it, else None."""
+        return next((sign for pattern, sign in self.scalars if fnmatch(key, pattern)), None)
+
+    @property
+    def report_columns(self) -> tuple[str, ...]:
+        return self.report if self.report is not None else tuple(p for p, sign in self.scalars if sign)
+
+
+METRICS: dict[str, Metric] = {}
+
+
+def register_metric(name: str | None = None, *, scalars: Mapping[str, int], needs: Iterable[str] = (),
+                    options: Mapping[str, Any] | None = None, headline: Iterable[str] = (),
+                    report: Iterable[str] | None = None):
+    """Decorator: `@register_metric(scalars={"mean_brightness": -1})` registers the function under its own name."""
+
+    def decorator(fn: Callable[["MetricContext"], dict[str, float]]):
+        entry = Metric(
+            name=name or fn.__name__, compute=fn, scalars=tuple(dict(scalars).items()), needs=frozenset(needs),
+            options=dict(options or {}), headline=tuple(headline), report=None if report is None else tuple(report),
+            doc=(fn.__doc__ or "").strip().split("\n")[0],
+        )
+        if unknown := sorted(entry.needs - set(NEEDS)):
+            raise ValueError(f"metric {entry.name}: unknown needs {unknown}; known: {sorted(NEEDS)}")
+        if bad := [p for p, sign in entry.scalars if sign not in (-1, 0, 1)]:
+            raise ValueError(f"metric {entry.name}: the direction of {bad} must be -1, 0 or +1")
+        for other in METRICS.values():
+            if other.name != entry.name and (shared := sorted(set(other.options) & set(entry.options))):
+                raise ValueError(f"metric {entry.name}: option(s) {shared} already belong to metric {other.name}")
+        METRICS[entry.name] = entry
+        return fn
+
+    return decorator
+
+
+# ---- what the rest of the lab reads ------------------------------------------------------------------
+def direction(key: str) -> int:
+    """-1 if lower is better, +1 if higher is better, 0 if neither or no registered metric logs `key`."""
+    return next((sign for entry in METRICS.values() if (sign := entry.direction(key)) is not None), 0)
+
+
+def enabled_problem(names) -> str | None:
+    """None when `names` is a list of registered metric names, else what it must be (one line's end)."""
+    known = ", ".join(METRICS)
+    if not isinstance(names, (list, tuple)) or not all(isinstance(n, str) for n in names):
+        return f"must be a list of metric names from [{known}]"
+    unknown = [n for n in names if n not in METRICS]
+    if unknown:
+        return (f"must be a list of registered metrics: {', '.join(map(repr, unknown))} "
+                f"{'is' if len(unknown) == 1 else 'are'} not among [{known}] (dcgan_lab/metrics/registry.py)")
+    return None
+
+
+def enabled_metrics(names: Iterable[str]) -> list[Metric]:
+    """The entries named, in registry order (so logs and tables keep one order whatever the YAML's order)."""
+    wanted = set(names)
+    return [entry for entry in METRICS.values() if entry.name in wanted]
+
+
+def any_needs(names: Iterable[str], need: str) -> bool:
+    return any(need in entry.needs for entry in enabled_metrics(names))
+
+
+def option_defaults() -> dict[str, Any]:
+    """Every registered entry's options with their defaults (accepted whether or not the entry is enabled)."""
+    return {key: value for entry in METRICS.values() for key, value in entry.options.items()}
+
+
+def headline_keys(scalars: Iterable[str]) -> list[str]:
+    """The keys of `scalars` that entries put in the one-line log, in registry order."""
+    keys = list(scalars)
+    found: list[str] = []
+    for entry in METRICS.values():
+        for pattern in entry.headline:
+            found += sorted(k for k in keys if fnmatch(k, pattern) and k not in found)
+    return found
+
+
+def report_columns() -> list[str]:
+    """The report's column patterns, in registry order."""
+    return [pattern for entry in METRICS.values() for pattern in entry.report_columns]
+
+
+# ---- the lab's metrics ------------------------------------------------------------------------------------
+@register_metric(
+    scalars={"classifier/fid": -1, "classifier/classes_covered": 1, "classifier/kl_uniform": -1,
+             "classifier/confidence": 1, "classifier/accuracy": 1},
+    needs=("labels", "classifier"),
+    options={"classifier_epochs": 4, "coverage_threshold": 0.1},
+    headline=("classifier/fid", "classifier/classes_covered"),
+    report=("classifier/fid", "classifier/classes_covered"),
+)
+def classifier(ctx: "MetricContext") -> dict[str, float]:
+    """FID on the lab classifier's features, classes covered, KL to uniform, confidence (+ accuracy for a conditional G)."""
+    from dcgan_lab.metrics.frechet import frechet_distance, gaussian_stats
+    from dcgan_lab.metrics.modes import mode_metrics
+
+    reference = ctx.classifier_reference()
+    features, probs = ctx.classified()
+    modes = mode_metrics(probs, ctx.settings["coverage_threshold"])
+    histogram = modes.pop("histogram")
+    ctx.extras["classifier/histogram"] = histogram
+    ctx.extras["classifier/test_accuracy"] = ctx.suite.classifier_record.get("test_accuracy")
+    scalars = {"classifier/fid": frechet_distance(*gaussian_stats(features), reference["mu"], reference["sigma"]),
+               **{f"classifier/{k}": v for k, v in modes.items()}}
+    if ctx.labels is not None:  # conditional G: does it draw the class it was asked for?
+        scalars["classifier/accuracy"] = float((probs.argmax(1) == ctx.labels).float().mean())
+    if ctx.figures is not None:
+        from dcgan_lab.metrics.suite import save_histogram
+
+        ctx.figure_paths.append(save_histogram(histogram, ctx.figures / f"{ctx.prefix}class_histogram.png", ctx.tag))
+    return scalars
+
+
+@register_metric(
+    scalars={"cluster/silhouette": 1, "cluster/compactness": -1, "cluster/balance": 1,
+             "cluster_feat/silhouette": 1, "cluster_feat/compactness": -1, "cluster_feat/balance": 1},
+    options={"kmeans_k": 10, "pca_components": 50},
+    headline=("cluster/silhouette",),
+    report=("cluster/silhouette", "cluster/compactness"),
+)
+def clustering(ctx: "MetricContext") -> dict[str, float]:
+    """KMeans on PCA of the pixels (cluster/*) and of the classifier's, else D's, features (cluster_feat/*)."""
+    from dcgan_lab.metrics import clustering as clus
+
+    s = ctx.settings
+    spaces = {"cluster": ctx.images}
+    features = ctx.features()
+    if features is not None:
+        spaces["cluster_feat"] = features
+    scalars = {}
+    for name, x in spaces.items():
+        result = clus.cluster_study(x, k=s["kmeans_k"], pca_components=s["pca_components"] or None, seed=s["seed"])
+        scalars.update({f"{name}/{k}": v for k, v in result.scalars().items()})
+        if ctx.figures is not None:
+            space = "pixels" if name == "cluster" else "features"
+            title = f"{ctx.tag} KMeans k={s['kmeans_k']} on {space}".strip()
+            ctx.figure_paths += [
+                clus.save_pca_scatter(result, ctx.figures / f"{ctx.prefix}{space}_pca.png", title),
+                clus.save_silhouette_plot(result, ctx.figures / f"{ctx.prefix}{space}_silhouette.png", title),
+                clus.save_cluster_grid(result, ctx.images, ctx.figures / f"{ctx.prefix}{space}_clusters.png"),
+            ]
+    return scalars
+
+
+@register_metric(
+    scalars={"fid/n_samples": 0, "fid/*": -1, "kid/mean": -1, "kid/std": 0, "kid/subset_size": 0,
+             "is/mean": 1, "is/std": 0},
+    needs=("inception",),
+    options={"inception_during_training": "auto", "inception_n_samples": None, "inception_weights": None,
+             "inception_n_reference": None},
+    headline=("fid/[0-9]*",),
+    report=("fid/*", "kid/mean", "is/mean"),
+)
+def inception(ctx: "MetricContext") -> dict[str, float]:
+    """FID (named by its sample count: fid/10k), KID and IS on torch-fidelity's 2015 TF-Inception."""
+    scalars, metadata = ctx.suite.inception_scalars(ctx.inception_images)
+    ctx.extras.update(metadata)
+    return scalars
+
+
+@register_metric(
+    scalars={"pr/precision": 1, "pr/recall": 1},
+    needs=("labels", "classifier"),
+    options={"pr_k": 3},
+    headline=("pr/precision", "pr/recall"),
+)
+def precision_recall(ctx: "MetricContext") -> dict[str, float]:
+    """Improved precision and recall (Kynkaanniemi et al. 2019) on the lab classifier's features."""
+    from dcgan_lab.metrics.precision_recall import precision_recall as knn_precision_recall
+
+    features, _ = ctx.classified()
+    real = ctx.classifier_reference()["features"][: len(features)]
+    return {f"pr/{k}": v for k, v in knn_precision_recall(real, features, ctx.settings["pr_k"]).items()}
