@@ -80,9 +80,8 @@ def test_resume_and_evaluate_refuse_a_checkpoint_carrying_a_pickled_object(booby
         AtomicCheckpointIO().load_checkpoint(trapped)
     assert str(info.value) == refusal(trapped)
     assert not marker.exists()
-    # No results: the run folder holds only status.json (failed, with the same reason); evaluate wrote nothing.
-    assert [p.name for p in (tmp_path / "run").iterdir()] == ["status.json"]
-    assert refusal(trapped) in (tmp_path / "run" / "status.json").read_text()
+    # No results: a refused single run writes nothing, not even status.json (README: Bad input); evaluate neither.
+    assert not (tmp_path / "run").exists() or not any((tmp_path / "run").iterdir())
     assert sorted(p.name for p in trapped.parent.iterdir()) == ["last.ckpt"]
     # The trap is real: an unsafe load (weights_only=False) runs the object's code.
     torch.load(trapped, weights_only=False)
