@@ -14,8 +14,6 @@ from tests.conftest import ROOT, run_cli
 
 # What a run leaves behind; a refused single run leaves none of it (Hydra's own .hydra/ and log aside).
 RESULTS = ("config.yaml", "metrics.csv", "checkpoints", "samples", "fixed_noise.pt", "status.json")
-WRITES_CONFIG_FIRST = pytest.mark.xfail(strict=True, reason="train() writes config.yaml before the datamodule's "
-                                        "train_dataloader checks the batch size against the images")
 
 
 def image_folder(root: Path, n: int = 20, corrupt: int = 0, mode: str = "RGB") -> Path:
@@ -69,7 +67,7 @@ CASES = [
     ("checkpoint path that does not exist", ["ckpt_path=/no/such.ckpt"], "checkpoint /no/such.ckpt does not exist;"),
     ("metrics setting", ["metrics=default", "metrics.n_samples=0"], "metrics.n_samples=0 must be an integer >= 1"),
     pytest.param("fewer images than a batch", ["dataset=image_folder", "dataset.path={few}", "dataset.image_size=16"],
-                 "image_folder has 5 training images, fewer than dataset.batch_size=16", marks=WRITES_CONFIG_FIRST),
+                 "image_folder has 5 training images, fewer than dataset.batch_size=16"),
 ]
 
 

@@ -121,10 +121,15 @@ class ImageDataModule(L.LightningDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         data = self.split("train")
+        self._check_size(data)  # before the run folder gets anything
         device = self.trainer.strategy.root_device if self.trainer is not None else None
         if device is not None and device.type == "cuda" and self.num_workers == 0:
             # The whole set fits on the GPU (MNIST: 47 MB as uint8): batches are sliced there, no copies per step.
             data.images, data.labels = data.images.to(device), data.labels.to(device)
+
+    def _check_size(self, data: UInt8Images) -> None:
+        if len(data) < self.batch_size:
+            raise DataError(f"{self.name} has {len(data)} training images, fewer than dataset.batch_size={self.batch_size}")
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         """uint8 batches become float [-1, 1] on their device, then get the real-image augmentation
@@ -135,8 +140,7 @@ class ImageDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         data = self.split("train")
-        if len(data) < self.batch_size:
-            raise DataError(f"{self.name} has {len(data)} training images, fewer than dataset.batch_size={self.batch_size}")
+        self._check_size(data)
         common = dict(batch_size=self.batch_size, drop_last=True, collate_fn=_keep_batch, num_workers=self.num_workers,
                       persistent_workers=self.num_workers > 0, pin_memory=torch.cuda.is_available() and not data.images.is_cuda)
         if self.trainer is None or self.trainer.world_size > 1:  # DDP shards with its own sampler
