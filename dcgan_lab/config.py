@@ -23,21 +23,20 @@ def _missing_keys(node, prefix: str = "") -> list[str]:
     return found
 
 
+def flatten(node, prefix: str = "", keep_empty: bool = False) -> dict:
+    """A plain nested dict's leaves by dotted key (lists stay whole); `keep_empty` keeps an empty dict as a leaf."""
+    if isinstance(node, dict) and (node or not keep_empty):
+        flat = {}
+        for key, value in node.items():
+            flat.update(flatten(value, f"{prefix}{key}.", keep_empty))
+        return flat
+    return {prefix[:-1]: node}
+
+
 def flat_values(cfg: DictConfig) -> dict:
     """The resolved config's leaves by dotted key (lists stay whole), without Hydra's section and the module wiring."""
-    flat = {}
-
-    def walk(node, prefix: str) -> None:
-        if isinstance(node, dict):
-            for key, value in node.items():
-                walk(value, f"{prefix}{key}.")
-        else:
-            flat[prefix[:-1]] = node
-
-    for key, value in OmegaConf.to_container(cfg, resolve=True).items():
-        if key not in ("hydra", "module"):
-            walk(value, f"{key}.")
-    return flat
+    container = OmegaConf.to_container(cfg, resolve=True)
+    return flatten({key: value for key, value in container.items() if key not in ("hydra", "module")})
 
 
 def _check(ok: bool, message: str) -> None:

@@ -19,6 +19,7 @@ from lightning.fabric.utilities.rank_zero import rank_zero_only
 from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger, WandbLogger
 
 from dcgan_lab.atomic import replaced_atomically
+from dcgan_lab.config import flatten
 from dcgan_lab.runs import best_values, last_values, read_metrics
 from dcgan_lab.sweep import job_name, job_overrides, sweep_group
 
@@ -104,7 +105,7 @@ def _tensorboard_config(logger: TensorBoardLogger, config: dict) -> None:
     """
     from torch.utils.tensorboard.summary import hparams
 
-    flat = {key: _hparam_value(value) for key, value in _flatten(config).items()}
+    flat = {key: _hparam_value(value) for key, value in flatten(config, keep_empty=True).items()}
     _experiment, session_start, _session_end = hparams(flat, {})
     logger.experiment._get_file_writer().add_summary(session_start)
     logger.hparams.update(config)  # and <run>/tensorboard/hparams.yaml, as Lightning's log_hyperparams would
@@ -117,15 +118,6 @@ def _hparam_value(value):
     if value is None:
         return "null"
     return value if isinstance(value, (int, float, str)) else str(value)
-
-
-def _flatten(node, prefix: str = "") -> dict:
-    if isinstance(node, dict) and node:
-        flat = {}
-        for key, value in node.items():
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        return flat
-    return {prefix[:-1]: node}
 
 
 # How each dashboard takes the run config and a PNG; loggers not listed (CSV) take neither.

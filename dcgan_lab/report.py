@@ -25,6 +25,7 @@ from pathlib import Path
 import yaml
 
 from dcgan_lab import reference_study
+from dcgan_lab.config import flatten
 from dcgan_lab.errors import DataError, LabError
 from dcgan_lab.metrics import registry
 from dcgan_lab.plots import headless_pyplot
@@ -188,17 +189,8 @@ def _config_snapshot(job_dir: Path) -> dict:
         config = yaml.safe_load((job_dir / ".hydra" / "config.yaml").read_text())
     except (OSError, KeyError, TypeError, yaml.YAMLError):
         return snapshot
-    snapshot.update({k: v for k, v in _flatten(config).items() if k.split(".", 1)[0] not in NOT_A_CHANGE})
+    snapshot.update({k: v for k, v in flatten(config).items() if k.split(".", 1)[0] not in NOT_A_CHANGE})
     return snapshot
-
-
-def _flatten(node, prefix: str = "") -> dict:
-    if isinstance(node, dict):
-        flat = {}
-        for k, v in node.items():
-            flat.update(_flatten(v, f"{prefix}{k}."))
-        return flat
-    return {prefix[:-1]: node}
 
 
 def table_columns(variants: list[Variant], every_metric: bool = False) -> list[str]:

@@ -13,6 +13,7 @@ from torch import nn
 from torch.testing import assert_close
 
 from dcgan_lab import losses
+from dcgan_lab.config import flatten
 from dcgan_lab.augment import DiffAugment, RealAugment
 from dcgan_lab.data.datamodule import to_float
 from dcgan_lab.nets.perceptual import PerceptualLoss
@@ -187,15 +188,6 @@ def test_no_norm_and_spectral_norm_reach_the_networks(make_cfg):
 ABLATIONS = sorted(p.stem for p in (Path(CONF_DIR) / "ablation").glob("*.yaml"))
 
 
-def _flat(node, prefix=""):
-    if isinstance(node, dict):
-        out = {}
-        for key, value in node.items():
-            out.update(_flat(value, f"{prefix}{key}."))
-        return out
-    return {prefix[:-1]: node}
-
-
 # Ablations written for a recipe (their file says so): checked on top of it. On the lab's defaults lr_2e-4 is a no-op.
 ON_TOP_OF = {"lr_2e-4": ["experiment=reference_mnist"]}
 
@@ -205,7 +197,7 @@ def test_every_ablation_changes_the_composed_config(make_cfg, tmp_path, name):
     from dcgan_lab.pipeline import resolved_run_config
 
     recipe = ON_TOP_OF.get(name, [])
-    baseline = _flat(resolved_run_config(make_cfg(*recipe, "ablation=baseline", run_dir=tmp_path / "run")))
-    variant = _flat(resolved_run_config(make_cfg(*recipe, f"ablation={name}", run_dir=tmp_path / "run")))
+    baseline = flatten(resolved_run_config(make_cfg(*recipe, "ablation=baseline", run_dir=tmp_path / "run")))
+    variant = flatten(resolved_run_config(make_cfg(*recipe, f"ablation={name}", run_dir=tmp_path / "run")))
     changed = {k for k in baseline.keys() | variant.keys() if baseline.get(k) != variant.get(k)}
     assert changed, f"ablation={name} composes to the baseline's config"
