@@ -191,6 +191,17 @@ def reference_cache_times(workdir: Path) -> dict[str, float] | None:
     return {"first_s": times[0], "second_s": times[1]}
 
 
+def inception_rates(device: torch.device, cache_dir: Path) -> dict:
+    """Inception feature extraction before (torch-fidelity's extractor as the lab ran it) vs the lab's path now,
+    on the same images and weights (benchmarks/inception_bench.py); a dict with "error" if no weights can be had."""
+    from benchmarks.inception_bench import inception_speed
+
+    try:
+        return inception_speed(str(device), n_images=1000 if device.type == "cuda" else 64, cache_dir=cache_dir)
+    except Exception as error:  # offline with no registry access, torch-fidelity missing: the rest still counts
+        return {"error": f"{type(error).__name__}: {str(error)[:200]}"}
+
+
 # ---- the report ----------------------------------------------------------------------------------
 # The two sizes the targets are set at: the default (mnist_mini 32x32, batch 64) and 64x64 at batch 128.
 CONFIGS = {
@@ -272,6 +283,7 @@ def run(device_name: str, steps: dict[str, int], warmup: int, rounds: int) -> di
         "data_images_per_s": data,
         "data_ratio": data["in_memory_uint8"] / data["torchvision_pil"],
         "reference_cache": reference_cache_times(workdir),
+        "inception": inception_rates(device, Path(cfg.paths.cache_dir)),
     }
 
 
@@ -288,12 +300,27 @@ def targets(r: dict) -> list[tuple[str, float, bool]]:
             rows += [(f"{name}: lab default >= 1.6x plain fp32 eager", ratio["lab_default"], ratio["lab_default"] >= 1.6),
                      (f"{name}: lab Trainer path >= 0.95x the plain loop (fp32, same settings)", ratio["lab_trainer_fp32"],
                       ratio["lab_trainer_fp32"] >= 0.95)]
-    rows.append((f"in-memory data path >= 20x torchvision PIL", r["data_ratio"], r["data_ratio"] >= 20))
+    rows.append(("in-memory data path >= 20x torchvision PIL", r["data_ratio"], r["data_ratio"] >= 20))
     cache = r["reference_cache"]
     if cache:
         share = cache["second_s"] / cache["first_s"]
         rows.append(("second evaluation < 10% of the first's time on real data", share, share < 0.10))
+    inception = r.get("inception", {})
+    if "speedup" in inception:
+        rows += [("Inception features: lab path faster than torch-fidelity's extractor", inception["speedup"], inception["speedup"] > 1),
+                 ("Inception features: max abs difference from the old path <= 1e-5", inception["max_abs_feature_diff"],
+                  inception["max_abs_feature_diff"] <= 1e-5)]
     return rows
+
+
+def inception_line(i: dict) -> str:
+    if "speedup" not in i:
+        return f"Inception features: not measured ({i.get('error', 'no result')})."
+    return (f"Inception features ({i['n_images']} digits, {i['threads']} threads): {i['before_img_s']:.1f} img/s before "
+            f"({i['before']}) vs {i['after_img_s']:.1f} img/s now ({i['after']}): {i['speedup']:.2f}x, features within "
+            f"{i['max_abs_feature_diff']:.1e} of the old path's (largest feature {i['max_abs_feature']:.1f}). From the same "
+            f"network in float64 ({i['float64_images']} images): old path {i['before_vs_float64']:.1e}, now "
+            f"{i['after_vs_float64']:.1e}. Weights md5 {i['weights_md5']}.")
 
 
 def markdown(r: dict) -> str:
@@ -321,6 +348,7 @@ def markdown(r: dict) -> str:
     lines += ["", f"Data path: {data['in_memory_uint8']:.0f} img/s in-memory uint8 vs {data['torchvision_pil']:.0f} "
               "torchvision PIL." + (f" Reference statistics: {cache['first_s']:.2f} s first, {cache['second_s']:.3f} s cached."
                                     if cache else ""),
+              "", inception_line(r.get("inception", {})),
               "", "| target | measured | met |", "|---|---:|:-:|"]
     lines += [f"| {what} | {value:.3g} | {'yes' if met else 'NO'} |" for what, value, met in targets(r)]
     return "\n".join(lines) + "\n"

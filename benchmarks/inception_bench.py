@@ -27,6 +27,7 @@ from dcgan_lab.metrics.inception import Inception, to_uint8_rgb  # noqa: E402
 from dcgan_lab.metrics.inception_weights import InceptionWeights, resolve_weights  # noqa: E402
 
 OLD_METRIC_BATCH = 250  # metrics.batch_size: what the lab fed torch-fidelity per forward before
+FLOAT64_IMAGES = 8      # images also run through the float64 network: how far each fp32 path is from exact
 
 
 def digits(n: int) -> torch.Tensor:
@@ -66,7 +67,14 @@ def inception_speed(device: str = "cpu", n_images: int = 64, weights: InceptionW
         return plain(chunk.to(device))[0].cpu()
 
     before_rate, before_features = _timed(before, images, min(OLD_METRIC_BATCH, n_images), device)
-    del plain
+    # Context for the difference: how far each fp32 path is from the same network run in float64.
+    exact = FeatureExtractorInceptionV3("inception-v3-compat", ["2048"], feature_extractor_weights_path=str(weights.path))
+    exact = exact.double().to(device)
+    exact.feature_extractor_internal_dtype = torch.float64
+    few = images[:FLOAT64_IMAGES]
+    with torch.no_grad():
+        truth = exact(few.to(device))[0].double().cpu()
+    del exact
     fast = Inception(weights, device)
     fast.batch_size = batch_size or fast.batch_size
     after_rate, after_features = _timed(lambda chunk: fast(chunk)["2048"], images, fast.batch_size, device)
@@ -78,6 +86,9 @@ def inception_speed(device: str = "cpu", n_images: int = 64, weights: InceptionW
         "speedup": round(after_rate / before_rate, 2),
         "max_abs_feature_diff": float((after_features - before_features).abs().max()),
         "max_abs_feature": float(before_features.abs().max()),
+        "float64_images": len(few),
+        "before_vs_float64": float((before_features[:len(few)].double() - truth).abs().max()),
+        "after_vs_float64": float((after_features[:len(few)].double() - truth).abs().max()),
         "weights_md5": weights.md5,
     }
 

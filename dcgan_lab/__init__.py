@@ -1,5 +1,9 @@
 """dcgan_lab: GAN ablations as Hydra overrides, trained with Lightning, measured with the field's metrics."""
+from pathlib import Path
+
 from omegaconf import OmegaConf
+
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"  # the config folder: the lab's registry of options
 
 # `${and:${model.attention},${model.attention_d}}` in configs; registered once per process.
 if not OmegaConf.has_resolver("and"):

@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import difflib
 import sys
-from pathlib import Path
-
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+from dcgan_lab import CONF_DIR
 
 
 def _options(group: str) -> list[str]:

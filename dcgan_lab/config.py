@@ -7,6 +7,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from dcgan_lab import CONF_DIR
 from dcgan_lab.errors import ConfigError
 from dcgan_lab.schema import problems
 
@@ -83,14 +84,12 @@ def _validate_across_groups(cfg: DictConfig) -> None:
             f"loss.perceptual.weights_path={p.weights_path} does not exist: the perceptual loss needs {p.network} weights "
             "on disk (nothing is downloaded); put the file there or set loss.perceptual_weight=0.",
         )
-    metrics = cfg.get("metrics")
-    if metrics:
-        floor = max(metrics.get("kmeans_k", 1), metrics.get("pr_k", 1))
-        _check(metrics.n_samples > floor,
-               f"metrics.n_samples={metrics.n_samples} is too small: use more than metrics.kmeans_k={metrics.kmeans_k} (e.g. 2000).")
+    if cfg.get("metrics"):
+        from dcgan_lab.metrics.suite import settings_from  # the metrics options' own checks (evaluate.py runs them too)
+
+        settings_from(OmegaConf.to_container(cfg.metrics, resolve=True))
 
 
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 
 
 def compose_run_config(run_dir: str | Path, overrides: list[str] = (), root_dir: str | Path | None = None) -> DictConfig:

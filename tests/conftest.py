@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 from omegaconf import open_dict
 
-import dcgan_lab  # noqa: F401  (registers the config resolvers)
+import dcgan_lab  # registers the config resolvers
 from dcgan_lab.config import compose_run_config
 
 ROOT = Path(__file__).resolve().parents[1]
-CONF_DIR = str(ROOT / "conf")
+CONF_DIR = str(dcgan_lab.CONF_DIR)
 PYTHON = sys.executable
 
 # Small and quick: a tiny DCGAN on a few batches of the embedded digits, CSV logging only.

@@ -420,7 +420,7 @@ def test_inception_counts_below_two_are_one_clear_line(key):
     from dcgan_lab.errors import ConfigError
 
     for bad in (1, "many", True):
-        with pytest.raises(ConfigError, match=f"metrics.{key}={bad!r} must be an integer >= 2 or null"):
+        with pytest.raises(ConfigError, match=f"metrics.{key}={bad!r} must be an integer >= 2, or null"):
             MetricSuite({key: bad}, datamodule=None, cache_dir=".")
 
 

@@ -111,7 +111,7 @@ def test_registering_checks_needs_directions_and_option_owners():
     with pytest.raises(ValueError, match="must be -1, 0 or \\+1"):
         register_metric(scalars={"x": 2})(lambda ctx: {})
     with pytest.raises(ValueError, match="already belong to metric clustering"):
-        register_metric("other", scalars={"x": 1}, options={"kmeans_k": 3})(lambda ctx: {})
+        register_metric("other", scalars={"x": 1}, options=("kmeans_k",))(lambda ctx: {})
     assert "other" not in METRICS and "<lambda>" not in METRICS
 
 
@@ -120,3 +120,26 @@ def test_the_builtin_directions_and_columns_come_from_the_registry():
                                    "is/mean", "pr/recall", "loss/g", "train_time_s")] == [-1, 1, -1, 0, 0, 1, 1, 0, -1]
     assert registry.report_columns()[:2] == ["classifier/fid", "classifier/classes_covered"]
     assert registry.headline_keys(["pr/recall", "fid/n_samples", "fid/2k", "classifier/fid"]) == ["classifier/fid", "fid/2k", "pr/recall"]
+
+
+def test_every_option_default_has_one_owner_the_yaml():
+    """Each entry names its options; their defaults are conf/metrics/default.yaml's and nowhere else."""
+    from dcgan_lab.metrics.suite import DEFAULTS_FILE
+
+    on_file = yaml.safe_load(DEFAULTS_FILE.read_text())
+    assert registry.option_names() <= set(on_file)
+    assert settings_from(None) == on_file  # a direct suite gets exactly the file's values
+    assert settings_from({"kmeans_k": 4})["kmeans_k"] == 4
+
+
+def test_a_new_metric_whose_option_has_no_default_is_one_line():
+    @register_metric(scalars={"x": 1}, options=("x_bins",))
+    def binned(ctx):
+        return {"x": ctx.settings["x_bins"]}
+
+    try:
+        with pytest.raises(ConfigError, match=r"^metric binned reads metrics.x_bins, which has no value: give it a default in conf/metrics/default.yaml$"):
+            settings_from({"enabled": ["binned"]})
+        assert settings_from({"enabled": ["binned"], "x_bins": 8})["x_bins"] == 8  # given on the command line: fine
+    finally:
+        del METRICS["binned"]

@@ -2,20 +2,21 @@
 
 An entry is a function registered by `@register_metric`. Its name is the token users put in `metrics.enabled`;
 beside it: the scalars it logs with their better direction (+1 higher is better, -1 lower, 0 neither; globs
-allowed, the first matching pattern wins), what it needs (NEEDS), its options and their defaults (`metrics.<option>`),
+allowed, the first matching pattern wins), what it needs (NEEDS), the names of its options (`metrics.<option>`; their defaults live in
+conf/metrics/default.yaml),
 which scalars head the one-line log and the report's table. The function takes the shared MetricContext of one
 evaluation (metrics/suite.py: generated images, the real reference, features, settings) and returns {scalar: value}.
 
 The suite runs the enabled entries; runs.direction, the report's columns and the metric callback's log line read
-this table. A new metric is one entry here (or in any module imported before the run, e.g. a test), plus optionally
-its knobs in conf/metrics/default.yaml. The computations live in their own modules (classifier.py, clustering.py,
+this table. A new metric is one entry here (or in any module imported before the run, e.g. a test), plus its knobs
+(if any) in conf/metrics/default.yaml. The computations live in their own modules (classifier.py, clustering.py,
 precision_recall.py, inception.py): the entries only wire them.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from fnmatch import fnmatch
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Callable, Iterable, Mapping
 
 if TYPE_CHECKING:
     from dcgan_lab.metrics.suite import MetricContext
@@ -36,7 +37,7 @@ class Metric:
     compute: Callable[["MetricContext"], dict[str, float]]
     scalars: tuple[tuple[str, int], ...]       # (scalar key or glob, direction); first match wins
     needs: frozenset[str] = frozenset()
-    options: Mapping[str, Any] = field(default_factory=dict)
+    options: tuple[str, ...] = ()             # metrics.<option> keys it reads (defaults: conf/metrics/default.yaml)
     headline: tuple[str, ...] = ()             # globs: the callback's one-line log
     report: tuple[str, ...] | None = None      # globs: report.md's columns; None = every scalar with a direction
     doc: str = ""
@@ -54,14 +55,14 @@ METRICS: dict[str, Metric] = {}
 
 
 def register_metric(name: str | None = None, *, scalars: Mapping[str, int], needs: Iterable[str] = (),
-                    options: Mapping[str, Any] | None = None, headline: Iterable[str] = (),
+                    options: Iterable[str] = (), headline: Iterable[str] = (),
                     report: Iterable[str] | None = None):
     """Decorator: `@register_metric(scalars={"mean_brightness": -1})` registers the function under its own name."""
 
     def decorator(fn: Callable[["MetricContext"], dict[str, float]]):
         entry = Metric(
             name=name or fn.__name__, compute=fn, scalars=tuple(dict(scalars).items()), needs=frozenset(needs),
-            options=dict(options or {}), headline=tuple(headline), report=None if report is None else tuple(report),
+            options=tuple(options), headline=tuple(headline), report=None if report is None else tuple(report),
             doc=(fn.__doc__ or "").strip().split("\n")[0],
         )
         if unknown := sorted(entry.needs - set(NEEDS)):
@@ -105,9 +106,9 @@ def any_needs(names: Iterable[str], need: str) -> bool:
     return any(need in entry.needs for entry in enabled_metrics(names))
 
 
-def option_defaults() -> dict[str, Any]:
-    """Every registered entry's options with their defaults (accepted whether or not the entry is enabled)."""
-    return {key: value for entry in METRICS.values() for key, value in entry.options.items()}
+def option_names() -> set[str]:
+    """Every registered entry's options (accepted whether or not the entry is enabled)."""
+    return {key for entry in METRICS.values() for key in entry.options}
 
 
 def headline_keys(scalars: Iterable[str]) -> list[str]:
@@ -130,7 +131,7 @@ def report_columns() -> list[str]:
     scalars={"classifier/fid": -1, "classifier/classes_covered": 1, "classifier/kl_uniform": -1,
              "classifier/confidence": 1, "classifier/accuracy": 1},
     needs=("labels", "classifier"),
-    options={"classifier_epochs": 4, "coverage_threshold": 0.1},
+    options=("classifier_epochs", "coverage_threshold"),
     headline=("classifier/fid", "classifier/classes_covered"),
     report=("classifier/fid", "classifier/classes_covered"),
 )
@@ -159,7 +160,7 @@ def classifier(ctx: "MetricContext") -> dict[str, float]:
 @register_metric(
     scalars={"cluster/silhouette": 1, "cluster/compactness": -1, "cluster/balance": 1,
              "cluster_feat/silhouette": 1, "cluster_feat/compactness": -1, "cluster_feat/balance": 1},
-    options={"kmeans_k": 10, "pca_components": 50},
+    options=("kmeans_k", "pca_components"),
     headline=("cluster/silhouette",),
     report=("cluster/silhouette", "cluster/compactness"),
 )
@@ -191,8 +192,7 @@ def clustering(ctx: "MetricContext") -> dict[str, float]:
     scalars={"fid/n_samples": 0, "fid/*": -1, "kid/mean": -1, "kid/std": 0, "kid/subset_size": 0,
              "is/mean": 1, "is/std": 0},
     needs=("inception",),
-    options={"inception_during_training": "auto", "inception_n_samples": None, "inception_weights": None,
-             "inception_n_reference": None},
+    options=("inception_during_training", "inception_n_samples", "inception_n_reference", "inception_weights"),
     headline=("fid/[0-9]*",),
     report=("fid/*", "kid/mean", "is/mean"),
 )
@@ -206,7 +206,7 @@ def inception(ctx: "MetricContext") -> dict[str, float]:
 @register_metric(
     scalars={"pr/precision": 1, "pr/recall": 1},
     needs=("labels", "classifier"),
-    options={"pr_k": 3},
+    options=("pr_k",),
     headline=("pr/precision", "pr/recall"),
 )
 def precision_recall(ctx: "MetricContext") -> dict[str, float]:

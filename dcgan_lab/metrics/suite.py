@@ -8,6 +8,8 @@ the generator changed. Real-data statistics come from the reference cache (compu
 """
 from __future__ import annotations
 
+import copy
+import functools
 import logging
 import time
 from collections.abc import Sequence
@@ -18,8 +20,10 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 import torch.nn.functional as F
+from omegaconf import OmegaConf
 from torch import nn
 
+from dcgan_lab import CONF_DIR
 from dcgan_lab.errors import ConfigError
 from dcgan_lab.metrics import registry
 from dcgan_lab.metrics.cache import ReferenceCache, tensor_md5
@@ -29,47 +33,39 @@ from dcgan_lab.plots import headless_pyplot
 
 log = logging.getLogger(__name__)
 
-# Options of every evaluation; each metric's own options (kmeans_k, pr_k, inception_*) are in its registry entry.
-GENERAL: dict[str, Any] = {
-    "enabled": ["classifier", "clustering", "precision_recall", "inception"],
-    "n_samples": 2000, "every_n_epochs": 5, "at_end": True, "batch_size": 250, "seed": 0, "figures": True,
-    "n_reference": 10000,
-}
-INCEPTION_MODES = ("auto", "every", "end", "never")
+DEFAULTS_FILE = CONF_DIR / "metrics" / "default.yaml"  # the one owner of every metrics option's default
+
+
+@functools.cache
+def _defaults_file() -> dict[str, Any]:
+    return OmegaConf.to_container(OmegaConf.load(DEFAULTS_FILE), resolve=True)
 
 
 def defaults() -> dict[str, Any]:
-    """Every known metrics option with its default: the general ones and each registered metric's."""
-    return {**GENERAL, **registry.option_defaults()}
+    """Every metrics option with its default, read from conf/metrics/default.yaml (direct suites, tests)."""
+    return copy.deepcopy(_defaults_file())
 
 
 def settings_from(cfg: Mapping | None) -> dict[str, Any]:
     """The metrics config group as a plain dict, checked: one clear line per wrong value."""
     given = dict(cfg or {})
     known = defaults()
-    unknown = sorted(set(given) - set(known))
+    unknown = sorted(set(given) - set(known) - registry.option_names())
     if unknown:
         raise ConfigError(f"unknown metrics option(s) {unknown}; known: {sorted(known)}")
     s = {**known, **given}
     if isinstance(s["enabled"], Sequence) and not isinstance(s["enabled"], str):  # list, tuple, ListConfig
         s["enabled"] = list(s["enabled"])
-    if (problem := registry.enabled_problem(s["enabled"])) is not None:
-        raise ConfigError(f"metrics.enabled={s['enabled']!r} {problem}")
-    for key in ("n_samples", "batch_size", "kmeans_k", "n_reference", "classifier_epochs", "pr_k"):
-        if isinstance(s[key], bool) or not isinstance(s[key], int) or s[key] < 1:
-            raise ConfigError(f"metrics.{key}={s[key]!r} must be an integer >= 1")
+    from dcgan_lab.schema import problems  # each option's domain has one owner: the schema (imported late: it imports the registry)
+
+    if found := problems({f"metrics.{key}": value for key, value in s.items()}):
+        raise ConfigError(found[0])
+    for entry in registry.enabled_metrics(s["enabled"]):
+        if missing := [key for key in entry.options if key not in s]:
+            raise ConfigError(f"metric {entry.name} reads metrics.{missing[0]}, which has no value: "
+                              f"give it a default in {DEFAULTS_FILE.relative_to(CONF_DIR.parent)}")
     if s["n_samples"] <= max(s["kmeans_k"], s["pr_k"]):
         raise ConfigError(f"metrics.n_samples={s['n_samples']} is too small: use more than metrics.kmeans_k={s['kmeans_k']} (e.g. 2000)")
-    if not isinstance(s["every_n_epochs"], int) or s["every_n_epochs"] < 0:
-        raise ConfigError(f"metrics.every_n_epochs={s['every_n_epochs']!r} must be an integer >= 0 (0 = only at the end)")
-    if s["inception_during_training"] not in INCEPTION_MODES:
-        raise ConfigError(f"metrics.inception_during_training={s['inception_during_training']!r} must be one of {list(INCEPTION_MODES)}")
-    for key, null in (("inception_n_samples", "n_samples"), ("inception_n_reference", "the Inception sample count")):
-        value = s[key]
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 2):
-            raise ConfigError(f"metrics.{key}={value!r} must be an integer >= 2 or null (= {null})")
-    if s["pca_components"] is not None and (not isinstance(s["pca_components"], int) or s["pca_components"] < 0):
-        raise ConfigError(f"metrics.pca_components={s['pca_components']!r} must be an integer >= 0 (0 or null = no PCA)")
     return s
 
 
