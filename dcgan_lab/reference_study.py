@@ -88,8 +88,8 @@ DATA_NOTES = {
 
 FID_MISSING = (
     "Inception FID (`fid/<n>`, the reference's Table 2 metric) was not logged by these jobs: during training it runs "
-    "on GPUs only (`metrics.inception_during_training=auto`; `=end` forces it) and it needs the 2015 Inception "
-    "weights (offline: `metrics.inception_weights=<file>`). Its column shows the reference's numbers alone. "
+    "on GPUs only (`metrics.inception_during_training=auto`; on a CPU `=end` runs it once, minutes per job); "
+    "`python evaluate.py ckpt=<job>/checkpoints/last.ckpt` measures it afterwards. Its column shows the reference's numbers alone. "
     "`classifier/fid`, where present, is the lab's own Fréchet distance in its small classifier's features: "
     "not comparable with the reference's FID."
 )

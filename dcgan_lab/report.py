@@ -365,7 +365,10 @@ def _cell(table: Table, variant: Variant, metric: str, bold: set[str]) -> str:
     reference = table.reference(variant, metric)
     ref = f" · ref {reference:g}" if reference is not None else ""
     if stats is None:
-        missing = "failed" if not variant.ok_jobs else ("not logged" if ref else "–")
+        if variant.ok_jobs:
+            missing = "not logged" if ref else "–"
+        else:  # no status.json yet: killed, or still running (a report made mid-sweep)
+            missing = "failed" if any(job.status is not None for job in variant.jobs) else "unfinished"
         return missing + ref
     mean, std, n = stats
     text = f"{_fmt(mean)} ± {_fmt(std)} ({n})"
@@ -434,10 +437,11 @@ def write_markdown(path: Path, sweep_dir: Path, variants, columns, common, jobs)
             lines += ["", "Where the metrics disagree:", *agreement]
     failed = [job for job in jobs if not job.ok]
     if failed:
-        lines += ["", "## Failed jobs", "", "| job | error |", "|---|---|"]
+        lines += ["", "## Failed or unfinished jobs", "", "| job | error |", "|---|---|"]
         for job in failed:
             error = " ".join(job.error.split())[:300] or "unknown error"  # one line, even for chained errors
-            lines.append(f"| `{job.dir.relative_to(sweep_dir)}` | failed: {error.replace('|', '/')} |")
+            state = "failed" if job.status is not None else "unfinished"
+            lines.append(f"| `{job.dir.relative_to(sweep_dir)}` | {state}: {error.replace('|', '/')} |")
     lines += ["", "Figures: `curves.png` (losses and metrics over G steps, mean ± std over seeds), "
               "`samples.png` (last sample grid of each variant's first finished seed)."]
     path.write_text("\n".join(lines) + "\n")

@@ -114,6 +114,15 @@ def test_seeds_aggregate_as_mean_and_sample_std(sweep):
     assert (failed["ok"], failed["failed"], failed["classifier/fid_n"]) == ("0", "2", "0")
 
 
+def test_a_report_made_mid_sweep_calls_running_jobs_unfinished_not_failed(sweep):
+    (sweep / "ablation=lr_1e-4,seed=0" / "status.json").unlink()  # both lr_1e-4 jobs now still running
+    build_report(sweep)
+    md = (sweep / "report.md").read_text()
+    assert "| `ablation=lr_1e-4` | optimizer.lr_d=0.0001; optimizer.lr_g=0.0001 | 0/2 | unfinished |" in md
+    assert "| `ablation=lr_1e-4,seed=0` | unfinished: no status.json: the job was killed or is still running |" in md
+    assert "failed" not in md.split("## Failed or unfinished jobs")[0]
+
+
 def test_markdown_marks_best_failed_jobs_and_shared_overrides(sweep):
     build_report(sweep)
     md = (sweep / "report.md").read_text()
@@ -123,7 +132,7 @@ def test_markdown_marks_best_failed_jobs_and_shared_overrides(sweep):
     assert "| 8.5 ± 0.7071 (2) · n.s. (p=0.16) |" in md  # best mean, not significant vs baseline: no bold
     assert "| `ablation=lr_1e-4` | optimizer.lr_d=0.0001; optimizer.lr_g=0.0001 | 0/2 | failed |" in md
     assert "| `ablation=lr_1e-4,seed=0` | failed: RuntimeError: CUDA out of memory |" in md
-    assert "| `ablation=lr_1e-4,seed=1` | failed: no status.json: the job was killed or is still running |" in md
+    assert "| `ablation=lr_1e-4,seed=1` | unfinished: no status.json: the job was killed or is still running |" in md
     header = next(line for line in md.splitlines() if line.startswith("| variant") or line.startswith("| job"))
     assert "loss/d" in header and "cluster/silhouette" not in md  # only metrics that exist
     assert "cluster/balance" not in md  # secondary metrics: in report.csv only
