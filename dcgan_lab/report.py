@@ -57,7 +57,12 @@ class Job:
 
     @property
     def ok(self) -> bool:
-        return self.status is not None and self.status.get("status") == "ok"
+        return self.state == "ok"
+
+    @property
+    def state(self) -> str:
+        """ok, failed, or unfinished (no status.json yet: killed, or still running when the report is made)."""
+        return "unfinished" if self.status is None else ("ok" if self.status.get("status") == "ok" else "failed")
 
     @property
     def error(self) -> str:
@@ -367,8 +372,8 @@ def _cell(table: Table, variant: Variant, metric: str, bold: set[str]) -> str:
     if stats is None:
         if variant.ok_jobs:
             missing = "not logged" if ref else "–"
-        else:  # no status.json yet: killed, or still running (a report made mid-sweep)
-            missing = "failed" if any(job.status is not None for job in variant.jobs) else "unfinished"
+        else:
+            missing = "failed" if any(job.state == "failed" for job in variant.jobs) else "unfinished"
         return missing + ref
     mean, std, n = stats
     text = f"{_fmt(mean)} ± {_fmt(std)} ({n})"
@@ -440,8 +445,7 @@ def write_markdown(path: Path, sweep_dir: Path, variants, columns, common, jobs)
         lines += ["", "## Failed or unfinished jobs", "", "| job | error |", "|---|---|"]
         for job in failed:
             error = " ".join(job.error.split())[:300] or "unknown error"  # one line, even for chained errors
-            state = "failed" if job.status is not None else "unfinished"
-            lines.append(f"| `{job.dir.relative_to(sweep_dir)}` | {state}: {error.replace('|', '/')} |")
+            lines.append(f"| `{job.dir.relative_to(sweep_dir)}` | {job.state}: {error.replace('|', '/')} |")
     lines += ["", "Figures: `curves.png` (losses and metrics over G steps, mean ± std over seeds), "
               "`samples.png` (last sample grid of each variant's first finished seed)."]
     path.write_text("\n".join(lines) + "\n")
@@ -522,8 +526,9 @@ def write_samples(path: Path, variants) -> None:
         grid = next((job for job in variant.ok_jobs if (job.dir / "samples" / "last.png").exists()), None)
         title = "\n".join(textwrap.wrap(variant.label, 28))
         if grid is None:
-            reason = variant.jobs[0].error if not variant.ok_jobs else "no samples/last.png"
-            ax.text(0.5, 0.5, "\n".join(textwrap.wrap(f"failed: {reason}", 30)[:6]), ha="center", va="center",
+            job = next((j for j in variant.jobs if j.state == "failed"), variant.jobs[0])
+            reason = f"{job.state}: {job.error}" if not variant.ok_jobs else "no samples/last.png"
+            ax.text(0.5, 0.5, "\n".join(textwrap.wrap(reason, 30)[:6]), ha="center", va="center",
                     fontsize=8, color="darkred", transform=ax.transAxes)
         else:
             ax.imshow(plt.imread(grid.dir / "samples" / "last.png"), cmap="gray")
