@@ -107,19 +107,21 @@ def _key(override: str) -> str:
     return override.split("=", 1)[0].lstrip("+~")
 
 
-def find_jobs(sweep_dir: Path) -> list[Job]:
-    """Every job folder under the sweep (any depth: override values with '/' nest folders)."""
+def find_jobs(sweep_dir: Path, epochs: int | None = None) -> list[Job]:
+    """Every job folder under the sweep (any depth: override values with '/' nest folders); with `epochs`, each
+    job's values as they stood after that many epochs (its metrics.csv cut there)."""
     jobs = []
     for overrides_file in sorted(sweep_dir.rglob(".hydra/overrides.yaml")):
         job_dir = overrides_file.parent.parent
         status = read_status(job_dir)
         metrics_csv = job_dir / "metrics.csv"
-        curves = read_metrics(metrics_csv) if metrics_csv.exists() else {}
-        # metrics.csv holds every logged value; status.json the values at the end (when logging was sparse).
-        final = {k: float(v) for k, v in ((status or {}).get("final_metrics") or {}).items()}
+        curves = read_metrics(metrics_csv, epochs) if metrics_csv.exists() else {}
+        final = {}
+        if epochs is None:  # status.json holds the values at the end (when logging was sparse) and the run's time
+            final = {k: float(v) for k, v in ((status or {}).get("final_metrics") or {}).items()}
+            if status and status.get("train_time_s") is not None:
+                final["train_time_s"] = float(status["train_time_s"])
         final.update(last_values(curves))
-        if status and status.get("train_time_s") is not None:
-            final["train_time_s"] = float(status["train_time_s"])
         jobs.append(Job(job_dir, _job_num(job_dir), read_overrides(job_dir), status, final, curves))
     jobs.sort(key=lambda job: (job.num, str(job.dir)))
     return jobs
@@ -401,7 +403,7 @@ def table_lines(table: Table, columns: list[str]) -> tuple[list[str], list[str]]
     return lines, missing
 
 
-def write_markdown(path: Path, sweep_dir: Path, variants, columns, common, jobs) -> None:
+def write_markdown(path: Path, sweep_dir: Path, variants, columns, common, jobs, epochs: int | None = None) -> None:
     tables = split_tables(variants)
     ways = [f"{word} {', '.join(f'`{m}`' for m in columns if direction(m) == sign)}" for word, sign in (("lower", -1), ("higher", 1))
             if any(direction(m) == sign for m in columns)]  # from the registry (runs.direction)
@@ -409,7 +411,7 @@ def write_markdown(path: Path, sweep_dir: Path, variants, columns, common, jobs)
         f"# Sweep report: {sweep_dir}",
         "",
         f"{len(jobs)} jobs, {len(variants)} variants. Cells: mean ± sample std (n seeds) of each job's last "
-        f"logged value; beside it, Welch's t-test against the baseline row over seeds (two-sided; `p=` when "
+        f"logged value{f' within its first {epochs} epochs (not its last value: the report after {epochs} epochs)' if epochs else ''}; beside it, Welch's t-test against the baseline row over seeds (two-sided; `p=` when "
         f"p < {ALPHA}, `n.s.` otherwise, `n<2: no test` with fewer than 2 seeds on either side); **bold** = best "
         f"mean of its table ({'; '.join(ways + ['losses have no best'])}) AND significantly different from the "
         "baseline. `ref` = the reference "
@@ -517,21 +519,22 @@ def write_curves(path: Path, variants, columns) -> None:
     plt.close(fig)
 
 
-def write_samples(path: Path, variants) -> None:
+def write_samples(path: Path, variants, grid_name: str = "last.png") -> None:
+    """One panel per variant: its first finished seed's samples/<grid_name>."""
     plt = headless_pyplot()
 
     fig, axes = plt.subplots(1, len(variants), figsize=(3.2 * len(variants), 3.8), squeeze=False)
     for ax, variant in zip(axes.flat, variants):
         ax.axis("off")
-        grid = next((job for job in variant.ok_jobs if (job.dir / "samples" / "last.png").exists()), None)
+        grid = next((job for job in variant.ok_jobs if (job.dir / "samples" / grid_name).exists()), None)
         title = "\n".join(textwrap.wrap(variant.label, 28))
         if grid is None:
             job = next((j for j in variant.jobs if j.state == "failed"), variant.jobs[0])
-            reason = f"{job.state}: {job.error}" if not variant.ok_jobs else "no samples/last.png"
+            reason = f"{job.state}: {job.error}" if not variant.ok_jobs else f"no samples/{grid_name}"
             ax.text(0.5, 0.5, "\n".join(textwrap.wrap(reason, 30)[:6]), ha="center", va="center",
                     fontsize=8, color="darkred", transform=ax.transAxes)
         else:
-            ax.imshow(plt.imread(grid.dir / "samples" / "last.png"), cmap="gray")
+            ax.imshow(plt.imread(grid.dir / "samples" / grid_name), cmap="gray")
             title += f"\n(seed {grid.seed})" if grid.seed else ""
         ax.set_title(title, fontsize=9)
     fig.tight_layout()
@@ -539,12 +542,17 @@ def write_samples(path: Path, variants) -> None:
     plt.close(fig)
 
 
-def build_report(sweep_dir: str | Path) -> dict[str, Path]:
-    """Write report.md, report.csv, curves.png and samples.png into the sweep folder; return their paths."""
+def build_report(sweep_dir: str | Path, epochs: int | None = None) -> dict[str, Path]:
+    """Write report.md, report.csv, curves.png and samples.png into the sweep folder; return their paths.
+
+    With `epochs`: the same report of the values as they stood after that many epochs (e.g. a published
+    study's length inside longer runs), written to <sweep>/after_<epochs>_epochs/."""
     sweep_dir = Path(sweep_dir)
     if not sweep_dir.is_dir():
         raise DataError(f"{sweep_dir} is not a folder: pass a sweep folder such as multirun/<date>/<time>.")
-    jobs = find_jobs(sweep_dir)
+    if epochs is not None and (isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1):
+        raise DataError(f"--epochs {epochs} must be an integer >= 1 (the report after that many epochs).")
+    jobs = find_jobs(sweep_dir, epochs)
     if not jobs:
         raise DataError(
             f"no Hydra jobs under {sweep_dir} (no */.hydra/overrides.yaml): pass a folder written by `python train.py -m ...`."
@@ -552,16 +560,13 @@ def build_report(sweep_dir: str | Path) -> dict[str, Path]:
     variants, common = group_variants(jobs)
     columns = table_columns(variants)
     every_column = table_columns(variants, every_metric=True)
-    out = {
-        "report.md": sweep_dir / "report.md",
-        "report.csv": sweep_dir / "report.csv",
-        "curves.png": sweep_dir / "curves.png",
-        "samples.png": sweep_dir / "samples.png",
-    }
-    write_markdown(out["report.md"], sweep_dir, variants, columns, common, jobs)
+    folder = sweep_dir if epochs is None else sweep_dir / f"after_{epochs}_epochs"
+    folder.mkdir(exist_ok=True)
+    out = {name: folder / name for name in ("report.md", "report.csv", "curves.png", "samples.png")}
+    write_markdown(out["report.md"], sweep_dir, variants, columns, common, jobs, epochs)
     write_csv(out["report.csv"], variants, every_column)
     write_curves(out["curves.png"], variants, columns)
-    write_samples(out["samples.png"], variants)
+    write_samples(out["samples.png"], variants, "last.png" if epochs is None else f"epoch_{epochs - 1:04d}.png")
     return out
 
 
@@ -571,9 +576,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--wandb", choices=WANDB_CHOICES, default="auto",
                         help="the report as a run in the sweep's W&B group: auto (when the jobs logged to W&B, "
                              "in their mode), online, offline, or off")
+    parser.add_argument("--epochs", type=int, default=None,
+                        help="report each job's values after this many epochs (e.g. a published study's length) "
+                             "into <sweep>/after_<N>_epochs/, not its last values")
     args = parser.parse_args(argv)
     try:
-        out = build_report(args.sweep_dir)
+        out = build_report(args.sweep_dir, args.epochs)
         wandb_run = report_to_wandb(args.sweep_dir, out, args.wandb)
     except LabError as exc:
         print(f"error: {exc}", file=sys.stderr)

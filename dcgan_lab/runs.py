@@ -27,8 +27,9 @@ def direction(metric: str) -> int:
     return RUN_DIRECTIONS.get(metric) or registry.direction(metric)
 
 
-def read_metrics(path: str | Path) -> dict[str, list[tuple[float, float]]]:
-    """metrics.csv -> {metric: [(G step, value), ...]} in file order.
+def read_metrics(path: str | Path, epochs: int | None = None) -> dict[str, list[tuple[float, float]]]:
+    """metrics.csv -> {metric: [(G step, value), ...]} in file order; with `epochs`, only what was logged in the
+    first `epochs` epochs (rows without an epoch, e.g. throughput, are left out then).
 
     Lightning's CSVLogger writes one sparse row per log call, and its `step` column means different things
     (batches for training-step logs, optimizer steps for callbacks that log at trainer.global_step). So the
@@ -38,6 +39,8 @@ def read_metrics(path: str | Path) -> dict[str, list[tuple[float, float]]]:
     """
     with open(path, newline="") as handle:
         rows = list(csv.DictReader(handle))
+    if epochs is not None:
+        rows = [row for row in rows if (epoch := _float(row.get("epoch"))) is not None and epoch < epochs]
     last_g_step_of_epoch: dict[float, float] = {}
     for row in rows:
         epoch, g_step = _float(row.get("epoch")), _float(row.get("g_step"))

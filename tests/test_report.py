@@ -11,6 +11,7 @@ from PIL import Image
 
 from omegaconf import OmegaConf
 
+from dcgan_lab.errors import DataError
 from dcgan_lab.report import build_report, main
 from dcgan_lab.runs import best_values, direction, last_values, read_metrics
 from tests.conftest import compose_config
@@ -202,6 +203,28 @@ def test_samples_show_each_variants_own_grid_side_by_side(sweep, drawn):
     h = halves(hinge)
     assert h["top"] > 200 and h["bottom"] < 50  # hinge seed 0: white on top
     assert not failed.images and " ".join(failed.texts[0].get_text().split()) == "failed: RuntimeError: CUDA out of memory"
+
+
+def test_the_report_after_n_epochs_cuts_every_job_there(sweep, drawn):
+    # A published study's length inside longer runs: each job's values as they stood after its first epoch.
+    grid = np.zeros((18, 18, 3), dtype=np.uint8)
+    grid[PATTERNS["bottom"]] = 255
+    Image.fromarray(grid).save(sweep / "ablation=baseline,seed=0" / "samples" / "epoch_0000.png")
+    out = build_report(sweep, epochs=1)
+    assert out["report.md"] == sweep / "after_1_epochs" / "report.md" and (sweep / "report.md").exists() is False
+    table = read_report_csv(out["report.csv"])
+    assert float(table["ablation=baseline"]["classifier/fid_mean"]) == pytest.approx((30 + 25 + 5) / 3)  # epoch 0's
+    assert float(table["ablation=hinge"]["classifier/fid_mean"]) == pytest.approx(20.5)
+    assert float(table["ablation=baseline"]["loss/d_mean"]) == pytest.approx((0.5 + 0.7 + 0.9) / 3)
+    assert "train_time_s_mean" not in table["ablation=baseline"]  # the whole run's time cannot be cut: left out
+    md = out["report.md"].read_text()
+    assert "last logged value within its first 1 epochs" in md and "| `ablation=baseline` | — | 3/3 | 20 ± 13.23 (3) |" in md
+    fig, _ = drawn["samples.png"]
+    panels = sorted(fig.axes, key=lambda ax: ax.get_position().x0)
+    assert panels[0].images and not panels[1].images  # baseline seed 0 has a grid of epoch 0; hinge has none
+    assert " ".join(panels[1].texts[0].get_text().split()) == "no samples/epoch_0000.png"
+    with pytest.raises(DataError, match="--epochs 0 must be an integer >= 1"):
+        build_report(sweep, epochs=0)
 
 
 def test_changes_column_says_what_each_variant_changes_in_the_config(sweep):
