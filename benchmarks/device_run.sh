@@ -6,6 +6,9 @@
 #   quality  a default 20-epoch run on the GPU (classifier-FID, classes covered)        ~1.5 min
 #   sweep    +sweep=mnist_ablation (12 jobs) one after another vs n_jobs at once (~2 min at 1 epoch); SWEEP_EPOCHS (the
 #            sweep's own 20) and SWEEP_JOBS (4) set its size
+#   profile  Lightning's simple profiler over 10 default epochs (metrics off): which per-epoch host work keeps the lab
+#            default below "callbacks off" in the bench (on 2 CPU cores: the sample grid ~54 ms and checkpoint saves
+#            ~0.26 s every 5th epoch are the large hooks)                                ~1 min
 # e.g. bash benchmarks/device_run.sh tests bench. Each stage runs under its own time cap (CAP_<stage>, seconds),
 # and everything (logs, JSON, PNG, CSV) is packed into $OUT/results.tgz after every stage, so a call cut short
 # still returns what finished. BENCH_ARGS passes extra bench.py arguments (a CPU dry run: --device cpu --steps 2).
@@ -43,7 +46,9 @@ for name in "$@"; do
     sweep)   stage sweep "${CAP_sweep:-400}" python3 benchmarks/sweep_wall.py --device cuda --n-jobs "${SWEEP_JOBS:-4}" \
                ${SWEEP_EPOCHS:+trainer.max_epochs=$SWEEP_EPOCHS}
              cp benchmarks/results/cuda.json "$KEEP/cuda_with_sweep.json" 2>/dev/null; pack ;;
-    *)       echo "unknown stage $name (tests, bench, quality, sweep)"; exit 2 ;;
+    profile) stage profile "${CAP_profile:-120}" python3 train.py trainer.accelerator=gpu metrics=none logger=csv \
+               trainer.max_epochs=10 +trainer.profiler=simple hydra.run.dir=/tmp/profile ;;
+    *)       echo "unknown stage $name (tests, bench, quality, sweep, profile)"; exit 2 ;;
   esac
 done
 cat "$KEEP/stages.txt"
