@@ -213,6 +213,11 @@ def precision_recall(ctx: "MetricContext") -> dict[str, float]:
     """Improved precision and recall (Kynkaanniemi et al. 2019) on the lab classifier's features."""
     from dcgan_lab.metrics.precision_recall import precision_recall as knn_precision_recall
 
+    import torch
+
     features, _ = ctx.classified()
-    real = ctx.classifier_reference()["features"][: len(features)]
-    return {f"pr/{k}": v for k, v in knn_precision_recall(real, features, ctx.settings["pr_k"]).items()}
+    reference = ctx.classifier_reference()["features"]
+    # As many real features as generated ones, drawn at random (fixed by metrics.seed): the reference is in dataset
+    # order, and a dataset sorted by class (mnist_mini) would otherwise put only its first classes on the real side.
+    pick = torch.randperm(len(reference), generator=torch.Generator().manual_seed(ctx.settings["seed"]))[: len(features)]
+    return {f"pr/{k}": v for k, v in knn_precision_recall(reference[pick], features, ctx.settings["pr_k"]).items()}
