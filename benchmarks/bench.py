@@ -5,7 +5,8 @@ At two sizes (32x32 batch 64, the default; 64x64 batch 128), each path measured 
 (b) the lab's Trainer path with the plain loop's settings (fp32) and its default callbacks off;
 (c) the lab's default configuration (precision per device, channels_last, sample grids, checkpoints, progress bar).
 Plus each step's GFLOP, the measured matmul peak, and the data path: the lab's in-memory uint8 tensor against a
-torchvision PIL dataset. Results: benchmarks/results/<device>.{json,md}; the targets are checked in the .md.
+torchvision PIL dataset, and Inception's feature speed (torch-fidelity's extractor as the lab ran it vs the lab's
+path, benchmarks/inception_bench.py). Results: benchmarks/results/<device>.{json,md}; the targets are checked in the .md.
 """
 from __future__ import annotations
 
