@@ -77,7 +77,25 @@ def command_line_problem(args: list[str], config_name: str = "config") -> str | 
     return None
 
 
+# Values that are file paths. A sweep job's folder is named by its overrides (`ablation=hinge,seed=0`), and '=' or ','
+# in an unquoted value is override syntax to Hydra (a parse error, or a sweep over path pieces): such a path is quoted.
+PATH_KEYS = ("ckpt", "ckpt_path", "dataset.path", "metrics.inception_weights")
+HYDRA_SYNTAX = set("=,[]{}()'\" ")
+
+
+def quote_paths(args: list[str]) -> list[str]:
+    """`ckpt=multirun/x/ablation=hinge,seed=0/checkpoints/last.ckpt` -> the same with the path in quotes."""
+    quoted = []
+    for arg in args:
+        key, sep, value = arg.partition("=")
+        if sep and key.lstrip("+~") in PATH_KEYS and HYDRA_SYNTAX & set(value) and "'" not in value and value[:1] != '"':
+            arg = f"{key}='{value}'"
+        quoted.append(arg)
+    return quoted
+
+
 def exit_on_bad_command_line(config_name: str) -> None:
+    sys.argv[1:] = quote_paths(sys.argv[1:])
     problem = command_line_problem(sys.argv[1:], config_name)
     if problem is not None:
         print(f"error: {problem}", file=sys.stderr)

@@ -197,6 +197,21 @@ def test_evaluate_rejects_a_pattern_matching_nothing(tmp_path):
     assert proc.stderr.strip().splitlines()[-1].startswith("error: ckpt=") and "matches no .ckpt file" in proc.stderr
 
 
+def test_evaluate_takes_the_checkpoint_of_a_sweep_job_whose_folder_is_named_by_overrides(tmp_path):
+    # Hydra names a sweep job's folder by its overrides: '=' and ',' in ckpt= must stay part of the path.
+    from .conftest import FAST, compose_config
+
+    job = tmp_path / "multirun" / "ablation=hinge,seed=0"
+    train(compose_config(job, FAST))
+    proc = subprocess.run([PYTHON, str(ROOT / "evaluate.py"), f"ckpt={job}/checkpoints/last.ckpt", "metrics.n_samples=64",
+                           "metrics.enabled=[clustering]", "figures=false", "device=cpu"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "ablation=hinge,seed=0/last" in proc.stdout and "cluster/silhouette" in proc.stdout
+    scores = json.loads((job / "checkpoints" / "metrics.json").read_text())["last.ckpt"]
+    assert math.isfinite(scores["cluster/silhouette"]) and scores["metrics/n_samples"] == 64
+
+
 def test_loading_the_classifier_leaves_the_global_rng_alone(mnist_mini):
     # The callback loads it at fit start: a resumed or seeded GAN run must draw the same numbers with metrics on.
     datamodule, cache_dir = mnist_mini
