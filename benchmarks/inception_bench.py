@@ -67,14 +67,14 @@ def inception_speed(device: str = "cpu", n_images: int = 64, weights: InceptionW
         return plain(chunk.to(device))[0].cpu()
 
     before_rate, before_features = _timed(before, images, min(OLD_METRIC_BATCH, n_images), device)
-    # Context for the difference: how far each fp32 path is from the same network run in float64.
-    exact = FeatureExtractorInceptionV3("inception-v3-compat", ["2048"], feature_extractor_weights_path=str(weights.path))
-    exact = exact.double().to(device)
+    # Context for the difference: how far each fp32 path is from the same network run in float64 (the timed
+    # extractor, converted in place: its weights are not read from disk twice).
+    exact = plain.double()
     exact.feature_extractor_internal_dtype = torch.float64
     few = images[:FLOAT64_IMAGES]
     with torch.no_grad():
         truth = exact(few.to(device))[0].double().cpu()
-    del exact
+    del plain, exact
     fast = Inception(weights, device)
     fast.batch_size = batch_size or fast.batch_size
     after_rate, after_features = _timed(lambda chunk: fast(chunk)["2048"], images, fast.batch_size, device)

@@ -90,8 +90,6 @@ def _validate_across_groups(cfg: DictConfig) -> None:
         settings_from(OmegaConf.to_container(cfg.metrics, resolve=True))
 
 
-
-
 def compose_run_config(run_dir: str | Path, overrides: list[str] = (), root_dir: str | Path | None = None) -> DictConfig:
     """The config `python train.py <overrides>` would get, composed in-process for a run in `run_dir`.
 

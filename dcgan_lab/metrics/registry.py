@@ -211,9 +211,9 @@ def inception(ctx: "MetricContext") -> dict[str, float]:
 )
 def precision_recall(ctx: "MetricContext") -> dict[str, float]:
     """Improved precision and recall (Kynkaanniemi et al. 2019) on the lab classifier's features."""
-    from dcgan_lab.metrics.precision_recall import precision_recall as knn_precision_recall
-
     import torch
+
+    from dcgan_lab.metrics.precision_recall import precision_recall as knn_precision_recall
 
     features, _ = ctx.classified()
     reference = ctx.classifier_reference()["features"]
