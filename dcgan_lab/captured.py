@@ -171,7 +171,7 @@ class StaticStep:
         if g_turn:
             opt_g.zero_grad(set_to_none=True)
             loss_g = objective.g_loss(module.discriminator, real, fake, real_y, fake_y, module.g_step, sigma=sigma)
-            loss_g.backward()
+            loss_g.backward(inputs=module.g_backward_inputs())
             self._before_update(opt_g, module.generator, "g")
             opt_g.step()
             if module.ema is not None:

@@ -139,6 +139,15 @@ class GANModule(L.LightningModule):
             scalars[f"grad_norm/{name}"] = torch.stack(torch._foreach_norm(grads)).norm()
         optimizer.step()
 
+    def g_backward_inputs(self) -> list[Tensor] | None:
+        """What G's backward computes gradients for: G's parameters only. G's loss also reaches D's weights, but
+        those gradients would never be used (D zeroes its own before its backward); leaving them out lets
+        oneDNN/cuDNN skip D's weight-gradient convolutions, ~10% of a 32px step on CPU, bit-identical losses.
+        None (every leaf) under DDP: its reducer waits for every parameter in the graph to get a gradient."""
+        if self._trainer is not None and self.trainer.world_size > 1:
+            return None
+        return [p for p in self.generator.parameters() if p.requires_grad]
+
     def on_train_start(self) -> None:
         if self.device.type != "cuda" or self.static_step is not None:
             return
@@ -168,7 +177,7 @@ class GANModule(L.LightningModule):
         reuse_fake = g_turn and n_chunks == 1
 
         # G keeps its graph only when it steps on this same batch. D's backward never reaches G (the
-        # objective detaches fakes), and G's backward leaves gradients in D that D's zero_grad clears.
+        # objective detaches fakes), and G's backward stops at G's parameters (g_backward_inputs).
         with torch.set_grad_enabled(reuse_fake):
             fakes = [self._g(self.generator.sample_latent(len(c), self.device), y) for c, y in zip(chunks, fake_ys)]
 
@@ -184,12 +193,13 @@ class GANModule(L.LightningModule):
 
         if g_turn:
             opt_g.zero_grad(set_to_none=True)
+            g_inputs = self.g_backward_inputs()
             loss_g_sum = 0
             for chunk, fake, real_y, fake_y in zip(chunks, fakes, real_ys, fake_ys):
                 if not reuse_fake:
                     fake = self._g(self.generator.sample_latent(len(chunk), self.device), fake_y)
                 loss_g = objective.g_loss(self.discriminator, chunk, fake, real_y, fake_y, g_step)
-                self.manual_backward(loss_g / n_chunks)
+                self.manual_backward(loss_g / n_chunks, inputs=g_inputs)
                 loss_g_sum = loss_g_sum + loss_g.detach() / n_chunks
             self._update(opt_g, self.generator, "g", scalars)
             if self.ema is not None:

@@ -137,3 +137,32 @@ def test_only_logging_batches_read_the_device(make_cfg, overrides):
     reads = RecordHostReads.reads
     assert set(reads) <= {19, 39}, {batch: sorted(names) for batch, names in reads.items() if batch not in (19, 39)}
     assert 19 in reads  # the recorder works: the logging batch does read
+
+
+# ---- G's backward stops at G ------------------------------------------------------------------------
+class RecordDiscriminatorGradients(L.Callback):
+    """Keeps D's gradients as D's optimizer is about to step, and what is left in them at the end of the batch."""
+
+    at_d_step: list = []
+    at_batch_end: list = []
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer):
+        if optimizer.param_groups[0]["params"][0] is next(pl_module.discriminator.parameters()):  # D's optimizer
+            RecordDiscriminatorGradients.at_d_step = [p.grad.clone() for p in pl_module.discriminator.parameters()]
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        RecordDiscriminatorGradients.at_batch_end = [p.grad.clone() for p in pl_module.discriminator.parameters()]
+
+
+@pytest.mark.parametrize("overrides", [[], ["loss=hinge", "model.attention=true", "training.accumulate=2"]],
+                         ids=["default", "hinge_attention_accumulate"])
+def test_generator_backward_computes_no_discriminator_gradients(make_cfg, overrides):
+    """G's loss runs through D, but D's weight gradients from it would be thrown away: G's backward leaves D's
+    gradients exactly as D's own step left them (so the weight-gradient convolutions in D are skipped)."""
+    result = train(make_cfg(*overrides, "trainer.limit_train_batches=2",
+                            "+callbacks.d_grads={_target_:tests.test_speed.RecordDiscriminatorGradients}"))
+    assert result["g_steps"] >= 1
+    before, after = RecordDiscriminatorGradients.at_d_step, RecordDiscriminatorGradients.at_batch_end
+    assert before and len(before) == len(after)
+    for grad_at_step, grad_at_end in zip(before, after):
+        torch.testing.assert_close(grad_at_end, grad_at_step, rtol=0, atol=0)
