@@ -2,7 +2,9 @@
 
 A checkpoint is written to a temp file in the same folder, flushed to disk, then renamed over the
 target with `os.replace` (atomic on POSIX): a run killed mid-save, or a full disk, leaves the
-previous `last.ckpt` as it was.
+previous `last.ckpt` as it was. The Trainer's checkpoints are written in a background thread
+(AtomicCheckpointIO): the training loop hands over a point-in-time copy of the tensors and goes on, so a 20-80 MB
+serialise + write + fsync every few epochs does not stall it (on a GPU the copy is a device clone, no wait).
 
 One reader, `read_checkpoint`, opens every checkpoint the lab reads (training's resume, the Trainer's own
 restore through AtomicCheckpointIO, evaluate.py): `torch.load(weights_only=True)` accepts tensors and plain
@@ -15,11 +17,14 @@ import io
 import os
 import pickle
 import re
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import lightning as L
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+from lightning_utilities.core.apply_func import apply_to_collection
 from torch import nn
 
 from dcgan_lab.atomic import replaced_atomically
@@ -76,17 +81,90 @@ def _fsync_dir(folder: Path) -> None:
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Lightning CheckpointIO plugin: every checkpoint the Trainer writes goes through `atomic_torch_save`."""
+    """Lightning CheckpointIO plugin: every checkpoint the Trainer writes goes through `atomic_torch_save`, in
+    one background thread (writes land in the order they were asked for).
+
+    `save_checkpoint` returns once the checkpoint's tensors are cloned (a point-in-time copy: training goes on
+    updating the weights in place). A write that fails is raised on the training thread at the next batch
+    (RaiseFailedCheckpointWrites), the next save, `wait()` or the end of fit; writes queued behind it are
+    dropped, so the file it would have replaced stays the last whole one. Whoever reads a checkpoint this
+    run wrote calls `wait_for_checkpoint_writes(trainer)` first. background=False writes on the caller's thread.
+    """
+
+    def __init__(self, background: bool = True):
+        super().__init__()
+        self.background = background
+        self._writer: ThreadPoolExecutor | None = None
+        self._pending: list[Future] = []
+        self._failure: BaseException | None = None
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
         if storage_options is not None:
             raise TypeError("AtomicCheckpointIO takes no storage_options")
-        atomic_torch_save(checkpoint, path)
+        self.raise_failed_write()
+        if not self.background:
+            atomic_torch_save(checkpoint, path)
+            return
+        snapshot = apply_to_collection(checkpoint, torch.Tensor, lambda t: t.detach().clone())
+        if self._writer is None:
+            self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="checkpoint-writer")
+        self._pending = [f for f in self._pending if not f.done()] + [self._writer.submit(self._write, snapshot, path)]
+
+    def _write(self, checkpoint: dict[str, Any], path) -> None:
+        if self._failure is not None:  # a write before this one failed: keep the files as they are
+            return
+        try:
+            atomic_torch_save(checkpoint, path)
+        except BaseException as exc:  # handed to the training thread
+            self._failure = exc
+
+    def raise_failed_write(self) -> None:
+        """Raise the error of a background write that failed (once)."""
+        failure, self._failure = self._failure, None
+        if failure is not None:
+            raise failure
+
+    def wait(self) -> None:
+        """Block until every checkpoint asked for is on disk; raise the error of one that failed."""
+        for pending in self._pending:
+            pending.result()
+        self._pending = []
+        self.raise_failed_write()
+
+    def teardown(self) -> None:
+        try:
+            self.wait()
+        finally:
+            if self._writer is not None:
+                self._writer.shutdown(wait=True)
+                self._writer = None
+
+    def remove_checkpoint(self, path) -> None:
+        self.wait()  # never delete a file a queued write is about to (re)create
+        super().remove_checkpoint(path)
 
     def load_checkpoint(self, path, map_location: Any = None, weights_only: bool | None = None) -> dict[str, Any]:
         # The Trainer restores through the same safe reader as everything else (on the CPU: Lightning moves
         # the weights and optimizer states to the device when it loads them).
+        self.wait()
         return read_checkpoint(path)
+
+
+def wait_for_checkpoint_writes(trainer: L.Trainer) -> None:
+    """Every checkpoint this Trainer asked for is on disk (call before reading one of them)."""
+    checkpoint_io = trainer.strategy.checkpoint_io
+    if isinstance(checkpoint_io, AtomicCheckpointIO):
+        checkpoint_io.wait()
+
+
+class RaiseFailedCheckpointWrites(L.Callback):
+    """Stops training at the batch after a background checkpoint write failed, with that write's one-line error
+    (a full disk: CheckpointWriteError), rather than at the next save epochs later."""
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        checkpoint_io = trainer.strategy.checkpoint_io
+        if isinstance(checkpoint_io, AtomicCheckpointIO):
+            checkpoint_io.raise_failed_write()
 
 
 def read_checkpoint(path: str | os.PathLike) -> dict:

@@ -13,7 +13,7 @@ from lightning.fabric.utilities.rank_zero import rank_zero_only
 from lightning.pytorch.callbacks import ProgressBar
 from omegaconf import DictConfig, OmegaConf
 
-from dcgan_lab.checkpoint_io import AtomicCheckpointIO, check_architecture, read_checkpoint
+from dcgan_lab.checkpoint_io import AtomicCheckpointIO, RaiseFailedCheckpointWrites, check_architecture, read_checkpoint
 from dcgan_lab.config import validate
 from dcgan_lab.errors import lab_error_behind
 from dcgan_lab.loggers import FlushLogsWithCheckpoints, log_run_config, run_csv_logger, summarize_wandb_run
@@ -54,7 +54,8 @@ def build_trainer(cfg: DictConfig, callbacks: list, loggers: list) -> L.Trainer:
     lightning_max_steps = max_steps * (cfg.training.n_critic + 1) if max_steps > 0 else -1
     return instantiate(
         cfg.trainer, callbacks=callbacks, logger=loggers, max_steps=lightning_max_steps,
-        plugins=[AtomicCheckpointIO()],  # temp file + rename: a kill mid-save never corrupts last.ckpt
+        # temp file + rename: a kill mid-save never corrupts last.ckpt; written in a background thread
+        plugins=[AtomicCheckpointIO()],
     )
 
 
@@ -92,6 +93,7 @@ def train(cfg: DictConfig) -> dict:
         callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
     loggers = [run_csv_logger(str(output_dir))] + [instantiate(lg) for lg in cfg.logger.values() if lg is not None]
     callbacks.append(FlushLogsWithCheckpoints())  # metrics.csv is always written, and kept up to a resume's checkpoint
+    callbacks.append(RaiseFailedCheckpointWrites())  # a checkpoint the background writer could not write stops the run
     trainer = build_trainer(cfg, callbacks, loggers)
     log_run_config(loggers, run_config)
     if resuming_in_place and checkpoint is not None and first_process:

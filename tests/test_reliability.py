@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from dcgan_lab.callbacks.guard import DivergenceError
-from dcgan_lab.checkpoint_io import AtomicCheckpointIO, CheckpointWriteError
+from dcgan_lab.checkpoint_io import AtomicCheckpointIO, CheckpointWriteError, wait_for_checkpoint_writes
 from dcgan_lab.errors import ConfigError
 from dcgan_lab.pipeline import train
 from dcgan_lab.run_folder import rows_before_checkpoint, unique_dir
@@ -244,6 +244,7 @@ def _fill(n_bytes: int) -> dict:
 def test_checkpoint_write_that_hits_the_file_size_limit_keeps_the_previous_file(tmp_path):
     io_plugin, path = AtomicCheckpointIO(), tmp_path / "checkpoints/last.ckpt"
     io_plugin.save_checkpoint(_fill(20_000), path)
+    io_plugin.wait()
     before = digest(path)
     soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
     previous_handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # else the kernel kills us at the limit
@@ -251,6 +252,7 @@ def test_checkpoint_write_that_hits_the_file_size_limit_keeps_the_previous_file(
     try:
         with pytest.raises(CheckpointWriteError, match=r"no room to write checkpoint .*last\.ckpt .*File too large.*previous last\.ckpt is intact"):
             io_plugin.save_checkpoint(_fill(1_000_000), path)
+            io_plugin.wait()  # the write runs in the background: its error comes with the wait
     finally:
         resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
         signal.signal(signal.SIGXFSZ, previous_handler)
@@ -266,13 +268,42 @@ def test_disk_full_during_checkpoint_keeps_the_previous_file(tmp_path):
     try:
         io_plugin, path = AtomicCheckpointIO(), mount / "last.ckpt"
         io_plugin.save_checkpoint(_fill(300_000), path)
+        io_plugin.wait()
         before = digest(path)
         with pytest.raises(CheckpointWriteError, match="No space left on device.*previous last.ckpt is intact"):
             io_plugin.save_checkpoint(_fill(900_000), path)
+            io_plugin.wait()
         assert digest(path) == before
         assert [p.name for p in mount.iterdir()] == ["last.ckpt"]
     finally:
         subprocess.run(["umount", str(mount)], check=True)
+
+
+def test_a_background_checkpoint_holds_the_values_it_was_asked_for_off_the_training_thread(tmp_path, monkeypatch):
+    """The writer thread is held until the training thread has changed the weights in place: the file still has the
+    values of when save_checkpoint was called, and it was written by the writer thread, not the caller."""
+    import threading
+
+    import dcgan_lab.checkpoint_io as checkpoint_io
+
+    release, writers = threading.Event(), []
+
+    def held_save(obj, path):
+        release.wait(timeout=30)
+        writers.append(threading.current_thread().name)
+        original_save(obj, path)
+
+    original_save = checkpoint_io.atomic_torch_save
+    monkeypatch.setattr(checkpoint_io, "atomic_torch_save", held_save)
+    io_plugin, path = AtomicCheckpointIO(), tmp_path / "checkpoints/last.ckpt"
+    weights = torch.zeros(1000)
+    io_plugin.save_checkpoint({"state_dict": {"w": weights}, "epoch": 0}, path)  # returns before the write
+    assert not path.exists()
+    weights.add_(1)  # the next optimizer step
+    release.set()
+    io_plugin.wait()
+    assert writers and writers[0].startswith("checkpoint-writer")
+    assert torch.equal(torch.load(path, weights_only=True)["state_dict"]["w"], torch.zeros(1000))
 
 
 class FileSizeLimitFrom(L.Callback):
@@ -283,6 +314,7 @@ class FileSizeLimitFrom(L.Callback):
 
     def on_train_epoch_start(self, trainer, pl_module):
         if trainer.current_epoch == self.epoch:
+            wait_for_checkpoint_writes(trainer)  # the disk fills after the epoch before's checkpoints are written
             self.saved = resource.getrlimit(resource.RLIMIT_FSIZE), signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
             resource.setrlimit(resource.RLIMIT_FSIZE, (self.max_bytes, self.saved[0][1]))
 
@@ -312,6 +344,30 @@ def test_training_run_that_cannot_write_its_checkpoint_stops_with_one_line(make_
     )
     assert torch.load(run / "checkpoints/last.ckpt", weights_only=True)["epoch"] == 0
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["epoch0000.ckpt", "last.ckpt"]
+
+
+class RecordBatches(L.Callback):
+    done: list = []
+
+    def on_train_start(self, trainer, pl_module):
+        RecordBatches.done = []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        RecordBatches.done.append((trainer.current_epoch, batch_idx))
+
+
+def test_a_checkpoint_that_fails_in_the_background_stops_the_run_at_the_next_batch(make_cfg, tmp_path):
+    """Checkpoints are written in a background thread: a failed write still stops the run within the next epoch's
+    batches (not at the next save, epochs later), with the failed file's one line, and leaves no newer last.ckpt."""
+    run = tmp_path / "run"
+    limit = "+callbacks.disk_full"
+    cfg = make_cfg(*EVERY_EPOCH, "trainer.max_epochs=6", "callbacks.model_checkpoint.every_n_epochs=2",
+                   f"{limit}._target_=tests.test_reliability.FileSizeLimitFrom", f"{limit}.epoch=1", f"{limit}.max_bytes=60000",
+                   "+callbacks.batches._target_=tests.test_reliability.RecordBatches", run_dir=run)
+    with pytest.raises(CheckpointWriteError, match=r"no room to write checkpoint .*epoch0001\.ckpt .*no epoch0001\.ckpt was written"):
+        train(cfg)
+    assert max(epoch for epoch, _ in RecordBatches.done) == 2  # epoch 1 saved (and failed); epoch 3 never started
+    assert not (run / "checkpoints").exists() or not any((run / "checkpoints").glob("*.ckpt"))
 
 
 # ---- divergence --------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ import lightning as L
 import torch
 from torch import nn
 
-from dcgan_lab.checkpoint_io import read_checkpoint
+from dcgan_lab.checkpoint_io import read_checkpoint, wait_for_checkpoint_writes
 from dcgan_lab.errors import LabError
 
 log = logging.getLogger(__name__)
@@ -171,6 +171,7 @@ class DivergenceGuard(L.Callback):
     # ---- rollback --------------------------------------------------------------------------
     @staticmethod
     def _last_good_checkpoint(trainer) -> str | None:
+        wait_for_checkpoint_writes(trainer)
         callback = trainer.checkpoint_callback
         path = getattr(callback, "last_model_path", "") or getattr(callback, "best_model_path", "")
         return path if path and Path(path).is_file() else None

@@ -9,6 +9,7 @@ from pathlib import Path
 import lightning as L
 
 from dcgan_lab.callbacks.guard import diverged_weights
+from dcgan_lab.checkpoint_io import wait_for_checkpoint_writes
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +48,7 @@ class SaveOnInterrupt(L.Callback):
             folder = Path(callback.dirpath) if callback is not None and callback.dirpath else Path(trainer.default_root_dir) / "checkpoints"
             path = folder / "last.ckpt"
             trainer.save_checkpoint(path)
+            wait_for_checkpoint_writes(trainer)  # on disk before the line below says so
             if trainer.is_global_zero:
                 log.warning("interrupted after G step %d: saved %s; continue with resume=true hydra.run.dir=%s",
                             pl_module.g_step, path, folder.parent)
