@@ -96,7 +96,8 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         self.background = background
         self._writer: ThreadPoolExecutor | None = None
         self._pending: list[Future] = []
-        self._failure: BaseException | None = None
+        self._failed = False  # a write failed: the writes queued behind it are dropped (for good)
+        self._failure: BaseException | None = None  # its error, until raised on the training thread
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
         if storage_options is not None:
@@ -111,12 +112,12 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         self._pending = [f for f in self._pending if not f.done()] + [self._writer.submit(self._write, snapshot, path)]
 
     def _write(self, checkpoint: dict[str, Any], path) -> None:
-        if self._failure is not None:  # a write before this one failed: keep the files as they are
+        if self._failed:  # a write before this one failed: keep the files as they are
             return
         try:
             atomic_torch_save(checkpoint, path)
         except BaseException as exc:  # handed to the training thread
-            self._failure = exc
+            self._failed, self._failure = True, exc
 
     def raise_failed_write(self) -> None:
         """Raise the error of a background write that failed (once)."""
