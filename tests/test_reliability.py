@@ -357,18 +357,18 @@ class RecordBatches(L.Callback):
 
 
 def test_a_checkpoint_that_fails_in_the_background_stops_the_run_at_the_next_batch(make_cfg, tmp_path):
-    """Checkpoints are written in a background thread: a failed write still stops the run within the next epoch's
-    batches (not at the next save, epochs later), with the failed file's one line, and leaves no newer last.ckpt."""
+    """Checkpoints are written in a background thread: a failed write still stops the run within a batch or two of
+    the failure (not at the next save, epochs later), with the failed file's one line, and no later file lands."""
     run = tmp_path / "run"
     limit = "+callbacks.disk_full"
-    cfg = make_cfg(*EVERY_EPOCH, "trainer.max_epochs=6", "callbacks.model_checkpoint.every_n_epochs=2",
-                   f"{limit}._target_=tests.test_reliability.FileSizeLimitFrom", f"{limit}.epoch=1", f"{limit}.max_bytes=60000",
+    cfg = make_cfg(*EVERY_EPOCH, "trainer.max_epochs=8", "callbacks.model_checkpoint.every_n_epochs=4",
+                   f"{limit}._target_=tests.test_reliability.FileSizeLimitFrom", f"{limit}.epoch=3", f"{limit}.max_bytes=60000",
                    "+callbacks.batches._target_=tests.test_reliability.RecordBatches", run_dir=run)
-    with pytest.raises(CheckpointWriteError, match=r"no room to write checkpoint .*epoch0001\.ckpt .*no epoch0001\.ckpt was written"):
+    with pytest.raises(CheckpointWriteError, match=r"no room to write checkpoint .*epoch0003\.ckpt .*no epoch0003\.ckpt was written"):
         train(cfg)
-    # Epoch 1's save failed; the run stopped at a batch start of epoch 2 (as soon as the writer had failed), so
-    # epoch 3, whose end is the next save, never ran.
-    assert max(epoch for epoch, _ in RecordBatches.done) <= 2
+    # Epoch 3's save failed; the next save would be at the end of epoch 7. The run stopped at a batch start soon
+    # after the writer failed (epoch 4's first, unless the write took two epochs of 2 tiny batches to fail).
+    assert 3 <= max(epoch for epoch, _ in RecordBatches.done) <= 5
     assert not (run / "checkpoints").exists() or not any((run / "checkpoints").glob("*.ckpt"))
 
 
