@@ -88,12 +88,11 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     updating the weights in place). A write that fails is raised on the training thread at the next batch
     (RaiseFailedCheckpointWrites), the next save, `wait()` or the end of fit; writes queued behind it are
     dropped, so the file it would have replaced stays the last whole one. Whoever reads a checkpoint this
-    run wrote calls `wait_for_checkpoint_writes(trainer)` first. background=False writes on the caller's thread.
+    run wrote calls `wait_for_checkpoint_writes(trainer)` first.
     """
 
-    def __init__(self, background: bool = True):
+    def __init__(self):
         super().__init__()
-        self.background = background
         self._writer: ThreadPoolExecutor | None = None
         self._pending: list[Future] = []
         self._failed = False  # a write failed: the writes queued behind it are dropped (for good)
@@ -103,9 +102,6 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         if storage_options is not None:
             raise TypeError("AtomicCheckpointIO takes no storage_options")
         self.raise_failed_write()
-        if not self.background:
-            atomic_torch_save(checkpoint, path)
-            return
         snapshot = apply_to_collection(checkpoint, torch.Tensor, lambda t: t.detach().clone())
         if self._writer is None:
             self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="checkpoint-writer")
