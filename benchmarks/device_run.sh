@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One call on a lent GPU (run carry=[".whl"], after benchmarks/device_kit.sh here). Stages, in the order named:
 #   tests    the CUDA tests (captured vs eager step, no host waits, resume across modes, fallback line, compile refusals,
-#            host reads on the GPU)                                                     ~3 min on an H200
+#            host reads on the GPU, G's backward skipping D's gradients, a GPU checkpoint's background snapshot)                                                     ~3 min on an H200
 #   bench    make bench's GPU column (plain loop and lab in one process)                ~3 min
 #   quality  a default 20-epoch run on the GPU (classifier-FID, classes covered)        ~1.5 min
 #   sweep    +sweep=mnist_ablation (12 jobs) one after another vs n_jobs at once (~2 min at 1 epoch); SWEEP_EPOCHS (the
@@ -32,10 +32,10 @@ stage() {  # stage NAME CAP COMMAND...: run under the cap, log to $KEEP/NAME.log
   pack
 }
 
-CUDA_TESTS="captured_step or never_wait or resume_each_other or fall_back or compile_on_cuda or compile_without or precision_and_memory or only_logging_batches"
+CUDA_TESTS="captured_step or never_wait or resume_each_other or fall_back or compile_on_cuda or compile_without or precision_and_memory or only_logging_batches or generator_backward or holds_the_values"
 for name in "$@"; do
   case $name in
-    tests)   stage tests "${CAP_tests:-240}" python3 -m pytest tests/test_captured.py tests/test_speed.py -q -p no:cacheprovider \
+    tests)   stage tests "${CAP_tests:-240}" python3 -m pytest tests/test_captured.py tests/test_speed.py tests/test_reliability.py -q -p no:cacheprovider \
                -k "$CUDA_TESTS" -rfEs --durations=25 ;;
     bench)   stage bench "${CAP_bench:-260}" python3 benchmarks/bench.py --device cuda --rounds 2 ${BENCH_ARGS:-}
              cp benchmarks/results/cuda.json benchmarks/results/cuda.md "$KEEP/" 2>/dev/null; pack ;;

@@ -279,9 +279,12 @@ def test_disk_full_during_checkpoint_keeps_the_previous_file(tmp_path):
         subprocess.run(["umount", str(mount)], check=True)
 
 
-def test_a_background_checkpoint_holds_the_values_it_was_asked_for_off_the_training_thread(tmp_path, monkeypatch):
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs a CUDA device"))])
+def test_a_background_checkpoint_holds_the_values_it_was_asked_for_off_the_training_thread(tmp_path, monkeypatch, device):
     """The writer thread is held until the training thread has changed the weights in place: the file still has the
-    values of when save_checkpoint was called, and it was written by the writer thread, not the caller."""
+    values of when save_checkpoint was called, and it was written by the writer thread, not the caller. On a GPU
+    the snapshot is a device clone that the writer copies to the host."""
     import threading
 
     import dcgan_lab.checkpoint_io as checkpoint_io
@@ -296,7 +299,7 @@ def test_a_background_checkpoint_holds_the_values_it_was_asked_for_off_the_train
     original_save = checkpoint_io.atomic_torch_save
     monkeypatch.setattr(checkpoint_io, "atomic_torch_save", held_save)
     io_plugin, path = AtomicCheckpointIO(), tmp_path / "checkpoints/last.ckpt"
-    weights = torch.zeros(1000)
+    weights = torch.zeros(1000, device=device)
     io_plugin.save_checkpoint({"state_dict": {"w": weights}, "epoch": 0}, path)  # returns before the write
     assert not path.exists()
     weights.add_(1)  # the next optimizer step
