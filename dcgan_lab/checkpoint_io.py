@@ -17,6 +17,7 @@ import io
 import os
 import pickle
 import re
+import weakref
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -93,6 +94,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
     def __init__(self):
         super().__init__()
+        _WRITERS.add(self)
         self._writer: ThreadPoolExecutor | None = None
         self._pending: list[Future] = []
         self._failed = False  # a write failed: the writes queued behind it are dropped (for good)
@@ -145,6 +147,15 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         # the weights and optimizer states to the device when it loads them).
         self.wait()
         return read_checkpoint(path)
+
+
+_WRITERS: weakref.WeakSet[AtomicCheckpointIO] = weakref.WeakSet()  # every writer of this process
+
+
+def wait_for_all_checkpoint_writes() -> None:
+    """Every checkpoint any Trainer of this process asked for is on disk (for readers with no Trainer at hand)."""
+    for writer in list(_WRITERS):
+        writer.wait()
 
 
 def wait_for_checkpoint_writes(trainer: L.Trainer) -> None:

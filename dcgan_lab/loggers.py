@@ -19,7 +19,9 @@ from lightning.fabric.utilities.rank_zero import rank_zero_only
 from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger, WandbLogger
 
 from dcgan_lab.atomic import replaced_atomically
+from dcgan_lab.checkpoint_io import wait_for_all_checkpoint_writes
 from dcgan_lab.config import flatten
+from dcgan_lab.errors import ConfigError
 from dcgan_lab.runs import best_values, last_values, read_metrics
 from dcgan_lab.sweep import job_name, job_overrides, sweep_group
 
@@ -64,6 +66,18 @@ def wandb_logger(
                             **kwargs)
 
 
+class LabWandbLogger(WandbLogger):
+    """WandbLogger whose `log_model` sees every checkpoint: the lab writes checkpoints in a background thread
+    (checkpoint_io.AtomicCheckpointIO), and Lightning scans the checkpoint files right after each save, when the
+    new one may not be on disk yet (then it is never logged). With `log_model` on, the scan first waits for the
+    writes; off (the default), nothing waits."""
+
+    def after_save_checkpoint(self, checkpoint_callback) -> None:
+        if self._log_model:
+            wait_for_all_checkpoint_writes()
+        super().after_save_checkpoint(checkpoint_callback)
+
+
 def new_wandb_logger(save_dir: str, project: str, mode: str = "auto", **init) -> WandbLogger:
     """A W&B logger saving under <save_dir>/wandb, in `mode` (WANDB_MODE wins); `init` goes to wandb.init."""
     mode = os.environ.get("WANDB_MODE", mode)
@@ -75,9 +89,14 @@ def new_wandb_logger(save_dir: str, project: str, mode: str = "auto", **init) ->
                 save_dir,
                 save_dir,
             )
+    if mode != "online" and init.get("log_model"):
+        raise ConfigError(
+            f"logger.wandb.log_model={init['log_model']} uploads checkpoints, which an offline W&B run cannot do; log in "
+            "(`wandb login` or WANDB_API_KEY) and set logger.wandb.mode=online, or leave log_model out (checkpoints "
+            "stay in <run>/checkpoints)")
     Path(save_dir).mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("WANDB_SILENT", "true")
-    return WandbLogger(save_dir=save_dir, project=project, offline=mode != "online", **init)
+    return LabWandbLogger(save_dir=save_dir, project=project, offline=mode != "online", **init)
 
 
 def dashboard_step(trainer, in_batch_end: bool = False) -> int:

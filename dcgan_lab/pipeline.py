@@ -77,7 +77,8 @@ def train(cfg: DictConfig) -> dict:
     ckpt_path, resuming_in_place = resolve_resume(cfg, output_dir, check_folder=first_process)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
 
-    # Bad data or a checkpoint that does not fit fail here, before anything is written to the run folder.
+    # Bad data, a checkpoint that does not fit or a logger that cannot work fail here, before anything is
+    # written to the run folder.
     datamodule = build(cfg.dataset)
     datamodule.setup("fit")
     module = build_module(cfg)
@@ -85,13 +86,13 @@ def train(cfg: DictConfig) -> dict:
     if checkpoint is not None:
         check_architecture(module, checkpoint["state_dict"], ckpt_path)
     run_config = module.lab_config
+    loggers = [run_csv_logger(str(output_dir))] + [build(lg) for lg in cfg.logger.values() if lg is not None]
     output_dir.mkdir(parents=True, exist_ok=True)
     if first_process:
         (output_dir / "config.yaml").write_text(OmegaConf.to_yaml(run_config))
     callbacks = [instantiate(c) for c in cfg.callbacks.values() if c is not None]
     if not cfg.trainer.get("enable_progress_bar", True):  # the user asked for no bar: drop the configured one
         callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
-    loggers = [run_csv_logger(str(output_dir))] + [instantiate(lg) for lg in cfg.logger.values() if lg is not None]
     callbacks.append(FlushLogsWithCheckpoints())  # metrics.csv is always written, and kept up to a resume's checkpoint
     callbacks.append(RaiseFailedCheckpointWrites())  # a checkpoint the background writer could not write stops the run
     trainer = build_trainer(cfg, callbacks, loggers)

@@ -66,6 +66,8 @@ CASES = [
     ("truncated checkpoint", ["ckpt_path={truncated}"], "cannot read checkpoint {truncated} ("),
     ("checkpoint path that does not exist", ["ckpt_path=/no/such.ckpt"], "checkpoint /no/such.ckpt does not exist;"),
     ("metrics setting", ["metrics=default", "metrics.n_samples=0"], "metrics.n_samples=0 must be an integer >= 1"),
+    ("W&B log_model offline", ["logger=wandb", "+logger.wandb.log_model=all"],
+     "logger.wandb.log_model=all uploads checkpoints, which an offline W&B run cannot do; log in"),
     pytest.param("fewer images than a batch", ["dataset=image_folder", "dataset.path={few}", "dataset.image_size=16"],
                  "image_folder has 5 training images, fewer than dataset.batch_size=16"),
 ]

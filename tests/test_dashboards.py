@@ -11,15 +11,17 @@ import csv
 import json
 from pathlib import Path
 
+import lightning as L
 import numpy as np
 import pytest
+from lightning.pytorch.loggers import WandbLogger
 from PIL import Image
 
 from dcgan_lab.pipeline import train
 
 from .conftest import FAST, compose_config
 from .pixels import assert_same_pixels, pixels
-from .wandb_records import history, logged_images, offline_run, the_offline_run
+from .wandb_records import history, logged_checkpoints, logged_images, offline_run, the_offline_run
 
 # 2 epochs x 4 batches of 16 images; growth 4x4 (16 images), 8x8 and 16x16 (32 fading + 16 stable each),
 # then 32x32: res_004/008/016 end at batches 0, 3 and 6, res_032 is written at the end.
@@ -213,3 +215,37 @@ def test_the_report_stays_off_wandb_unless_the_jobs_used_it_or_it_is_asked(tmp_p
     assert (csv_only / "report.md").is_file() and (wandb_jobs / "report.md").is_file()
     assert not (csv_only / "wandb").exists() and not (wandb_jobs / "wandb").exists()
     assert "W&B" not in capsys.readouterr().out
+
+
+# ---- checkpoints as W&B artifacts ----------------------------------------------------------------------
+class LogModelOffline(L.Callback):
+    """`log_model=all` on the run's W&B logger. Lightning refuses it offline (it cannot upload now), but an offline
+    run records the artifacts as an online one would upload them, and `wandb sync` sends them later."""
+
+    def setup(self, trainer, pl_module, stage):
+        for logger in trainer.loggers:
+            if isinstance(logger, WandbLogger):
+                logger._log_model = "all"
+
+
+def test_wandb_log_model_gets_every_checkpoint_even_those_written_after_its_scan(tmp_path, monkeypatch):
+    """Checkpoints are written in a background thread, here held back ~0.3 s each so that none is on disk when
+    Lightning's logger scans for it right after the save: every checkpoint file of the run still ends up logged,
+    byte for byte (with log_model on, the lab's logger waits for the writes before it scans)."""
+    import base64
+    import hashlib
+    import time
+
+    import dcgan_lab.checkpoint_io as checkpoint_io
+
+    original_save = checkpoint_io.atomic_torch_save
+    monkeypatch.setattr(checkpoint_io, "atomic_torch_save", lambda obj, path: (time.sleep(0.3), original_save(obj, path)))
+    result = train(compose_config(tmp_path / "run", FAST + [
+        "logger=wandb", "trainer.max_epochs=3", "callbacks.model_checkpoint.every_n_epochs=1",
+        "+callbacks.log_model._target_=tests.test_dashboards.LogModelOffline"]))
+    run_dir = Path(result["output_dir"])
+    on_disk = {(p.name, base64.b64encode(hashlib.md5(p.read_bytes()).digest()).decode())
+               for p in (run_dir / "checkpoints").glob("*.ckpt")}
+    assert {name for name, _ in on_disk} == {"epoch0000.ckpt", "epoch0001.ckpt", "epoch0002.ckpt", "last.ckpt"}
+    logged = set(logged_checkpoints(the_offline_run(run_dir)[1]))
+    assert on_disk <= logged, sorted(on_disk - logged)

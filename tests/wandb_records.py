@@ -104,3 +104,14 @@ def logged_images(run_dir: Path, run_file: Path) -> dict[str, list[tuple[Path, s
                 for filename, caption in zip(value["filenames"], captions):
                     images.setdefault(key, []).append((run_dir / "files" / filename, caption, row))
     return images
+
+
+def logged_checkpoints(run_file: Path) -> list[tuple[str, str]]:
+    """(original file name, md5 digest as W&B writes it: base64) of each checkpoint artifact the run logged."""
+    wait_until_written(run_file)
+    logged = []
+    for record in read_records(run_file):
+        if record.WhichOneof("record_type") == "artifact" and record.artifact.type == "model":
+            metadata = json.loads(record.artifact.metadata)
+            logged += [(metadata["original_filename"], entry.digest) for entry in record.artifact.manifest.contents]
+    return logged
