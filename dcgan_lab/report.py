@@ -335,7 +335,7 @@ def disagreements(table: Table, columns: list[str]) -> list[str]:
         if len(means) < 2:
             continue
         ordered = sorted(means.items(), key=lambda item: sign * item[1], reverse=True)  # best first
-        (best, best_mean), (second, second_mean) = ordered[0], ordered[1]
+        (best, best_mean), (_, second_mean) = ordered[0], ordered[1]
         if not math.isclose(best_mean, second_mean, rel_tol=1e-9, abs_tol=1e-12):
             best_by.setdefault(best, []).append(metric)
         (worst, worst_mean), (_, next_mean) = ordered[-1], ordered[-2]

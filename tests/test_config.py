@@ -5,7 +5,6 @@ import pytest
 import torch
 from hydra.errors import ConfigCompositionException
 from hydra.utils import instantiate
-from omegaconf.errors import ConfigAttributeError, ConfigKeyError
 
 from dcgan_lab.config import validate
 from dcgan_lab.errors import ConfigError

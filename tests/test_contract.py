@@ -3,7 +3,6 @@
 A family builds only its trunk; the latent, the label input, conditional norms, D's head + projection and
 `with_features` come from the bases, and a new family is one network file plus one conf/model YAML.
 """
-from pathlib import Path
 
 import pytest
 import torch

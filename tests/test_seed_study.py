@@ -19,7 +19,7 @@ from dcgan_lab.data import sources
 from dcgan_lab.errors import DataError
 from dcgan_lab.pipeline import main
 from dcgan_lab.report import build_report, welch
-from tests.conftest import FAST, ROOT, compose_config, run_cli
+from tests.conftest import FAST, compose_config, run_cli
 
 COLUMNS = ["epoch", "g_step", "loss/d", "loss/g", "cluster/silhouette", "cluster/compactness",
            "classifier/classes_covered", "classifier/fid"]

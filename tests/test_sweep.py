@@ -12,7 +12,6 @@ from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import open_dict, read_write
 
-from dcgan_lab.errors import ConfigError
 from dcgan_lab.pipeline import main
 from dcgan_lab.report import build_report
 from dcgan_lab.run_folder import read_status

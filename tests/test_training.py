@@ -8,7 +8,7 @@ import torch
 
 from dcgan_lab.errors import DataError
 from dcgan_lab.pipeline import train
-from tests.conftest import ROOT, run_cli
+from tests.conftest import run_cli
 
 
 def read_metrics(run_dir: Path) -> list[dict]:
