@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One call on a lent GPU (run carry=[".whl"], after benchmarks/device_kit.sh here). Stages, in the order named:
 #   tests    the CUDA tests (captured vs eager step, no host waits, resume across modes, fallback line, compile refusals,
-#            host reads on the GPU, G's backward skipping D's gradients, a GPU checkpoint's background snapshot)                                                     ~3 min on an H200
+#            host reads on the GPU, G's backward skipping D's gradients, a GPU checkpoint's background snapshot)
+#                                                                                       ~3 min on an H200
 #   bench    make bench's GPU column (plain loop and lab in one process)                ~3 min
 #   quality  a default 20-epoch run on the GPU (classifier-FID, classes covered)        ~1.5 min
 #   sweep    +sweep=mnist_ablation (12 jobs) one after another vs n_jobs at once (~2 min at 1 epoch); SWEEP_EPOCHS (the

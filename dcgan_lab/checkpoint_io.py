@@ -158,11 +158,15 @@ def wait_for_all_checkpoint_writes() -> None:
         writer.wait()
 
 
+def _checkpoint_writer(trainer: L.Trainer) -> AtomicCheckpointIO | None:
+    checkpoint_io = trainer.strategy.checkpoint_io
+    return checkpoint_io if isinstance(checkpoint_io, AtomicCheckpointIO) else None
+
+
 def wait_for_checkpoint_writes(trainer: L.Trainer) -> None:
     """Every checkpoint this Trainer asked for is on disk (call before reading one of them)."""
-    checkpoint_io = trainer.strategy.checkpoint_io
-    if isinstance(checkpoint_io, AtomicCheckpointIO):
-        checkpoint_io.wait()
+    if (writer := _checkpoint_writer(trainer)) is not None:
+        writer.wait()
 
 
 class RaiseFailedCheckpointWrites(L.Callback):
@@ -170,9 +174,8 @@ class RaiseFailedCheckpointWrites(L.Callback):
     (a full disk: CheckpointWriteError), rather than at the next save epochs later."""
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        checkpoint_io = trainer.strategy.checkpoint_io
-        if isinstance(checkpoint_io, AtomicCheckpointIO):
-            checkpoint_io.raise_failed_write()
+        if (writer := _checkpoint_writer(trainer)) is not None:
+            writer.raise_failed_write()
 
 
 def read_checkpoint(path: str | os.PathLike) -> dict:
