@@ -196,6 +196,8 @@ SCHEMA: dict[str, Range | PowerOfTwo | OneOf | Pair | Names] = {
     "callbacks.divergence_guard.action": OneOf(("stop", "rollback")),
     "callbacks.model_checkpoint.every_n_epochs": Range(**COUNT),
     "callbacks.sample_grid.every_n_epochs": Range(**COUNT),
+    "callbacks.sample_grid.walk_rows": Range(low=0, integer=True, hint=" (0 = no interpolation.png)"),
+    "callbacks.sample_grid.walk_steps": Range(low=2, integer=True),
     "callbacks.progress_bar.refresh_rate": Range(**COUNT),
     "callbacks.throughput.warmup": Range(low=0, integer=True),
     # choices that are not group options

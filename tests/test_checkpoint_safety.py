@@ -96,18 +96,19 @@ def test_evaluate_reads_a_checkpoint_of_this_lab_and_samples_from_the_ema_genera
     del checkpoint["extra"]
     state = checkpoint["state_dict"]
     torch.save(checkpoint, tmp_path / "plain.ckpt")
-    generator, _, config, info = load_generator(tmp_path / "plain.ckpt")
-    assert info["generator"] == "generator" and config["model"]["generator"]["width"] == 8
-    torch.testing.assert_close(generator.state_dict()["body.0.weight"], state["generator.body.0.weight"])
+    saved = load_generator(tmp_path / "plain.ckpt")
+    assert saved.info["generator"] == "generator" and saved.config["model"]["generator"]["width"] == 8
+    torch.testing.assert_close(saved.generator.state_dict()["body.0.weight"], state["generator.body.0.weight"])
+    torch.testing.assert_close(saved.fixed_z, state["fixed_z"])  # the run's grid latents, for its walk
     # The same checkpoint with an EMA copy of G (its weights shifted by 1): evaluation samples from the copy.
     state.update({"generator_ema." + k[len("generator."):]: v + 1 for k, v in list(state.items())
                   if k.startswith("generator.") and v.is_floating_point()})
     state.update({"generator_ema." + k[len("generator."):]: v for k, v in list(state.items())
                   if k.startswith("generator.") and not v.is_floating_point()})
     torch.save(checkpoint, tmp_path / "ema.ckpt")
-    generator, _, _, info = load_generator(tmp_path / "ema.ckpt")
-    assert info["generator"] == "generator_ema"
-    torch.testing.assert_close(generator.state_dict()["body.0.weight"], state["generator.body.0.weight"] + 1)
+    saved = load_generator(tmp_path / "ema.ckpt")
+    assert saved.info["generator"] == "generator_ema"
+    torch.testing.assert_close(saved.generator.state_dict()["body.0.weight"], state["generator.body.0.weight"] + 1)
 
 
 def test_reference_cache_never_runs_code_from_its_files(tmp_path, caplog):

@@ -49,6 +49,8 @@ def local_pngs(run_dir: Path) -> dict[str, list[Path]]:
     """The dashboard key of each PNG in the run folder, and the PNGs of each key in the order written."""
     samples, metrics = run_dir / "samples", run_dir / "metrics"
     expected = {"samples": [*sorted(samples.glob("epoch_*.png")), samples / "last.png"]}
+    if (samples / "interpolation.png").exists():
+        expected["samples/interpolation"] = [samples / "interpolation.png"]
     for grid in sorted(samples.glob("res_*.png")):
         expected[f"samples/{grid.stem}"] = [grid]
     for figure in sorted(metrics.glob("epoch*_*.png")):
@@ -59,7 +61,10 @@ def local_pngs(run_dir: Path) -> dict[str, list[Path]]:
 def test_the_run_wrote_every_kind_of_image(dashboard_run):
     expected = local_pngs(dashboard_run)
     assert [p.name for p in expected["samples"]] == ["epoch_0000.png", "epoch_0001.png", "last.png"]
-    assert [k for k in expected if k.startswith("samples/")] == [f"samples/res_{r:03d}" for r in (4, 8, 16, 32)]
+    assert [k for k in expected if k.startswith("samples/")] == ["samples/interpolation"] + [
+        f"samples/res_{r:03d}" for r in (4, 8, 16, 32)]
+    walk = pixels(expected["samples/interpolation"][0])
+    assert walk.shape == (8 * 34 + 2, 10 * 34 + 2, 4)  # 8 walks of 10 steps at the final 32x32 resolution
     assert [p.name for p in expected["metrics/class_histogram"]] == ["epoch0001_class_histogram.png"]
     assert len([k for k in expected if k.startswith("metrics/")]) == 7
     assert pixels(expected["samples"][-1])[..., :3].max() > 32  # digits, not a [0, 1] float grid written as bytes

@@ -62,8 +62,7 @@ def test_a_new_metric_is_one_entry_from_config_to_csv_log_directions_and_report(
     assert "cluster/silhouette" in rows[0] and not any(name.startswith(("classifier/", "pr/")) for name in rows[0])
     values = [float(row["mean_brightness"]) for row in evaluations]
     # The value is what the entry says: the mean of the run's last generator on the fixed metric latents.
-    generator, _, _, _ = load_generator(job / "checkpoints" / "last.ckpt")
-    images, _ = sample_images(generator, 40, 250, 0, "cpu")
+    images, _ = sample_images(load_generator(job / "checkpoints" / "last.ckpt").generator, 40, 250, 0, "cpu")
     assert values[-1] == pytest.approx(float(images.mean()), abs=2e-3)
     assert best_values(read_metrics(job / "metrics.csv"))["mean_brightness"] == min(values)  # lower is better
     assert any("mean_brightness=" in record.getMessage() for record in caplog.records)  # the callback's headline

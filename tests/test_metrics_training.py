@@ -251,3 +251,36 @@ def test_evaluate_names_the_keys_of_a_checkpoint_that_does_not_fit_its_config(ma
     with pytest.raises(ConfigError, match=r"tampered.ckpt was saved from a different architecture: shape differs for ") as info:
         load_generator(tampered)
     assert "\n" not in str(info.value)
+
+
+def test_evaluate_draws_the_runs_latent_walk_again_from_its_checkpoint(make_cfg, tmp_path, capsys):
+    """<checkpoint>_metrics/interpolation.png: the saved G along the walk the run itself drew at its end (the run's
+    own walk_rows / walk_steps, its fixed latents), pixel for pixel; a run with walk_rows=0 gets none."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from dcgan_lab.metrics.checkpoints import evaluate
+
+    from .pixels import pixels
+
+    def evaluate_run(run) -> None:
+        GlobalHydra.instance().clear()
+        with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+            evaluate(compose("evaluate", overrides=[f"ckpt={run}", "metrics=none", "device=cpu", "paths.output_dir=.",
+                                                    f"paths.cache_dir={tmp_path / 'cache'}"]))
+
+    run = tmp_path / "walk"
+    train(make_cfg("model.ngf=32", "trainer.limit_train_batches=20", "callbacks.sample_grid.walk_rows=3",
+                   "callbacks.sample_grid.walk_steps=6", run_dir=run))
+    evaluate_run(run)
+    drawn_by_run, drawn_again = run / "samples/interpolation.png", run / "checkpoints/last_metrics/interpolation.png"
+    shown, expected = pixels(drawn_again).astype(int), pixels(drawn_by_run).astype(int)
+    assert shown.shape == expected.shape == (3 * 34 + 2, 6 * 34 + 2, 4)
+    assert abs(shown - expected).max() <= 1 and (shown != expected).mean() < 0.01  # channels_last vs NCHW rounding
+    assert expected[..., 0].std() > 2  # the walk is not a flat image
+
+    off = tmp_path / "off"
+    train(make_cfg("callbacks.sample_grid.walk_rows=0", run_dir=off))
+    evaluate_run(off)
+    assert not (off / "checkpoints/last_metrics/interpolation.png").exists()
+    capsys.readouterr()

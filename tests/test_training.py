@@ -25,7 +25,8 @@ def test_run_leaves_config_metrics_samples_checkpoint(make_cfg, tmp_path):
     run = Path(result["output_dir"])
     assert run == tmp_path / "run"
     assert (run / "config.yaml").read_text().count("dataset:") == 1
-    for name in ("samples/last.png", "samples/epoch_0000.png", "fixed_noise.pt", "checkpoints/last.ckpt"):
+    for name in ("samples/last.png", "samples/epoch_0000.png", "samples/interpolation.png", "fixed_noise.pt",
+                 "checkpoints/last.ckpt"):
         assert (run / name).is_file(), name
     rows = read_metrics(run)
     for name in ("loss/d", "loss/g", "D(x)", "D(G(z))", "grad_norm/d", "grad_norm/g"):
@@ -35,12 +36,8 @@ def test_run_leaves_config_metrics_samples_checkpoint(make_cfg, tmp_path):
     torch.testing.assert_close(torch.load(run / "fixed_noise.pt"), torch.load(run / "checkpoints/last.ckpt")["state_dict"]["fixed_z"])
 
 
-def rebuild_tiles(run: Path, labels_per_row: bool = False) -> torch.Tensor:
-    """The sample grid's images recomputed from last.ckpt and fixed_noise.pt, as uint8 (N, H, W) of channel 0.
-
-    Independent of the lab's grid code: G (the EMA copy when the checkpoint has one) in eval mode, fp32 on the
-    CPU, images in [-1, 1] mapped to 0..255 as torchvision's save_image rounds them. A conditional grid's row k
-    is drawn with label k."""
+def rebuild_generator(run: Path) -> torch.nn.Module:
+    """G as last.ckpt holds it (the EMA copy when the checkpoint has one), rebuilt from its config, in eval mode."""
     from hydra.utils import instantiate
 
     checkpoint = torch.load(run / "checkpoints/last.ckpt", map_location="cpu", weights_only=True)
@@ -48,7 +45,20 @@ def rebuild_tiles(run: Path, labels_per_row: bool = False) -> torch.Tensor:
     prefix = "generator_ema." if any(k.startswith("generator_ema.") for k in state) else "generator."
     generator = instantiate(checkpoint["lab_config"]["model"]["generator"])
     generator.load_state_dict({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)})
-    generator.eval()
+    return generator.eval()
+
+
+def to_uint8(images: torch.Tensor) -> torch.Tensor:
+    """Channel 0 of images in [-1, 1] mapped to 0..255 as torchvision's save_image rounds them: (N, H, W)."""
+    return ((images[:, 0].clamp(-1, 1) + 1) / 2 * 255 + 0.5).clamp(0, 255).to(torch.uint8)
+
+
+def rebuild_tiles(run: Path, labels_per_row: bool = False) -> torch.Tensor:
+    """The sample grid's images recomputed from last.ckpt and fixed_noise.pt, as uint8 (N, H, W) of channel 0.
+
+    Independent of the lab's grid code: G in eval mode, fp32 on the CPU. A conditional grid's row k is drawn
+    with label k."""
+    generator = rebuild_generator(run)
     z = torch.load(run / "fixed_noise.pt", weights_only=True)
     with torch.no_grad():
         if labels_per_row:
@@ -57,7 +67,7 @@ def rebuild_tiles(run: Path, labels_per_row: bool = False) -> torch.Tensor:
             images = torch.cat([generator(z[r * per_row:(r + 1) * per_row], torch.full((per_row,), r)) for r in range(k)])
         else:
             images = generator(z)
-    return ((images[:, 0].clamp(-1, 1) + 1) / 2 * 255 + 0.5).clamp(0, 255).to(torch.uint8)
+    return to_uint8(images)
 
 
 def grid_tiles(png: Path, n: int, nrow: int, size: int) -> torch.Tensor:
@@ -79,11 +89,55 @@ def assert_same_pixels(shown: torch.Tensor, expected: torch.Tensor) -> None:
 
 @pytest.mark.parametrize("overrides", [[], ["model.ema_decay=0.5", "model.ema_warmup_steps=0"]], ids=["g", "ema"])
 def test_sample_grid_shows_the_fixed_noise_batch(make_cfg, overrides):
-    result = train(make_cfg("training.num_samples=16", "trainer.limit_train_batches=20", "model.ngf=32", *overrides))
+    result = train(make_cfg("training.num_samples=16", "trainer.limit_train_batches=20", "model.ngf=32",
+                            "callbacks.sample_grid.walk_rows=0", *overrides))
     run = Path(result["output_dir"])
     shown = grid_tiles(run / "samples/last.png", 16, nrow=8, size=32)
     assert_same_pixels(shown, rebuild_tiles(run))
     assert shown.float().std() > 2  # the pixels vary: the comparison is not between two flat images
+    assert not (run / "samples/interpolation.png").exists()  # walk_rows=0: no walk
+
+
+def slerp_by_hand(a, b, t: float):
+    """Spherical interpolation in float64, written from White (2016) independently of the lab's code."""
+    import numpy as np
+
+    a, b = np.float64(a), np.float64(b)
+    w = np.arccos(np.clip(a @ b / np.linalg.norm(a) / np.linalg.norm(b), -1, 1))
+    return (np.sin((1 - t) * w) * a + np.sin(t * w) * b) / np.sin(w)
+
+
+@pytest.mark.parametrize("overrides, rows, steps", [
+    (["training.num_samples=16", "callbacks.sample_grid.walk_rows=3", "callbacks.sample_grid.walk_steps=5"], 3, 5),
+    (["training.num_samples=20", "model.conditional=true", "callbacks.sample_grid.walk_steps=4"], 10, 4),
+], ids=["unconditional", "conditional"])
+def test_interpolation_walks_between_pairs_of_fixed_latents(make_cfg, overrides, rows, steps):
+    """samples/interpolation.png: row r shows G along the great circle from fixed latent p(r) to p(r) + 1, where
+    p(r) = 2r (unconditional) or the first latent of class r (conditional, one row per class, drawn with label r);
+    its ends are samples of last.png."""
+    import numpy as np
+
+    result = train(make_cfg(*overrides, "trainer.limit_train_batches=20", "model.ngf=32"))
+    run = Path(result["output_dir"])
+    generator, z = rebuild_generator(run), torch.load(run / "fixed_noise.pt", weights_only=True)
+    per_class = len(z) // 10
+    first = [r * per_class if "model.conditional=true" in overrides else 2 * r for r in range(rows)]
+    path = torch.tensor(np.stack([slerp_by_hand(z[i], z[i + 1], t) for i in first for t in np.linspace(0, 1, steps)]),
+                        dtype=torch.float32)
+    with torch.no_grad():
+        labels = (torch.arange(rows).repeat_interleave(steps),) if generator.num_classes else ()
+        expected = to_uint8(generator(path, *labels))
+    shown = grid_tiles(run / "samples/interpolation.png", rows * steps, nrow=steps, size=32)
+    assert_same_pixels(shown, expected)
+    # The ends are grid samples, and the middle differs from both by more than the comparison allows (so an end
+    # repeated along the row would have failed it).
+    grid_nrow = per_class if generator.num_classes else 8
+    grid = grid_tiles(run / "samples/last.png", len(z), nrow=grid_nrow, size=32)
+    for r, i in enumerate(first):
+        assert_same_pixels(shown[[r * steps, r * steps + steps - 1]], grid[[i, i + 1]])
+    walks = shown.view(rows, steps, 32, 32).int()
+    for end in (0, steps - 1):
+        assert ((walks[:, steps // 2] - walks[:, end]).abs() > 1).float().mean() > 0.05
 
 
 def optimizer_steps(run: Path) -> tuple[int, int]:
@@ -239,6 +293,35 @@ def test_cli_bad_value_exits_2_with_one_line(tmp_path):
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert lines[-1].startswith("error: dataset.image_size=48") and "power of two" in lines[-1]
     assert not (tmp_path / "bad" / "checkpoints").exists()
+
+
+def test_spherical_interpolation_keeps_the_norm_and_hits_both_ends():
+    from dcgan_lab.callbacks.samples import interpolate, walk_latents
+
+    g = torch.Generator().manual_seed(0)
+    start, end = torch.randn(4, 100, generator=g), torch.randn(4, 100, generator=g)
+    end = end / end.norm(dim=1, keepdim=True) * start.norm(dim=1, keepdim=True)  # equal norms per row
+    t = torch.linspace(0, 1, 7)
+    for spherical in (True, False):
+        path = interpolate(start, end, t, spherical)
+        assert path.shape == (4, 7, 100)
+        assert torch.equal(path[:, 0], start) and torch.equal(path[:, -1], end)  # exactly the fixed latents
+    norms = interpolate(start, end, t).norm(dim=2)
+    torch.testing.assert_close(norms, start.norm(dim=1, keepdim=True).expand(4, 7))
+    # Straight lines sag into the interior: two near-orthogonal 100-d ends meet at ~|z| / sqrt(2) midway.
+    sag = interpolate(start, end, torch.tensor([0.5]), spherical=False).norm(dim=2)[:, 0] / start.norm(dim=1)
+    assert ((sag > 0.6) & (sag < 0.85)).all(), sag
+    # Parallel ends (the angle is 0): the straight line, no NaN.
+    same = interpolate(start, 2 * start, t)
+    torch.testing.assert_close(same, start.unsqueeze(1) * (1 + t.view(1, -1, 1)))
+    # Rows: pairs (0, 1), (2, 3), ... up to `rows`; a conditional walk takes each class's first two latents.
+    z = torch.randn(12, 3, generator=g)
+    path, labels = walk_latents(z, None, rows=10, steps=3)
+    assert labels is None and path.shape == (6 * 3, 3)
+    assert torch.equal(path[0::3], z[0::2]) and torch.equal(path[2::3], z[1::2])
+    path, labels = walk_latents(z, torch.arange(4).repeat_interleave(3), rows=10, steps=2)
+    assert torch.equal(path[0::2], z[[0, 3, 6, 9]]) and torch.equal(path[1::2], z[[1, 4, 7, 10]])
+    assert labels.tolist() == [0, 0, 1, 1, 2, 2, 3, 3]
 
 
 @pytest.mark.parametrize("n, channels, nrow", [(64, 1, 8), (10, 3, 8), (3, 1, 8), (100, 1, 10)])

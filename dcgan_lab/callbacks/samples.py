@@ -1,8 +1,10 @@
-"""Sample grids from the run's fixed latents: comparable across epochs, resumptions and runs."""
+"""Sample grids from the run's fixed latents: comparable across epochs, resumptions and runs; and the walk
+between pairs of them at the end (the DCGAN paper's "walking in the latent space")."""
 from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Callable
 
 import lightning as L
 import torch
@@ -29,23 +31,74 @@ def uint8_grid(images: torch.Tensor, nrow: int, padding: int = 2) -> torch.Tenso
     return F.pad(grid.permute(2, 0, 1), (0, padding, 0, padding)).permute(1, 2, 0)
 
 
+def interpolate(start: torch.Tensor, end: torch.Tensor, t: torch.Tensor, spherical: bool = True) -> torch.Tensor:
+    """(R, D) start and end latents at fractions t (S,) of the way -> (R, S, D); t = 0 and 1 give them exactly.
+
+    Straight lines (spherical=False; Radford et al. 2016) cut through the low-norm interior of a Gaussian latent
+    space, where G saw no training latents: their midpoints have norm |z|/sqrt(2) for orthogonal ends. Spherical
+    interpolation (White 2016) follows the great circle instead, and keeps the norm when the ends share it:
+        slerp(a, b; t) = sin((1 - t) w) / sin w * a + sin(t w) / sin w * b,   w = angle(a, b)
+    """
+    t = t.to(start).view(1, -1, 1)
+    a, b = start.unsqueeze(1), end.unsqueeze(1)
+    if not spherical:
+        return (1 - t) * a + t * b
+    w = torch.acos(F.cosine_similarity(start, end, dim=-1).clamp(-1, 1)).view(-1, 1, 1)
+    sin_w = torch.sin(w)
+    parallel = sin_w < 1e-6  # the great circle is undefined; the straight line is the same path
+    sin_w = torch.where(parallel, torch.ones_like(sin_w), sin_w)
+    weight_a = torch.where(parallel, 1 - t, torch.sin((1 - t) * w) / sin_w)
+    weight_b = torch.where(parallel, t, torch.sin(t * w) / sin_w)
+    return weight_a * a + weight_b * b
+
+
+def walk_latents(fixed_z: torch.Tensor, fixed_labels: torch.Tensor | None, rows: int, steps: int,
+                 spherical: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(rows' * steps, D) latents of the walk grid and their labels: row r runs from one fixed latent to the next
+    in `steps` steps, so its ends are samples of the grid. Unconditional: latents 2r -> 2r + 1 (up to `rows`
+    rows). Conditional (the fixed latents sorted by class, as in the grid): one row per class, from its first
+    latent to its second, every step drawn with that class's label."""
+    n = len(fixed_z)
+    if fixed_labels is None:
+        first = torch.arange(min(rows, max(n // 2, 1))) * 2
+    else:
+        classes = int(fixed_labels.max()) + 1
+        first = torch.arange(classes) * (n // classes)
+    first = first.to(fixed_z.device)
+    path = interpolate(fixed_z[first], fixed_z[(first + 1) % n], torch.linspace(0, 1, steps), spherical)
+    labels = None if fixed_labels is None else fixed_labels[first].repeat_interleave(steps)
+    return path.flatten(0, 1), labels
+
+
+def walk_grid(sample: Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor], fixed_z: torch.Tensor,
+              fixed_labels: torch.Tensor | None, rows: int = 8, steps: int = 10, spherical: bool = True) -> torch.Tensor:
+    """The uint8 grid of `sample(latents, labels)` (images in [-1, 1]) along `walk_latents`: one walk a row."""
+    z, labels = walk_latents(fixed_z, fixed_labels, rows, steps, spherical)
+    return uint8_grid(sample(z, labels), nrow=steps)
+
+
 def save_png(grid: torch.Tensor, path) -> None:
     # zlib level 1: a third of the default's time for a few percent more bytes (it runs on the training thread)
     Image.fromarray(grid.cpu().numpy()).save(path, format="PNG", compress_level=1)
 
 
 class SampleGrid(L.Callback):
-    """Writes `samples/epoch_XXXX.png` every `every_n_epochs` and `samples/last.png` at the end of training.
+    """Writes `samples/epoch_XXXX.png` every `every_n_epochs` and `samples/last.png` at the end of training,
+    with `samples/interpolation.png` beside it: G along the latent path between pairs of the fixed latents
+    (`walk_latents`; `walk_rows=0` turns it off). A smooth walk says G maps the latent space continuously; sharp
+    jumps with near copies in between are a sign of memorised samples (Radford et al. 2016, section 6.1).
 
     Conditional models: one row per class (row k shows label k). Progressive models: grids are at the
     current resolution, and `samples/res_XXX.png` is written as each resolution's phase ends.
     Dashboards (W&B, TensorBoard) show these files: epoch grids and last.png under `samples`, each
-    resolution's grid under `samples/res_XXX`.
+    resolution's grid under `samples/res_XXX`, the walk under `samples/interpolation`.
     """
 
-    def __init__(self, output_dir: str, every_n_epochs: int = 1, nrow: int = 8):
+    def __init__(self, output_dir: str, every_n_epochs: int = 1, nrow: int = 8, walk_rows: int = 8,
+                 walk_steps: int = 10, spherical: bool = True):
         self.dir = Path(output_dir) / "samples"
         self.every_n_epochs, self.nrow = every_n_epochs, nrow
+        self.walk_rows, self.walk_steps, self.spherical = walk_rows, walk_steps, spherical
 
     def on_fit_start(self, trainer, pl_module) -> None:
         if trainer.is_global_zero:
@@ -58,8 +111,9 @@ class SampleGrid(L.Callback):
         nrow = pl_module.samples_per_class if labels is not None else self.nrow
         return uint8_grid(images, nrow=nrow)
 
-    def _write(self, trainer, pl_module, name: str, key: str = "samples", in_batch_end: bool = False) -> Path:
-        grid = self.grid(pl_module)
+    def _write(self, trainer, pl_module, name: str, key: str = "samples", in_batch_end: bool = False,
+               grid: torch.Tensor | None = None) -> Path:
+        grid = self.grid(pl_module) if grid is None else grid
         caption = f"samples/{name}, epoch {trainer.current_epoch}"
         return write_png_and_show(self.dir / name, lambda tmp: save_png(grid, tmp), trainer.loggers, key,
                                   step=dashboard_step(trainer, in_batch_end), caption=caption)
@@ -79,6 +133,10 @@ class SampleGrid(L.Callback):
     def on_fit_end(self, trainer, pl_module) -> None:
         if trainer.is_global_zero:
             self._write(trainer, pl_module, "last.png")
+            if self.walk_rows:
+                grid = walk_grid(pl_module.sample, pl_module.fixed_z, getattr(pl_module, "fixed_labels", None),
+                                 self.walk_rows, self.walk_steps, self.spherical)
+                self._write(trainer, pl_module, "interpolation.png", key="samples/interpolation", grid=grid)
             if getattr(pl_module, "growth_state", None) is not None:
                 resolution = pl_module.growth_state[0]
                 self._write(trainer, pl_module, f"res_{resolution:03d}.png", key=f"samples/res_{resolution:03d}")

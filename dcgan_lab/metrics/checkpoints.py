@@ -3,7 +3,8 @@
 A checkpoint carries the resolved run config (checkpoint["lab_config"]), so G, D and the dataset are
 rebuilt from it with hydra.utils.instantiate; the EMA generator is used when the checkpoint has one.
 Checkpoints are read by the one reader training and resume use (checkpoint_io.read_checkpoint): tensors and
-plain data only, so a checkpoint from elsewhere cannot run code when it is opened.
+plain data only, so a checkpoint from elsewhere cannot run code when it is opened. With figures on, each
+checkpoint also gets the run's latent walk (`write_walk`), drawn from its fixed latents by the saved G.
 """
 from __future__ import annotations
 
@@ -12,15 +13,17 @@ import json
 import logging
 import sys
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from dcgan_lab.atomic import write_text_atomically
+from dcgan_lab.atomic import replaced_atomically, write_text_atomically
+from dcgan_lab.callbacks.samples import save_png, walk_grid
 from dcgan_lab.checkpoint_io import check_architecture, read_checkpoint
 from dcgan_lab.errors import ConfigError, DataError, LabError
-from dcgan_lab.metrics.suite import MetricSuite
+from dcgan_lab.metrics.suite import MetricSuite, generate
 from dcgan_lab.nets.ema import sampling_generator
 
 log = logging.getLogger(__name__)
@@ -52,8 +55,17 @@ def _network(config: dict, name: str, state_dict: dict, prefix: str, path: Path)
     return network
 
 
-def load_generator(path: Path, device="cpu"):
-    """(generator, discriminator, lab_config, info) rebuilt from a GANModule checkpoint."""
+class SavedGAN(NamedTuple):
+    generator: torch.nn.Module         # the EMA copy when the checkpoint has one
+    discriminator: torch.nn.Module
+    config: dict                       # the resolved run config the checkpoint carries
+    info: dict                         # what metrics.json records about the checkpoint
+    fixed_z: torch.Tensor              # the run's fixed latents (its sample grids and walks)
+    fixed_labels: torch.Tensor | None  # their classes for a conditional G
+
+
+def load_generator(path: Path, device="cpu") -> SavedGAN:
+    """G, D, the run config and the fixed latents, rebuilt from a GANModule checkpoint."""
     checkpoint = read_checkpoint(path)
     config = checkpoint.get("lab_config")
     if not isinstance(config, dict):
@@ -70,7 +82,23 @@ def load_generator(path: Path, device="cpu"):
         "epoch": checkpoint.get("epoch"),
         "g_step": checkpoint.get("batches_seen", 0) // n_critic,
     }
-    return generator.to(device), discriminator.to(device), config, info
+    return SavedGAN(generator.to(device), discriminator.to(device), config, info, state["fixed_z"], state.get("fixed_labels"))
+
+
+def write_walk(saved: SavedGAN, path: Path, batch_size: int, device) -> Path | None:
+    """The run's latent walk (callbacks.sample_grid's walk_rows, walk_steps, spherical; the defaults when its config
+    has none) drawn by the saved G into `path`; None when the run turned it off (walk_rows=0)."""
+    grid_settings = (saved.config.get("callbacks") or {}).get("sample_grid") or {}
+    walk = {name: grid_settings[key] for name, key in (("rows", "walk_rows"), ("steps", "walk_steps"),
+                                                       ("spherical", "spherical")) if key in grid_settings}
+    if walk.get("rows") == 0:
+        return None
+    grid = walk_grid(lambda z, labels: generate(saved.generator, z, labels, batch_size, device),
+                     saved.fixed_z, saved.fixed_labels, **walk)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with replaced_atomically(path) as tmp:
+        save_png(grid, tmp)
+    return path
 
 
 def _device(name: str) -> torch.device:
@@ -106,13 +134,16 @@ def evaluate(cfg: DictConfig) -> dict[str, dict]:
     suites: dict[str, MetricSuite] = {}
     results: dict[str, dict] = {}
     for path in find_checkpoints(cfg.ckpt):
-        generator, discriminator, config, info = load_generator(path, device)
-        dataset_key = json.dumps(config["dataset"], sort_keys=True)
+        saved = load_generator(path, device)
+        dataset_key = json.dumps(saved.config["dataset"], sort_keys=True)
         if dataset_key not in suites:  # one suite per dataset: classifier and reference statistics load once
-            suites[dataset_key] = MetricSuite(settings, instantiate(config["dataset"]), cfg.paths.cache_dir, device=device)
+            suites[dataset_key] = MetricSuite(settings, instantiate(saved.config["dataset"]), cfg.paths.cache_dir, device=device)
+        info = saved.info
         log.info("evaluating %s (%s, epoch %s, %s G steps)", path, info["generator"], info["epoch"], info["g_step"])
         figures = path.parent / f"{path.stem}_metrics" if cfg.figures else None
-        report = suites[dataset_key].evaluate(generator, discriminator, inception=True, figures_dir=figures)
+        report = suites[dataset_key].evaluate(saved.generator, saved.discriminator, inception=True, figures_dir=figures)
+        if figures is not None and (walk := write_walk(saved, figures / "interpolation.png", settings["batch_size"], device)):
+            log.info("wrote %s", walk)
         entry = {**info, **report.scalars, **report.extras}
         _write_json(path, entry)
         results[_label(path)] = entry

@@ -77,6 +77,20 @@ class MetricReport:
 
 
 @torch.no_grad()
+def generate(generator: nn.Module, z: torch.Tensor, labels: torch.Tensor | None, batch_size: int, device) -> torch.Tensor:
+    """G(z[, labels]) in eval mode, `batch_size` latents at a time on `device`: images in [-1, 1] on the CPU."""
+    was_training = generator.training
+    generator.eval()
+    try:
+        images = []
+        for i in range(0, len(z), batch_size):
+            extra = (labels[i : i + batch_size].to(device),) if labels is not None else ()
+            images.append(generator(z[i : i + batch_size].to(device), *extra).float().cpu())
+        return torch.cat(images)
+    finally:
+        generator.train(was_training)
+
+
 def sample_images(generator: nn.Module, n: int, batch_size: int, seed: int, device) -> tuple[torch.Tensor, torch.Tensor | None]:
     """n images in [-1, 1] on the CPU (N, C, H, W) from latents fixed by `seed`, G in eval mode.
 
@@ -87,16 +101,7 @@ def sample_images(generator: nn.Module, n: int, batch_size: int, seed: int, devi
     z = torch.randn(n, generator.latent_dim, generator=noise)
     k = getattr(generator, "num_classes", 0) or 0
     labels = torch.arange(n) % k if k else None
-    was_training = generator.training
-    generator.eval()
-    try:
-        images = []
-        for i in range(0, n, batch_size):
-            extra = (labels[i : i + batch_size].to(device),) if k else ()
-            images.append(generator(z[i : i + batch_size].to(device), *extra).float().cpu())
-        return torch.cat(images), labels
-    finally:
-        generator.train(was_training)
+    return generate(generator, z, labels, batch_size, device), labels
 
 
 @torch.no_grad()
