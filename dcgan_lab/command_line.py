@@ -84,11 +84,14 @@ HYDRA_SYNTAX = set("=,[]{}()'\" ")
 
 
 def quote_paths(args: list[str]) -> list[str]:
-    """`ckpt=multirun/x/ablation=hinge,seed=0/checkpoints/last.ckpt` -> the same with the path in quotes."""
+    """`ckpt=multirun/x/ablation=hinge,seed=0/checkpoints/last.ckpt` -> the same with the path in quotes. A list
+    (`ckpt=[run_a,run_b]`) stays Hydra's list; quote its elements that hold ',' yourself (`ckpt=['a=b,c=d',e]`)."""
     quoted = []
     for arg in args:
         key, sep, value = arg.partition("=")
-        if sep and key.lstrip("+~") in PATH_KEYS and HYDRA_SYNTAX & set(value) and "'" not in value and value[:1] != '"':
+        is_list = value[:1] == "[" and value[-1:] == "]"
+        if (sep and key.lstrip("+~") in PATH_KEYS and HYDRA_SYNTAX & set(value) and "'" not in value
+                and value[:1] != '"' and not is_list):
             arg = f"{key}='{value}'"
         quoted.append(arg)
     return quoted

@@ -150,3 +150,23 @@ def test_command_line_check_names_the_closest_key_and_lets_good_lines_through():
     assert command_line_problem(["model=progressive", "model.attention=true"]).startswith("model.attention is not a config key")
     assert command_line_problem(["ckpt=run/last.ckpt", "metrics.n_samples=100"], "evaluate") is None
     assert command_line_problem(["metrics.n_sample=100"], "evaluate").startswith("metrics.n_sample is not a config key: did you mean metrics.n_samples?")
+
+
+def test_paths_with_override_syntax_are_quoted_and_lists_stay_lists(tmp_path):
+    """A sweep job's folder (`ablation=hinge,seed=0`) passes as one path; `ckpt=[a,b]` is two checkpoints."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from dcgan_lab.command_line import quote_paths
+    from dcgan_lab.metrics.checkpoints import find_checkpoints
+
+    job, other = tmp_path / "ablation=hinge,seed=0" / "last.ckpt", tmp_path / "plain" / "last.ckpt"
+    for path in (job, other):
+        path.parent.mkdir()
+        path.touch()
+    cases = {f"ckpt={job}": [job], f"ckpt=['{job}',{other}]": [job, other], f"ckpt=[{other},{other.parent}]": [other]}
+    for arg, expected in cases.items():
+        GlobalHydra.instance().clear()
+        with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+            cfg = compose("evaluate", overrides=quote_paths([arg]))
+        assert find_checkpoints(cfg.ckpt) == expected, arg
