@@ -221,3 +221,20 @@ def precision_recall(ctx: "MetricContext") -> dict[str, float]:
     # order, and a dataset sorted by class (mnist_mini) would otherwise put only its first classes on the real side.
     pick = torch.randperm(len(reference), generator=torch.Generator().manual_seed(ctx.settings["seed"]))[: len(features)]
     return {f"pr/{k}": v for k, v in knn_precision_recall(reference[pick], features, ctx.settings["pr_k"]).items()}
+
+
+@register_metric(
+    scalars={"memorization/copies": -1, "memorization/nn_ratio": 0},
+    options=("copy_quantile",),
+    report=("memorization/copies",),
+)
+def memorization(ctx: "MetricContext") -> dict[str, float]:
+    """Near-copies of training images: samples' pixel distance to the training set against held-out real images'."""
+    from dcgan_lab.metrics.memorization import copy_study, save_neighbour_grid
+
+    reference, held_out = ctx.suite.copy_reference(len(ctx.images))
+    study = copy_study(ctx.images.to(ctx.suite.device), reference, held_out, ctx.settings["copy_quantile"])
+    if ctx.figures is not None:
+        ctx.figure_paths.append(save_neighbour_grid(ctx.images, reference, study,
+                                                    ctx.figures / f"{ctx.prefix}nearest_training_images.png"))
+    return {"memorization/copies": study["copies"], "memorization/nn_ratio": study["nn_ratio"]}

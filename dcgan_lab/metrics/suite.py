@@ -202,6 +202,16 @@ class MetricSuite:
             self._real_md5 = tensor_md5(train.images)
         return train.images, self._real_md5, self._real_order[: n or self.s["n_reference"]].sort().values
 
+    def copy_reference(self, n_held_out: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(reference, held out): disjoint sets of real uint8 training images. The held-out images are the last
+        n_held_out (at most a fifth of the data) of the fixed permutation, the reference up to n_reference of the
+        rest: real images the reference does not contain, to measure how near new data falls to it."""
+        images, _, _ = self._real()
+        n_held_out = max(1, min(n_held_out, len(images) // 5))
+        held_out = self._real_order[len(images) - n_held_out:]
+        reference = self._real_order[: min(self.s["n_reference"], len(images) - n_held_out)]
+        return images[reference.sort().values], images[held_out]
+
     def _reference_key(self, what: str, n: int | None = None, **extra) -> dict:
         images, md5, subset = self._real(n)
         return {"what": what, "dataset": self.datamodule.name, "split": "train", "image_size": images.shape[-1],

@@ -1,0 +1,87 @@
+"""The memorization metric on generators whose answer is known, through the MetricSuite as a run's evaluation
+runs it: one that hands out training images (a perfect memoriser), one that hands out real digits it never
+trained on (what a G that generalises should look like), and one that draws noise."""
+from __future__ import annotations
+
+import pytest
+import torch
+from hydra.utils import instantiate
+from torch import nn
+
+from dcgan_lab.data.datamodule import to_float
+from dcgan_lab.metrics import MetricSuite
+
+from .pixels import pixels
+
+N = 400
+
+
+class ImageBank(nn.Module):
+    """A stand-in generator: each call returns the next len(z) of its images (in [-1, 1]), whatever z is."""
+
+    latent_dim = 8
+
+    def __init__(self, images: torch.Tensor):
+        super().__init__()
+        self.register_buffer("images", images)
+        self.drawn = 0
+
+    def forward(self, z):
+        batch = self.images[self.drawn : self.drawn + len(z)]
+        self.drawn += len(z)
+        return batch
+
+
+@pytest.fixture(scope="module")
+def suite(tmp_path_factory):
+    from .conftest import compose_config
+
+    cfg = compose_config(tmp_path_factory.mktemp("run"), ["logger=csv"])
+    settings = {"enabled": ["memorization"], "n_samples": N, "batch_size": 128}
+    return MetricSuite(settings, instantiate(cfg.dataset), tmp_path_factory.mktemp("cache"))
+
+
+def test_a_generator_that_hands_out_training_images_copies_every_time(suite, tmp_path):
+    reference, held_out = suite.copy_reference(N)
+    assert len(held_out) == N and len(reference) == 4500 - N  # mnist_mini: 4,500 training digits
+    assert reference.dtype == held_out.dtype == torch.uint8
+    # Every held-out image is a training image, and none of them is in the reference.
+    train, ref_rows, held_rows = (x.flatten(1) for x in (suite.datamodule.split("train").images, reference, held_out))
+    assert (torch.cdist(held_rows.float(), train.float()).min(1).values == 0).all()
+    assert (torch.cdist(held_rows.float(), ref_rows.float()).min(1).values > 0).all()
+    report = suite.evaluate(ImageBank(to_float(reference[:N])), figures_dir=tmp_path)
+    assert report.scalars["memorization/copies"] == 1.0
+    assert report.scalars["memorization/nn_ratio"] < 0.01  # 0 up to cdist's round-off
+    # The figure: each row a sample, then its nearest training images; a copy's nearest is its original.
+    grid = pixels(tmp_path / "nearest_training_images.png")[..., 0]
+    assert grid.shape == (8 * 34 + 2, 6 * 34 + 2)
+    first_row = [grid[2:34, 2 + 34 * c: 34 + 34 * c] for c in range(6)]
+    assert (first_row[0] == first_row[1]).all() and first_row[0].std() > 20  # a digit and its original
+    assert not (first_row[1] == first_row[2]).all()
+
+
+def test_real_digits_it_never_trained_on_fall_as_near_as_held_out_ones(suite):
+    unseen = to_float(suite.datamodule.split("test").images[:N])
+    scalars = suite.evaluate(ImageBank(unseen)).scalars
+    # 1% of held-out digits fall below the copy threshold; of 400 new digits, 4 +- 2 should.
+    assert 0 <= scalars["memorization/copies"] <= 0.03
+    assert 0.85 < scalars["memorization/nn_ratio"] < 1.2
+
+
+def test_noise_is_far_from_every_training_image(suite):
+    noise = torch.rand(N, 1, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    scalars = suite.evaluate(ImageBank(noise)).scalars
+    assert scalars["memorization/copies"] == 0.0 and scalars["memorization/nn_ratio"] > 2
+
+
+@pytest.mark.parametrize("chunk", [7, 64, 4096])
+def test_nearest_over_chunks_of_a_uint8_support_is_the_whole_search(chunk):
+    from dcgan_lab.metrics.memorization import nearest
+
+    g = torch.Generator().manual_seed(0)
+    support = torch.randint(0, 256, (50, 1, 4, 4), dtype=torch.uint8, generator=g)
+    queries = torch.rand(9, 1, 4, 4, generator=g) * 2 - 1
+    distances, indices = nearest(queries, support, k=3, chunk=chunk)
+    expected = torch.cdist(queries.flatten(1), to_float(support).flatten(1)).topk(3, dim=1, largest=False)
+    torch.testing.assert_close(distances, expected.values)
+    assert torch.equal(indices, expected.indices)
