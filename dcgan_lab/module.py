@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from dcgan_lab.captured import WARMUP_BATCHES, StaticStep, capture_blockers, portable_optimizer_states
+from dcgan_lab.nets.contract import evaluating
 from dcgan_lab.nets.ema import EmaSchedule, ema_update, make_ema, sampling_generator
 from dcgan_lab.objective import GANObjective
 
@@ -93,16 +94,11 @@ class GANModule(L.LightningModule):
     def sample(self, z: Tensor, labels: Tensor | None = None) -> Tensor:
         """Images in [-1, 1] from `sampling_generator` in eval mode (BatchNorm running statistics).
         Conditional models get uniform random labels unless `labels` are given."""
-        generator = self.sampling_generator
         if labels is None:
             labels = self.sample_labels(len(z))
-        was_training = generator.training
-        generator.eval()
-        try:
+        with evaluating(self.sampling_generator) as generator:
             z = z.to(self.device)
             return (generator(z) if labels is None else generator(z, labels.to(self.device))).float()
-        finally:
-            generator.train(was_training)
 
     # ---- progressive growing ------------------------------------------------------------------
     def _apply_growth(self) -> None:

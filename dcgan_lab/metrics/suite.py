@@ -29,6 +29,7 @@ from dcgan_lab.metrics import registry
 from dcgan_lab.metrics.cache import ReferenceCache, tensor_md5
 from dcgan_lab.metrics.classifier import classify, has_labels, load_or_train_classifier
 from dcgan_lab.metrics.frechet import gaussian_stats
+from dcgan_lab.nets.contract import evaluating
 from dcgan_lab.plots import headless_pyplot
 
 log = logging.getLogger(__name__)
@@ -79,16 +80,12 @@ class MetricReport:
 @torch.no_grad()
 def generate(generator: nn.Module, z: torch.Tensor, labels: torch.Tensor | None, batch_size: int, device) -> torch.Tensor:
     """G(z[, labels]) in eval mode, `batch_size` latents at a time on `device`: images in [-1, 1] on the CPU."""
-    was_training = generator.training
-    generator.eval()
-    try:
-        images = []
+    images = []
+    with evaluating(generator):
         for i in range(0, len(z), batch_size):
             extra = (labels[i : i + batch_size].to(device),) if labels is not None else ()
             images.append(generator(z[i : i + batch_size].to(device), *extra).float().cpu())
-        return torch.cat(images)
-    finally:
-        generator.train(was_training)
+    return torch.cat(images)
 
 
 def sample_images(generator: nn.Module, n: int, batch_size: int, seed: int, device) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -113,17 +110,13 @@ def discriminator_features(discriminator: nn.Module, images: torch.Tensor, label
     ResNet/progressive: the pooled map); a conditional D gets the labels G drew the images for, so a
     concat-conditioned D sees its label channels.
     """
-    was_training = discriminator.training
-    discriminator.eval()
-    try:
-        features = []
+    features = []
+    with evaluating(discriminator):
         for i in range(0, len(images), batch_size):
             extra = (labels[i : i + batch_size].to(device),) if labels is not None else ()
             _, h = discriminator(images[i : i + batch_size].to(device), *extra, with_features=True)
             features.append(h.float().flatten(1).cpu())
-        return torch.cat(features)
-    finally:
-        discriminator.train(was_training)
+    return torch.cat(features)
 
 
 @dataclass

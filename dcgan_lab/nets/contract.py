@@ -29,7 +29,8 @@ A family that grows (progressive) also mixes in Grows: `grow(resolution, alpha)`
 """
 from __future__ import annotations
 
-from typing import Callable, NotRequired, TypedDict
+import contextlib
+from typing import Callable, Iterator, NotRequired, TypedDict
 
 import torch
 from torch import nn
@@ -145,3 +146,15 @@ class Grows(nn.Module):
     @property
     def resolution(self) -> int:
         return self._resolution
+
+
+@contextlib.contextmanager
+def evaluating(network: nn.Module) -> Iterator[nn.Module]:
+    """The network in eval mode for the block (BatchNorm's running statistics, no dropout), then as it was:
+    how grids, walks and metrics draw from G and read D in the middle of training."""
+    was_training = network.training
+    network.eval()
+    try:
+        yield network
+    finally:
+        network.train(was_training)
