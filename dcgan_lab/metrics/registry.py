@@ -226,6 +226,7 @@ def precision_recall(ctx: "MetricContext") -> dict[str, float]:
 @register_metric(
     scalars={"memorization/copies": -1, "memorization/nn_ratio": 0},
     options=("copy_quantile",),
+    headline=("memorization/copies",),
     report=("memorization/copies",),
 )
 def memorization(ctx: "MetricContext") -> dict[str, float]:
