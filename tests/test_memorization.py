@@ -85,3 +85,20 @@ def test_nearest_over_chunks_of_a_uint8_support_is_the_whole_search(chunk):
     expected = torch.cdist(queries.flatten(1), to_float(support).flatten(1)).topk(3, dim=1, largest=False)
     torch.testing.assert_close(distances, expected.values)
     assert torch.equal(indices, expected.indices)
+
+
+def test_large_images_are_compared_at_64_pixels_and_a_copy_is_still_a_copy():
+    from dcgan_lab.metrics.memorization import copy_study, nearest
+
+    g = torch.Generator().manual_seed(1)
+    reference = torch.randint(0, 256, (40, 3, 128, 128), dtype=torch.uint8, generator=g)
+    held_out = torch.randint(0, 256, (20, 3, 128, 128), dtype=torch.uint8, generator=g)
+    queries = to_float(reference[:5]) + 0.05 * torch.randn(5, 3, 128, 128, generator=g)  # near-copies
+    distances, indices = nearest(queries, reference, k=2)
+    # The same search on images area-averaged to 64x64 by hand.
+    pooled = [torch.nn.functional.avg_pool2d(x, 2).flatten(1) for x in (queries, to_float(reference))]
+    expected = torch.cdist(*pooled).topk(2, dim=1, largest=False)
+    torch.testing.assert_close(distances, expected.values)
+    assert torch.equal(indices[:, 0], torch.arange(5))
+    study = copy_study(queries, reference, held_out)
+    assert study["copies"] == 1.0 and study["nn_ratio"] < 0.1
