@@ -28,6 +28,8 @@ NEEDS = {
     "inception": "Inception weights (torch-fidelity's file or the package registry's copy); minutes on a CPU, "
                  "so the callback runs these entries only where metrics.inception_during_training says",
     "d_features": "the discriminator's features (training runs and checkpoints have them)",
+    "discriminator": "the discriminator itself (training runs and checkpoints have it)",
+    "held_out": "real images the run did not train on (the dataset's test split, where it is not the training data)",
 }
 
 
@@ -239,3 +241,25 @@ def memorization(ctx: "MetricContext") -> dict[str, float]:
         ctx.figure_paths.append(save_neighbour_grid(ctx.images, reference, study,
                                                     ctx.figures / f"{ctx.prefix}nearest_training_images.png"))
     return {"memorization/copies": study["copies"], "memorization/nn_ratio": study["nn_ratio"]}
+
+
+@register_metric(
+    scalars={"d_overfit/auc": -1},
+    needs=("discriminator", "held_out"),
+    headline=("d_overfit/auc",),
+    report=("d_overfit/auc",),
+)
+def d_overfitting(ctx: "MetricContext") -> dict[str, float]:
+    """D's outputs on training vs held-out real images (ADA's overfitting signal): AUC 0.5 = none, 1 = memorised."""
+    from dcgan_lab.metrics.overfitting import membership_auc, save_score_histogram
+    from dcgan_lab.metrics.suite import discriminator_outputs
+
+    (train, train_labels), (held_out, held_out_labels) = ctx.suite.held_out(len(ctx.images))
+    conditional = getattr(ctx.discriminator, "num_classes", 0)
+    scores = [discriminator_outputs(ctx.discriminator, images, labels if conditional else None,
+                                    ctx.settings["batch_size"], ctx.suite.device)[0]
+              for images, labels in ((train, train_labels), (held_out, held_out_labels))]
+    auc = membership_auc(*scores)
+    if ctx.figures is not None:
+        ctx.figure_paths.append(save_score_histogram(*scores, auc, ctx.figures / f"{ctx.prefix}d_scores.png", ctx.tag))
+    return {"d_overfit/auc": auc}

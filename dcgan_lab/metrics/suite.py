@@ -24,6 +24,7 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from dcgan_lab import CONF_DIR
+from dcgan_lab.data.datamodule import to_float
 from dcgan_lab.errors import ConfigError
 from dcgan_lab.metrics import registry
 from dcgan_lab.metrics.cache import ReferenceCache, tensor_md5
@@ -102,21 +103,29 @@ def sample_images(generator: nn.Module, n: int, batch_size: int, seed: int, devi
 
 
 @torch.no_grad()
-def discriminator_features(discriminator: nn.Module, images: torch.Tensor, labels: torch.Tensor | None,
-                           batch_size: int, device) -> torch.Tensor:
-    """D's own features, `D(x, labels, with_features=True)[1]`, (N, C, H, W) -> (N, F), D in eval mode.
+def discriminator_outputs(discriminator: nn.Module, images: torch.Tensor, labels: torch.Tensor | None,
+                          batch_size: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(logits (N,), features (N, F)) of `D(x, labels, with_features=True)` in eval mode, on the CPU; images
+    (N, C, H, W) uint8 or in [-1, 1].
 
     Every family defines what its features are (DCGAN: the flattened 4x4 map, MLP: the last hidden layer,
-    ResNet/progressive: the pooled map); a conditional D gets the labels G drew the images for, so a
-    concat-conditioned D sees its label channels.
+    ResNet/progressive: the pooled map); a conditional D gets the labels, so a concat-conditioned D sees its
+    label channels.
     """
-    features = []
+    logits, features = [], []
     with evaluating(discriminator):
         for i in range(0, len(images), batch_size):
             extra = (labels[i : i + batch_size].to(device),) if labels is not None else ()
-            _, h = discriminator(images[i : i + batch_size].to(device), *extra, with_features=True)
+            out, h = discriminator(to_float(images[i : i + batch_size].to(device)), *extra, with_features=True)
+            logits.append(out.float().flatten().cpu())
             features.append(h.float().flatten(1).cpu())
-    return torch.cat(features)
+    return torch.cat(logits), torch.cat(features)
+
+
+def discriminator_features(discriminator: nn.Module, images: torch.Tensor, labels: torch.Tensor | None,
+                           batch_size: int, device) -> torch.Tensor:
+    """D's own features of generated images (N, F), with the labels G drew them for (`discriminator_outputs`)."""
+    return discriminator_outputs(discriminator, images, labels, batch_size, device)[1]
 
 
 @dataclass
@@ -178,6 +187,7 @@ class MetricSuite:
         self._inception_problem: str | None = None
         self._real_order: torch.Tensor | None = None
         self._real_md5: str | None = None
+        self._separate_test: bool | None = None
         self._skips_said: set[str] = set()
 
     def needs(self, need: str) -> bool:
@@ -204,6 +214,21 @@ class MetricSuite:
         held_out = self._real_order[len(images) - n_held_out:]
         reference = self._real_order[: min(self.s["n_reference"], len(images) - n_held_out)]
         return images[reference.sort().values], images[held_out]
+
+    def held_out(self, n: int) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None:
+        """((training images, labels), (held-out images, labels)), n of each at most, uint8: the first of the fixed
+        training permutation, and a fixed draw from the test split. None when the dataset's test split is its
+        training data (an image folder): then no image is held out."""
+        train, test = self.datamodule.split("train"), self.datamodule.split("test")
+        if self._separate_test is None:
+            self._separate_test = len(test) != len(train) or not torch.equal(test.images, train.images)
+        if not self._separate_test:
+            return None
+        n = min(n, len(train), len(test))
+        self._real()
+        picked = torch.randperm(len(test), generator=torch.Generator().manual_seed(self.s["seed"]))[:n]
+        first = self._real_order[:n]
+        return (train.images[first], train.labels[first]), (test.images[picked], test.labels[picked])
 
     def _reference_key(self, what: str, n: int | None = None, **extra) -> dict:
         images, md5, subset = self._real(n)
@@ -301,8 +326,11 @@ class MetricSuite:
         for need in sorted(metric.needs):
             if need in ("labels", "classifier") and not has_labels(self.datamodule):
                 return f"{metric.name} skipped: it needs class labels and dataset {self.datamodule.name} has none"
-            if need == "d_features" and discriminator is None:
-                return f"{metric.name} skipped: it needs the discriminator's features and none was given"
+            if need in ("d_features", "discriminator") and discriminator is None:
+                return f"{metric.name} skipped: it needs the discriminator and none was given"
+            if need == "held_out" and self.held_out(1) is None:
+                return (f"{metric.name} skipped: it needs real images the run did not train on, and dataset "
+                        f"{self.datamodule.name} has no test split apart from its training images")
             if need == "inception" and self.inception() is None:
                 return self._inception_problem
         return None
