@@ -79,13 +79,16 @@ def test_an_image_folder_holds_nothing_out_and_says_so(tmp_path):
         Image.fromarray(image.numpy()).save(tmp_path / f"{i}.png")
     cfg = compose_config(tmp_path / "run", ["logger=csv", "dataset=image_folder", f"dataset.path={tmp_path}",
                                             "dataset.channels=1", "dataset.image_size=32", f"paths.cache_dir={tmp_path / 'cache'}"])
+    datamodule = instantiate(cfg.dataset)
     suite = MetricSuite({"enabled": ["d_overfitting"], "n_samples": 12, "batch_size": 12, "kmeans_k": 2, "pr_k": 2},
-                        instantiate(cfg.dataset), tmp_path / "cache")
+                        datamodule, tmp_path / "cache")
     report = suite.evaluate(ImageBank(torch.zeros(12, 1, 32, 32)), StandInDiscriminator())
     assert "d_overfit/auc" not in report.scalars
     assert report.extras["d_overfitting_skipped"] == ("d_overfitting skipped: it needs real images the run did not "
                                                       "train on, and dataset image_folder has no test split apart from "
                                                       "its training images")
+    # Finding that out cost no second copy of the images: the folder's two splits are one tensor.
+    assert datamodule.split("test").images is datamodule.split("train").images
 
 
 def test_a_training_run_logs_the_auc_of_its_own_discriminator(make_cfg):

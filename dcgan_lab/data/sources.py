@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import weakref
 from pathlib import Path
 
 import numpy as np
@@ -163,10 +164,15 @@ def image_folder(path: str, split: str = "train", cache_dir: str = ".cache", ima
     return decode_files(files, image_size, channels, cache_dir, on_corrupt, crop=crop), None
 
 
+# decode_files' arrays by cache file, while anything holds them: a set whose test split is its training split (an
+# image folder; CelebA without its partition file) is held in memory once, and the two splits are the same tensor.
+_DECODED: weakref.WeakValueDictionary[str, torch.Tensor] = weakref.WeakValueDictionary()
+
+
 def decode_files(files: list[Path], image_size: int, channels: int, cache_dir: str, on_corrupt: str = "skip",
                  crop: int | None = None):
     """Decode, center-crop (a `crop` x `crop` square, or the largest one) and resize every file once; later runs
-    load the cached uint8 array."""
+    load the cached uint8 array, and this process reuses the one it holds."""
     if on_corrupt not in ("skip", "error"):
         raise DataError(f"dataset.on_corrupt={on_corrupt!r} must be 'skip' or 'error'")
     key = hashlib.md5(f"v1|{image_size}|{channels}".encode() + (f"|crop{crop}".encode() if crop else b""))
@@ -174,8 +180,11 @@ def decode_files(files: list[Path], image_size: int, channels: int, cache_dir: s
         st = f.stat()
         key.update(f"{f}|{st.st_size}|{st.st_mtime_ns}".encode())
     cache = Path(cache_dir) / "images" / f"{key.hexdigest()}.npy"
+    if (held := _DECODED.get(str(cache))) is not None:
+        return held
     if cache.exists():
-        return torch.from_numpy(np.load(cache, mmap_mode="r")[:].copy())
+        images = _DECODED[str(cache)] = torch.from_numpy(np.load(cache, mmap_mode="r")[:].copy())
+        return images
 
     from PIL import Image, UnidentifiedImageError
     from tqdm import tqdm
@@ -199,7 +208,8 @@ def decode_files(files: list[Path], image_size: int, channels: int, cache_dir: s
     array = np.ascontiguousarray(array)
     with replaced_atomically(cache) as tmp:  # a killed run never leaves a half-written cache
         np.save(tmp, array)
-    return torch.from_numpy(array)
+    images = _DECODED[str(cache)] = torch.from_numpy(array)
+    return images
 
 
 def _center_crop_resize(img, size: int, crop: int | None = None) -> np.ndarray:

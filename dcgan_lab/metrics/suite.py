@@ -221,7 +221,8 @@ class MetricSuite:
         training data (an image folder): then no image is held out."""
         train, test = self.datamodule.split("train"), self.datamodule.split("test")
         if self._separate_test is None:
-            self._separate_test = len(test) != len(train) or not torch.equal(test.images, train.images)
+            self._separate_test = test.images is not train.images and (
+                len(test) != len(train) or not torch.equal(test.images, train.images))
         if not self._separate_test:
             return None
         n = min(n, len(train), len(test))
