@@ -25,10 +25,10 @@ COMPARE_SIZE = 64  # the largest side distances are measured at
 
 def vectors(images: torch.Tensor, device=None) -> torch.Tensor:
     """uint8 or [-1, 1] images (N, C, H, W) -> float rows (N, C * S * S) on `device`, S = min(H, COMPARE_SIZE)."""
-    images = to_float(images.to(device))
+    images = to_float(images.to(device)).float()
     if images.shape[-1] > COMPARE_SIZE:
-        images = F.adaptive_avg_pool2d(images.float(), COMPARE_SIZE)
-    return images.flatten(1).float()
+        images = F.adaptive_avg_pool2d(images, COMPARE_SIZE)
+    return images.flatten(1)
 
 
 def nearest(queries: torch.Tensor, support: torch.Tensor, k: int = 1, chunk: int = 2048) -> tuple[torch.Tensor, torch.Tensor]:

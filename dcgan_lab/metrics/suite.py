@@ -215,20 +215,22 @@ class MetricSuite:
         reference = self._real_order[: min(self.s["n_reference"], len(images) - n_held_out)]
         return images[reference.sort().values], images[held_out]
 
-    def held_out(self, n: int) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None:
-        """((training images, labels), (held-out images, labels)), n of each at most, uint8: the first of the fixed
-        training permutation, and a fixed draw from the test split. None when the dataset's test split is its
-        training data (an image folder): then no image is held out."""
-        train, test = self.datamodule.split("train"), self.datamodule.split("test")
+    def has_held_out(self) -> bool:
+        """Whether the dataset's test split holds images apart from its training split (an image folder's does not:
+        its two splits are one tensor)."""
         if self._separate_test is None:
+            train, test = self.datamodule.split("train"), self.datamodule.split("test")
             self._separate_test = test.images is not train.images and (
                 len(test) != len(train) or not torch.equal(test.images, train.images))
-        if not self._separate_test:
-            return None
+        return self._separate_test
+
+    def held_out(self, n: int) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
+        """((training images, labels), (held-out images, labels)), n of each at most, uint8: a prefix of the fixed
+        training permutation (`_real`), and a fixed draw from the test split (`has_held_out` must be true)."""
+        train, test = self.datamodule.split("train"), self.datamodule.split("test")
         n = min(n, len(train), len(test))
-        self._real()
+        _, _, first = self._real(n)
         picked = torch.randperm(len(test), generator=torch.Generator().manual_seed(self.s["seed"]))[:n]
-        first = self._real_order[:n]
         return (train.images[first], train.labels[first]), (test.images[picked], test.labels[picked])
 
     def _reference_key(self, what: str, n: int | None = None, **extra) -> dict:
@@ -329,7 +331,7 @@ class MetricSuite:
                 return f"{metric.name} skipped: it needs class labels and dataset {self.datamodule.name} has none"
             if need in ("d_features", "discriminator") and discriminator is None:
                 return f"{metric.name} skipped: it needs the discriminator and none was given"
-            if need == "held_out" and self.held_out(1) is None:
+            if need == "held_out" and not self.has_held_out():
                 return (f"{metric.name} skipped: it needs real images the run did not train on, and dataset "
                         f"{self.datamodule.name} has no test split apart from its training images")
             if need == "inception" and self.inception() is None:
