@@ -79,7 +79,7 @@ def command_line_problem(args: list[str], config_name: str = "config") -> str | 
 
 # Values that are file paths. A sweep job's folder is named by its overrides (`ablation=hinge,seed=0`), and '=' or ','
 # in an unquoted value is override syntax to Hydra (a parse error, or a sweep over path pieces): such a path is quoted.
-PATH_KEYS = ("ckpt", "ckpt_path", "dataset.path", "metrics.inception_weights")
+PATH_KEYS = ("ckpt", "ckpt_path", "images", "dataset.path", "metrics.inception_weights")
 HYDRA_SYNTAX = set("=,[]{}()'\" ")
 
 

@@ -90,8 +90,10 @@ def _validate_across_groups(cfg: DictConfig) -> None:
         settings_from(OmegaConf.to_container(cfg.metrics, resolve=True))
 
 
-def compose_run_config(run_dir: str | Path, overrides: list[str] = (), root_dir: str | Path | None = None) -> DictConfig:
-    """The config `python train.py <overrides>` would get, composed in-process for a run in `run_dir`.
+def compose_run_config(run_dir: str | Path, overrides: list[str] = (), root_dir: str | Path | None = None,
+                       config_name: str = "config") -> DictConfig:
+    """The config `python train.py <overrides>` (config_name="evaluate": evaluate.py) would get, composed
+    in-process for a run in `run_dir`.
 
     Hydra's runtime section is filled in as @hydra.main would, so `${hydra:...}` interpolations resolve;
     tests and the benchmark call `train(cfg)` with it.
@@ -104,7 +106,7 @@ def compose_run_config(run_dir: str | Path, overrides: list[str] = (), root_dir:
     root_dir = str(root_dir or CONF_DIR.parent)
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose("config", overrides=list(overrides), return_hydra_config=True)
+        cfg = compose(config_name, overrides=list(overrides), return_hydra_config=True)
     with open_dict(cfg):
         cfg.hydra.runtime.output_dir = str(run_dir)
         cfg.hydra.runtime.cwd = root_dir

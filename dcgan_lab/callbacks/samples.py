@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from dcgan_lab.data.datamodule import to_uint8
 from dcgan_lab.loggers import dashboard_step, write_png_and_show
 
 
@@ -19,7 +20,7 @@ def uint8_grid(images: torch.Tensor, nrow: int, padding: int = 2) -> torch.Tenso
     make_grid(normalize=True, value_range=(-1, 1)) + save_image pixels, without the host doing the float work
     (on a GPU only the finished uint8 grid is copied back)."""
     n, channels, h, w = images.shape
-    pixels = ((images.float().clamp(-1, 1) + 1) / 2 * 255 + 0.5).clamp(0, 255).to(torch.uint8)
+    pixels = to_uint8(images)
     pixels = pixels.expand(n, 3, h, w) if channels == 1 else pixels
     cols = min(nrow, n)
     rows = math.ceil(n / cols)

@@ -18,6 +18,14 @@ def to_float(images: torch.Tensor) -> torch.Tensor:
     return images.float().div_(127.5).sub_(1.0)
 
 
+def to_uint8(images: torch.Tensor) -> torch.Tensor:
+    """float [-1, 1] -> uint8 [0, 255] (uint8 passes through), on the images' device: the pixels torchvision's
+    save_image(normalize=True, value_range=(-1, 1)) writes. Every image the lab saves or measures is these pixels."""
+    if images.dtype == torch.uint8:
+        return images
+    return ((images.float().clamp(-1, 1) + 1) / 2 * 255 + 0.5).clamp_(0, 255).to(torch.uint8)
+
+
 def fit_to_size(images: torch.Tensor, size: int) -> torch.Tensor:
     """28x28 digits are zero-padded to 32 (as the DCGAN-on-MNIST convention); anything else is resized."""
     h = images.shape[-1]

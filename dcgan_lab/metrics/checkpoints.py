@@ -5,6 +5,7 @@ rebuilt from it with hydra.utils.instantiate; the EMA generator is used when the
 Checkpoints are read by the one reader training and resume use (checkpoint_io.read_checkpoint): tensors and
 plain data only, so a checkpoint from elsewhere cannot run code when it is opened. With figures on, each
 checkpoint also gets the run's latent walk (`write_walk`), drawn from its fixed latents by the saved G.
+`images=` measures a folder or .npz of images instead (`evaluate_images`): any model's samples, against a dataset.
 """
 from __future__ import annotations
 
@@ -101,7 +102,7 @@ def write_walk(saved: SavedGAN, path: Path, batch_size: int, device) -> Path | N
     return path
 
 
-def _device(name: str) -> torch.device:
+def device_named(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
@@ -128,9 +129,23 @@ def _label(path: Path) -> str:
 
 
 def evaluate(cfg: DictConfig) -> dict[str, dict]:
-    """Metrics for every checkpoint matched by cfg.ckpt; prints a table, writes metrics.json beside each."""
+    """Metrics for every checkpoint matched by cfg.ckpt, or for the images in cfg.images; prints a table and
+    writes metrics.json (beside each checkpoint; in <images>_metrics/)."""
+    if (cfg.get("ckpt") is None) == (cfg.get("images") is None):
+        raise ConfigError("evaluate.py measures ckpt=<checkpoint, run folder or glob> or images=<folder or .npz> "
+                          "dataset=<its data>: give one of them")
     settings = OmegaConf.to_container(cfg.metrics, resolve=True)
-    device = _device(cfg.device)
+    device = device_named(cfg.device)
+    results = evaluate_checkpoints(cfg, settings, device) if cfg.get("ckpt") is not None else evaluate_images(cfg, settings, device)
+    print(_table({label: {k: v for k, v in entry.items() if isinstance(v, float) and k != "metrics/eval_time_s"}
+                  for label, entry in results.items()}))
+    for line in dict.fromkeys(_inception_line(entry) for entry in results.values()):
+        if line:
+            print(line)
+    return results
+
+
+def evaluate_checkpoints(cfg: DictConfig, settings: dict, device: torch.device) -> dict[str, dict]:
     suites: dict[str, MetricSuite] = {}
     results: dict[str, dict] = {}
     for path in find_checkpoints(cfg.ckpt):
@@ -145,14 +160,38 @@ def evaluate(cfg: DictConfig) -> dict[str, dict]:
         if figures is not None and (walk := write_walk(saved, figures / "interpolation.png", settings["batch_size"], device)):
             log.info("wrote %s", walk)
         entry = {**info, **report.scalars, **report.extras}
-        _write_json(path, entry)
+        _write_json(path.parent / "metrics.json", path.name, entry)
         results[_label(path)] = entry
-    print(_table({label: {k: v for k, v in entry.items() if isinstance(v, float) and k != "metrics/eval_time_s"}
-                  for label, entry in results.items()}))
-    for line in dict.fromkeys(_inception_line(entry) for entry in results.values()):
-        if line:
-            print(line)
     return results
+
+
+def evaluate_images(cfg: DictConfig, settings: dict, device: torch.device) -> dict[str, dict]:
+    """Every enabled metric for a folder or .npz of images (any model's samples, or an export) against
+    dataset=<name>, all of the images (metrics.n_samples does not apply); the discriminator's metrics are skipped."""
+    from dcgan_lab.export import read_samples
+
+    if cfg.get("dataset") is None:
+        raise ConfigError(f"images={cfg.images} needs dataset=<the data the images imitate> to measure them against, "
+                          "e.g. dataset=mnist_mini (and dataset.image_size=<their size> where it differs)")
+    path = Path(str(cfg.images)).expanduser().resolve()
+    images, labels = read_samples(path)
+    datamodule = instantiate(cfg.dataset)
+    found, expected = tuple(images.shape[1:]), (datamodule.channels, datamodule.image_size, datamodule.image_size)
+    if found != expected:
+        raise DataError(f"images={cfg.images} are {_shape(found)} but dataset={datamodule.name} is {_shape(expected)}; "
+                        "measure them against data of their shape (dataset.image_size=<their size> resizes the data)")
+    log.info("evaluating %d images from %s against %s", len(images), path, datamodule.name)
+    folder = path.parent / f"{path.stem}_metrics"
+    suite = MetricSuite(settings, datamodule, cfg.paths.cache_dir, device=device)
+    report = suite.measure(images, labels, inception=True, figures_dir=folder if cfg.figures else None)
+    entry = {"images": str(path), "dataset": datamodule.name, **report.scalars, **report.extras}
+    _write_json(folder / "metrics.json", path.name, entry)
+    return {path.name: entry}
+
+
+def _shape(shape: tuple[int, int, int]) -> str:
+    channels, height, width = shape
+    return f"{height}x{width} {'grey' if channels == 1 else 'RGB' if channels == 3 else f'{channels}-channel'}"
 
 
 def _inception_line(entry: dict) -> str | None:
@@ -164,16 +203,15 @@ def _inception_line(entry: dict) -> str | None:
     return f"{line}\n{entry['is_skipped']}" if "is_skipped" in entry else line
 
 
-def _write_json(path: Path, entry: dict) -> None:
-    """metrics.json in the checkpoint's folder: {checkpoint file name: its metrics}, merged, written atomically."""
-    target = path.parent / "metrics.json"
+def _write_json(target: Path, key: str, entry: dict) -> None:
+    """metrics.json: {checkpoint or image file name: its metrics}, merged, written atomically."""
     existing = {}
     if target.exists():
         try:
             existing = json.loads(target.read_text())
         except json.JSONDecodeError:
             log.warning("%s was not valid JSON; rewriting it", target)
-    existing[path.name] = entry
+    existing[key] = entry
     write_text_atomically(json.dumps(existing, indent=2, sort_keys=True), target)
     log.info("wrote %s", target)
 

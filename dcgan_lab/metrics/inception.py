@@ -20,6 +20,7 @@ from typing import Callable, Iterator
 import torch
 from torch import nn
 
+from dcgan_lab.data.datamodule import to_uint8
 from dcgan_lab.metrics.inception_weights import TORCH_FIDELITY_EXTRACTOR, InceptionUnavailable, InceptionWeights, resolve_weights
 
 log = logging.getLogger(__name__)
@@ -112,8 +113,7 @@ def load_inception(weights_path: str | None, cache_dir, device="cpu", fast: bool
 
 def to_uint8_rgb(images: torch.Tensor) -> torch.Tensor:
     """uint8 or float [-1, 1] (B, 1|3, H, W) -> uint8 (B, 3, H, W), as torch-fidelity expects."""
-    if images.dtype != torch.uint8:
-        images = ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    images = to_uint8(images)
     return images.expand(-1, 3, -1, -1) if images.shape[1] == 1 else images
 
 

@@ -24,7 +24,7 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from dcgan_lab import CONF_DIR
-from dcgan_lab.data.datamodule import to_float
+from dcgan_lab.data.datamodule import to_float, to_uint8
 from dcgan_lab.errors import ConfigError
 from dcgan_lab.metrics import registry
 from dcgan_lab.metrics.cache import ReferenceCache, tensor_md5
@@ -89,16 +89,19 @@ def generate(generator: nn.Module, z: torch.Tensor, labels: torch.Tensor | None,
     return torch.cat(images)
 
 
-def sample_images(generator: nn.Module, n: int, batch_size: int, seed: int, device) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """n images in [-1, 1] on the CPU (N, C, H, W) from latents fixed by `seed`, G in eval mode.
-
-    A class-conditional G (num_classes > 0) gets balanced labels 0, 1, ..., K-1, 0, ...; they are returned
-    so the classifier can check them (classifier/accuracy). Unconditional: labels is None.
-    """
+def sample_latents(generator: nn.Module, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The n latents (N, latent_dim) fixed by `seed`, and the labels for a class-conditional G (num_classes > 0):
+    balanced, 0, 1, ..., K-1, 0, ... (else None). Every sampler of a saved G draws these: evaluation and export."""
     noise = torch.Generator().manual_seed(seed)
     z = torch.randn(n, generator.latent_dim, generator=noise)
     k = getattr(generator, "num_classes", 0) or 0
-    labels = torch.arange(n) % k if k else None
+    return z, (torch.arange(n) % k if k else None)
+
+
+def sample_images(generator: nn.Module, n: int, batch_size: int, seed: int, device) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """n images in [-1, 1] on the CPU (N, C, H, W) from `sample_latents`, G in eval mode, and their labels (the
+    classifier checks them: classifier/accuracy)."""
+    z, labels = sample_latents(generator, n, seed)
     return generate(generator, z, labels, batch_size, device), labels
 
 
@@ -133,7 +136,7 @@ class MetricContext:
     """What the entries of one evaluation share; each computed on first use (metrics/registry.py)."""
 
     suite: "MetricSuite"
-    images: torch.Tensor                 # (n_samples, C, H, W) in [-1, 1], at the data's size
+    images: torch.Tensor                 # (n_samples, C, H, W) in [-1, 1] on the 8-bit grid, at the data's size
     labels: torch.Tensor | None          # the classes a conditional G was asked for, else None
     inception_images: torch.Tensor       # (inception_n_samples, C, H, W): images drawn with the same latents
     discriminator: nn.Module | None
@@ -341,21 +344,38 @@ class MetricSuite:
     def evaluate(self, generator: nn.Module, discriminator: nn.Module | None = None, n_samples: int | None = None,
                  inception: bool = False, figures_dir: str | Path | None = None, tag: str = "",
                  inception_n_samples: int | None = None) -> MetricReport:
-        """Every enabled metric; those that need Inception only with `inception=True` (minutes on a CPU).
-        `inception_n_samples` overrides metrics.inception_n_samples (the training callback's CPU default)."""
+        """Every enabled metric for G's samples (metrics.seed fixes the latents); those that need Inception only with
+        `inception=True` (minutes on a CPU). `inception_n_samples` overrides metrics.inception_n_samples (the
+        training callback's CPU default)."""
         started = time.perf_counter()
-        s, report = self.s, MetricReport()
+        n = n_samples or self.s["n_samples"]
+        n_inception = inception_n_samples or self.s["inception_n_samples"] or n
+        use_inception = inception and any("inception" in m.needs for m in self.metrics)
+        images, labels = sample_images(generator, max(n, n_inception) if use_inception else n, self.s["batch_size"],
+                                       self.s["seed"], self.device)
+        return self.measure(images, labels, discriminator, n, n_inception, inception, figures_dir, tag, started)
+
+    def measure(self, images: torch.Tensor, labels: torch.Tensor | None = None, discriminator: nn.Module | None = None,
+                n: int | None = None, n_inception: int | None = None, inception: bool = False,
+                figures_dir: str | Path | None = None, tag: str = "", started: float | None = None) -> MetricReport:
+        """Every enabled metric for given images (N, C, H, W), uint8 or in [-1, 1]: the first n of them (default
+        all), and the first n_inception (default n) for Inception. Measured as 8-bit pixels, as every saved image
+        is: a sample folder written by `dcgan_lab.export` measures the same as the G it came from."""
+        started = time.perf_counter() if started is None else started
+        n = n or len(images)
+        n_inception = min(n_inception or n, len(images))
         metrics = [m for m in self.metrics if inception or "inception" not in m.needs]
-        n = n_samples or s["n_samples"]
-        n_inception = inception_n_samples or s["inception_n_samples"] or n
-        use_inception = any("inception" in m.needs for m in metrics)
-        images, labels = sample_images(generator, max(n, n_inception) if use_inception else n, s["batch_size"], s["seed"], self.device)
+        # One memory layout whatever the source (a channels_last G, a (N, H, W, 1) array): convolutions choose
+        # their kernels by layout, and equal pixels should give equal numbers.
+        pixels = to_uint8(images).clone(memory_format=torch.contiguous_format)
         size = self.datamodule.image_size
-        if images.shape[-1] != size:
+        if pixels.shape[-1] != size:
             # A progressive G mid-growth renders below the data's size: compare at the data's size.
-            images = F.interpolate(images, size=(size, size), mode="nearest")
+            pixels = F.interpolate(pixels.float(), size=(size, size), mode="nearest").to(torch.uint8)
+        images = to_float(pixels)
+        report = MetricReport()
         report.scalars["metrics/n_samples"] = float(n)
-        figures = Path(figures_dir) if figures_dir is not None and s["figures"] else None
+        figures = Path(figures_dir) if figures_dir is not None and self.s["figures"] else None
         if figures is not None:
             figures.mkdir(parents=True, exist_ok=True)
         ctx = MetricContext(self, images[:n], None if labels is None else labels[:n], images[:n_inception],
