@@ -220,6 +220,7 @@ SCHEMA: dict[str, Range | PowerOfTwo | OneOf | Pair | Names] = {
     "metrics.pr_k": Range(**COUNT),
     "metrics.n_reference": Range(**COUNT),
     "metrics.copy_quantile": Range(low=0, high=1, low_open=True, high_open=True, hint=", e.g. 0.01"),
+    "metrics.copy_cells": Range(**COUNT),
     "metrics.inception_during_training": OneOf(("auto", "every", "end", "never")),
     "metrics.inception_n_samples": Range(low=2, integer=True, also=(None,), hint=" (null = n_samples)"),
     "metrics.inception_n_reference": Range(low=2, integer=True, also=(None,), hint=" (null = as many as generated)"),

@@ -52,6 +52,7 @@ def test_a_generator_that_hands_out_training_images_copies_every_time(suite, tmp
     report = suite.evaluate(ImageBank(to_float(reference[:N])), figures_dir=tmp_path)
     assert report.scalars["memorization/copies"] == 1.0
     assert report.scalars["memorization/nn_ratio"] < 0.01  # 0 up to cdist's round-off
+    assert report.scalars["memorization/ct"] < -10  # every cell: samples far nearer than new data (Z scores)
     # The figure: each row a sample, then its nearest training images; a copy's nearest is its original.
     grid = pixels(tmp_path / "nearest_training_images.png")[..., 0]
     assert grid.shape == (8 * 34 + 2, 6 * 34 + 2)
@@ -66,12 +67,38 @@ def test_real_digits_it_never_trained_on_fall_as_near_as_held_out_ones(suite):
     # 1% of held-out digits fall below the copy threshold; of 400 new digits, 4 +- 2 should.
     assert 0 <= scalars["memorization/copies"] <= 0.03
     assert 0.85 < scalars["memorization/nn_ratio"] < 1.2
+    assert abs(scalars["memorization/ct"]) < 2  # no cell tells new digits from held-out ones
 
 
 def test_noise_is_far_from_every_training_image(suite):
     noise = torch.rand(N, 1, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1
     scalars = suite.evaluate(ImageBank(noise)).scalars
     assert scalars["memorization/copies"] == 0.0 and scalars["memorization/nn_ratio"] > 2
+    assert scalars["memorization/ct"] > 5  # at most sqrt(3 n m / (n + m + 1)) in the one cell noise falls into
+
+
+def test_the_cell_test_weighs_each_cells_z_score_by_its_held_out_share():
+    """Meehan et al.'s C_T from distances and cells given by hand, against the closed form."""
+    from dcgan_lab.metrics.memorization import data_copying_z
+
+    # One cell, two of each: every generated distance below every held-out one, U = 0.
+    z = data_copying_z(torch.tensor([1.0, 2.0]), torch.tensor([3.0, 4.0]), torch.zeros(2, dtype=torch.long),
+                       torch.zeros(2, dtype=torch.long), min_per_cell=1)
+    assert z == pytest.approx(-2 / (4 * 5 / 12) ** 0.5)
+    # Cell 0 copies (distance 0), cell 1 draws like the data; cell 0 holds 3/4 of the held-out images.
+    g = torch.Generator().manual_seed(0)
+    real = torch.rand(400, generator=g) + 0.5
+    real_cell = (torch.arange(400) >= 300).long()
+    fake = torch.cat([torch.zeros(50), torch.rand(50, generator=g) + 0.5])
+    fake_cell = (torch.arange(100) >= 50).long()
+    z_copying = (0 - 50 * 300 / 2) / (50 * 300 * 351 / 12) ** 0.5
+    z_fair = data_copying_z(fake[50:], real[300:], fake_cell[50:], real_cell[300:])
+    assert abs(z_fair) < 3
+    assert data_copying_z(fake, real, fake_cell, real_cell) == pytest.approx(0.75 * z_copying + 0.25 * z_fair)
+    # A cell with fewer than min_per_cell generated images is left out; with none left, one cell of everything.
+    assert data_copying_z(fake[40:], real, fake_cell[40:], real_cell) == pytest.approx(z_fair)
+    alone = data_copying_z(fake[:5], real, fake_cell[:5], real_cell)
+    assert alone == pytest.approx((0 - 5 * 400 / 2) / (5 * 400 * 406 / 12) ** 0.5)
 
 
 @pytest.mark.parametrize("chunk", [7, 64, 4096])

@@ -226,21 +226,23 @@ def precision_recall(ctx: "MetricContext") -> dict[str, float]:
 
 
 @register_metric(
-    scalars={"memorization/copies": -1, "memorization/nn_ratio": 0},
-    options=("copy_quantile",),
+    scalars={"memorization/copies": -1, "memorization/nn_ratio": 0, "memorization/ct": 0},
+    options=("copy_quantile", "copy_cells"),
     headline=("memorization/copies",),
     report=("memorization/copies",),
 )
 def memorization(ctx: "MetricContext") -> dict[str, float]:
-    """Near-copies of training images: samples' pixel distance to the training set against held-out real images'."""
+    """Near-copies of training images: samples' pixel distance to the training set against held-out real images',
+    as shares and ratios and as Meehan et al.'s cell-wise test (ct)."""
     from dcgan_lab.metrics.memorization import copy_study, save_neighbour_grid
 
     reference, held_out = ctx.suite.copy_reference(len(ctx.images))
-    study = copy_study(ctx.images.to(ctx.suite.device), reference, held_out, ctx.settings["copy_quantile"])
+    cells = ctx.suite.copy_cells(reference, len(held_out))
+    study = copy_study(ctx.images.to(ctx.suite.device), reference, held_out, ctx.settings["copy_quantile"], cells=cells)
     if ctx.figures is not None:
         ctx.figure_paths.append(save_neighbour_grid(ctx.images, reference, study,
                                                     ctx.figures / f"{ctx.prefix}nearest_training_images.png"))
-    return {"memorization/copies": study["copies"], "memorization/nn_ratio": study["nn_ratio"]}
+    return {"memorization/copies": study["copies"], "memorization/nn_ratio": study["nn_ratio"], "memorization/ct": study["ct"]}
 
 
 @register_metric(

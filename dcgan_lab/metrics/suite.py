@@ -218,6 +218,15 @@ class MetricSuite:
         reference = self._real_order[: min(self.s["n_reference"], len(images) - n_held_out)]
         return images[reference.sort().values], images[held_out]
 
+    def copy_cells(self, reference: torch.Tensor, n_held_out: int) -> dict:
+        """The memorization metric's cells (`memorization.fit_cells`) of `copy_reference(n_held_out)`'s reference,
+        fitted once and cached by key, like the reference statistics."""
+        from dcgan_lab.metrics.memorization import fit_cells
+
+        key = self._reference_key("copy_cells", copy_reference=len(reference), held_out=n_held_out,
+                                  cells=self.s["copy_cells"], seed=self.s["seed"])
+        return self.cache.get(key, lambda: fit_cells(reference, self.s["copy_cells"], self.s["seed"]))
+
     def has_held_out(self) -> bool:
         """Whether the dataset's test split holds images apart from its training split (an image folder's does not:
         its two splits are one tensor)."""
