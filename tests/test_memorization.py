@@ -10,6 +10,7 @@ from torch import nn
 
 from dcgan_lab.data.datamodule import to_float
 from dcgan_lab.metrics import MetricSuite
+from dcgan_lab.metrics.suite import ImageSubset
 
 from .pixels import pixels
 
@@ -44,9 +45,11 @@ def suite(tmp_path_factory):
 def test_a_generator_that_hands_out_training_images_copies_every_time(suite, tmp_path):
     reference, held_out = suite.copy_reference(N)
     assert len(held_out) == N and len(reference) == 4500 - N  # mnist_mini: 4,500 training digits
-    assert reference.dtype == held_out.dtype == torch.uint8
+    assert reference[:].dtype == held_out.dtype == torch.uint8
+    train = suite.datamodule.split("train").images
+    assert reference.images is train  # a view of the training images, gathered when read
     # Every held-out image is a training image, and none of them is in the reference.
-    train, ref_rows, held_rows = (x.flatten(1) for x in (suite.datamodule.split("train").images, reference, held_out))
+    train, ref_rows, held_rows = (x.flatten(1) for x in (train, reference[:], held_out))
     assert (torch.cdist(held_rows.float(), train.float()).min(1).values == 0).all()
     assert (torch.cdist(held_rows.float(), ref_rows.float()).min(1).values > 0).all()
     report = suite.evaluate(ImageBank(to_float(reference[:N])), figures_dir=tmp_path)
@@ -112,6 +115,11 @@ def test_nearest_over_chunks_of_a_uint8_support_is_the_whole_search(chunk):
     expected = torch.cdist(queries.flatten(1), to_float(support).flatten(1)).topk(3, dim=1, largest=False)
     torch.testing.assert_close(distances, expected.values)
     assert torch.equal(indices, expected.indices)
+    # The same support as a view into a larger set (how the suite hands out its reference): the same answer.
+    larger = torch.cat([torch.zeros(30, 1, 4, 4, dtype=torch.uint8), support])
+    view = ImageSubset(larger, torch.arange(30, 80))
+    distances_view, indices_view = nearest(queries, view, k=3, chunk=chunk)
+    assert torch.equal(distances_view, distances) and torch.equal(indices_view, indices)
 
 
 def test_large_images_are_compared_at_64_pixels_and_a_copy_is_still_a_copy():

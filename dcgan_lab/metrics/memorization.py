@@ -46,10 +46,11 @@ def vectors(images: torch.Tensor, device=None) -> torch.Tensor:
     return images.flatten(1)
 
 
-def nearest(queries: torch.Tensor, support: torch.Tensor, k: int = 1, chunk: int = 2048) -> tuple[torch.Tensor, torch.Tensor]:
-    """(distances, indices) of each query image's k nearest images in `support` (uint8 or [-1, 1]), nearest first:
-    (N, k) each, measured on `vectors`. The support becomes floats a chunk at a time, on the queries' device, so a
-    large uint8 reference (10,000 CelebA images are 0.5 GB as floats) never sits in memory as floats whole."""
+def nearest(queries: torch.Tensor, support, k: int = 1, chunk: int = 2048) -> tuple[torch.Tensor, torch.Tensor]:
+    """(distances, indices) of each query image's k nearest images in `support` (uint8 or [-1, 1]; a tensor, or a
+    sequence whose slices are such tensors, e.g. suite.ImageSubset), nearest first: (N, k) each, measured on
+    `vectors`. The support becomes floats a chunk at a time, on the queries' device, so a large uint8 reference
+    (10,000 CelebA images are 0.5 GB as floats) never sits in memory as floats whole."""
     queries = vectors(queries)
     best_distance = best_index = None
     for start in range(0, len(support), chunk):

@@ -131,6 +131,20 @@ def discriminator_features(discriminator: nn.Module, images: torch.Tensor, label
     return discriminator_outputs(discriminator, images, labels, batch_size, device)[1]
 
 
+class ImageSubset:
+    """images[indices] as a sequence whose slices and index tensors gather their rows when asked: a large reference
+    (10,000 64x64 RGB training images are 123 MB) is read a chunk at a time, never copied whole."""
+
+    def __init__(self, images: torch.Tensor, indices: torch.Tensor):
+        self.images, self.indices = images, indices
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, key) -> torch.Tensor:
+        return self.images[self.indices[key]]
+
+
 @dataclass
 class MetricContext:
     """What the entries of one evaluation share; each computed on first use (metrics/registry.py)."""
@@ -208,15 +222,16 @@ class MetricSuite:
             self._real_md5 = tensor_md5(train.images)
         return train.images, self._real_md5, self._real_order[: n or self.s["n_reference"]].sort().values
 
-    def copy_reference(self, n_held_out: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def copy_reference(self, n_held_out: int) -> tuple["ImageSubset", torch.Tensor]:
         """(reference, held out): disjoint sets of real uint8 training images. The held-out images are the last
         n_held_out (at most a fifth of the data) of the fixed permutation, the reference up to n_reference of the
-        rest: real images the reference does not contain, to measure how near new data falls to it."""
+        rest: real images the reference does not contain, to measure how near new data falls to it. The reference
+        is a view of the training images, gathered a chunk at a time (no copy of up to n_reference images)."""
         images, _, _ = self._real()
         n_held_out = max(1, min(n_held_out, len(images) // 5))
         held_out = self._real_order[len(images) - n_held_out:]
         reference = self._real_order[: min(self.s["n_reference"], len(images) - n_held_out)]
-        return images[reference.sort().values], images[held_out]
+        return ImageSubset(images, reference.sort().values), images[held_out]
 
     def copy_cells(self, reference: torch.Tensor, n_held_out: int) -> dict:
         """The memorization metric's cells (`memorization.fit_cells`) of `copy_reference(n_held_out)`'s reference,
