@@ -6,12 +6,14 @@ A variant is a job's overrides minus its seed; seeds are aggregated as mean ± s
 baseline variant (`ablation=baseline`), every other variant is compared with it per metric by Welch's t-test
 over seeds. Variants on different datasets form separate tables, each with its own baseline. Where a variant runs
 a setting of the reference study (dcgan_lab/reference_study.py), its published number is shown beside the lab's.
-Jobs that failed (status.json) are listed with their error and left out of the numbers.
+Jobs that failed (status.json) are listed with their error and left out of the numbers. Where evaluate.py has
+measured every finished job's last checkpoint (`python evaluate.py ckpt=<sweep folder>`), its numbers are used.
 """
 from __future__ import annotations
 
 import argparse
 import csv
+import json
 import logging
 import math
 import statistics
@@ -125,6 +127,39 @@ def find_jobs(sweep_dir: Path, epochs: int | None = None) -> list[Job]:
         jobs.append(Job(job_dir, _job_num(job_dir), read_overrides(job_dir), status, final, curves))
     jobs.sort(key=lambda job: (job.num, str(job.dir)))
     return jobs
+
+
+def evaluated_values(job: Job) -> dict[str, float] | None:
+    """The scalars evaluate.py measured on the job's last.ckpt (checkpoints/metrics.json), when that checkpoint is
+    the job's final state (the G step its status.json records), else None."""
+    try:
+        entry = json.loads((job.dir / "checkpoints" / "metrics.json").read_text()).get("last.ckpt")
+    except (OSError, ValueError, AttributeError):
+        return None
+    if not isinstance(entry, dict) or job.status is None or entry.get("g_step") != job.status.get("g_steps"):
+        return None
+    return {name: value for name, value in entry.items() if isinstance(value, float) and name != "metrics/eval_time_s"}
+
+
+def use_evaluations(jobs: list[Job], sweep_dir: Path) -> str | None:
+    """Where evaluate.py measured every finished job's last checkpoint with one sample count (e.g. FID-10k after a
+    CPU sweep), its numbers replace the logged values of the same names; a line says so. Measured for only some
+    jobs, they are left out (rows measured differently would be compared), and the line says how to measure all."""
+    finished = [job for job in jobs if job.ok]
+    measured = {id(job): values for job in finished if (values := evaluated_values(job))}
+    if not measured:
+        return None
+    counts = sorted({values.get("metrics/n_samples") for values in measured.values()}, key=str)
+    if len(measured) < len(finished) or len(counts) > 1:
+        differently = f" with different sample counts ({', '.join(f'{c:g}' for c in counts if c)})" if len(counts) > 1 else ""
+        return (f"evaluate.py measured {len(measured)} of the {len(finished)} finished jobs' last checkpoints{differently}: "
+                f"its numbers are left out, so that every row is measured alike (`python evaluate.py ckpt={sweep_dir}` "
+                "measures every job's last.ckpt).")
+    for job in finished:
+        job.final.update(measured[id(job)])
+    names = sorted({name for values in measured.values() for name in values if not name.startswith("metrics/")})
+    return (f"Measured after training by evaluate.py ({counts[0]:g} samples per job; `metrics.json` beside each "
+            f"`last.ckpt`), replacing the logged values of the same names: {', '.join(f'`{n}`' for n in names)}.")
 
 
 def _job_num(job_dir: Path) -> int:
@@ -403,7 +438,8 @@ def table_lines(table: Table, columns: list[str]) -> tuple[list[str], list[str]]
     return lines, missing
 
 
-def write_markdown(path: Path, sweep_dir: Path, variants, columns, common, jobs, epochs: int | None = None) -> None:
+def write_markdown(path: Path, sweep_dir: Path, variants, columns, common, jobs, epochs: int | None = None,
+                   evaluations: str | None = None) -> None:
     tables = split_tables(variants)
     ways = [f"{word} {', '.join(f'`{m}`' for m in columns if direction(m) == sign)}" for word, sign in (("lower", -1), ("higher", 1))
             if any(direction(m) == sign for m in columns)]  # from the registry (runs.direction)
@@ -422,6 +458,8 @@ def write_markdown(path: Path, sweep_dir: Path, variants, columns, common, jobs,
         lines.append(f"Named sweep: {', '.join(sweep_names)} (conf/sweep/).")
     if common:
         lines.append(f"Shared by every job: `{' '.join(common)}`")
+    if evaluations:
+        lines += ["", evaluations]
     for table in tables:
         table_columns_here = [m for m in columns if any(v.stats(m) for v in table.variants)]
         if table.title:
@@ -557,13 +595,14 @@ def build_report(sweep_dir: str | Path, epochs: int | None = None) -> dict[str, 
         raise DataError(
             f"no Hydra jobs under {sweep_dir} (no */.hydra/overrides.yaml): pass a folder written by `python train.py -m ...`."
         )
+    evaluations = use_evaluations(jobs, sweep_dir) if epochs is None else None  # final states only
     variants, common = group_variants(jobs)
     columns = table_columns(variants)
     every_column = table_columns(variants, every_metric=True)
     folder = sweep_dir if epochs is None else sweep_dir / f"after_{epochs}_epochs"
     folder.mkdir(exist_ok=True)
     out = {name: folder / name for name in ("report.md", "report.csv", "curves.png", "samples.png")}
-    write_markdown(out["report.md"], sweep_dir, variants, columns, common, jobs, epochs)
+    write_markdown(out["report.md"], sweep_dir, variants, columns, common, jobs, epochs, evaluations)
     write_csv(out["report.csv"], variants, every_column)
     write_curves(out["curves.png"], variants, columns)
     write_samples(out["samples.png"], variants, "last.png" if epochs is None else f"epoch_{epochs - 1:04d}.png")

@@ -136,6 +136,36 @@ def test_real_multirun_with_a_failing_variant_then_report(tmp_path):
     assert "failed: ConfigError: training.flip_prob=0.9 must be in [0, 0.5)." in md
     assert out["curves.png"].stat().st_size > 0 and out["samples.png"].stat().st_size > 0
 
+    # Measured afterwards (e.g. FID-10k after a CPU sweep): evaluate.py on one job's checkpoint is not enough for
+    # the report (its rows would be measured differently); on the sweep folder, every job's last.ckpt, and the
+    # report's numbers are evaluate.py's.
+    def evaluate_cli(ckpt):
+        from dcgan_lab.command_line import quote_paths
+        from dcgan_lab.config import compose_run_config
+        from dcgan_lab.metrics.checkpoints import evaluate
+
+        overrides = quote_paths([f"ckpt={ckpt}", "metrics.n_samples=64", "metrics.enabled=[clustering]", "figures=false",
+                                 "device=cpu"])  # as evaluate.py quotes a job's path (`ablation=baseline,seed=0`)
+        return evaluate(compose_run_config(tmp_path, overrides, root_dir=ROOT, config_name="evaluate"))
+
+    evaluate_cli(ok_jobs[0] / "checkpoints" / "last.ckpt")
+    md = build_report(sweep_dir)["report.md"].read_text()
+    assert (f"evaluate.py measured 1 of the 2 finished jobs' last checkpoints: its numbers are left out, so that every "
+            f"row is measured alike (`python evaluate.py ckpt={sweep_dir}` measures every job's last.ckpt).") in md
+    assert "cluster/silhouette" not in md
+    results = evaluate_cli(sweep_dir)
+    assert sorted(results) == [f"{job.name}/last" for job in ok_jobs]
+    out = build_report(sweep_dir)
+    with open(out["report.csv"]) as handle:
+        row = next(r for r in csv.DictReader(handle) if r["variant"] == "training.flip_prob=0.0")
+    silhouettes = [json.loads((job / "checkpoints" / "metrics.json").read_text())["last.ckpt"]["cluster/silhouette"]
+                   for job in ok_jobs]
+    assert float(row["cluster/silhouette_mean"]) == pytest.approx(statistics.fmean(silhouettes))
+    assert row["cluster/silhouette_n"] == "2"
+    md = out["report.md"].read_text()
+    assert "Measured after training by evaluate.py (64 samples per job; `metrics.json` beside each `last.ckpt`), " in md
+    assert "`cluster/silhouette`" in md and " | cluster/silhouette | " in md  # named in the line, and a column
+
     # One W&B offline run per trained job, grouped by sweep, tagged with the job's overrides, full config, summary.
     for job, loss_d in zip(ok_jobs, final_loss_d):
         run_files = list(job.glob("wandb/offline-run-*/run-*.wandb"))

@@ -31,13 +31,15 @@ log = logging.getLogger(__name__)
 
 
 def find_checkpoints(pattern) -> list[Path]:
-    """A file, a run folder (its checkpoints/*.ckpt), a glob, or a list of those."""
+    """A file, a run folder (its checkpoints/*.ckpt), a sweep folder (each job's checkpoints/last.ckpt), a glob, or
+    a list of those."""
     patterns = [pattern] if isinstance(pattern, str) else list(pattern or [])
     found: list[Path] = []
     for p in patterns:
         path = Path(str(p)).expanduser()
         if path.is_dir():
-            inside = sorted(path.glob("checkpoints/*.ckpt")) or sorted(path.glob("*.ckpt"))
+            inside = (sorted(path.glob("checkpoints/*.ckpt")) or sorted(path.glob("*.ckpt"))
+                      or sorted(path.rglob("checkpoints/last.ckpt")))
             found += inside
         else:
             found += [Path(m) for m in sorted(glob.glob(str(path), recursive=True)) if m.endswith(".ckpt")]
