@@ -59,6 +59,32 @@ def test_real_balanced_digits_cover_all_ten_classes(mnist_mini):
     assert m["kl_uniform"] == pytest.approx(0.0, abs=0.01)
 
 
+def test_intra_fid_catches_a_conditional_generator_that_draws_the_wrong_class(mnist_mini, tmp_path):
+    """The 500 unseen test digits as the samples of a conditional G, labelled right or shifted by one class: pooled
+    over labels they are the same images (same classifier FID, all classes covered), but only the right labels
+    match each class's real digits (Miyato & Koyama 2018's intra-FID; classifier/accuracy agrees)."""
+    from dcgan_lab.metrics.frechet import frechet_distance, gaussian_stats
+
+    datamodule, cache_dir = mnist_mini
+    suite = MetricSuite({"enabled": ["classifier"], "figures": False}, datamodule, cache_dir)
+    test = datamodule.split("test")
+    right = suite.measure(test.images, test.labels)
+    wrong = suite.measure(test.images, (test.labels + 1) % 10)
+    unconditional = suite.measure(test.images)
+    assert right.scalars["classifier/fid"] == wrong.scalars["classifier/fid"] == unconditional.scalars["classifier/fid"]
+    assert right.scalars["classifier/accuracy"] > 0.95 and wrong.scalars["classifier/accuracy"] < 0.05
+    assert "classifier/intra_fid" not in unconditional.scalars  # an unconditional G has no labels to check
+    assert wrong.scalars["classifier/intra_fid"] > 10 * right.scalars["classifier/intra_fid"]
+    # Class 3 by hand: the generated 3s against the real training 3s behind the reference statistics.
+    features, _ = classify(suite.classifier(), test.images)
+    reference = suite.classifier_reference()["features"]
+    train_labels = datamodule.split("train").labels
+    expected = frechet_distance(*gaussian_stats(features[test.labels == 3]), *gaussian_stats(reference[train_labels == 3]))
+    per_class = right.extras["classifier/intra_fid_per_class"]
+    assert sorted(per_class) == list(range(10)) and per_class[3] == pytest.approx(expected, rel=1e-6)
+    assert right.scalars["classifier/intra_fid"] == pytest.approx(sum(per_class.values()) / 10)
+
+
 def test_reference_statistics_key_follows_the_sample_count(mnist_mini, tmp_path):
     datamodule, cache_dir = mnist_mini
     load_or_train_classifier(datamodule, cache_dir)  # cached classifier, copied into the temp cache below

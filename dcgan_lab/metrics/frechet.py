@@ -39,3 +39,16 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma
 
 def frechet_distance_from_features(features1, features2) -> float:
     return frechet_distance(*gaussian_stats(features1), *gaussian_stats(features2))
+
+
+def per_class_frechet_distances(features: torch.Tensor, labels: torch.Tensor, real_features: torch.Tensor,
+                                real_labels: torch.Tensor) -> dict[int, float]:
+    """{class: Fréchet distance between the generated and the real features of that class}, for every class with
+    at least 2 of each (intra-FID, Miyato & Koyama 2018: FID within each class of a class-conditional G, so a G
+    that draws the wrong class for a label scores badly even when its samples pooled over labels look right)."""
+    distances = {}
+    for k in sorted(set(labels.tolist()) & set(real_labels.tolist())):
+        fake, real = features[labels == k], real_features[real_labels == k]
+        if len(fake) >= 2 and len(real) >= 2:
+            distances[int(k)] = frechet_distance(*gaussian_stats(fake), *gaussian_stats(real))
+    return distances

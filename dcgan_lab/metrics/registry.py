@@ -131,15 +131,16 @@ def report_columns() -> list[str]:
 # ---- the lab's metrics ------------------------------------------------------------------------------------
 @register_metric(
     scalars={"classifier/fid": -1, "classifier/classes_covered": 1, "classifier/kl_uniform": -1,
-             "classifier/confidence": 1, "classifier/accuracy": 1},
+             "classifier/confidence": 1, "classifier/accuracy": 1, "classifier/intra_fid": -1},
     needs=("labels", "classifier"),
     options=("classifier_epochs", "coverage_threshold"),
     headline=("classifier/fid", "classifier/classes_covered"),
-    report=("classifier/fid", "classifier/classes_covered"),
+    report=("classifier/fid", "classifier/classes_covered", "classifier/intra_fid"),  # intra-FID: conditional runs only
 )
 def classifier(ctx: "MetricContext") -> dict[str, float]:
-    """FID on the lab classifier's features, classes covered, KL to uniform, confidence (+ accuracy for a conditional G)."""
-    from dcgan_lab.metrics.frechet import frechet_distance, gaussian_stats
+    """FID on the lab classifier's features, classes covered, KL to uniform, confidence (+ accuracy and intra-FID
+    for a conditional G)."""
+    from dcgan_lab.metrics.frechet import frechet_distance, gaussian_stats, per_class_frechet_distances
     from dcgan_lab.metrics.modes import mode_metrics
 
     reference = ctx.classifier_reference()
@@ -150,8 +151,12 @@ def classifier(ctx: "MetricContext") -> dict[str, float]:
     ctx.extras["classifier/test_accuracy"] = ctx.suite.classifier_record.get("test_accuracy")
     scalars = {"classifier/fid": frechet_distance(*gaussian_stats(features), reference["mu"], reference["sigma"]),
                **{f"classifier/{k}": v for k, v in modes.items()}}
-    if ctx.labels is not None:  # conditional G: does it draw the class it was asked for?
+    if ctx.labels is not None:  # conditional G: does it draw the class it was asked for, and each class well?
         scalars["classifier/accuracy"] = float((probs.argmax(1) == ctx.labels).float().mean())
+        per_class = per_class_frechet_distances(features, ctx.labels, reference["features"], ctx.suite.reference_labels())
+        if per_class:
+            scalars["classifier/intra_fid"] = sum(per_class.values()) / len(per_class)
+            ctx.extras["classifier/intra_fid_per_class"] = per_class
     if ctx.figures is not None:
         from dcgan_lab.metrics.suite import save_histogram
 

@@ -294,6 +294,11 @@ class MetricSuite:
 
         return self.cache.get(key, compute)
 
+    def reference_labels(self) -> torch.Tensor:
+        """The class labels of the real images behind `classifier_reference` (the same fixed subset)."""
+        _, _, subset = self._real()
+        return self.datamodule.split("train").labels[subset]
+
     # ---- Inception metrics -------------------------------------------------------------------
     def inception(self):
         """torch-fidelity's Inception (see inception_weights for where its weights come from), or None after
