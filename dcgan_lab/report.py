@@ -157,7 +157,7 @@ def use_evaluations(jobs: list[Job], sweep_dir: Path) -> str | None:
                 "measures every job's last.ckpt).")
     for job in finished:
         job.final.update(measured[id(job)])
-    names = sorted({name for values in measured.values() for name in values if not name.startswith("metrics/")})
+    names = sorted({name for values in measured.values() for name in values if direction(name)})  # metrics, not counts
     return (f"Measured after training by evaluate.py ({counts[0]:g} samples per job; `metrics.json` beside each "
             f"`last.ckpt`), replacing the logged values of the same names: {', '.join(f'`{n}`' for n in names)}.")
 

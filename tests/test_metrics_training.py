@@ -8,6 +8,7 @@ import csv
 import json
 import math
 import subprocess
+from pathlib import Path
 
 import pytest
 import torch
@@ -236,6 +237,20 @@ def test_evaluate_takes_the_checkpoint_of_a_sweep_job_whose_folder_is_named_by_o
     assert "ablation=hinge,seed=0/last" in proc.stdout and "cluster/silhouette" in proc.stdout
     scores = json.loads((job / "checkpoints" / "metrics.json").read_text())["last.ckpt"]
     assert math.isfinite(scores["cluster/silhouette"]) and scores["metrics/n_samples"] == 64
+
+
+def test_evaluate_labels_every_checkpoint_apart_even_when_sweep_folders_nest():
+    """A job whose override held a path (paths.cache_dir=/w/.cache) nests its folder: two jobs' folders can share
+    their last name, and the table would show one column for both."""
+    from dcgan_lab.metrics.checkpoints import _labels
+
+    sweep = Path("/m/2026-01-01/00-00-00")
+    nested = [sweep / f"ablation={a},paths.cache_dir=" / "w" / ".cache,seed=0" / "checkpoints" / "last.ckpt"
+              for a in ("baseline", "hinge")]
+    assert list(_labels(nested).values()) == [f"ablation={a},paths.cache_dir=/w/.cache,seed=0/last" for a in ("baseline", "hinge")]
+    plain = [sweep / f"ablation={a},seed=0" / "checkpoints" / "last.ckpt" for a in ("baseline", "hinge")]
+    plain.append(Path("/elsewhere/run/epoch0004.ckpt"))
+    assert list(_labels(plain).values()) == ["ablation=baseline,seed=0/last", "ablation=hinge,seed=0/last", "run/epoch0004"]
 
 
 def test_loading_the_classifier_leaves_the_global_rng_alone(mnist_mini):

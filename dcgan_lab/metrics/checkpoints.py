@@ -12,6 +12,7 @@ from __future__ import annotations
 import glob
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import NamedTuple
@@ -125,9 +126,16 @@ def _table(columns: dict[str, dict[str, float]]) -> str:
     return "\n".join(lines)
 
 
-def _label(path: Path) -> str:
-    run = path.parent.parent if path.parent.name == "checkpoints" else path.parent
-    return f"{run.name}/{path.stem}"
+def _labels(paths: list[Path]) -> dict[Path, str]:
+    """Each checkpoint's column in the table: `<run folder>/<checkpoint>`; where two runs share a folder name (a
+    sweep job whose override held a path, e.g. paths.cache_dir=/x/.cache, nests its folder), the run's path below
+    the folder all of them share."""
+    runs = {path: path.parent.parent if path.parent.name == "checkpoints" else path.parent for path in paths}
+    labels = {path: f"{run.name}/{path.stem}" for path, run in runs.items()}
+    if len(set(labels.values())) < len(labels):
+        common = Path(os.path.commonpath([str(run) for run in runs.values()]))
+        labels = {path: f"{run.relative_to(common) if run != common else run.name}/{path.stem}" for path, run in runs.items()}
+    return labels
 
 
 def evaluate(cfg: DictConfig) -> dict[str, dict]:
@@ -150,7 +158,9 @@ def evaluate(cfg: DictConfig) -> dict[str, dict]:
 def evaluate_checkpoints(cfg: DictConfig, settings: dict, device: torch.device) -> dict[str, dict]:
     suites: dict[str, MetricSuite] = {}
     results: dict[str, dict] = {}
-    for path in find_checkpoints(cfg.ckpt):
+    paths = find_checkpoints(cfg.ckpt)
+    labels = _labels(paths)
+    for path in paths:
         saved = load_generator(path, device)
         dataset_key = json.dumps(saved.config["dataset"], sort_keys=True)
         if dataset_key not in suites:  # one suite per dataset: classifier and reference statistics load once
@@ -163,7 +173,7 @@ def evaluate_checkpoints(cfg: DictConfig, settings: dict, device: torch.device) 
             log.info("wrote %s", walk)
         entry = {**info, **report.scalars, **report.extras}
         _write_json(path.parent / "metrics.json", path.name, entry)
-        results[_label(path)] = entry
+        results[labels[path]] = entry
     return results
 
 
