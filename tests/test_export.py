@@ -210,7 +210,7 @@ def test_evaluate_images_refuses_what_it_cannot_measure_with_one_line(tmp_path, 
                                                  "measure them against data of their shape (dataset.image_size=<their size> "
                                                  "resizes the data)",
         (f"images={folder}", f"ckpt={tmp_path}", "dataset=mnist_mini"): "error: evaluate.py measures ckpt=<checkpoint, run "
-                                                                        "folder or glob> or images=<folder or .npz> "
+                                                                        "or sweep folder, or glob> or images=<folder or .npz> "
                                                                         "dataset=<its data>: give one of them",
     }
     for overrides, line in cases.items():

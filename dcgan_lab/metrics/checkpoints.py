@@ -142,7 +142,7 @@ def evaluate(cfg: DictConfig) -> dict[str, dict]:
     """Metrics for every checkpoint matched by cfg.ckpt, or for the images in cfg.images; prints a table and
     writes metrics.json (beside each checkpoint; in <images>_metrics/)."""
     if (cfg.get("ckpt") is None) == (cfg.get("images") is None):
-        raise ConfigError("evaluate.py measures ckpt=<checkpoint, run folder or glob> or images=<folder or .npz> "
+        raise ConfigError("evaluate.py measures ckpt=<checkpoint, run or sweep folder, or glob> or images=<folder or .npz> "
                           "dataset=<its data>: give one of them")
     settings = OmegaConf.to_container(cfg.metrics, resolve=True)
     device = device_named(cfg.device)
