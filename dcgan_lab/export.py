@@ -71,7 +71,7 @@ def export_samples(checkpoint: str | os.PathLike, n: int, out: str | os.PathLike
     batch_size = batch_size or metric_settings.get("batch_size", 256)
     z, labels = sample_latents(saved.generator, n, seed)
     manifest = {**saved.info, "seed": seed, "n": n, "latents": "dcgan_lab.metrics.suite.sample_latents",
-                "classes": None if labels is None else int(labels.max()) + 1}
+                "classes": getattr(saved.generator, "num_classes", 0) or None}
     batches = range(0, n, batch_size)
     chunks = ((start, to_uint8(generate(saved.generator, z[start : start + batch_size],
                                         None if labels is None else labels[start : start + batch_size],
