@@ -43,8 +43,8 @@ CASES = {
         "generator": [64.73577789017872, 1044.3403993017891], "discriminator": [43.70669743109647, 221.73468541374496],
     }),
     "hinge_conditional_accumulate": ([
-        "loss=hinge", "model.conditional=true", "training.accumulate=2", "model.attention=true",
-        "model.spectral_norm_d=true", "schedule=linear",
+        "loss=hinge", "model.conditional=true", "model.d_conditioning=projection", "training.accumulate=2",
+        "model.attention=true", "model.spectral_norm_d=true", "schedule=linear",
     ], {
         "generator": [84.42751432134133, 1572.325428166338], "discriminator": [47.36472117642279, 315.4031498580998],
     }),
