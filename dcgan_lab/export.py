@@ -104,13 +104,14 @@ def _write_folder(out: Path, chunks, labels: torch.Tensor | None, n: int, manife
     partial = out.with_name(f".{out.name}.partial")  # a killed export leaves this, never a folder named `out`
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
+    folders = ([partial] * n if labels is None
+               else [partial / _class_folder(label, manifest["classes"]) for label in labels.tolist()])
     try:
+        for folder in set(folders):
+            folder.mkdir(exist_ok=True)
         for start, images in chunks:
-            for offset, image in enumerate(images):
-                index = start + offset
-                folder = partial if labels is None else partial / _class_folder(int(labels[index]), manifest["classes"])
-                folder.mkdir(exist_ok=True)
-                _png(image, folder / _name(index, n))
+            for index, image in enumerate(images, start):
+                _png(image, folders[index] / _name(index, n))
         manifest["image_shape"] = list(images.shape[1:])
         (partial / MANIFEST).write_text(json.dumps(manifest, indent=2))
         os.replace(partial, out)

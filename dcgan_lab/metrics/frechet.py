@@ -50,5 +50,5 @@ def per_class_frechet_distances(features: torch.Tensor, labels: torch.Tensor, re
     for k in sorted(set(labels.tolist()) & set(real_labels.tolist())):
         fake, real = features[labels == k], real_features[real_labels == k]
         if len(fake) >= 2 and len(real) >= 2:
-            distances[int(k)] = frechet_distance(*gaussian_stats(fake), *gaussian_stats(real))
+            distances[int(k)] = frechet_distance_from_features(fake, real)
     return distances

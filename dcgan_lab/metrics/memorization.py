@@ -122,11 +122,12 @@ def data_copying_z(fake_distance: torch.Tensor, real_distance: torch.Tensor, fak
         u = membership_auc(fake, real) * n * m  # pairs with d(g) > d(h), ties half
         return (u - n * m / 2) / math.sqrt(n * m * (n + m + 1) / 12)
 
-    cells = [j for j in real_cell.unique().tolist()
-             if (fake_cell == j).sum() >= min_per_cell and (real_cell == j).sum() >= min_per_cell]
+    k = int(max(fake_cell.max(), real_cell.max())) + 1
+    fake_count, real_count = fake_cell.bincount(minlength=k), real_cell.bincount(minlength=k)
+    cells = ((fake_count >= min_per_cell) & (real_count >= min_per_cell)).nonzero().flatten().tolist()
     if not cells:
         return z_score(fake_distance, real_distance)
-    weights = torch.tensor([float((real_cell == j).sum()) for j in cells])
+    weights = real_count[cells].double()
     scores = torch.tensor([z_score(fake_distance[fake_cell == j], real_distance[real_cell == j]) for j in cells])
     return float((weights * scores).sum() / weights.sum())
 

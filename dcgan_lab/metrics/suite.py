@@ -233,7 +233,7 @@ class MetricSuite:
         reference = self._real_order[: min(self.s["n_reference"], len(images) - n_held_out)]
         return ImageSubset(images, reference.sort().values), images[held_out]
 
-    def copy_cells(self, reference: torch.Tensor, n_held_out: int) -> dict:
+    def copy_cells(self, reference: ImageSubset, n_held_out: int) -> dict:
         """The memorization metric's cells (`memorization.fit_cells`) of `copy_reference(n_held_out)`'s reference,
         fitted once and cached by key, like the reference statistics."""
         from dcgan_lab.metrics.memorization import fit_cells
