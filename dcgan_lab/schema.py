@@ -218,6 +218,7 @@ SCHEMA: dict[str, Range | PowerOfTwo | OneOf | Pair | Names] = {
     "metrics.kmeans_k": Range(low=2, integer=True),
     "metrics.pca_components": Range(low=0, integer=True, also=(None,), hint=" (0 or null = no PCA)"),
     "metrics.pr_k": Range(**COUNT),
+    "metrics.dc_k": Range(**COUNT),
     "metrics.n_reference": Range(**COUNT),
     "metrics.copy_quantile": Range(low=0, high=1, low_open=True, high_open=True, hint=", e.g. 0.01"),
     "metrics.copy_cells": Range(**COUNT),

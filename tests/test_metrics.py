@@ -11,7 +11,8 @@ import torch
 from torch.testing import assert_close
 
 from dcgan_lab.errors import ConfigError
-from dcgan_lab.metrics import MetricSuite, ReferenceCache, frechet_distance, gaussian_stats, mode_metrics, precision_recall
+from dcgan_lab.metrics import (MetricSuite, ReferenceCache, density_coverage, frechet_distance, gaussian_stats, mode_metrics,
+                               precision_recall)
 from dcgan_lab.metrics.inception import protocol_name
 
 
@@ -88,6 +89,64 @@ def test_precision_recall_by_hand_on_a_line(k, expected):
     assert precision_recall(fake, real, k=k) == {"precision": 1.0, "recall": expected}
 
 
+@pytest.mark.parametrize("k, density, coverage", [(1, 0.75, 0.75), (2, 0.75, 1.0), (3, 0.5, 1.0)])
+def test_density_and_coverage_by_hand_on_a_line(k, density, coverage):
+    # The real balls of the test above. Fakes 2, 11, 12, 20 lie in how many of them?
+    #   k=1 (radii 1, 1, 2, 4):  2 in the balls of 1 and 3; 11 in 7's (rim); 12, 20 in none -> 3 / (1 * 4)
+    #   k=2 (radii 3, 2, 3, 6):  2 in all four; 11 and 12 in 7's; 20 in none            -> 6 / (2 * 4)
+    #   k=3 (radii 7, 6, 4, 7):  2 in all four; 11 and 12 in 7's; 20 in none            -> 6 / (3 * 4)
+    # Coverage: a real ball holds a fake unless its centre's nearest fake is farther than its radius: at k=1,
+    # 0's nearest fake (2) is 2 away, radius 1; at k=2 and 3 every ball holds one.
+    real = torch.tensor([[0.0], [1.0], [3.0], [7.0]])
+    fake = torch.tensor([[2.0], [11.0], [12.0], [20.0]])
+    assert density_coverage(real, fake, k=k) == {"density": density, "coverage": coverage}
+
+
+@pytest.mark.parametrize("k", [3, 5])
+def test_precision_recall_density_coverage_equal_the_authors_package(k, capsys):
+    import prdc  # a [dev] dependency: Naeem et al.'s own implementation (NAVER, MIT)
+    g = torch.Generator().manual_seed(k)
+    real = torch.randn(600, 16, generator=g, dtype=torch.float64)
+    fake = 0.8 * torch.randn(500, 16, generator=g, dtype=torch.float64) + 0.3  # narrower and shifted: every value < 1
+    theirs = prdc.compute_prdc(real.numpy(), fake.numpy(), nearest_k=k)
+    ours = {**precision_recall(real, fake, k=k), **density_coverage(real, fake, k=k)}
+    assert ours == pytest.approx({name: float(value) for name, value in theirs.items()}, abs=1e-12)
+    assert 0.1 < ours["coverage"] < 0.95 and 0.1 < ours["recall"] < 0.95 and ours["density"] != ours["precision"]
+
+
+def test_density_and_coverage_see_through_a_real_outlier_that_fools_precision():
+    # Naeem et al.'s point: one real outlier's ball is wide, and fakes gathered around it are all "inside" it.
+    g = torch.Generator().manual_seed(0)
+    outlier = torch.zeros(1, 8)
+    outlier[0, 0] = 30.0
+    real = torch.cat([torch.randn(1000, 8, generator=g), outlier])
+    fake = outlier + 0.5 * torch.randn(500, 8, generator=g)
+    assert precision_recall(real, fake, k=3)["precision"] == 1.0
+    # Each fake lies in that one ball of 1001: density 1/k; one real ball of 1001 holds fakes.
+    assert density_coverage(real, fake, k=5) == {"density": pytest.approx(1 / 5), "coverage": pytest.approx(1 / 1001)}
+
+
+def test_density_and_coverage_of_fakes_drawn_like_the_reals():
+    # Expected values: density 1 (a real ball holds k/N of the mass on average); coverage 1 - P(the k nearest of
+    # the other 2N - 1 samples to a real one are all real) = 1 - prod_j (N - 1 - j) / (2N - 1 - j), about 1 - 2^-k.
+    g = torch.Generator().manual_seed(1)
+    n, k = 2000, 5
+    real, fake = torch.randn(n, 4, generator=g), torch.randn(n, 4, generator=g)
+    result = density_coverage(real, fake, k=k)
+    expected_coverage = 1 - math.prod((n - 1 - j) / (2 * n - 1 - j) for j in range(k))
+    assert result["density"] == pytest.approx(1.0, abs=0.05)
+    assert result["coverage"] == pytest.approx(expected_coverage, abs=0.015)
+    # Half the modes dropped: fakes only where the first coordinate is positive.
+    half = fake[fake[:, 0] > 0]
+    dropped = density_coverage(real, half, k=k)
+    assert dropped["coverage"] < 0.6 and dropped["density"] == pytest.approx(1.0, abs=0.1)
+
+
+def test_density_coverage_needs_more_samples_than_k():
+    with pytest.raises(ValueError, match="more than k=5 samples per set, got 5 real, 9 fake"):
+        density_coverage(torch.zeros(5, 2), torch.zeros(9, 2), k=5)
+
+
 def test_reference_cache_hits_on_second_call_and_misses_when_the_key_changes(tmp_path):
     cache = ReferenceCache(tmp_path)
     calls = []
@@ -121,3 +180,12 @@ def test_bad_metric_settings_raise_one_clear_line():
         MetricSuite({"n_sample": 10}, datamodule=None, cache_dir=".")
     with pytest.raises(ConfigError, match="inception_during_training"):
         MetricSuite({"inception_during_training": "sometimes"}, datamodule=None, cache_dir=".")
+
+
+@pytest.mark.parametrize("given, named", [({"n_samples": 8}, "metrics.kmeans_k=10"),
+                                          ({"n_samples": 40, "dc_k": 50}, "metrics.dc_k=50")])
+def test_too_few_samples_for_a_k_is_one_line_naming_that_k(given, named):
+    from dcgan_lab.metrics import settings_from
+
+    with pytest.raises(ConfigError, match=f"metrics.n_samples={given['n_samples']} is too small: use more than {named}"):
+        settings_from(given)

@@ -28,7 +28,7 @@ CONTRACT = [
     "classifier/fid", "classifier/classes_covered", "classifier/kl_uniform", "classifier/confidence",
     "cluster/silhouette", "cluster/compactness", "cluster/balance",
     "cluster_feat/silhouette", "cluster_feat/compactness", "cluster_feat/balance",
-    "pr/precision", "pr/recall",
+    "pr/precision", "pr/recall", "pr/density", "pr/coverage",
 ]
 
 
@@ -155,6 +155,8 @@ def test_precision_of_real_digits_is_near_one(known_generators):
     # mnist_mini's training digits are sorted by class: the real side must be drawn from every class, not the first.
     [row] = known_generators["digits"]
     assert row["pr/precision"] > 0.7
+    # Real digits are spread like the training digits: density near 1, coverage near 1 - 2^-5 (k=5).
+    assert 0.8 < row["pr/density"] < 1.2 and row["pr/coverage"] > 0.9
 
 
 def test_metrics_during_training_of_a_generator_that_draws_one_constant_image(known_generators):
@@ -163,6 +165,7 @@ def test_metrics_during_training_of_a_generator_that_draws_one_constant_image(kn
     assert row["classifier/classes_covered"] == 1
     assert row["classifier/kl_uniform"] == pytest.approx(math.log(10))  # every sample in one class
     assert row["pr/precision"] == 0 and row["pr/recall"] == 0
+    assert row["pr/density"] == 0 and row["pr/coverage"] == 0
 
 
 @pytest.mark.slow  # 1-2 minutes on 2 cores (training, figures, then evaluate.py in a subprocess); make test stays < 10 min

@@ -1,8 +1,13 @@
-"""Improved precision and recall (Kynkäänniemi et al. 2019): k-NN manifolds in feature space.
+"""k-NN manifolds in feature space: improved precision and recall (Kynkäänniemi et al. 2019), density and
+coverage (Naeem et al. 2020).
 
-precision = share of generated samples inside the real manifold (quality);
-recall = share of real samples inside the generated manifold (coverage).
 A manifold is the union of balls around each sample, radius = distance to its k-th nearest neighbour.
+precision = share of generated samples inside the real manifold (quality);
+recall = share of real samples inside the generated manifold (diversity).
+One real outlier has a large ball, and every fake that lands in it counts as "inside": precision and recall
+overrate generators near outliers. Density and coverage use only the real balls, counted per ball:
+density = how many real balls hold a fake, on average, / k (about 1 for fakes drawn like the reals);
+coverage = share of real balls holding at least one fake (about 1 - 2^-k for fakes drawn like the reals).
 """
 from __future__ import annotations
 
@@ -32,3 +37,23 @@ def precision_recall(real: torch.Tensor, fake: torch.Tensor, k: int = 3) -> dict
     precision = _inside(fake, real, _knn_radii(real, k)).double().mean().item()
     recall = _inside(real, fake, _knn_radii(fake, k)).double().mean().item()
     return {"precision": precision, "recall": recall}
+
+
+def density_coverage(real: torch.Tensor, fake: torch.Tensor, k: int = 5, chunk: int = 2048) -> dict[str, float]:
+    """Naeem et al. (2020), with r_i the distance from real X_i to its k-th nearest other real sample:
+        density  = 1 / (k M) * sum_j sum_i [ |Y_j - X_i| <= r_i ]     (M fakes Y_j; may exceed 1)
+        coverage = 1 / N * sum_i [ min_j |Y_j - X_i| <= r_i ]          (N reals X_i)
+    """
+    real, fake = real.double(), fake.double()
+    if min(len(real), len(fake)) <= k:
+        raise ValueError(f"density/coverage needs more than k={k} samples per set, got {len(real)} real, {len(fake)} fake")
+    radii = _knn_radii(real, k)
+    balls_holding = torch.zeros((), dtype=torch.long, device=real.device)
+    nearest_fake = torch.full_like(radii, float("inf"))  # per real sample: its distance to the nearest fake
+    for start in range(0, len(fake), chunk):
+        d = torch.cdist(fake[start : start + chunk], real)  # (chunk, N)
+        balls_holding += (d <= radii[None, :]).sum()
+        nearest_fake = torch.minimum(nearest_fake, d.min(dim=0).values)
+    density = balls_holding.item() / (k * len(fake))
+    coverage = (nearest_fake <= radii).double().mean().item()
+    return {"density": density, "coverage": coverage}

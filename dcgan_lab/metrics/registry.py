@@ -211,15 +211,18 @@ def inception(ctx: "MetricContext") -> dict[str, float]:
 
 
 @register_metric(
-    scalars={"pr/precision": 1, "pr/recall": 1},
+    # density has no better direction: above 1, the fakes crowd into the densest real regions
+    scalars={"pr/precision": 1, "pr/recall": 1, "pr/density": 0, "pr/coverage": 1},
     needs=("labels", "classifier"),
-    options=("pr_k",),
+    options=("pr_k", "dc_k"),
     headline=("pr/precision", "pr/recall"),
 )
 def precision_recall(ctx: "MetricContext") -> dict[str, float]:
-    """Improved precision and recall (Kynkaanniemi et al. 2019) on the lab classifier's features."""
+    """Improved precision and recall (Kynkaanniemi et al. 2019), density and coverage (Naeem et al. 2020) on the lab
+    classifier's features."""
     import torch
 
+    from dcgan_lab.metrics.precision_recall import density_coverage
     from dcgan_lab.metrics.precision_recall import precision_recall as knn_precision_recall
 
     features, _ = ctx.classified()
@@ -227,7 +230,10 @@ def precision_recall(ctx: "MetricContext") -> dict[str, float]:
     # As many real features as generated ones, drawn at random (fixed by metrics.seed): the reference is in dataset
     # order, and a dataset sorted by class (mnist_mini) would otherwise put only its first classes on the real side.
     pick = torch.randperm(len(reference), generator=torch.Generator().manual_seed(ctx.settings["seed"]))[: len(features)]
-    return {f"pr/{k}": v for k, v in knn_precision_recall(reference[pick], features, ctx.settings["pr_k"]).items()}
+    real = reference[pick]
+    scalars = {**knn_precision_recall(real, features, ctx.settings["pr_k"]),
+               **density_coverage(real, features, ctx.settings["dc_k"])}
+    return {f"pr/{k}": v for k, v in scalars.items()}
 
 
 @register_metric(

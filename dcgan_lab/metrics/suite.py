@@ -66,8 +66,10 @@ def settings_from(cfg: Mapping | None) -> dict[str, Any]:
         if missing := [key for key in entry.options if key not in s]:
             raise ConfigError(f"metric {entry.name} reads metrics.{missing[0]}, which has no value: "
                               f"give it a default in {DEFAULTS_FILE.relative_to(CONF_DIR.parent)}")
-    if s["n_samples"] <= max(s["kmeans_k"], s["pr_k"]):
-        raise ConfigError(f"metrics.n_samples={s['n_samples']} is too small: use more than metrics.kmeans_k={s['kmeans_k']} (e.g. 2000)")
+    largest_k = max(("kmeans_k", "pr_k", "dc_k"), key=lambda key: s[key])
+    if s["n_samples"] <= s[largest_k]:
+        raise ConfigError(f"metrics.n_samples={s['n_samples']} is too small: use more than "
+                          f"metrics.{largest_k}={s[largest_k]} (e.g. 2000)")
     return s
 
 
