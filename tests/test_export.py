@@ -161,6 +161,40 @@ def test_an_export_is_whole_or_absent_and_never_overwrites(run, tmp_path, monkey
     assert sorted(p.name for p in tmp_path.iterdir()) == ["existing"]
 
 
+def test_an_npz_export_is_written_as_it_is_drawn_and_a_cut_one_leaves_nothing(run, tmp_path, monkeypatch):
+    # One batch in memory at a time: when G draws batch k, the k batches before it are already in the file.
+    import dcgan_lab.metrics.suite as suite
+
+    real_generate, on_disk = suite.generate, []
+    out = tmp_path / "stream" / "samples.npz"
+    out.parent.mkdir()
+
+    def watching_generate(generator, z, labels, batch_size, device):
+        on_disk.append(sum(p.stat().st_size for p in out.parent.iterdir()))  # the hidden temp file, while written
+        if fail_at is not None and len(on_disk) == fail_at:
+            raise OSError("No space left on device")
+        return real_generate(generator, z, labels, batch_size, device)
+
+    monkeypatch.setattr(suite, "generate", watching_generate)
+    fail_at = None
+    export_samples(run, 50, out, batch_size=10, progress=False)
+    batch_bytes = 10 * 32 * 32  # ten 32x32 grey images
+    assert len(on_disk) == 5 and all(size >= (k - 1) * batch_bytes for k, size in enumerate(on_disk))
+    with np.load(out, allow_pickle=False) as data:
+        pixels, labels = expected_pixels(run, 50)
+        np.testing.assert_array_equal(data["arr_0"][..., 0], pixels)
+        assert json.loads(str(data["manifest"]))["image_shape"] == [1, 32, 32]
+
+    on_disk.clear()
+    fail_at = 3
+    cut = tmp_path / "cut" / "samples.npz"
+    cut.parent.mkdir()
+    out = cut
+    with pytest.raises(OSError, match="No space left"):
+        export_samples(run, 50, cut, batch_size=10, progress=False)
+    assert list(cut.parent.iterdir()) == []  # no samples.npz, no temp file
+
+
 def test_folders_and_npz_files_from_other_tools_are_read_or_refused_with_one_line(tmp_path):
     folder = tmp_path / "rgb"
     folder.mkdir()
