@@ -313,8 +313,12 @@ def targets(r: dict) -> list[tuple[str, float, bool]]:
     inception = r.get("inception", {})
     if "speedup" in inception:
         rows += [("Inception features: lab path faster than torch-fidelity's extractor", inception["speedup"], inception["speedup"] > 1),
-                 ("Inception features: max abs difference from the old path <= 1e-5", inception["max_abs_feature_diff"],
-                  inception["max_abs_feature_diff"] <= 1e-5)]
+                 # Both paths are fp32: each is ~1e-5 from the float64 network (round-off in sums of thousands of terms),
+                 # so they differ from each other by about that much too. What must hold is that the fast path adds no
+                 # error beyond fp32 round-off: no farther from float64 than twice the old path is.
+                 ("Inception features: lab path's distance from the float64 network <= 2x the old fp32 path's",
+                  inception["after_vs_float64"] / inception["before_vs_float64"],
+                  inception["after_vs_float64"] <= 2 * inception["before_vs_float64"])]
     return rows
 
 

@@ -5,7 +5,7 @@ before: FeatureExtractorInceptionV3 as built by torch-fidelity (NCHW fp32, Batch
 after:  dcgan_lab.metrics.inception.Inception: BatchNorm folded into the convs, channels_last fp32,
         inference_mode, CPU_BATCH images per forward on CPU.
 Same images (real digits, 28 -> 32 px, as the metric suite feeds them), same weights; the speed-up may not
-move features by more than ~1e-5 (bf16 would move them ~1.5%, so it is not used).
+move features by more than fp32 round-off (~1e-5; bf16 would move them ~1.5%, so it is not used).
 
     python benchmarks/inception_bench.py                 # CPU, 64 images, the lab's weights (fetched once)
     python benchmarks/inception_bench.py --device cuda --n 1000
