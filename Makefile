@@ -25,9 +25,9 @@ test-slow: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/bench.py $(ARGS)
 
-# make report SWEEP=multirun/<date>/<time>  (defaults to the newest sweep)
+# make report SWEEP=multirun/<date>/<time>  (defaults to the newest sweep) [BASELINE="loss=bce ..."]
 report: $(STAMP)
-	$(PY) -m dcgan_lab.report $(or $(SWEEP),$(lastword $(sort $(wildcard multirun/*/*/))))
+	$(PY) -m dcgan_lab.report $(or $(SWEEP),$(lastword $(sort $(wildcard multirun/*/*/)))) $(foreach b,$(BASELINE),--baseline $(b))
 
 clean:
 	rm -rf outputs multirun/*/ .cache lightning_logs wandb .pytest_cache

@@ -1,9 +1,9 @@
 """A Hydra sweep folder -> report.md, report.csv, curves.png, samples.png (written into that folder).
 
-    python -m dcgan_lab.report multirun/<date>/<time> [--wandb auto|online|offline|off]
+    python -m dcgan_lab.report multirun/<date>/<time> [--wandb auto|online|offline|off] [--baseline loss=bce]
 
 A variant is a job's overrides minus its seed; seeds are aggregated as mean ± std (n). When the sweep has a
-baseline variant (`ablation=baseline`), every other variant is compared with it per metric by Welch's t-test
+baseline variant (`ablation=baseline`, or the one `--baseline` names), every other variant is compared with it per metric by Welch's t-test
 over seeds. Variants on different datasets form separate tables, each with its own baseline. Where a variant runs
 a setting of the reference study (dcgan_lab/reference_study.py), its published number is shown beside the lab's.
 Jobs that failed (status.json) are listed with their error and left out of the numbers. Where evaluate.py has
@@ -84,9 +84,12 @@ class Variant:
     changes: str = ""
     choices: dict = field(default_factory=dict)  # Hydra's group choices of its first job (dataset, ablation, ...)
     dataset: dict = field(default_factory=dict)  # its first job's dataset node (name, image_size, crop, path)
+    named_baseline: bool | None = None  # report --baseline: this variant is (or is not) its table's baseline
 
     @property
     def is_baseline(self) -> bool:
+        if self.named_baseline is not None:
+            return self.named_baseline
         return self.choices.get("ablation") == "baseline" or "ablation=baseline" in self.label.split(", ")
 
     def values(self, metric: str) -> list[float]:
@@ -184,6 +187,35 @@ def group_variants(jobs: list[Job]) -> tuple[list[Variant], list[str]]:
     for table in split_tables(result):  # what a variant changes, against the others on its dataset
         _describe_changes(table.variants)
     return result, common
+
+
+def _override_value(value: str):
+    # Hydra writes a sweep's values back normalised (true -> True, 1e-4 -> 0.0001): compare what they mean.
+    try:
+        return float(value)
+    except ValueError:
+        return {"true": True, "false": False}.get(value.lower(), value.strip("'\""))
+
+
+def _parsed(override: str) -> tuple[str, object]:
+    key, _, value = override.partition("=")
+    return key.lstrip("+~"), _override_value(value)
+
+
+def name_baseline(variants: list[Variant], overrides: list[str]) -> None:
+    """report --baseline: the variant whose jobs ran every one of `overrides` is its table's baseline, in place of
+    `ablation=baseline` (a sweep such as loss=bce,hinge has none). One line when none or several match."""
+    wanted = {_parsed(o) for o in overrides}
+    named = " ".join(f"--baseline {o}" for o in overrides)
+    for variant in variants:
+        variant.named_baseline = wanted <= {_parsed(o) for o in variant.jobs[0].overrides}
+    if not any(v.named_baseline for v in variants):
+        labels = "; ".join(v.label for v in variants)
+        raise DataError(f"{named} matches no variant of this sweep; its variants: {labels}")
+    for table in split_tables(variants):
+        if len(matched := [v.label for v in table.variants if v.named_baseline]) > 1:
+            raise DataError(f"{named} matches {len(matched)} variants of one table ({'; '.join(matched)}): add "
+                            "another --baseline override that tells them apart")
 
 
 def _choices_and_dataset(job_dir: Path) -> tuple[dict, dict]:
@@ -467,7 +499,10 @@ def write_markdown(path: Path, sweep_dir: Path, variants, columns, common, jobs,
         if table.variants[0].choices.get("dataset") or table.variants[0].dataset.get("name"):
             lines += ["", f"Data: {describe_data(table.variants[0])}."]
         if table.baseline is None and len(table.variants) > 1:
-            lines += ["", "No baseline variant (`ablation=baseline`) in this table: no tests, no bold."]
+            lines += ["", "No baseline variant (`ablation=baseline`) in this table: no tests, no bold. Name one with "
+                          f"`python -m dcgan_lab.report {sweep_dir} --baseline {table.variants[0].label.split(', ')[0]}`."]
+        elif table.baseline is not None and table.baseline.named_baseline:
+            lines += ["", f"Baseline (`--baseline`): `{table.baseline.label}`."]
         rows, missing = table_lines(table, table_columns_here)
         lines += [""] + rows
         if "fid/*" in missing:
@@ -580,11 +615,12 @@ def write_samples(path: Path, variants, grid_name: str = "last.png") -> None:
     plt.close(fig)
 
 
-def build_report(sweep_dir: str | Path, epochs: int | None = None) -> dict[str, Path]:
+def build_report(sweep_dir: str | Path, epochs: int | None = None, baseline: list[str] | None = None) -> dict[str, Path]:
     """Write report.md, report.csv, curves.png and samples.png into the sweep folder; return their paths.
 
     With `epochs`: the same report of the values as they stood after that many epochs (e.g. a published
-    study's length inside longer runs), written to <sweep>/after_<epochs>_epochs/."""
+    study's length inside longer runs), written to <sweep>/after_<epochs>_epochs/. With `baseline` (overrides,
+    e.g. ["loss=bce"]): the variant that ran them is the baseline of the tests, not `ablation=baseline`."""
     sweep_dir = Path(sweep_dir)
     if not sweep_dir.is_dir():
         raise DataError(f"{sweep_dir} is not a folder: pass a sweep folder such as multirun/<date>/<time>.")
@@ -597,6 +633,8 @@ def build_report(sweep_dir: str | Path, epochs: int | None = None) -> dict[str, 
         )
     evaluations = use_evaluations(jobs, sweep_dir) if epochs is None else None  # final states only
     variants, common = group_variants(jobs)
+    if baseline:
+        name_baseline(variants, baseline)
     columns = table_columns(variants)
     every_column = table_columns(variants, every_metric=True)
     folder = sweep_dir if epochs is None else sweep_dir / f"after_{epochs}_epochs"
@@ -618,9 +656,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=None,
                         help="report each job's values after this many epochs (e.g. a published study's length) "
                              "into <sweep>/after_<N>_epochs/, not its last values")
+    parser.add_argument("--baseline", action="append", metavar="OVERRIDE",
+                        help="the variant that ran this override (e.g. loss=bce; repeat to narrow it down) is the "
+                             "baseline of the tests (default: the ablation=baseline variant)")
     args = parser.parse_args(argv)
     try:
-        out = build_report(args.sweep_dir, args.epochs)
+        out = build_report(args.sweep_dir, args.epochs, args.baseline)
         wandb_run = report_to_wandb(args.sweep_dir, out, args.wandb)
     except LabError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -286,3 +286,52 @@ def test_evaluations_logged_without_g_step_sit_at_the_end_of_their_epoch(tmp_pat
     series = read_metrics(path)
     assert series["classifier/fid"] == [(10.0, 300.0), (20.0, 200.0)]
     assert series["loss/d"] == [(5.0, 1.0), (10.0, 0.9), (15.0, 0.8), (20.0, 0.7)]
+
+
+@pytest.fixture
+def plain_sweep(tmp_path) -> Path:
+    """A sweep with no ablation=baseline (`python train.py -m loss=bce,hinge optimizer.lr_g=1e-4,2e-4 seed=0,1,2`),
+    its values as Hydra writes them back (1e-4 -> 0.0001). Final FIDs: bce/1e-4 10, 11, 12; hinge/1e-4 20, 22, 27;
+    hinge/2e-4 30, 31, 35."""
+    root = tmp_path / "multirun" / "plain"
+    num = 0
+    for loss, lr, fids in (("bce", "0.0001", [10, 11, 12]), ("hinge", "0.0001", [20, 22, 27]), ("hinge", "0.0002", [30, 31, 35])):
+        for seed, fid in enumerate(fids):
+            overrides = [f"loss={loss}", f"optimizer.lr_g={lr}", f"seed={seed}", "model.conditional=True"]
+            write_job(root, ",".join(overrides), num, overrides, rows_for([50, fid], 0.5), {"status": "ok"}, "left")
+            num += 1
+    return root
+
+
+def test_baseline_named_on_the_command_line_gets_the_tests(plain_sweep, capsys):
+    from scipy.stats import ttest_ind
+
+    assert main([str(plain_sweep), "--wandb", "off"]) == 0
+    md = (plain_sweep / "report.md").read_text()
+    assert (f"No baseline variant (`ablation=baseline`) in this table: no tests, no bold. Name one with "
+            f"`python -m dcgan_lab.report {plain_sweep} --baseline loss=bce`.") in md
+    assert read_report_csv(plain_sweep / "report.csv")["loss=hinge, optimizer.lr_g=0.0001"]["classifier/fid_p"] == ""
+
+    # Values as typed (1e-4, true) match what Hydra wrote back (0.0001, True); two overrides narrow it to one variant.
+    assert main([str(plain_sweep), "--wandb", "off", "--baseline", "optimizer.lr_g=1e-4", "--baseline", "loss=bce",
+                 "--baseline", "model.conditional=true"]) == 0
+    md = (plain_sweep / "report.md").read_text()
+    assert "Baseline (`--baseline`): `loss=bce, optimizer.lr_g=0.0001`." in md and "No baseline variant" not in md
+    table = read_report_csv(plain_sweep / "report.csv")
+    expected = ttest_ind([20, 22, 27], [10, 11, 12], equal_var=False).pvalue
+    assert float(table["loss=hinge, optimizer.lr_g=0.0001"]["classifier/fid_p"]) == pytest.approx(expected)
+    assert table["loss=bce, optimizer.lr_g=0.0001"]["classifier/fid_p"] == ""  # the baseline is not tested against itself
+    assert table["loss=bce, optimizer.lr_g=0.0001"]["significant_best_in"] == "classifier/fid"  # best, and p < 0.05 vs both
+    assert "| `loss=bce, optimizer.lr_g=0.0001` | — | 3/3 | **11 ± 1 (3)** |" in md
+
+    capsys.readouterr()
+    for args, line in (
+        (["--baseline", "optimizer.lr_g=1e-4"],
+         "error: --baseline optimizer.lr_g=1e-4 matches 2 variants of one table (loss=bce, optimizer.lr_g=0.0001; "
+         "loss=hinge, optimizer.lr_g=0.0001): add another --baseline override that tells them apart"),
+        (["--baseline", "loss=wgan_gp"],
+         "error: --baseline loss=wgan_gp matches no variant of this sweep; its variants: loss=bce, optimizer.lr_g=0.0001; "
+         "loss=hinge, optimizer.lr_g=0.0001; loss=hinge, optimizer.lr_g=0.0002"),
+    ):
+        assert main([str(plain_sweep), "--wandb", "off", *args]) == 2
+        assert capsys.readouterr().err.strip() == line
