@@ -499,8 +499,10 @@ def write_markdown(path: Path, sweep_dir: Path, variants, columns, common, jobs,
         if table.variants[0].choices.get("dataset") or table.variants[0].dataset.get("name"):
             lines += ["", f"Data: {describe_data(table.variants[0])}."]
         if table.baseline is None and len(table.variants) > 1:
+            first = next(v for v in table.variants if v.label != "(no override)")
+            flags = " ".join(f"--baseline {o}" for o in first.label.split(", "))  # exactly that variant
             lines += ["", "No baseline variant (`ablation=baseline`) in this table: no tests, no bold. Name one with "
-                          f"`python -m dcgan_lab.report {sweep_dir} --baseline {table.variants[0].label.split(', ')[0]}`."]
+                          f"`python -m dcgan_lab.report {sweep_dir} {flags}`."]
         elif table.baseline is not None and table.baseline.named_baseline:
             lines += ["", f"Baseline (`--baseline`): `{table.baseline.label}`."]
         rows, missing = table_lines(table, table_columns_here)

@@ -309,7 +309,7 @@ def test_baseline_named_on_the_command_line_gets_the_tests(plain_sweep, capsys):
     assert main([str(plain_sweep), "--wandb", "off"]) == 0
     md = (plain_sweep / "report.md").read_text()
     assert (f"No baseline variant (`ablation=baseline`) in this table: no tests, no bold. Name one with "
-            f"`python -m dcgan_lab.report {plain_sweep} --baseline loss=bce`.") in md
+            f"`python -m dcgan_lab.report {plain_sweep} --baseline loss=bce --baseline optimizer.lr_g=0.0001`.") in md
     assert read_report_csv(plain_sweep / "report.csv")["loss=hinge, optimizer.lr_g=0.0001"]["classifier/fid_p"] == ""
 
     # Values as typed (1e-4, true) match what Hydra wrote back (0.0001, True); two overrides narrow it to one variant.
