@@ -298,6 +298,7 @@ def _fmt(value: float) -> str:
 
 # ---- statistics against the baseline ---------------------------------------------------------------
 ALPHA = 0.05  # significance level of the two-sided Welch test
+CORRECTIONS = ("holm", "none")  # report --correction
 
 
 @dataclass
@@ -308,10 +309,23 @@ class Comparison:
     n: int
     n_baseline: int
     text: str        # what the cell shows: "p=0.012", "n.s. (p=0.31)", "n<2: no test", ...
+    p_adjusted: float | None = None  # p after the correction for the table's other variants (= p when none applies)
 
     @property
     def significant(self) -> bool:
-        return self.p is not None and self.p < ALPHA
+        return self.p_adjusted is not None and self.p_adjusted < ALPHA
+
+
+def holm(p_values: list[float]) -> list[float]:
+    """Holm's (1979) step-down adjustment of m p-values: the i-th smallest times (m - i + 1), never below the one
+    before it, at most 1. Adjusted p < ALPHA keeps the chance of any false "significant" among the m at most ALPHA,
+    whatever their dependence (every variant here is tested against the same baseline seeds)."""
+    order = sorted(range(len(p_values)), key=p_values.__getitem__)
+    adjusted, running = [1.0] * len(p_values), 0.0
+    for rank, index in enumerate(order):
+        running = max(running, min(1.0, (len(p_values) - rank) * p_values[index]))
+        adjusted[index] = running
+    return adjusted
 
 
 def welch(values: list[float], baseline: list[float]) -> Comparison:
@@ -333,7 +347,7 @@ def welch(values: list[float], baseline: list[float]) -> Comparison:
     with warnings.catch_warnings():  # nearly equal seeds: scipy warns, the p it returns is still the right answer
         warnings.filterwarnings("ignore", message="Precision loss", category=RuntimeWarning)
         p = float(ttest_ind(values, baseline, equal_var=False).pvalue)
-    return Comparison(p, n, m, _fmt_p(p) if p < ALPHA else f"n.s. ({_fmt_p(p)})")
+    return Comparison(p, n, m, _fmt_p(p) if p < ALPHA else f"n.s. ({_fmt_p(p)})", p_adjusted=p)
 
 
 def _fmt_p(p: float) -> str:
@@ -346,16 +360,36 @@ class Table:
 
     variants: list[Variant]
     title: str = ""
+    correction: str = "holm"  # of each metric's p-values over the variants tested against the baseline
+    _comparisons: dict = field(default_factory=dict, repr=False)  # metric -> {variant label: Comparison}
 
     @property
     def baseline(self) -> Variant | None:
         return next((v for v in self.variants if v.is_baseline), None)
 
     def comparison(self, variant: Variant, metric: str) -> Comparison | None:
+        if metric not in self._comparisons:
+            self._comparisons[metric] = self._compare(metric)
+        return self._comparisons[metric].get(variant.label)
+
+    def _compare(self, metric: str) -> dict[str, Comparison]:
+        """Every variant against the baseline on `metric`; with several tests, their p-values corrected together:
+        a sweep of 7 variants at ALPHA 0.05 would otherwise call about one in three unchanged metrics a change."""
         base = self.baseline
-        if base is None or variant is base or not variant.values(metric):
-            return None
-        return welch(variant.values(metric), base.values(metric))
+        if base is None:
+            return {}
+        found = {v.label: welch(v.values(metric), base.values(metric)) for v in self.variants
+                 if v is not base and v.values(metric)}
+        tested = [c for c in found.values() if c.p is not None]
+        if self.correction == "holm" and len(tested) > 1:
+            for comparison, adjusted in zip(tested, holm([c.p for c in tested])):
+                comparison.p_adjusted = adjusted
+                raw, corrected = _fmt_p(comparison.p), f"Holm {_fmt_p(adjusted)}"
+                if adjusted < ALPHA:
+                    comparison.text = f"{raw} ({corrected})"
+                elif comparison.p < ALPHA:  # would have been called a change without the correction
+                    comparison.text = f"n.s. after Holm ({raw}, {corrected})"
+        return found
 
     def significant_best(self, metric: str) -> set[str]:
         """Best mean AND significantly different from the baseline (the baseline: from every other variant)."""
@@ -377,7 +411,7 @@ class Table:
         return reference_study.reference_value(variant.choices.get("experiment"), variant.choices.get("ablation"), metric)
 
 
-def split_tables(variants: list[Variant]) -> list[Table]:
+def split_tables(variants: list[Variant], correction: str = "holm") -> list[Table]:
     """One table per dataset (in sweep order): a seed-study sweep holds Table 1 (digits) and Table 2 (faces)."""
     by_dataset: dict[str, list[Variant]] = {}
     for variant in variants:
@@ -387,7 +421,7 @@ def split_tables(variants: list[Variant]) -> list[Table]:
         experiments = {v.choices.get("experiment") for v in group}
         reference = reference_study.table_for(experiments.pop()) if len(experiments) == 1 else None
         title = reference.title.split(":")[0] + " of the reference study" if reference else ""
-        tables.append(Table(group, title if len(by_dataset) > 1 or reference else ""))
+        tables.append(Table(group, title if len(by_dataset) > 1 or reference else "", correction))
     return tables
 
 
@@ -471,8 +505,8 @@ def table_lines(table: Table, columns: list[str]) -> tuple[list[str], list[str]]
 
 
 def write_markdown(path: Path, sweep_dir: Path, variants, columns, common, jobs, epochs: int | None = None,
-                   evaluations: str | None = None) -> None:
-    tables = split_tables(variants)
+                   evaluations: str | None = None, correction: str = "holm") -> None:
+    tables = split_tables(variants, correction)
     ways = [f"{word} {', '.join(f'`{m}`' for m in columns if direction(m) == sign)}" for word, sign in (("lower", -1), ("higher", 1))
             if any(direction(m) == sign for m in columns)]  # from the registry (runs.direction)
     lines = [
@@ -480,7 +514,12 @@ def write_markdown(path: Path, sweep_dir: Path, variants, columns, common, jobs,
         "",
         f"{len(jobs)} jobs, {len(variants)} variants. Cells: mean ± sample std (n seeds) of each job's last "
         f"logged value{f' within its first {epochs} epochs (not its last value: the report after {epochs} epochs)' if epochs else ''}; beside it, Welch's t-test against the baseline row over seeds (two-sided; `p=` when "
-        f"p < {ALPHA}, `n.s.` otherwise, `n<2: no test` with fewer than 2 seeds on either side); **bold** = best "
+        f"p < {ALPHA}, `n.s.` otherwise, `n<2: no test` with fewer than 2 seeds on either side; "
+        + ("where a table tests several variants, each metric's p-values are corrected together by Holm's method "
+           f"and `Holm p` < {ALPHA} is what counts as significant: `n.s. after Holm` marks a p < {ALPHA} that "
+           "several tries would often give by chance; `--correction none` reports them uncorrected"
+           if correction == "holm" else "uncorrected (`--correction none`): with several variants, some p < "
+           f"{ALPHA} are chance") + f"); **bold** = best "
         f"mean of its table ({'; '.join(ways + ['losses have no best'])}) AND significantly different from the "
         "baseline. `ref` = the reference "
         f"study's number for the same setting and change: {reference_study.SOURCE}.",
@@ -528,12 +567,13 @@ def write_markdown(path: Path, sweep_dir: Path, variants, columns, common, jobs,
     path.write_text("\n".join(lines) + "\n")
 
 
-def write_csv(path: Path, variants, columns) -> None:
-    """Every metric's mean, std, n; its p against the baseline and the reference value (empty when none)."""
-    tables = {v.label: table for table in split_tables(variants) for v in table.variants}
+def write_csv(path: Path, variants, columns, correction: str = "holm") -> None:
+    """Every metric's mean, std, n; its p against the baseline (raw and corrected) and the reference value (empty
+    when none)."""
+    tables = {v.label: table for table in split_tables(variants, correction) for v in table.variants}
     with open(path, "w", newline="") as handle:
         writer = csv.writer(handle)
-        per_metric = ("mean", "std", "n", "p", "ref")
+        per_metric = ("mean", "std", "n", "p", "p_adjusted", "ref")
         writer.writerow(["variant", "changes", "jobs", "ok", "failed", *[f"{m}_{s}" for m in columns for s in per_metric],
                          "best_in", "significant_best_in"])
         for variant in variants:
@@ -544,7 +584,9 @@ def write_csv(path: Path, variants, columns) -> None:
                 comparison = table.comparison(variant, metric)
                 reference = table.reference(variant, metric)
                 row += list(stats) if stats else ["", "", 0]
-                row += ["" if comparison is None or comparison.p is None else comparison.p, "" if reference is None else reference]
+                tested = comparison is not None and comparison.p is not None
+                row += [comparison.p if tested else "", comparison.p_adjusted if tested else "",
+                        "" if reference is None else reference]
             row.append(" ".join(m for m in columns if variant.label in best_variants(table.variants, m)))
             row.append(" ".join(m for m in columns if variant.label in table.significant_best(m)))
             writer.writerow(row)
@@ -617,15 +659,19 @@ def write_samples(path: Path, variants, grid_name: str = "last.png") -> None:
     plt.close(fig)
 
 
-def build_report(sweep_dir: str | Path, epochs: int | None = None, baseline: list[str] | None = None) -> dict[str, Path]:
+def build_report(sweep_dir: str | Path, epochs: int | None = None, baseline: list[str] | None = None,
+                 correction: str = "holm") -> dict[str, Path]:
     """Write report.md, report.csv, curves.png and samples.png into the sweep folder; return their paths.
 
     With `epochs`: the same report of the values as they stood after that many epochs (e.g. a published
     study's length inside longer runs), written to <sweep>/after_<epochs>_epochs/. With `baseline` (overrides,
-    e.g. ["loss=bce"]): the variant that ran them is the baseline of the tests, not `ablation=baseline`."""
+    e.g. ["loss=bce"]): the variant that ran them is the baseline of the tests, not `ablation=baseline`.
+    `correction`: "holm" (each metric's p-values over a table's variants, Holm 1979) or "none"."""
     sweep_dir = Path(sweep_dir)
     if not sweep_dir.is_dir():
         raise DataError(f"{sweep_dir} is not a folder: pass a sweep folder such as multirun/<date>/<time>.")
+    if correction not in CORRECTIONS:
+        raise DataError(f"--correction {correction}: use one of {', '.join(CORRECTIONS)}")
     if epochs is not None and (isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1):
         raise DataError(f"--epochs {epochs} must be an integer >= 1 (the report after that many epochs).")
     jobs = find_jobs(sweep_dir, epochs)
@@ -642,8 +688,8 @@ def build_report(sweep_dir: str | Path, epochs: int | None = None, baseline: lis
     folder = sweep_dir if epochs is None else sweep_dir / f"after_{epochs}_epochs"
     folder.mkdir(exist_ok=True)
     out = {name: folder / name for name in ("report.md", "report.csv", "curves.png", "samples.png")}
-    write_markdown(out["report.md"], sweep_dir, variants, columns, common, jobs, epochs, evaluations)
-    write_csv(out["report.csv"], variants, every_column)
+    write_markdown(out["report.md"], sweep_dir, variants, columns, common, jobs, epochs, evaluations, correction)
+    write_csv(out["report.csv"], variants, every_column, correction)
     write_curves(out["curves.png"], variants, columns)
     write_samples(out["samples.png"], variants, "last.png" if epochs is None else f"epoch_{epochs - 1:04d}.png")
     return out
@@ -661,9 +707,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--baseline", action="append", metavar="OVERRIDE",
                         help="the variant that ran this override (e.g. loss=bce; repeat to narrow it down) is the "
                              "baseline of the tests (default: the ablation=baseline variant)")
+    parser.add_argument("--correction", choices=CORRECTIONS, default="holm",
+                        help="holm (default): each metric's p-values over the variants compared with the baseline are "
+                             "corrected together (Holm 1979), so a sweep of many variants does not find changes by "
+                             "chance; none: uncorrected")
     args = parser.parse_args(argv)
     try:
-        out = build_report(args.sweep_dir, args.epochs, args.baseline)
+        out = build_report(args.sweep_dir, args.epochs, args.baseline, args.correction)
         wandb_run = report_to_wandb(args.sweep_dir, out, args.wandb)
     except LabError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -335,3 +335,40 @@ def test_baseline_named_on_the_command_line_gets_the_tests(plain_sweep, capsys):
     ):
         assert main([str(plain_sweep), "--wandb", "off", *args]) == 2
         assert capsys.readouterr().err.strip() == line
+
+
+def test_holm_adjusts_p_values_step_down():
+    from dcgan_lab.report import holm
+
+    # Sorted 0.01, 0.03, 0.04: x3 = 0.03, x2 = 0.06, x1 = 0.04 -> kept at 0.06 (never below the one before).
+    assert holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
+    assert holm([0.2]) == [0.2]
+    assert holm([0.6, 0.7]) == [1.0, 1.0]  # capped at 1
+
+
+def test_several_variants_p_values_are_corrected_together(tmp_path):
+    # Two variants each "significantly" worse than the baseline on their own (p 0.032 and 0.042), but two tests at
+    # 0.05 find one such difference by chance far more often than one test: Holm's adjusted p is 0.063 for both.
+    root = tmp_path / "multirun" / "two"
+    num = 0
+    for ablation, fids in (("baseline", [10, 11, 12]), ("x", [14, 16, 18]), ("y", [14, 15, 18])):
+        for seed, fid in enumerate(fids):
+            overrides = [f"ablation={ablation}", f"seed={seed}"]
+            write_job(root, ",".join(overrides), num, overrides, rows_for([50, fid], 0.5), {"status": "ok"}, "left")
+            num += 1
+    assert main([str(root), "--wandb", "off"]) == 0
+    md = (root / "report.md").read_text()
+    assert "| `ablation=x` | — | 3/3 | 16 ± 2 (3) · n.s. after Holm (p=0.032, Holm p=0.063) |" in md
+    assert "| `ablation=y` | — | 3/3 | 15.67 ± 2.082 (3) · n.s. after Holm (p=0.042, Holm p=0.063) |" in md
+    assert "| `ablation=baseline` | — | 3/3 | 11 ± 1 (3) |" in md  # best mean, but not different after correction
+    assert "corrected together by Holm's method" in md
+    table = read_report_csv(root / "report.csv")
+    assert float(table["ablation=x"]["classifier/fid_p"]) == pytest.approx(0.0315622316)
+    assert float(table["ablation=x"]["classifier/fid_p_adjusted"]) == pytest.approx(2 * 0.0315622316)
+    assert table["ablation=baseline"]["significant_best_in"] == ""
+
+    assert main([str(root), "--wandb", "off", "--correction", "none"]) == 0
+    md = (root / "report.md").read_text()
+    assert "| `ablation=x` | — | 3/3 | 16 ± 2 (3) · p=0.032 |" in md and "uncorrected (`--correction none`)" in md
+    assert "| `ablation=baseline` | — | 3/3 | **11 ± 1 (3)** |" in md
+    assert read_report_csv(root / "report.csv")["ablation=baseline"]["significant_best_in"] == "classifier/fid"
