@@ -203,6 +203,8 @@ def test_weights_without_classifier_give_fid_kid_one_is_line_metadata_and_a_cach
     assert stats[0].stat().st_mtime_ns == mtime  # the real statistics came from the cache
     warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
     assert [w for w in warnings if "is/*" in w] == [IS_NEEDS_CLASSIFIER] and "\n" not in IS_NEEDS_CLASSIFIER
+    assert ("pr_inception/* skipped: precision, recall, density and coverage need more than k=5 images on each side, "
+            "and Inception saw 3 real, 4 generated") in warnings
     assert any("rank-deficient" in w and "fid/4" in w for w in warnings)
     for report in (first, second):
         s = report.scalars
@@ -352,6 +354,38 @@ def digit_folder(tmp_path_factory):
     for i, image in enumerate(_digits(60, offset=1000)[:, 0]):
         Image.fromarray(image.numpy()).save(folder / f"{i:03d}.png")
     return folder
+
+
+def test_inception_features_give_precision_recall_density_coverage_without_labels(
+        make_cfg, tmp_path, digit_folder, random_weights_without_classifier):
+    # A user's unlabelled folder: the classifier's pr/* is skipped, pr_inception/* is measured on the features FID
+    # uses, and equals the density/coverage authors' package on those features.
+    import prdc
+
+    cfg = make_cfg("dataset=image_folder", f"dataset.path={digit_folder}", "dataset.channels=1", "dataset.image_size=32")
+    settings = {"n_samples": 24, "batch_size": 12, "enabled": ["precision_recall", "inception"], "pr_k": 4, "dc_k": 4,
+                "inception_n_reference": 40, "inception_weights": str(random_weights_without_classifier)}
+    datamodule = instantiate(cfg.dataset)
+    suite = MetricSuite(settings, datamodule, tmp_path / "cache")
+    # "Generated": 12 of the folder's digits (inside the real manifold) and 12 samples of an untrained G (outside).
+    # The digits get a few pixels one level brighter: an exact copy of a reference image lies exactly on the rim of
+    # some balls, which the lab counts as inside (closed balls, as its precision/recall) and prdc as outside.
+    digits = datamodule.split("train").images[:12].clone()
+    digits.view(-1)[::97] = (digits.view(-1)[::97].int() + 1).clamp(max=255).to(torch.uint8)
+    untrained = sample_images(_tiny_generator(), 12, 12, seed=0, device="cpu")[0]
+    images = torch.cat([digits.float() / 127.5 - 1, untrained])
+    report = suite.measure(images, inception=True)
+    assert "labels" in report.extras["precision_recall_skipped"] and not any(k.startswith("pr/") for k in report.scalars)
+
+    inception = suite.inception()
+    fake = inception(images)["2048"]
+    real = suite._inception_reference(inception, 40)["features"]
+    real = real[torch.randperm(40, generator=torch.Generator().manual_seed(0))[:24]]  # as many real as generated
+    theirs = prdc.compute_prdc(real.double().numpy(), fake.double().numpy(), nearest_k=4)
+    ours = {name: report.scalars[f"pr_inception/{name}"] for name in theirs}
+    assert ours == pytest.approx({name: float(v) for name, v in theirs.items()}, abs=1e-9)
+    assert 0.3 < ours["precision"] < 0.7 and ours["coverage"] > 0  # the digits count, the untrained G's do not
+    assert report.scalars["fid/24"] > 0
 
 
 FEATURE_WIDTH = {"dcgan": 8 * 4 * 16, "mlp": 8 * 4, "resnet": 32, "progressive": 32}  # ndf=8, 32x32 images

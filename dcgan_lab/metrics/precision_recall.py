@@ -43,6 +43,8 @@ def density_coverage(real: torch.Tensor, fake: torch.Tensor, k: int = 5, chunk: 
     """Naeem et al. (2020), with r_i the distance from real X_i to its k-th nearest other real sample:
         density  = 1 / (k M) * sum_j sum_i [ |Y_j - X_i| <= r_i ]     (M fakes Y_j; may exceed 1)
         coverage = 1 / N * sum_i [ min_j |Y_j - X_i| <= r_i ]          (N reals X_i)
+    Closed balls (<=), as in precision and recall here: a fake that copies a real image exactly lies on the rim of
+    the balls whose k-th neighbour that image is, and counts as inside them (the authors' prdc, open balls, would not).
     """
     real, fake = real.double(), fake.double()
     if min(len(real), len(fake)) <= k:
@@ -57,3 +59,12 @@ def density_coverage(real: torch.Tensor, fake: torch.Tensor, k: int = 5, chunk: 
     density = balls_holding.item() / (k * len(fake))
     coverage = (nearest_fake <= radii).double().mean().item()
     return {"density": density, "coverage": coverage}
+
+
+def manifold_metrics(real: torch.Tensor, fake: torch.Tensor, pr_k: int = 3, dc_k: int = 5, seed: int = 0) -> dict[str, float]:
+    """precision, recall (k = pr_k), density and coverage (k = dc_k) of `fake` against as many `real` features, drawn
+    at random (fixed by `seed`): a reference in dataset order may be sorted by class, and its first rows would put
+    only the first classes on the real side."""
+    pick = torch.randperm(len(real), generator=torch.Generator().manual_seed(seed))[: len(fake)]
+    real = real[pick.to(real.device)]
+    return {**precision_recall(real, fake, pr_k), **density_coverage(real, fake, dc_k)}

@@ -197,14 +197,16 @@ def clustering(ctx: "MetricContext") -> dict[str, float]:
 
 @register_metric(
     scalars={"fid/n_samples": 0, "fid/*": -1, "kid/mean": -1, "kid/std": 0, "kid/subset_size": 0,
-             "is/mean": 1, "is/std": 0},
+             "is/mean": 1, "is/std": 0, "pr_inception/precision": 1, "pr_inception/recall": 1,
+             "pr_inception/density": 0, "pr_inception/coverage": 1},
     needs=("inception",),
     options=("inception_during_training", "inception_n_samples", "inception_n_reference", "inception_weights"),
     headline=("fid/[0-9]*",),
-    report=("fid/*", "kid/mean", "is/mean"),
+    report=("fid/*", "kid/mean", "is/mean", "pr_inception/precision", "pr_inception/recall"),
 )
 def inception(ctx: "MetricContext") -> dict[str, float]:
-    """FID (named by its sample count: fid/10k), KID and IS on torch-fidelity's 2015 TF-Inception."""
+    """FID (named by its sample count: fid/10k), KID and IS on torch-fidelity's 2015 TF-Inception, and precision,
+    recall, density and coverage on the same features (any dataset: no labels needed; k = metrics.pr_k, dc_k)."""
     scalars, metadata = ctx.suite.inception_scalars(ctx.inception_images)
     ctx.extras.update(metadata)
     return scalars
@@ -220,19 +222,11 @@ def inception(ctx: "MetricContext") -> dict[str, float]:
 def precision_recall(ctx: "MetricContext") -> dict[str, float]:
     """Improved precision and recall (Kynkaanniemi et al. 2019), density and coverage (Naeem et al. 2020) on the lab
     classifier's features."""
-    import torch
-
-    from dcgan_lab.metrics.precision_recall import density_coverage
-    from dcgan_lab.metrics.precision_recall import precision_recall as knn_precision_recall
+    from dcgan_lab.metrics.precision_recall import manifold_metrics
 
     features, _ = ctx.classified()
     reference = ctx.classifier_reference()["features"]
-    # As many real features as generated ones, drawn at random (fixed by metrics.seed): the reference is in dataset
-    # order, and a dataset sorted by class (mnist_mini) would otherwise put only its first classes on the real side.
-    pick = torch.randperm(len(reference), generator=torch.Generator().manual_seed(ctx.settings["seed"]))[: len(features)]
-    real = reference[pick]
-    scalars = {**knn_precision_recall(real, features, ctx.settings["pr_k"]),
-               **density_coverage(real, features, ctx.settings["dc_k"])}
+    scalars = manifold_metrics(reference, features, ctx.settings["pr_k"], ctx.settings["dc_k"], ctx.settings["seed"])
     return {f"pr/{k}": v for k, v in scalars.items()}
 
 

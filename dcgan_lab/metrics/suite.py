@@ -336,8 +336,21 @@ class MetricSuite:
 
         return self.cache.get(key, compute)
 
+    def _inception_manifold(self, real: torch.Tensor, fake: torch.Tensor) -> dict[str, float]:
+        """pr_inception/*: precision, recall, density and coverage on the features FID uses (labelled or not)."""
+        from dcgan_lab.metrics.precision_recall import manifold_metrics
+
+        k = max(self.s["pr_k"], self.s["dc_k"])
+        if min(len(real), len(fake)) <= k:
+            log.warning("pr_inception/* skipped: precision, recall, density and coverage need more than k=%d images "
+                        "on each side, and Inception saw %d real, %d generated", k, len(real), len(fake))
+            return {}
+        scalars = manifold_metrics(real.to(self.device), fake.to(self.device), self.s["pr_k"], self.s["dc_k"], self.s["seed"])
+        return {f"pr_inception/{name}": value for name, value in scalars.items()}
+
     def inception_scalars(self, fake_images: torch.Tensor) -> tuple[dict[str, float], dict[str, Any]]:
-        """(fid/<n>, kid/*, is/* scalars; metadata naming the extractor, the weights' md5 and the counts)."""
+        """(fid/<n>, kid/*, is/*, pr_inception/* scalars; metadata naming the extractor, the weights' md5 and the
+        counts)."""
         from dcgan_lab.metrics.inception import IS_NEEDS_CLASSIFIER, FID_RANK, inception_features, inception_metrics, protocol_name
 
         inception, n = self.inception(), len(fake_images)
@@ -350,7 +363,8 @@ class MetricSuite:
                         "biased upwards; compare it only with FIDs of the same sample count", protocol_name(n), n, FID_RANK)
         values = inception_metrics({"2048": reference["features"]}, fake, (reference["mu"], reference["sigma"]),
                                    seed=self.s["seed"] + 2020)
-        scalars = {f"fid/{protocol_name(n)}": values.pop("fid"), "fid/n_samples": float(n), **values}
+        scalars = {f"fid/{protocol_name(n)}": values.pop("fid"), "fid/n_samples": float(n), **values,
+                   **self._inception_manifold(reference["features"], fake["2048"])}
         metadata = {**inception.metadata(), "inception/n_generated": n, "inception/n_reference": n_real}
         if not inception.weights.has_classifier:
             metadata["is_skipped"] = IS_NEEDS_CLASSIFIER
