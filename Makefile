@@ -26,8 +26,12 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench.py $(ARGS)
 
 # make report SWEEP=multirun/<date>/<time>  (defaults to the newest sweep) [BASELINE="loss=bce ..."]
+# The newest sweep: the most recently written folder with Hydra's multirun.yaml (multirun/<date>/<time>/, or a
+# hydra.sweep.dir=multirun/<name>), not a job folder or a report's after_<N>_epochs/ beside it.
+NEWEST_SWEEP = $(shell ls -td multirun/*/multirun.yaml multirun/*/*/multirun.yaml 2>/dev/null | head -n 1 | xargs -r dirname)
+
 report: $(STAMP)
-	$(PY) -m dcgan_lab.report $(or $(SWEEP),$(lastword $(sort $(wildcard multirun/*/*/)))) $(foreach b,$(BASELINE),--baseline $(b))
+	$(PY) -m dcgan_lab.report $(or $(SWEEP),$(NEWEST_SWEEP),$(error no sweep under multirun/ (no multirun.yaml): run python train.py -m ... first, or pass SWEEP=<sweep folder>)) $(foreach b,$(BASELINE),--baseline $(b))
 
 clean:
 	rm -rf outputs multirun/*/ .cache lightning_logs wandb .pytest_cache

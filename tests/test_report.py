@@ -372,3 +372,37 @@ def test_several_variants_p_values_are_corrected_together(tmp_path):
     assert "| `ablation=x` | — | 3/3 | 16 ± 2 (3) · p=0.032 |" in md and "uncorrected (`--correction none`)" in md
     assert "| `ablation=baseline` | — | 3/3 | **11 ± 1 (3)** |" in md
     assert read_report_csv(root / "report.csv")["ablation=baseline"]["significant_best_in"] == "classifier/fid"
+
+
+def test_make_report_picks_the_newest_sweep_folder_not_a_job_or_a_report_folder(tmp_path):
+    # `make report` with no SWEEP=: the folder with Hydra's multirun.yaml written last, at multirun/<date>/<time>/
+    # or multirun/<name>/ (hydra.sweep.dir), never a job folder or an after_<N>_epochs/ that sorts after it.
+    import os
+    import shutil
+    import subprocess
+
+    from tests.conftest import ROOT
+
+    shutil.copy(ROOT / "Makefile", tmp_path / "Makefile")
+    shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
+    (tmp_path / ".venv").mkdir()
+    (tmp_path / ".venv" / ".installed").touch()  # set up already: make prints only the report command
+
+    def make_report(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["make", "-n", "report", *args], cwd=tmp_path, capture_output=True, text=True)
+
+    refused = make_report()
+    assert refused.returncode != 0
+    assert "no sweep under multirun/ (no multirun.yaml): run python train.py -m ... first, or pass SWEEP=<sweep folder>" in refused.stderr
+
+    older, newer = tmp_path / "multirun" / "2026-01-02" / "10-00-00", tmp_path / "multirun" / "study"
+    for when, sweep in enumerate((older, newer)):
+        (sweep / "ablation=hinge,seed=0" / ".hydra").mkdir(parents=True)
+        (sweep / "after_5_epochs").mkdir()
+        (sweep / "multirun.yaml").write_text("hydra: {}\n")
+        os.utime(sweep / "multirun.yaml", (1_700_000_000 + when, 1_700_000_000 + when))
+    assert make_report().stdout.split()[-1] == "multirun/study"
+    os.utime(older / "multirun.yaml", (1_800_000_000, 1_800_000_000))
+    assert make_report().stdout.split()[-1] == "multirun/2026-01-02/10-00-00"
+    named = make_report("SWEEP=multirun/study", "BASELINE=loss=bce optimizer.lr_g=1e-4").stdout.split()
+    assert named[-5:] == ["multirun/study", "--baseline", "loss=bce", "--baseline", "optimizer.lr_g=1e-4"]
