@@ -388,8 +388,15 @@ def test_make_report_picks_the_newest_sweep_folder_not_a_job_or_a_report_folder(
     (tmp_path / ".venv").mkdir()
     (tmp_path / ".venv" / ".installed").touch()  # set up already: make prints only the report command
 
+    # Not the settings of a make that runs these tests (`make test`): its MAKEFLAGS would reach this one.
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES")}
+
     def make_report(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run(["make", "-n", "report", *args], cwd=tmp_path, capture_output=True, text=True)
+        return subprocess.run(["make", "--no-print-directory", "-n", "report", *args], cwd=tmp_path, env=env,
+                              capture_output=True, text=True)
+
+    def command(*args: str) -> list[str]:
+        return next(line for line in make_report(*args).stdout.splitlines() if "-m dcgan_lab.report" in line).split()
 
     refused = make_report()
     assert refused.returncode != 0
@@ -401,8 +408,8 @@ def test_make_report_picks_the_newest_sweep_folder_not_a_job_or_a_report_folder(
         (sweep / "after_5_epochs").mkdir()
         (sweep / "multirun.yaml").write_text("hydra: {}\n")
         os.utime(sweep / "multirun.yaml", (1_700_000_000 + when, 1_700_000_000 + when))
-    assert make_report().stdout.split()[-1] == "multirun/study"
+    assert command()[-1] == "multirun/study"
     os.utime(older / "multirun.yaml", (1_800_000_000, 1_800_000_000))
-    assert make_report().stdout.split()[-1] == "multirun/2026-01-02/10-00-00"
-    named = make_report("SWEEP=multirun/study", "BASELINE=loss=bce optimizer.lr_g=1e-4").stdout.split()
+    assert command()[-1] == "multirun/2026-01-02/10-00-00"
+    named = command("SWEEP=multirun/study", "BASELINE=loss=bce optimizer.lr_g=1e-4")
     assert named[-5:] == ["multirun/study", "--baseline", "loss=bce", "--baseline", "optimizer.lr_g=1e-4"]
