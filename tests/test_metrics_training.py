@@ -220,11 +220,17 @@ def test_a_briefly_trained_generator_beats_an_untrained_one_as_the_readme_table_
     assert untrained["classifier/kl_uniform"] > 1.5 and trained["classifier/kl_uniform"] < 0.5
 
 
-def test_evaluate_rejects_a_pattern_matching_nothing(tmp_path):
-    proc = subprocess.run([PYTHON, str(ROOT / "evaluate.py"), f"ckpt={tmp_path}/nothing*.ckpt"],
-                          cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 2
-    assert proc.stderr.strip().splitlines()[-1].startswith("error: ckpt=") and "matches no .ckpt file" in proc.stderr
+def test_evaluate_rejects_a_pattern_matching_nothing(tmp_path, capsys):
+    # In process (an evaluate.py subprocess costs ~9 s of imports); main() is the CLI's own LabError-to-one-line path.
+    from dcgan_lab.config import compose_run_config
+    from dcgan_lab.metrics.checkpoints import main as evaluate_main
+
+    cfg = compose_run_config(tmp_path, [f"ckpt={tmp_path}/nothing*.ckpt"], root_dir=ROOT, config_name="evaluate")
+    with pytest.raises(SystemExit) as stop:
+        evaluate_main(cfg)
+    assert stop.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: ckpt={tmp_path}/nothing*.ckpt matches no .ckpt file") and "\n" not in err
 
 
 def test_evaluate_takes_the_checkpoint_of_a_sweep_job_whose_folder_is_named_by_overrides(tmp_path):
