@@ -364,28 +364,28 @@ def test_inception_features_give_precision_recall_density_coverage_without_label
 
     cfg = make_cfg("dataset=image_folder", f"dataset.path={digit_folder}", "dataset.channels=1", "dataset.image_size=32")
     settings = {"n_samples": 24, "batch_size": 12, "enabled": ["precision_recall", "inception"], "pr_k": 4, "dc_k": 4,
-                "inception_n_reference": 40, "inception_weights": str(random_weights_without_classifier)}
+                "inception_n_reference": 24, "inception_weights": str(random_weights_without_classifier)}
     datamodule = instantiate(cfg.dataset)
     suite = MetricSuite(settings, datamodule, tmp_path / "cache")
-    # "Generated": 12 of the folder's digits (inside the real manifold) and 12 samples of an untrained G (outside).
+    # "Generated": 8 of the folder's digits (inside the real manifold) and 8 samples of an untrained G (outside).
     # The digits get a few pixels one level brighter: an exact copy of a reference image lies exactly on the rim of
     # some balls, which the lab counts as inside (closed balls, as its precision/recall) and prdc as outside.
-    digits = datamodule.split("train").images[:12].clone()
+    digits = datamodule.split("train").images[:8].clone()
     digits.view(-1)[::97] = (digits.view(-1)[::97].int() + 1).clamp(max=255).to(torch.uint8)
-    untrained = sample_images(_tiny_generator(), 12, 12, seed=0, device="cpu")[0]
+    untrained = sample_images(_tiny_generator(), 8, 8, seed=0, device="cpu")[0]
     images = torch.cat([digits.float() / 127.5 - 1, untrained])
     report = suite.measure(images, inception=True)
     assert "labels" in report.extras["precision_recall_skipped"] and not any(k.startswith("pr/") for k in report.scalars)
 
     inception = suite.inception()
     fake = inception(images)["2048"]
-    real = suite._inception_reference(inception, 40)["features"]
-    real = real[torch.randperm(40, generator=torch.Generator().manual_seed(0))[:24]]  # as many real as generated
+    real = suite._inception_reference(inception, 24)["features"]
+    real = real[torch.randperm(24, generator=torch.Generator().manual_seed(0))[:16]]  # as many real as generated
     theirs = prdc.compute_prdc(real.double().numpy(), fake.double().numpy(), nearest_k=4)
     ours = {name: report.scalars[f"pr_inception/{name}"] for name in theirs}
     assert ours == pytest.approx({name: float(v) for name, v in theirs.items()}, abs=1e-9)
     assert 0.3 < ours["precision"] < 0.7 and ours["coverage"] > 0  # the digits count, the untrained G's do not
-    assert report.scalars["fid/24"] > 0
+    assert report.scalars["fid/16"] > 0
 
 
 FEATURE_WIDTH = {"dcgan": 8 * 4 * 16, "mlp": 8 * 4, "resnet": 32, "progressive": 32}  # ndf=8, 32x32 images
