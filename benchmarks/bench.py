@@ -215,7 +215,7 @@ PATH_LABELS = {
     "lab_trainer_fp32": "lab Trainer path, callbacks off, fp32 (the plain loop's settings)",
     "lab_default": "lab default configuration",
     "lab_eager": "lab default configuration, eager step (training.cuda_graph=false; = lab default on CPUs)",
-    "lab_default_nchw": "lab default configuration, NCHW (callbacks.channels_last.enabled=false)",
+    "lab_default_channels_last": "lab default configuration, channels_last G and D (callbacks.channels_last.enabled=true)",
 }
 
 
@@ -237,9 +237,9 @@ def measure_config(name: str, overrides: list[str], device: torch.device, steps:
     if device.type == "cuda":  # the same configuration without the captured step (CPUs never capture)
         paths["lab_eager"] = lambda: lab_run([*overrides, "metrics=none", f"trainer.accelerator={accelerator}",
                                               "training.cuda_graph=false"], steps, warmup, workdir)
-        # channels_last is on by default everywhere; on a GPU in fp32 its gain is unmeasured: this row decides
-        paths["lab_default_nchw"] = lambda: lab_run([*overrides, "metrics=none", f"trainer.accelerator={accelerator}",
-                                                     "callbacks.channels_last.enabled=false"], steps, warmup, workdir)
+        # channels_last is the default on CPUs only: this row says what it would do on the GPU, in fp32
+        paths["lab_default_channels_last"] = lambda: lab_run([*overrides, "metrics=none", f"trainer.accelerator={accelerator}",
+                                                              "callbacks.channels_last.enabled=true"], steps, warmup, workdir)
     # Rounds interleave the paths so a slow patch of the machine hits all of them; each keeps its best round.
     rows, errors = {path: 0.0 for path in paths}, {}
     for _ in range(rounds):

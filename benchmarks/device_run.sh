@@ -7,12 +7,15 @@
 #   quality  a default 20-epoch run on the GPU (classifier-FID, classes covered)        ~1.5 min
 #   sweep    +sweep=mnist_ablation (12 jobs) one after another vs n_jobs at once (~2 min at 1 epoch); SWEEP_EPOCHS (the
 #            sweep's own 20) and SWEEP_JOBS (4) set its size
+#   cost     benchmarks/callback_cost.py: the lab default with one default callback left out at a time (32px, 2
+#            rounds): which callback keeps the lab default below "callbacks off"                  ~1.5 min
 #   profile  Lightning's simple profiler over 10 default epochs (metrics off): which per-epoch host work keeps the lab
 #            default below "callbacks off" in the bench (on 2 CPU cores: the sample grid ~54 ms and checkpoint saves
 #            ~0.26 s every 5th epoch are the large hooks)                                ~1 min
 # e.g. bash benchmarks/device_run.sh tests bench. Each stage runs under its own time cap (CAP_<stage>, seconds),
 # and everything (logs, JSON, PNG, CSV) is packed into $OUT/results.tgz after every stage, so a call cut short
-# still returns what finished. BENCH_ARGS passes extra bench.py arguments (a CPU dry run: --device cpu --steps 2).
+# still returns what finished. BENCH_ARGS passes extra bench.py arguments (a CPU dry run: --device cpu --steps 2);
+# CUDA_TESTS replaces the tests stage's -k selection.
 set -uo pipefail
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 WANDB_MODE=disabled
@@ -33,7 +36,7 @@ stage() {  # stage NAME CAP COMMAND...: run under the cap, log to $KEEP/NAME.log
   pack
 }
 
-CUDA_TESTS="captured_step or never_wait or resume_each_other or fall_back or compile_on_cuda or compile_without or precision_and_memory or only_logging_batches or generator_backward or holds_the_values"
+CUDA_TESTS="${CUDA_TESTS:-captured_step or never_wait or resume_each_other or fall_back or compile_on_cuda or compile_without or precision_and_memory or only_logging_batches or generator_backward or holds_the_values}"
 for name in "$@"; do
   case $name in
     tests)   stage tests "${CAP_tests:-240}" python3 -m pytest tests/test_captured.py tests/test_speed.py tests/test_reliability.py -q -p no:cacheprovider \
@@ -48,9 +51,11 @@ for name in "$@"; do
     sweep)   stage sweep "${CAP_sweep:-400}" python3 benchmarks/sweep_wall.py --device cuda --n-jobs "${SWEEP_JOBS:-4}" \
                ${SWEEP_EPOCHS:+trainer.max_epochs=$SWEEP_EPOCHS}
              cp benchmarks/results/cuda.json "$KEEP/cuda_with_sweep.json" 2>/dev/null; pack ;;
+    cost)    stage cost "${CAP_cost:-150}" python3 benchmarks/callback_cost.py --device cuda --rounds 2
+             cp benchmarks/results/callback_cost_cuda.json "$KEEP/" 2>/dev/null; pack ;;
     profile) stage profile "${CAP_profile:-120}" python3 train.py trainer.accelerator=gpu metrics=none logger=csv \
                trainer.max_epochs=10 +trainer.profiler=simple hydra.run.dir=/tmp/profile ;;
-    *)       echo "unknown stage $name (tests, bench, quality, sweep, profile)"; exit 2 ;;
+    *)       echo "unknown stage $name (tests, bench, quality, sweep, cost, profile)"; exit 2 ;;
   esac
 done
 cat "$KEEP/stages.txt"

@@ -18,18 +18,33 @@ if not OmegaConf.has_resolver("unique_dir"):
     OmegaConf.register_new_resolver("unique_dir", unique_dir)
 
 
+def _on_gpu(accelerator: str) -> bool:
+    import torch
+
+    return accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+
+
 def fastest_precision(accelerator: str) -> str:
     """The Trainer precision `make bench` measured fastest for a DCGAN on this accelerator.
 
     CPU: bf16 autocast (with channels_last) is ~2x fp32. GPU: a 32x32 DCGAN step is launch-bound and
     bf16 gains nothing (H200: plain loop fp32 7.9k img/s, bf16 6.8k), so fp32 keeps exact numerics.
     """
-    import torch
-
-    on_gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
-    return "32-true" if on_gpu else "bf16-mixed"
+    return "32-true" if _on_gpu(accelerator) else "bf16-mixed"
 
 
-# `precision: ${fastest_precision:${trainer.accelerator}}` in conf/trainer/default.yaml.
-if not OmegaConf.has_resolver("fastest_precision"):
-    OmegaConf.register_new_resolver("fastest_precision", fastest_precision)
+def fastest_channels_last(accelerator: str) -> bool:
+    """Whether channels_last G and D are the faster memory format on this accelerator (`make bench`).
+
+    CPU: yes, oneDNN's NHWC kernels (~1.1x alone, ~2x with bf16). GPU in fp32: no; the plain loop in bf16 +
+    channels_last runs at 0.83x its fp32 NCHW speed on an H200, and make bench's cuda.md has the lab default's
+    own row with channels_last on.
+    """
+    return not _on_gpu(accelerator)
+
+
+# `precision: ${fastest_precision:${trainer.accelerator}}` in conf/trainer/default.yaml, and
+# `enabled: ${fastest_channels_last:${trainer.accelerator}}` in conf/callbacks/default.yaml.
+for _name, _resolver in (("fastest_precision", fastest_precision), ("fastest_channels_last", fastest_channels_last)):
+    if not OmegaConf.has_resolver(_name):
+        OmegaConf.register_new_resolver(_name, _resolver)

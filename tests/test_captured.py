@@ -173,7 +173,7 @@ def test_blocked_options_fall_back_with_one_info_line(tmp_path, caplog):
 
 @cuda
 @pytest.mark.parametrize("overrides, refused", [
-    (["callbacks.compile.enabled=true"], "channels_last"),
+    (["callbacks.compile.enabled=true", "callbacks.channels_last.enabled=true"], "channels_last"),
     (["callbacks.compile.enabled=true", "callbacks.compile.mode=reduce-overhead", "callbacks.channels_last.enabled=false"], "reduce-overhead"),
 ])
 def test_compile_on_cuda_refuses_with_one_line(tmp_path, overrides, refused):

@@ -17,6 +17,7 @@ import pytest
 import torch
 
 from dcgan_lab.callbacks.guard import DivergenceError
+from dcgan_lab.callbacks.host_read import HostRead
 from dcgan_lab.checkpoint_io import AtomicCheckpointIO, CheckpointWriteError, wait_for_checkpoint_writes
 from dcgan_lab.errors import ConfigError
 from dcgan_lab.pipeline import train
@@ -306,7 +307,7 @@ def test_a_background_checkpoint_holds_the_values_it_was_asked_for_off_the_train
     release.set()
     io_plugin.wait()
     assert writers and writers[0].startswith("checkpoint-writer")
-    assert torch.equal(torch.load(path, weights_only=True)["state_dict"]["w"], torch.zeros(1000))
+    assert torch.equal(torch.load(path, map_location="cpu", weights_only=True)["state_dict"]["w"], torch.zeros(1000))
 
 
 class FileSizeLimitFrom(L.Callback):
@@ -390,6 +391,53 @@ def test_nan_stops_training_naming_network_and_step_and_keeps_last_good_files(ma
     assert last["epoch"] == 0 and all(torch.isfinite(v).all() for v in last["state_dict"].values())
     assert (run / "samples/epoch_0000.png").is_file()
     assert not (run / "samples/last.png").exists()  # no grid from a NaN generator
+
+
+class LateRead(HostRead):
+    """A verdict that lands `delay` looks after it was started, as on a GPU running batches behind the host
+    (None: not before something waits for it)."""
+
+    delay: int | None = 3
+    started_at: list = []
+
+    def __init__(self, tensor):
+        super().__init__(tensor)
+        self.looks = 0
+
+    def ready(self) -> bool:
+        self.looks += 1
+        return LateRead.delay is not None and self.looks > LateRead.delay
+
+
+class BatchEnds(L.Callback):
+    seen: list = []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        BatchEnds.seen.append(pl_module.batches_seen)
+
+
+@pytest.mark.parametrize("delay", [3, None], ids=["lands_mid_epoch", "lands_after_the_epoch"])
+def test_a_verdict_that_lands_late_still_names_the_first_bad_step_and_saves_nothing_bad(make_cfg, tmp_path,
+                                                                                         monkeypatch, delay):
+    """The guard's reads do not wait for the GPU: the verdict is acted on when it lands. The NaN at batch 2 is
+    still named there, mid-epoch the run stops a few batches later, and a verdict still on its way at the
+    epoch's end is waited for before the sample grid and the checkpoint."""
+    import dcgan_lab.callbacks.guard as guard
+
+    monkeypatch.setattr(guard, "HostRead", LateRead)
+    LateRead.delay, BatchEnds.seen = delay, []
+    run = tmp_path / "run"
+    cfg = make_cfg("trainer.limit_train_batches=10", "trainer.max_epochs=1", "callbacks.divergence_guard.every_n_batches=1",
+                   "callbacks.model_checkpoint.every_n_epochs=1", *poison("discriminator", at_batch=2),
+                   "+callbacks.batch_ends._target_=tests.test_reliability.BatchEnds", run_dir=run)
+    with pytest.raises(DivergenceError, match=r"discriminator weights became NaN/Inf .* at G step 2 \(epoch 0, batch 2\)"):
+        train(cfg)
+    if delay is None:  # every batch ran; the epoch-end check stopped it
+        assert BatchEnds.seen[-1] == 10
+    else:  # an immediate read would have stopped it at the end of batch 2 (batches_seen 3)
+        assert 3 < BatchEnds.seen[-1] < 10
+    assert not (run / "samples/epoch_0000.png").exists()
+    assert not (run / "checkpoints").exists() or not any((run / "checkpoints").glob("*.ckpt"))
 
 
 def test_real_divergence_from_a_huge_learning_rate_stops_before_a_bad_checkpoint(make_cfg, tmp_path):

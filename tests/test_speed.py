@@ -8,6 +8,7 @@ import torch
 
 from dcgan_lab.data.datamodule import ImageDataModule, UInt8Images
 from dcgan_lab.pipeline import train
+from tests.conftest import compose_config
 
 
 class InspectNetworks(L.Callback):
@@ -166,3 +167,11 @@ def test_generator_backward_computes_no_discriminator_gradients(make_cfg, overri
     assert before and len(before) == len(after)
     for grad_at_step, grad_at_end in zip(before, after):
         torch.testing.assert_close(grad_at_end, grad_at_step, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("accelerator, precision, channels_last", [("cpu", "bf16-mixed", True), ("gpu", "32-true", False)])
+def test_the_default_layout_and_precision_follow_the_accelerator(tmp_path, accelerator, precision, channels_last):
+    """CPU: bf16 autocast with channels_last (oneDNN's NHWC kernels); GPU: fp32 NCHW (make bench's rows for each)."""
+    cfg = compose_config(tmp_path / "run", [f"trainer.accelerator={accelerator}"])
+    assert cfg.trainer.precision == precision
+    assert cfg.callbacks.channels_last.enabled is channels_last

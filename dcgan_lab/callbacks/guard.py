@@ -2,9 +2,10 @@
 the G step; the last good checkpoint and the sample grids are left as they were) or rolls G and D back to the
 last good checkpoint with lower learning rates and carries on.
 
-The hot loop never waits for the device on its account: every update's gradients are checked on the device
-and the verdict is read on the host every `every_n_batches` batches and at each epoch's end (before the
-sample grid and ModelCheckpoint), so a diverged state is never saved or drawn.
+The hot loop never waits for the device on its account: every update's gradients are checked on the device;
+every `every_n_batches` batches the verdict starts on its way to the host and is acted on at the first batch
+end after it lands (on a CPU, that same batch). At each epoch's end it is read at once, before the sample grid
+and ModelCheckpoint, so a diverged state is never saved or drawn.
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import lightning as L
 import torch
 from torch import nn
 
+from dcgan_lab.callbacks.host_read import HostRead
 from dcgan_lab.checkpoint_io import read_checkpoint, wait_for_checkpoint_writes
 from dcgan_lab.errors import LabError
 
@@ -73,6 +75,7 @@ class DivergenceGuard(L.Callback):
         # recorded once into a CUDA graph of the step and stay right on every replay.
         self._first_bad: torch.Tensor | None = None
         self._batch: torch.Tensor | None = None
+        self._pending: tuple[HostRead, int] | None = None  # a verdict on its way to the host, and its batch
 
     # ---- checkpointed state ----------------------------------------------------------------
     def state_dict(self) -> dict:
@@ -120,18 +123,25 @@ class DivergenceGuard(L.Callback):
             first_bad[k, 1] = torch.where(~all_finite(grads) & (first_bad[k, 1] < 0), update + 1, first_bad[k, 1])
 
     # ---- the verdict, on the host ----------------------------------------------------------
-    def _verdict(self, trainer, pl_module) -> str | None:
-        """One device read: None while everything is finite, else the one-line problem and where it began."""
-        weights_ok = torch.stack([all_finite(getattr(pl_module, n).parameters()) for n in NETWORKS]).tolist()
-        first_bad = self._first_bad.tolist()
+    def _flags(self, pl_module) -> torch.Tensor:
+        """What the verdict reads, on the device: each network's first bad event times (weights, gradients),
+        then 1 for each network whose weights hold a NaN/Inf now."""
+        weights_bad = ~torch.stack([all_finite(getattr(pl_module, n).parameters()) for n in NETWORKS])
+        return torch.cat([self._first_bad.flatten(), weights_bad.long()])
+
+    def _verdict(self, trainer, pl_module, flags: list[int], batch_now: int) -> str | None:
+        """None while everything was finite, else the one-line problem and where it began."""
+        n_nets = len(NETWORKS)
+        first_bad = [flags[2 * n: 2 * n + 2] for n in range(n_nets)]
+        weights_bad = flags[2 * n_nets:]
         events = [(t, n, kind) for n, row in enumerate(first_bad) for kind, t in enumerate(row) if t >= 0]
-        if not events and all(weights_ok):
+        if not events and not any(weights_bad):
             return None
         if events:
             time, n, _ = min(events)
             batch = time // 4
-        else:  # weights changed after the last update (e.g. by hand): name them at the current batch
-            batch, n = pl_module.batches_seen, weights_ok.index(False)
+        else:  # weights changed after the last update (e.g. by hand): name them at the batch they were seen
+            batch, n = batch_now, weights_bad.index(1)
         network = NETWORKS[n]
         bad_param = first_nonfinite(getattr(pl_module, network))
         problem = (f"{network} weights became NaN/Inf ({network}.{bad_param})" if bad_param
@@ -139,10 +149,8 @@ class DivergenceGuard(L.Callback):
         epoch = batch // max(trainer.num_training_batches, 1)
         return f"{problem} at G step {batch // pl_module.n_critic} (epoch {epoch}, batch {batch})"
 
-    def _check(self, trainer, pl_module) -> None:
-        if self._first_bad is None:
-            return
-        problem = self._verdict(trainer, pl_module)
+    def _act(self, trainer, pl_module, flags: list[int], batch_now: int) -> None:
+        problem = self._verdict(trainer, pl_module, flags, batch_now)
         if problem is None:
             return
         if self.action == "rollback" and self.rollbacks < self.max_rollbacks:
@@ -151,12 +159,22 @@ class DivergenceGuard(L.Callback):
             self._fail(trainer, problem)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        if pl_module.batches_seen % self.every_n_batches == 0:
-            self._check(trainer, pl_module)
+        if self._first_bad is None:
+            return
+        if self._pending is None and pl_module.batches_seen % self.every_n_batches == 0:
+            self._pending = HostRead(self._flags(pl_module)), pl_module.batches_seen
+        if self._pending is not None and self._pending[0].ready():
+            read, batch_then = self._pending
+            self._pending = None
+            self._act(trainer, pl_module, read.values(), batch_then)
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
-        # Runs before the sample grid and ModelCheckpoint: a diverged state is never drawn or saved.
-        self._check(trainer, pl_module)
+        # Runs before the sample grid and ModelCheckpoint, and waits for its read: a diverged state is never
+        # drawn or saved.
+        if self._first_bad is None:
+            return
+        self._pending = None
+        self._act(trainer, pl_module, HostRead(self._flags(pl_module)).values(), pl_module.batches_seen)
 
     def _fail(self, trainer, problem: str) -> None:
         """`problem` names the network and says where, in one line."""
@@ -192,6 +210,7 @@ class DivergenceGuard(L.Callback):
         for config in trainer.lr_scheduler_configs:  # schedules recompute lr from base_lrs each step
             config.scheduler.base_lrs = [lr * self.lr_factor for lr in config.scheduler.base_lrs]
         self._first_bad.fill_(-1)
+        self._pending = None  # read before the rollback
         self.rollbacks += 1
         lrs = ", ".join(f"{float(g['lr']):.3g}" for opt in trainer.optimizers for g in opt.param_groups)
         log.warning(

@@ -1,24 +1,54 @@
 """A progress bar that never makes the training loop wait for the GPU."""
 from __future__ import annotations
 
+import torch
 from lightning.pytorch.callbacks import TQDMProgressBar
+
+from dcgan_lab.callbacks.host_read import HostRead
 
 
 class LabProgressBar(TQDMProgressBar):
     """TQDM bar whose postfix shows the last logged values of `show` (losses by default).
 
     The module logs without `prog_bar=True` (Lightning would convert those values to numbers on the host
-    after every batch); this bar reads them only when it redraws, every `refresh_rate` batches.
+    after every batch). Each redraw, every `refresh_rate` batches, starts the shown values on their way to the
+    host and shows the ones that have landed (on a GPU, usually the previous redraw's); an epoch's last redraw
+    waits for its own.
     """
 
     def __init__(self, refresh_rate: int = 10, show: tuple[str, ...] | list[str] = ("loss/d", "loss/g")):
         super().__init__(refresh_rate=refresh_rate)
         self.show = tuple(show)
+        self._shown: dict[str, str] = {}
+        self._pending: tuple[tuple[str, ...], HostRead] | None = None
+        self._exact = False  # this redraw waits for the values logged last (an epoch's end)
+
+    def _land(self) -> None:
+        if self._pending is not None and self._pending[1].ready():
+            names, read = self._pending
+            self._pending = None
+            self._shown.update({name: f"{value:.3g}" for name, value in zip(names, read.values())})
 
     def get_metrics(self, trainer, pl_module) -> dict:
         metrics = super().get_metrics(trainer, pl_module)
         logged = trainer.callback_metrics
-        for name in self.show:
-            if name in logged:
-                metrics[name] = f"{float(logged[name]):.3g}"
-        return metrics
+        values = {name: logged[name] for name in self.show if name in logged}
+        on_one_device = (all(isinstance(v, torch.Tensor) for v in values.values())
+                         and len({v.device for v in values.values()}) == 1)
+        if self._exact or not on_one_device:
+            self._pending = None  # read now: an epoch's end, or plain numbers
+            self._shown.update({name: f"{float(v):.3g}" for name, v in values.items()})
+        else:
+            self._land()
+            if values and self._pending is None:
+                stacked = torch.stack([v.detach().float().reshape(()) for v in values.values()])
+                self._pending = tuple(values), HostRead(stacked)
+                self._land()  # on a CPU the values are there at once
+        return {**metrics, **self._shown}
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        self._exact = True
+        try:
+            super().on_train_epoch_end(trainer, pl_module)
+        finally:
+            self._exact = False
