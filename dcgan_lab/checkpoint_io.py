@@ -4,7 +4,8 @@ A checkpoint is written to a temp file in the same folder, flushed to disk, then
 target with `os.replace` (atomic on POSIX): a run killed mid-save, or a full disk, leaves the
 previous `last.ckpt` as it was. The Trainer's checkpoints are written in a background thread
 (AtomicCheckpointIO): the training loop hands over a point-in-time copy of the tensors and goes on, so a 20-80 MB
-serialise + write + fsync every few epochs does not stall it (on a GPU the copy is a device clone, no wait).
+serialise + write + fsync every few epochs does not stall it (on a GPU the copy goes to pinned host memory behind
+the queued steps, no wait; the writer thread waits for it, and never touches the device).
 
 One reader, `read_checkpoint`, opens every checkpoint the lab reads (training's resume, the Trainer's own
 restore through AtomicCheckpointIO, evaluate.py): `torch.load(weights_only=True)` accepts tensors and plain
@@ -81,12 +82,19 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+def host_copy(tensor: torch.Tensor) -> torch.Tensor:
+    """A point-in-time copy on the host: a CUDA tensor is copied into pinned memory behind the work already queued
+    (no wait: read it after an event recorded later has completed); a CPU tensor is cloned."""
+    tensor = tensor.detach()
+    return tensor.to("cpu", non_blocking=True) if tensor.is_cuda else tensor.clone()
+
+
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Lightning CheckpointIO plugin: every checkpoint the Trainer writes goes through `atomic_torch_save`, in
     one background thread (writes land in the order they were asked for).
 
-    `save_checkpoint` returns once the checkpoint's tensors are cloned (a point-in-time copy: training goes on
-    updating the weights in place). A write that fails is raised on the training thread at the next batch
+    `save_checkpoint` returns once the checkpoint's tensors are copied or on their way (`host_copy`: a point-in-time
+    copy on the host; training goes on updating the weights in place). A write that fails is raised on the training thread at the next batch
     (RaiseFailedCheckpointWrites), the next save, `wait()` or the end of fit; writes queued behind it are
     dropped, so the file it would have replaced stays the last whole one. Whoever reads a checkpoint this
     run wrote calls `wait_for_checkpoint_writes(trainer)` first.
@@ -104,15 +112,21 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         if storage_options is not None:
             raise TypeError("AtomicCheckpointIO takes no storage_options")
         self.raise_failed_write()
-        snapshot = apply_to_collection(checkpoint, torch.Tensor, lambda t: t.detach().clone())
+        snapshot = apply_to_collection(checkpoint, torch.Tensor, host_copy)
+        landed = None
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            landed = torch.cuda.Event()
+            landed.record()  # after every copy above, on the stream the training runs on
         if self._writer is None:
             self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="checkpoint-writer")
-        self._pending = [f for f in self._pending if not f.done()] + [self._writer.submit(self._write, snapshot, path)]
+        self._pending = [f for f in self._pending if not f.done()] + [self._writer.submit(self._write, snapshot, path, landed)]
 
-    def _write(self, checkpoint: dict[str, Any], path) -> None:
+    def _write(self, checkpoint: dict[str, Any], path, landed: torch.cuda.Event | None = None) -> None:
         if self._failed:  # a write before this one failed: keep the files as they are
             return
         try:
+            if landed is not None:
+                landed.synchronize()  # this thread waits for the copies, the training thread does not
             atomic_torch_save(checkpoint, path)
         except BaseException as exc:  # handed to the training thread
             self._failed, self._failure = True, exc

@@ -285,7 +285,7 @@ def test_disk_full_during_checkpoint_keeps_the_previous_file(tmp_path):
 def test_a_background_checkpoint_holds_the_values_it_was_asked_for_off_the_training_thread(tmp_path, monkeypatch, device):
     """The writer thread is held until the training thread has changed the weights in place: the file still has the
     values of when save_checkpoint was called, and it was written by the writer thread, not the caller. On a GPU
-    the snapshot is a device clone that the writer copies to the host."""
+    the snapshot is an asynchronous copy into pinned host memory, queued before the weights change."""
     import threading
 
     import dcgan_lab.checkpoint_io as checkpoint_io
@@ -301,7 +301,11 @@ def test_a_background_checkpoint_holds_the_values_it_was_asked_for_off_the_train
     monkeypatch.setattr(checkpoint_io, "atomic_torch_save", held_save)
     io_plugin, path = AtomicCheckpointIO(), tmp_path / "checkpoints/last.ckpt"
     weights = torch.zeros(1000, device=device)
+    if device == "cuda":
+        torch.cuda._sleep(2_000_000_000)  # the GPU is busy with queued steps (a second or so)
     io_plugin.save_checkpoint({"state_dict": {"w": weights}, "epoch": 0}, path)  # returns before the write
+    if device == "cuda":
+        assert not torch.cuda.current_stream().query()  # ...and the save did not wait for them
     assert not path.exists()
     weights.add_(1)  # the next optimizer step
     release.set()

@@ -277,7 +277,7 @@ def test_wandb_offline_run_folder(make_cfg, tmp_path):
 
 def test_cli_fast_dev_run(tmp_path):
     proc = run_cli(
-        ["loss=hinge", "model.attention=true", "trainer.fast_dev_run=true", "logger=csv",
+        ["loss=hinge", "model.attention=true", "trainer.fast_dev_run=true", "logger=csv", "metrics=none",  # metrics: the sweep CLI test
          f"hydra.run.dir={tmp_path / 'cli'}"],
         cwd=tmp_path,
     )
