@@ -2,13 +2,17 @@
 # One call on a lent GPU (run carry=[".whl"], after benchmarks/device_kit.sh here). Stages, in the order named:
 #   tests    the CUDA tests (captured vs eager step, no host waits, resume across modes, fallback line, compile refusals,
 #            host reads on the GPU, G's backward skipping D's gradients, a GPU checkpoint's background snapshot)
-#                                                                                       ~3 min on an H200
-#   bench    make bench's GPU column (plain loop and lab in one process)                ~3 min
-#   quality  a default 20-epoch run on the GPU (classifier-FID, classes covered)        ~1.5 min
-#   sweep    +sweep=mnist_ablation (12 jobs) one after another vs n_jobs at once (~2 min at 1 epoch); SWEEP_EPOCHS (the
-#            sweep's own 20) and SWEEP_JOBS (4) set its size
+#                                                  2.5 min on an H200, 84 s of it the torch.compile test
+#   bench    make bench's GPU column (plain loop and lab in one process)                ~2.5 min
+#   quality  a default 20-epoch run on the GPU (classifier-FID, classes covered)        ~0.5 min
+#   sweep    +sweep=mnist_ablation (12 jobs) one after another vs n_jobs at once (2 min at 1 epoch; ~6 min estimated at
+#            the sweep's own 20); SWEEP_EPOCHS (20) and SWEEP_JOBS (4) set its size
 #   cost     benchmarks/callback_cost.py: the lab default with one default callback left out at a time (32px, 2
-#            rounds): which callback keeps the lab default below "callbacks off"                  ~1.5 min
+#            rounds): which callback keeps the lab default below "callbacks off"        ~1 min
+# A session's 15 device minutes hold a start (~1.5 min) and two calls back to back on the warm machine (never
+# give_back between them: a new start may be refused for the rest of the session):
+#   CUDA_TESTS="never_wait or compile_on_cuda or holds_the_values or captured_step" bash benchmarks/device_run.sh tests bench quality
+#   bash benchmarks/device_run.sh sweep
 #   profile  Lightning's simple profiler over 10 default epochs (metrics off): which per-epoch host work keeps the lab
 #            default below "callbacks off" in the bench (on 2 CPU cores: the sample grid ~54 ms and checkpoint saves
 #            ~0.26 s every 5th epoch are the large hooks)                                ~1 min
