@@ -110,7 +110,6 @@ def test_an_export_holds_the_samples_and_measures_what_its_checkpoint_measures(r
         assert grid.size == (6 * 34 + 2, 8 * 34 + 2)
 
 
-@pytest.mark.slow  # ~12 s, most of it the evaluate.py subprocess's imports; the same path in process: the test above
 def test_evaluate_measures_a_folder_from_the_command_line(tmp_path):
     """Any folder of images (here a hand-made one, not an export) against a dataset, as a user types it."""
     folder = tmp_path / "other model"

@@ -203,7 +203,6 @@ def test_optuna_sweep_composes(tmp_path):
     assert "objective" in cfg.hydra.job.config.override_dirname.exclude_keys  # 'classifier/fid' would nest folders
 
 
-@pytest.mark.slow
 def test_real_optuna_study_minimises_the_objective(tmp_path):
     pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
     sweep_dir = tmp_path / "multirun"

@@ -224,7 +224,6 @@ def test_progressive_resume_keeps_phase_and_alpha(make_cfg, tmp_path):
     assert ckpt["state_dict"]["generator.alpha"].item() == pytest.approx(0.5)
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("loss", ["bce", "hinge", "wgan_gp", "lsgan"])
 def test_progressive_trains_through_every_resolution_with_every_loss(make_cfg, loss):
     result = train(make_cfg("model=progressive", f"loss={loss}", "dataset.batch_size=16", "trainer.limit_train_batches=14",
