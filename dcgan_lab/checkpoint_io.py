@@ -93,11 +93,11 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     """Lightning CheckpointIO plugin: every checkpoint the Trainer writes goes through `atomic_torch_save`, in
     one background thread (writes land in the order they were asked for).
 
-    `save_checkpoint` returns once the checkpoint's tensors are copied or on their way (`host_copy`: a point-in-time
-    copy on the host; training goes on updating the weights in place). A write that fails is raised on the training thread at the next batch
-    (RaiseFailedCheckpointWrites), the next save, `wait()` or the end of fit; writes queued behind it are
-    dropped, so the file it would have replaced stays the last whole one. Whoever reads a checkpoint this
-    run wrote calls `wait_for_checkpoint_writes(trainer)` first.
+    `save_checkpoint` returns once the checkpoint's tensors are copied or on their way (`host_copy`: a
+    point-in-time copy on the host; training goes on updating the weights in place). A write that fails is
+    raised on the training thread at the next batch (RaiseFailedCheckpointWrites), the next save, `wait()` or
+    the end of fit; writes queued behind it are dropped, so the file it would have replaced stays the last
+    whole one. Whoever reads a checkpoint this run wrote calls `wait_for_checkpoint_writes(trainer)` first.
     """
 
     def __init__(self):

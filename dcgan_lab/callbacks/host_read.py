@@ -1,9 +1,9 @@
 """Reading device values on the host without making the training loop wait for them.
 
 A blocking read (`.item()`, `.tolist()`, `float(t)`) empties the GPU's queue: the host stops until every
-queued step has run, and the GPU then idles while the host catches up. On a captured step that costs more
-than the read itself (H200, 32px: a few such reads every 10 batches kept the lab default at 0.7x its
-callbacks-off speed). `HostRead` starts the copy and lets the caller look again later.
+queued step has run, and the GPU then idles while the host catches up (H200, 32px, captured step: the lab
+default ran 1.17x faster with the divergence guard, then a blocking read every 10 batches, left out;
+benchmarks/results/cuda.md). `HostRead` starts the copy and lets the caller look again later.
 """
 from __future__ import annotations
 
