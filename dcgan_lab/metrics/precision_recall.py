@@ -14,32 +14,46 @@ from __future__ import annotations
 import torch
 
 
-def _knn_radii(x: torch.Tensor, k: int, chunk: int = 2048) -> torch.Tensor:
-    radii = []
+def _knn_radii(x: torch.Tensor, ks: tuple[int, ...], chunk: int = 2048) -> list[torch.Tensor]:
+    """Per sample, the distance to its k-th nearest other sample, for each k in `ks`: one pass over the distances."""
+    radii: list[list[torch.Tensor]] = [[] for _ in ks]
     for start in range(0, len(x), chunk):
         d = torch.cdist(x[start : start + chunk], x)  # (chunk, N)
-        radii.append(d.kthvalue(k + 1, dim=1).values)  # k+1: the nearest is the sample itself
-    return torch.cat(radii)
+        nearest = d.topk(max(ks) + 1, dim=1, largest=False).values  # ascending; column 0 is the sample itself
+        for found, k in zip(radii, ks):
+            found.append(nearest[:, k])
+    return [torch.cat(found) for found in radii]
 
 
-def _inside(queries: torch.Tensor, support: torch.Tensor, radii: torch.Tensor, chunk: int = 2048) -> torch.Tensor:
-    hits = []
-    for start in range(0, len(queries), chunk):
-        d = torch.cdist(queries[start : start + chunk], support)  # (chunk, M)
-        hits.append((d <= radii[None, :]).any(dim=1))
-    return torch.cat(hits)
+def _manifold(real: torch.Tensor, fake: torch.Tensor, pr_k: int, dc_k: int, chunk: int = 2048) -> dict[str, float]:
+    """All four from one pass over the fake-to-real distances |Y_j - X_i|: precision, density and coverage read a
+    chunk by rows (fakes), recall by columns (reals)."""
+    real_pr, real_dc = _knn_radii(real, (pr_k, dc_k), chunk)
+    (fake_pr,) = _knn_radii(fake, (pr_k,), chunk)
+    in_real_manifold = torch.zeros(len(fake), dtype=torch.bool, device=fake.device)
+    in_fake_manifold = torch.zeros(len(real), dtype=torch.bool, device=real.device)
+    balls_holding = torch.zeros((), dtype=torch.long, device=real.device)
+    nearest_fake = torch.full_like(real_dc, float("inf"))  # per real sample: its distance to the nearest fake
+    for start in range(0, len(fake), chunk):
+        rows = slice(start, start + chunk)
+        d = torch.cdist(fake[rows], real)  # (chunk, N)
+        in_real_manifold[rows] = (d <= real_pr[None, :]).any(dim=1)
+        in_fake_manifold |= (d <= fake_pr[rows, None]).any(dim=0)
+        balls_holding += (d <= real_dc[None, :]).sum()
+        nearest_fake = torch.minimum(nearest_fake, d.min(dim=0).values)
+    return {"precision": in_real_manifold.double().mean().item(), "recall": in_fake_manifold.double().mean().item(),
+            "density": balls_holding.item() / (dc_k * len(fake)), "coverage": (nearest_fake <= real_dc).double().mean().item()}
 
 
 def precision_recall(real: torch.Tensor, fake: torch.Tensor, k: int = 3) -> dict[str, float]:
     real, fake = real.double(), fake.double()
     if min(len(real), len(fake)) <= k:
         raise ValueError(f"precision/recall needs more than k={k} samples per set, got {len(real)} real, {len(fake)} fake")
-    precision = _inside(fake, real, _knn_radii(real, k)).double().mean().item()
-    recall = _inside(real, fake, _knn_radii(fake, k)).double().mean().item()
-    return {"precision": precision, "recall": recall}
+    scalars = _manifold(real, fake, k, k)
+    return {"precision": scalars["precision"], "recall": scalars["recall"]}
 
 
-def density_coverage(real: torch.Tensor, fake: torch.Tensor, k: int = 5, chunk: int = 2048) -> dict[str, float]:
+def density_coverage(real: torch.Tensor, fake: torch.Tensor, k: int = 5) -> dict[str, float]:
     """Naeem et al. (2020), with r_i the distance from real X_i to its k-th nearest other real sample:
         density  = 1 / (k M) * sum_j sum_i [ |Y_j - X_i| <= r_i ]     (M fakes Y_j; may exceed 1)
         coverage = 1 / N * sum_i [ min_j |Y_j - X_i| <= r_i ]          (N reals X_i)
@@ -49,16 +63,8 @@ def density_coverage(real: torch.Tensor, fake: torch.Tensor, k: int = 5, chunk: 
     real, fake = real.double(), fake.double()
     if min(len(real), len(fake)) <= k:
         raise ValueError(f"density/coverage needs more than k={k} samples per set, got {len(real)} real, {len(fake)} fake")
-    radii = _knn_radii(real, k)
-    balls_holding = torch.zeros((), dtype=torch.long, device=real.device)
-    nearest_fake = torch.full_like(radii, float("inf"))  # per real sample: its distance to the nearest fake
-    for start in range(0, len(fake), chunk):
-        d = torch.cdist(fake[start : start + chunk], real)  # (chunk, N)
-        balls_holding += (d <= radii[None, :]).sum()
-        nearest_fake = torch.minimum(nearest_fake, d.min(dim=0).values)
-    density = balls_holding.item() / (k * len(fake))
-    coverage = (nearest_fake <= radii).double().mean().item()
-    return {"density": density, "coverage": coverage}
+    scalars = _manifold(real, fake, k, k)
+    return {"density": scalars["density"], "coverage": scalars["coverage"]}
 
 
 def manifold_metrics(real: torch.Tensor, fake: torch.Tensor, pr_k: int = 3, dc_k: int = 5, seed: int = 0) -> dict[str, float]:
@@ -66,5 +72,8 @@ def manifold_metrics(real: torch.Tensor, fake: torch.Tensor, pr_k: int = 3, dc_k
     at random (fixed by `seed`): a reference in dataset order may be sorted by class, and its first rows would put
     only the first classes on the real side."""
     pick = torch.randperm(len(real), generator=torch.Generator().manual_seed(seed))[: len(fake)]
-    real = real[pick.to(real.device)]
-    return {**precision_recall(real, fake, pr_k), **density_coverage(real, fake, dc_k)}
+    real, fake = real[pick.to(real.device)].double(), fake.double()
+    if min(len(real), len(fake)) <= max(pr_k, dc_k):
+        raise ValueError(f"precision, recall, density and coverage need more than k={max(pr_k, dc_k)} samples per set, "
+                         f"got {len(real)} real, {len(fake)} fake")
+    return _manifold(real, fake, pr_k, dc_k)
