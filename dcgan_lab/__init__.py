@@ -36,9 +36,10 @@ def fastest_precision(accelerator: str) -> str:
 def fastest_channels_last(accelerator: str) -> bool:
     """Whether channels_last G and D are the faster memory format on this accelerator (`make bench`).
 
-    CPU: yes, oneDNN's NHWC kernels (~1.1x alone, ~2x with bf16). GPU in fp32: no; the plain loop in bf16 +
-    channels_last runs at 0.83x its fp32 NCHW speed on an H200, and make bench's cuda.md has the lab default's
-    own row with channels_last on.
+    CPU: yes, oneDNN's NHWC kernels (~1.1x alone, ~2x with bf16). GPU in fp32: not so far; on an H200 the plain
+    loop in bf16 + channels_last ran at 0.83x its fp32 NCHW speed, and the lab default gained 1.40x with every
+    callback and channels_last off, at most 1.17x with any one callback off (benchmarks/results/cuda.md). The
+    bench's CUDA row `lab_default_channels_last` times the lab default with channels_last on.
     """
     return not _on_gpu(accelerator)
 

@@ -114,7 +114,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         self.raise_failed_write()
         snapshot = apply_to_collection(checkpoint, torch.Tensor, host_copy)
         landed = None
-        if torch.cuda.is_available() and torch.cuda.is_initialized():
+        if torch.cuda.is_initialized():  # some tensors may be CUDA ones: their copies land behind this event
             landed = torch.cuda.Event()
             landed.record()  # after every copy above, on the stream the training runs on
         if self._writer is None:

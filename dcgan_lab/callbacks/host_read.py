@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import torch
 
+from dcgan_lab.checkpoint_io import host_copy
+
 
 class HostRead:
     """A copy of `tensor` on its way to the host: `ready()` asks without waiting, `values()` waits if it must.
@@ -18,13 +20,10 @@ class HostRead:
     """
 
     def __init__(self, tensor: torch.Tensor):
-        tensor = tensor.detach()
-        if tensor.device.type == "cuda":
-            self._host = tensor.to("cpu", non_blocking=True)  # into pinned memory: no wait
+        self._host, self._event = host_copy(tensor), None
+        if tensor.is_cuda:
             self._event = torch.cuda.Event()
-            self._event.record()
-        else:
-            self._host, self._event = tensor.clone(), None
+            self._event.record()  # after the copy, on the same stream
 
     def ready(self) -> bool:
         return self._event is None or self._event.query()
