@@ -105,6 +105,9 @@ def train(cfg: DictConfig) -> dict:
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
     finally:
         finish_wandb_run(output_dir, time.perf_counter() - started)
+    if 0 < cfg.trainer.max_steps <= module.g_step:  # Lightning's own line names its count of optimizer steps
+        log.info("Stopped at trainer.max_steps=%d G steps (%d batches, %d D steps each)",
+                 cfg.trainer.max_steps, module.batches_seen, module.n_critic)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     metrics["train_time_s"] = time.perf_counter() - started
     log.info("Run folder: %s", output_dir)

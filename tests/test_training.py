@@ -1,6 +1,7 @@
 """Real Lightning runs of the lab: files a run leaves, G-step counting, resume, W&B offline, CLI."""
 import csv
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -160,9 +161,16 @@ def test_accumulation_updates_once_per_batch_and_logs_the_whole_batch(make_cfg):
     assert len(column(read_metrics(run), "loss/d")) == 6
 
 
-def test_max_steps_counts_generator_steps(make_cfg):
-    result = train(make_cfg("trainer.max_steps=3", "training.n_critic=2", "trainer.limit_train_batches=20"))
+def test_max_steps_counts_generator_steps(make_cfg, capfd, caplog):
+    """3 G steps with 2 D steps each: 6 of 20 batches. The bar's last redraw shows 6/20 (not 0/20, the last
+    multiple of its refresh rate), and the lab's line says in G steps where the run stopped."""
+    bar = "+callbacks.progress_bar={_target_:dcgan_lab.callbacks.progress.LabProgressBar,refresh_rate:10}"
+    with caplog.at_level("INFO", logger="dcgan_lab.pipeline"):
+        result = train(make_cfg("trainer.max_steps=3", "training.n_critic=2", "trainer.limit_train_batches=20", bar))
     assert result["g_steps"] == 3
+    last_redraw = capfd.readouterr().out.strip().split("\r")[-1]  # Lightning's tqdm bar writes to stdout
+    assert re.search(r"Epoch 0: +30%\|.*\| 6/20 ", last_redraw), last_redraw
+    assert "Stopped at trainer.max_steps=3 G steps (6 batches, 2 D steps each)" in caplog.text
 
 
 def test_gradient_clipping_bounds_every_logged_gradient_norm(make_cfg, tmp_path):

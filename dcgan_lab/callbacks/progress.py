@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import torch
 from lightning.pytorch.callbacks import TQDMProgressBar
+from lightning.pytorch.callbacks.progress.tqdm_progress import _update_n
 
 from dcgan_lab.callbacks.host_read import HostRead
 
@@ -13,7 +14,8 @@ class LabProgressBar(TQDMProgressBar):
     The module logs without `prog_bar=True` (Lightning would convert those values to numbers on the host
     after every batch). Each redraw, every `refresh_rate` batches, starts the shown values on their way to the
     host and shows the ones that have landed (on a GPU, usually the previous redraw's); an epoch's last redraw
-    waits for its own.
+    waits for its own, and shows the epoch's batch count even when the fit stopped between redraws
+    (`trainer.max_steps`), not the last multiple of `refresh_rate`.
     """
 
     def __init__(self, refresh_rate: int = 10, show: tuple[str, ...] | list[str] = ("loss/d", "loss/g")):
@@ -22,6 +24,7 @@ class LabProgressBar(TQDMProgressBar):
         self._shown: dict[str, str] = {}
         self._pending: tuple[tuple[str, ...], HostRead] | None = None
         self._exact = False  # this redraw waits for the values logged last (an epoch's end)
+        self._batches_done = 0  # this epoch's, for its last redraw
 
     def _land(self) -> None:
         if self._pending is not None and self._pending[1].ready():
@@ -46,7 +49,18 @@ class LabProgressBar(TQDMProgressBar):
                 self._land()  # on a CPU the values are there at once
         return {**metrics, **self._shown}
 
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self._batches_done = batch_idx + 1
+        super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        self._batches_done = 0
+        super().on_train_epoch_start(trainer, pl_module)
+
     def on_train_epoch_end(self, trainer, pl_module) -> None:
+        bar = self.train_progress_bar
+        if bar is not None and bar.n != self._batches_done:
+            _update_n(bar, self._batches_done)
         self._exact = True
         try:
             super().on_train_epoch_end(trainer, pl_module)
