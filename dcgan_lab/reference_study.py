@@ -1,4 +1,4 @@
-"""The reference study's published numbers (issue 15), in one place, for the sweep report to show beside the lab's.
+"""The reference study's published numbers, in one place, for the sweep report to show beside the lab's.
 
 The study trained each variant for 5 epochs, one run each (no seeds, no spread), and reported:
 - Table 1, MNIST: silhouette and compactness of KMeans on a PCA of generated digits;
@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from fnmatch import fnmatch
 
-SOURCE = "the study quoted in issue 15, 5 epochs per variant, one run each (no spread)"
+SOURCE = "its published tables (dcgan_lab/reference_study.py), 5 epochs per variant, one run each (no spread)"
 
 
 @dataclass(frozen=True)

@@ -444,13 +444,23 @@ def disagreements(table: Table, columns: list[str]) -> list[str]:
             worst_by.setdefault(worst, []).append(metric)
     lines = []
     for variant in table.variants:
-        if best_by.get(variant.label) and worst_by.get(variant.label):
-            lines.append(
-                f"- `{variant.label}`: best by {', '.join(best_by[variant.label])} but worst by "
-                f"{', '.join(worst_by[variant.label])}. The metrics disagree about this variant: look at its samples "
-                "before calling it better (clustering scores reward a generator that collapses onto a few tight modes)."
-            )
+        best, worst = best_by.get(variant.label), worst_by.get(variant.label)
+        if best and worst:
+            line = (f"- `{variant.label}`: best by {', '.join(best)} but worst by {', '.join(worst)}. The metrics "
+                    "disagree about this variant: look at its samples before calling it better (clustering scores "
+                    "reward a generator that collapses onto a few tight modes).")
+            if table.baseline is not None and not any(_differs_from_baseline(table, variant, m) for m in best + worst):
+                # With two variants every metric ranks one best and the other worst: say when that is all it is.
+                line += (" None of these rankings rests on a significant difference from the baseline over seeds: "
+                         "they may be seed noise.")
+            lines.append(line)
     return lines
+
+
+def _differs_from_baseline(table: Table, variant: Variant, metric: str) -> bool:
+    """Whether `variant` differs significantly from the baseline on `metric` (the baseline: from any variant)."""
+    others = [v for v in table.variants if v is not table.baseline] if variant is table.baseline else [variant]
+    return any((c := table.comparison(v, metric)) is not None and c.significant for v in others)
 
 
 def describe_data(variant: Variant) -> str:
@@ -521,8 +531,8 @@ def write_markdown(path: Path, sweep_dir: Path, variants, columns, common, jobs,
            if correction == "holm" else "uncorrected (`--correction none`): with several variants, some p < "
            f"{ALPHA} are chance") + f"); **bold** = best "
         f"mean of its table ({'; '.join(ways + ['losses have no best'])}) AND significantly different from the "
-        "baseline. `ref` = the reference "
-        f"study's number for the same setting and change: {reference_study.SOURCE}.",
+        "baseline." + (f" `ref` = the reference study's number for the same setting and change: {reference_study.SOURCE}."
+                       if any(reference_study.table_for(t.variants[0].choices.get("experiment")) for t in tables) else ""),
     ]
     sweep_names = sorted({o.split("=", 1)[1] for job in jobs for o in job.overrides if _key(o) == "sweep"})
     if sweep_names:

@@ -153,6 +153,33 @@ def test_the_metrics_disagree_line_names_the_trap(study):
     assert not any("mnist_hinge" in line for line in lines)  # best FID, never worst: nothing to flag
 
 
+def test_a_disagreement_that_no_test_backs_says_it_may_be_seed_noise(study, tmp_path):
+    """Two variants whose seeds overlap: each metric still ranks one best and the other worst, so both get a
+    disagree line, and each says that no significant difference stands behind it. The trap above is significant
+    (p < 0.001 on silhouette): its line has no such sentence. A sweep outside the reference study explains no `ref`."""
+    sweep = tmp_path / "multirun"
+    rows = {"baseline": ([0.05, 0.07, 0.06], [20, 24, 22]), "hinge": ([0.06, 0.08, 0.05], [25, 19, 23])}
+    num = 0
+    for ablation, (silhouette, fid) in rows.items():
+        for seed in range(3):
+            write_job(sweep, num, f"mnist_{ablation}", seed, {"cluster/silhouette": silhouette[seed],
+                      "classifier/fid": fid[seed]}, "none", ablation, "mnist_mini")
+            num += 1
+    build_report(sweep)
+    md = (sweep / "report.md").read_text()
+    lines = [line for line in md.splitlines() if line.startswith("- `")]
+    assert len(lines) == 2, lines
+    hinge = next(line for line in lines if "mnist_hinge" in line)
+    assert "best by cluster/silhouette but worst by classifier/fid" in hinge
+    assert all(line.endswith("None of these rankings rests on a significant difference from the baseline over "
+                             "seeds: they may be seed noise.") for line in lines)
+    assert "`ref` =" not in md
+    study_md = (study / "report.md").read_text()
+    assert "`ref` = the reference study's number for the same setting and change: its published tables" in study_md
+    trap = next(line for line in study_md.splitlines() if "mnist_lr_1e-4`:" in line)
+    assert "seed noise" not in trap
+
+
 def test_each_dataset_is_its_own_table_with_its_own_baseline_and_a_named_stand_in(study):
     md = (study / "report.md").read_text()
     assert "## Table 1 of the reference study" in md and "## Table 2 of the reference study" in md
