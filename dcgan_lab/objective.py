@@ -77,6 +77,21 @@ class GANObjective:
         self.instance_noise, self.instance_noise_anneal_steps = instance_noise, instance_noise_anneal_steps
         self.augment = augment
 
+    def caveats(self, discriminator: nn.Module) -> list[str]:
+        """What this objective's own assumptions say about the chosen D: lines to warn with, not errors (a user
+        may run the combination on purpose, as an ablation)."""
+        batch_norms = [m for m in discriminator.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        penalties = [f"loss.{name}={weight:g}" for name, weight in (("gp_weight", self.gp_weight), ("r1_weight", self.r1_weight))
+                     if weight]
+        if not (batch_norms and penalties):
+            return []
+        # The penalties constrain grad_x D(x) per sample; under BatchNorm in training mode D(x_i) depends on every
+        # image of the batch, so that gradient is not the per-sample one the penalty assumes.
+        return [f"{' and '.join(penalties)} with BatchNorm in D: the penalty is on each sample's gradient, but "
+                "BatchNorm makes each D output depend on the whole batch (Gulrajani et al. 2017, section 4, use no "
+                "BatchNorm in the critic); experiment=wgan_gp uses LayerNorm in D "
+                "(norm.d._target_=dcgan_lab.nets.blocks.layer_norm)"]
+
     # ---- what D sees ---------------------------------------------------------------------------
     def noise_sigma(self, g_step: int) -> float:
         """Instance-noise std at this G step (0 when off or fully annealed)."""

@@ -82,6 +82,8 @@ def train(cfg: DictConfig) -> dict:
     datamodule = build(cfg.dataset)
     datamodule.setup("fit")
     module = build_module(cfg)
+    for caveat in module.objective.caveats(module.discriminator):
+        log.warning(caveat)
     checkpoint = read_checkpoint(ckpt_path) if ckpt_path else None
     if checkpoint is not None:
         check_architecture(module, checkpoint["state_dict"], ckpt_path)

@@ -17,6 +17,7 @@ from dcgan_lab.config import flatten
 from dcgan_lab.augment import DiffAugment, RealAugment
 from dcgan_lab.data.datamodule import to_float
 from dcgan_lab.nets.perceptual import PerceptualLoss
+from dcgan_lab.pipeline import train
 from tests.conftest import CONF_DIR
 
 TINY = ["model.ngf=8", "model.ndf=8", "model.d_dropout=0"]
@@ -182,6 +183,28 @@ def test_no_norm_and_spectral_norm_reach_the_networks(make_cfg):
     assert not [m for net in (generator, discriminator) for m in net.modules() if isinstance(m, (nn.BatchNorm2d, nn.GroupNorm))]
     convs = [m for m in discriminator.modules() if isinstance(m, nn.Conv2d)]
     assert convs and all(nn.utils.parametrize.is_parametrized(m, "weight") for m in convs)
+
+
+def test_a_penalty_on_a_batchnorm_critic_is_one_warning_before_training(make_cfg, caplog):
+    """loss=wgan_gp on the default norm=batch trains (an ablation may want it) after one warning naming the
+    penalty, the reason and the fix; the recipe (LayerNorm critic) and a BatchNorm critic without a penalty get none."""
+    with caplog.at_level("WARNING", logger="dcgan_lab.pipeline"):
+        result = train(make_cfg("loss=wgan_gp", "trainer.limit_train_batches=2"))
+    assert result["g_steps"] == 2
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING" and r.name == "dcgan_lab.pipeline"]
+    assert warnings == ["loss.gp_weight=10 with BatchNorm in D: the penalty is on each sample's gradient, but BatchNorm "
+                        "makes each D output depend on the whole batch (Gulrajani et al. 2017, section 4, use no BatchNorm "
+                        "in the critic); experiment=wgan_gp uses LayerNorm in D (norm.d._target_=dcgan_lab.nets.blocks.layer_norm)"]
+
+    def caveats(*overrides):
+        cfg = make_cfg(*TINY, *overrides)
+        return instantiate(cfg.loss).caveats(instantiate(cfg.model.discriminator))
+
+    assert caveats("experiment=wgan_gp") == []
+    assert caveats("norm.d._target_=dcgan_lab.nets.blocks.layer_norm", "loss=wgan_gp") == []
+    assert caveats() == []  # BatchNorm, no penalty
+    assert caveats("loss.r1_weight=5")[0].startswith("loss.r1_weight=5 with BatchNorm in D")
+    assert caveats("loss=wgan_gp", "loss.r1_weight=1")[0].startswith("loss.gp_weight=10 and loss.r1_weight=1 with")
 
 
 # ---- every named variant changes the config -------------------------------------------------------
