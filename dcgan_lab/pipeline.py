@@ -60,11 +60,16 @@ def build_trainer(cfg: DictConfig, callbacks: list, loggers: list) -> L.Trainer:
 
 
 def _route_lightning_logs_to_hydra() -> None:
-    # Lightning adds its own console handler; Hydra already logs the root logger to console and file.
-    lightning_log = logging.getLogger("lightning.pytorch")
-    for handler in list(lightning_log.handlers):
-        lightning_log.removeHandler(handler)
-    lightning_log.propagate = True
+    """Lightning's lines once, through the root logger (Hydra's console and <run>/train.log handlers).
+    `lightning` adds a console handler of its own ("INFO: ..."), and `lightning.pytorch`/`lightning.fabric` add
+    one when the root logger has none yet: with Hydra's, every line would be printed twice."""
+    if not logging.getLogger().hasHandlers():  # no Hydra (a plain script): Lightning's own handlers are the console
+        return
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
+        lightning_log = logging.getLogger(name)
+        for handler in list(lightning_log.handlers):
+            lightning_log.removeHandler(handler)
+        lightning_log.propagate = True
 
 
 def train(cfg: DictConfig) -> dict:

@@ -293,6 +293,11 @@ def test_cli_fast_dev_run(tmp_path):
     run = tmp_path / "cli"
     assert (run / "config.yaml").is_file() and (run / "samples" / "last.png").is_file()
     assert "hinge_d" in (run / "config.yaml").read_text()
+    # Each of Lightning's lines once (Hydra's handler), not again with Lightning's own "INFO: " prefix.
+    console = proc.stdout + proc.stderr
+    assert console.count("`Trainer.fit` stopped") == 1, console[-3000:]
+    assert "INFO: " not in console
+    assert "`Trainer.fit` stopped" in (run / "train.log").read_text()
 
 
 def test_cli_bad_value_exits_2_with_one_line(tmp_path):
