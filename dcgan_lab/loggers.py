@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import netrc
 import os
+import warnings
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -28,9 +29,25 @@ from dcgan_lab.sweep import job_name, job_overrides, sweep_group
 log = logging.getLogger(__name__)
 
 
+class RunCsvLogger(CSVLogger):
+    """metrics.csv and hparams.yaml directly in the run folder (name="" and version="").
+
+    That folder already holds config.yaml and .hydra/ when the CSV starts, and Lightning then warns on every run
+    that "previous log files in this directory will be deleted". Only an earlier metrics.csv is (a resume in place
+    puts its rows back: run_folder.keep_metrics_on_resume), so the warning would only alarm."""
+
+    def __init__(self, output_dir: str):
+        super().__init__(save_dir=output_dir, name="", version="")
+
+    @property
+    def experiment(self):
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Experiment logs directory .* exists and is not empty")
+            return super().experiment
+
+
 def run_csv_logger(output_dir: str) -> CSVLogger:
-    # name="" and version="" put metrics.csv and hparams.yaml directly in the run folder.
-    return CSVLogger(save_dir=output_dir, name="", version="")
+    return RunCsvLogger(output_dir)
 
 
 class FlushLogsWithCheckpoints(L.Callback):

@@ -63,6 +63,9 @@ def _route_lightning_logs_to_hydra() -> None:
     """Lightning's lines once, through the root logger (Hydra's console and <run>/train.log handlers).
     `lightning` adds a console handler of its own ("INFO: ..."), and `lightning.pytorch`/`lightning.fabric` add
     one when the root logger has none yet: with Hydra's, every line would be printed twice."""
+    rank_zero_log = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    if not any(isinstance(f, _NoAdvertisements) for f in rank_zero_log.filters):
+        rank_zero_log.addFilter(_NoAdvertisements())
     if not logging.getLogger().hasHandlers():  # no Hydra (a plain script): Lightning's own handlers are the console
         return
     for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
@@ -70,6 +73,13 @@ def _route_lightning_logs_to_hydra() -> None:
         for handler in list(lightning_log.handlers):
             lightning_log.removeHandler(handler)
         lightning_log.propagate = True
+
+
+class _NoAdvertisements(logging.Filter):
+    """Drops Lightning's "💡 Tip: ... try installing ..." lines, printed on every run for a product the lab does not use."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("💡 Tip")
 
 
 def train(cfg: DictConfig) -> dict:

@@ -21,8 +21,10 @@ def column(rows: list[dict], name: str) -> list[float]:
     return [float(r[name]) for r in rows if r.get(name)]
 
 
-def test_run_leaves_config_metrics_samples_checkpoint(make_cfg, tmp_path):
+def test_run_leaves_config_metrics_samples_checkpoint(make_cfg, tmp_path, recwarn):
     result = train(make_cfg("trainer.log_every_n_steps=1"))
+    # The run folder holds config.yaml when the CSV starts: no warning that log files "will be deleted".
+    assert not [w for w in recwarn if "will be deleted" in str(w.message)]
     run = Path(result["output_dir"])
     assert run == tmp_path / "run"
     assert (run / "config.yaml").read_text().count("dataset:") == 1
@@ -297,6 +299,7 @@ def test_cli_fast_dev_run(tmp_path):
     console = proc.stdout + proc.stderr
     assert console.count("`Trainer.fit` stopped") == 1, console[-3000:]
     assert "INFO: " not in console
+    assert "Tip" not in console  # Lightning's advertisement for its cloud logger
     assert "`Trainer.fit` stopped" in (run / "train.log").read_text()
 
 
