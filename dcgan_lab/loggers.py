@@ -89,6 +89,11 @@ class LabWandbLogger(WandbLogger):
     new one may not be on disk yet (then it is never logged). With `log_model` on, the scan first waits for the
     writes; off (the default), nothing waits."""
 
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        if self._wandb_init.get("anonymous") is None:  # Lightning always passes it; W&B warns that it has no effect
+            self._wandb_init.pop("anonymous", None)
+
     def after_save_checkpoint(self, checkpoint_callback) -> None:
         if self._log_model:
             wait_for_all_checkpoint_writes()

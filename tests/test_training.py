@@ -267,11 +267,16 @@ def test_offline_download_fails_with_one_line(make_cfg, tmp_path):
     assert "CIFAR10" in str(info.value) and "mnist_mini" in str(info.value) and "\n" not in str(info.value)
 
 
-def test_wandb_offline_run_folder(make_cfg, tmp_path):
+def test_wandb_offline_run_folder(make_cfg, tmp_path, capfd, monkeypatch):
     from tests.pixels import assert_same_pixels
     from tests.wandb_records import logged_images, offline_run, the_offline_run
 
-    result = train(make_cfg("logger=wandb", "trainer.log_every_n_steps=1"))
+    monkeypatch.delenv("WANDB_SILENT")  # as a user runs it: W&B's own warnings reach the console
+    bar = "+callbacks.progress_bar={_target_:dcgan_lab.callbacks.progress.LabProgressBar,refresh_rate:2}"
+    result = train(make_cfg("logger=wandb", "trainer.log_every_n_steps=1", bar))
+    console = capfd.readouterr()
+    assert "anonymous" not in console.err  # W&B warns about a setting Lightning passes by default
+    assert "loss/d=" in console.out and "v_num" not in console.out  # W&B's run id is not a training value
     run_dir, run_file = the_offline_run(result["output_dir"])
     run = offline_run(run_file)
     assert json.loads(run["config"]["loss"])["d"]["_target_"] == "dcgan_lab.losses.bce_d"

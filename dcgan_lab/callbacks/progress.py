@@ -34,6 +34,7 @@ class LabProgressBar(TQDMProgressBar):
 
     def get_metrics(self, trainer, pl_module) -> dict:
         metrics = super().get_metrics(trainer, pl_module)
+        metrics.pop("v_num", None)  # the logger's run id (W&B's 'hbpj'): the run folder names the run
         logged = trainer.callback_metrics
         values = {name: logged[name] for name in self.show if name in logged}
         on_one_device = (all(isinstance(v, torch.Tensor) for v in values.values())
