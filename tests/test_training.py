@@ -175,6 +175,16 @@ def test_max_steps_counts_generator_steps(make_cfg, capfd, caplog):
     assert "Stopped at trainer.max_steps=3 G steps (6 batches, 2 D steps each)" in caplog.text
 
 
+def test_each_epoch_leaves_its_finished_bar_on_its_own_line(make_cfg, capfd):
+    """The console keeps every epoch's last losses, and lines logged between epochs do not land inside a bar."""
+    bar = "+callbacks.progress_bar={_target_:dcgan_lab.callbacks.progress.LabProgressBar,refresh_rate:10}"
+    train(make_cfg("trainer.max_epochs=2", "trainer.limit_train_batches=3", bar))
+    lines = capfd.readouterr().out.split("\n")  # not splitlines(): it splits at every \r redraw too
+    finished = [line.strip().split("\r")[-1] for line in lines]
+    assert [line.split("|")[0] for line in finished if line.strip()] == ["Epoch 0: 100%", "Epoch 1: 100%"]
+    assert all(re.search(r"3/3 .*loss/d=[-\d.e]+, loss/g=[-\d.e]+\]$", line) for line in finished if line.startswith("Epoch"))
+
+
 def test_gradient_clipping_bounds_every_logged_gradient_norm(make_cfg, tmp_path):
     clipped = train(make_cfg("training.grad_clip=0.05", "trainer.log_every_n_steps=1", "trainer.limit_train_batches=6"))
     rows = read_metrics(Path(clipped["output_dir"]))

@@ -18,8 +18,11 @@ class LabProgressBar(TQDMProgressBar):
     (`trainer.max_steps`), not the last multiple of `refresh_rate`.
     """
 
-    def __init__(self, refresh_rate: int = 10, show: tuple[str, ...] | list[str] = ("loss/d", "loss/g")):
-        super().__init__(refresh_rate=refresh_rate)
+    def __init__(self, refresh_rate: int = 10, show: tuple[str, ...] | list[str] = ("loss/d", "loss/g"),
+                 leave: bool = True):
+        # leave: each epoch's finished bar stays on its own line, so the lines logged at an epoch's end (metrics,
+        # the run's stop) start on a fresh line instead of being written into the open bar.
+        super().__init__(refresh_rate=refresh_rate, leave=leave)
         self.show = tuple(show)
         self._shown: dict[str, str] = {}
         self._pending: tuple[tuple[str, ...], HostRead] | None = None
@@ -56,6 +59,12 @@ class LabProgressBar(TQDMProgressBar):
 
     def on_train_epoch_start(self, trainer, pl_module) -> None:
         self._batches_done = 0
+        opened = self._train_progress_bar
+        if self._leave and opened is not None and not opened.disable:
+            # Lightning opens a bar at the fit's start and, with `leave`, another for each epoch: the unused first
+            # one would stay behind as an empty "Training: 0/?" line.
+            opened.leave = False
+            opened.close()
         super().on_train_epoch_start(trainer, pl_module)
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
