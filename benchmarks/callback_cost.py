@@ -26,7 +26,6 @@ WITHOUT = {
     "model_checkpoint": ["~callbacks.model_checkpoint", "+trainer.enable_checkpointing=false"],
     "sample_grid": ["~callbacks.sample_grid"],
     "progress_bar": ["~callbacks.progress_bar", "trainer.enable_progress_bar=false"],
-    "lr_monitor": ["~callbacks.lr_monitor"],
     "rng_state+save_on_interrupt": ["~callbacks.rng_state", "~callbacks.save_on_interrupt"],
     "all of them": ["callbacks=none", "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false",
                     "+trainer.enable_checkpointing=false"],

@@ -165,7 +165,7 @@ class GANModule(L.LightningModule):
         objective, g_step = self.objective, self.g_step
         opt_d, opt_g = self.optimizers()
         g_turn = (self.batches_seen + 1) % self.n_critic == 0
-        scalars: dict[str, Tensor] | None = {} if self._logging_now(g_turn) else None
+        scalars: dict[str, Tensor] | None = self._learning_rates() if self._logging_now(g_turn) else None
         chunks = real.chunk(self.accumulate)
         n_chunks = len(chunks)
         real_ys = labels.chunk(self.accumulate) if self.num_classes else [None] * n_chunks
@@ -215,6 +215,7 @@ class GANModule(L.LightningModule):
         real, labels = batch
         g_turn = (self.batches_seen + 1) % self.n_critic == 0
         logging_now = self._logging_now(g_turn)
+        rates = self._learning_rates() if logging_now else {}
         sigma = self.objective.noise_sigma(self.g_step) if self.objective.instance_noise else None
         outputs = self.static_step(real, labels, g_turn)
         opt_d, opt_g = self.optimizers()
@@ -229,7 +230,14 @@ class GANModule(L.LightningModule):
         self.images_seen += len(real)
         if logging_now:
             names = ["loss/d", "D(x)", "D(G(z))", "grad_norm/d"] + (["loss/g", "grad_norm/g"] if g_turn else [])
-            self._log_step({name: outputs[name].clone() for name in names}, {}, sigma)
+            self._log_step({**rates, **{name: outputs[name].clone() for name in names}}, {}, sigma)
+
+    def _learning_rates(self) -> dict:
+        """lr/d and lr/g as this batch's updates use them: read before a schedule steps, after a divergence
+        rollback's cut. A captured run's scheduled rate is a device buffer that the next step rewrites: a copy."""
+        opt_d, opt_g = self.optimizers(use_pl_optimizer=False)
+        rates = {"lr/d": opt_d.param_groups[0]["lr"], "lr/g": opt_g.param_groups[0]["lr"]}
+        return {name: lr.detach().clone() if isinstance(lr, Tensor) else float(lr) for name, lr in rates.items()}
 
     def _log_step(self, scalars: dict, d_logs: dict, sigma: float | None) -> None:
         scalars.update(d_logs)

@@ -64,6 +64,16 @@ def test_static_step_reproduces_the_pinned_eager_numbers(tmp_path, name):
     assert last["global_step"] == 6 + 6 // n_critic
 
 
+def test_static_step_logs_the_rates_each_batch_used(make_cfg):
+    """lr/d and lr/g from the static step's path equal the eager path's (test_training's linear-decay case)."""
+    run = Path(train(make_cfg("schedule=linear", "training.n_critic=2", "trainer.limit_train_batches=8",
+                              "trainer.log_every_n_steps=1", "+callbacks.static={_target_:tests.test_captured.UseStaticStep}"))["output_dir"])
+    rows = metrics(run)
+    expected = [2e-4 * factor for factor in (1, 1, 1, 1, 1, 1, 0.5, 0.5)]
+    for name in ("lr/d", "lr/g"):
+        assert [float(r[name]) for r in rows if r.get(name)] == pytest.approx(expected), name
+
+
 @pytest.mark.parametrize("overrides, blockers", [
     ([], []),
     (["training.accumulate=2"], ["training.accumulate > 1"]),

@@ -133,13 +133,13 @@ def checkpoint_counters(batches_seen: int, lightning_batches: int, epochs_finish
 
 def test_rows_before_an_epoch_end_and_a_batch_end_checkpoint():
     # 2 batches an epoch, n_critic=1 (2 optimizer steps a batch), rows in the order an uninterrupted run logs them:
-    # the learning rates at each batch's start, its losses, then at the epoch's end its evaluation (at the step of
-    # its last losses) and throughput (at the optimizer step).
+    # each batch's losses and learning rates, then at the epoch's end its evaluation (at the step of its last
+    # losses) and throughput (at the optimizer step).
     def rows_of(batch):
-        lr, losses = {"step": str(batch), "lr-Adam": "2e-4"}, {"step": str(batch), "g_step": str(batch + 1), "loss/d": "1"}
+        losses = {"step": str(batch), "g_step": str(batch + 1), "loss/d": "1", "lr/d": "2e-4"}
         end = [{"step": str(batch), "epoch": str(batch // 2), "fid": "9"},
                {"step": str(2 * (batch + 1)), "perf/images_per_s": "50"}] if batch % 2 else []
-        return [lr, losses, *end]
+        return [losses, *end]
 
     rows = [row for batch in range(4) for row in rows_of(batch)]
     # Epoch-end checkpoint after epoch 0: Lightning has counted both batches.

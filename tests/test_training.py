@@ -228,7 +228,7 @@ def test_linear_schedule_decays_lr_per_generator_step(make_cfg):
     assert result["g_steps"] == 4
     rows = read_metrics(Path(result["output_dir"]))
     expected = [2e-4 * factor for factor in (1, 1, 1, 1, 1, 1, 0.5, 0.5)]  # G steps before batch 0..7: 0 0 1 1 2 2 3 3
-    for name in ("lr-Adam", "lr-Adam-1"):  # D's and G's rate, read at the start of each batch
+    for name in ("lr/d", "lr/g"):  # D's and G's rate, as each batch's updates used them
         assert column(rows, name) == pytest.approx(expected), name
     final = torch.load(Path(result["output_dir"]) / "checkpoints/last.ckpt", weights_only=True)
     assert [group["lr"] for state in final["optimizer_states"] for group in state["param_groups"]] == [0.0, 0.0]
