@@ -65,8 +65,9 @@ class Compile(L.Callback):
 
 
 class Throughput(L.Callback):
-    """Training images per second since the first `warmup` batches, logged as `perf/images_per_s`
-    at each epoch's end and at the end of fit (so it includes what the epoch-end callbacks cost).
+    """Training images per second since the first `warmup` batches, logged as `perf/images_per_s` at each
+    epoch's end (so it includes what the epoch-end callbacks before it cost), once per trained epoch: the end of
+    fit, where the final evaluation runs, adds no row.
 
     The device is synchronised only where the clock is read, never per step.
     """
@@ -74,6 +75,7 @@ class Throughput(L.Callback):
     def __init__(self, warmup: int = 5):
         self.warmup = warmup
         self.images, self._seen, self._started = 0, 0, None
+        self._images_recorded = 0
 
     def _now(self, pl_module) -> float:
         if pl_module.device.type == "cuda":
@@ -97,6 +99,7 @@ class Throughput(L.Callback):
         if self._started is None or not self.images:
             return
         self._value = self.images / (self._now(pl_module) - self._started)
+        self._images_recorded = self.images
         trainer.callback_metrics["perf/images_per_s"] = torch.tensor(self._value)
         for logger in trainer.loggers:
             logger.log_metrics({"perf/images_per_s": self._value}, step=trainer.global_step)
@@ -105,4 +108,5 @@ class Throughput(L.Callback):
         self._record(trainer, pl_module)
 
     def on_train_end(self, trainer, pl_module) -> None:
-        self._record(trainer, pl_module)
+        if self.images != self._images_recorded:  # Lightning ends every fit with an epoch end, which recorded them
+            self._record(trainer, pl_module)
