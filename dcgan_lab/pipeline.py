@@ -13,13 +13,14 @@ from lightning.fabric.utilities.rank_zero import rank_zero_only
 from lightning.pytorch.callbacks import ProgressBar
 from omegaconf import DictConfig, OmegaConf
 
+from dcgan_lab.callbacks.progress import EpochLines
 from dcgan_lab.checkpoint_io import AtomicCheckpointIO, RaiseFailedCheckpointWrites, check_architecture, read_checkpoint
 from dcgan_lab.config import validate
 from dcgan_lab.errors import lab_error_behind
 from dcgan_lab.loggers import FlushLogsWithCheckpoints, log_run_config, run_csv_logger, summarize_wandb_run
 from dcgan_lab.module import GANModule
 from dcgan_lab.run_folder import keep_metrics_on_resume, refuse_taken_folder, resolve_resume, run_recorded
-from dcgan_lab.sweep import sweep_return
+from dcgan_lab.sweep import job_name, jobs_at_once, sweep_return
 
 log = logging.getLogger(__name__)
 
@@ -48,15 +49,29 @@ def build_module(cfg: DictConfig) -> GANModule:
     return module
 
 
-def build_trainer(cfg: DictConfig, callbacks: list, loggers: list) -> L.Trainer:
+def build_trainer(cfg: DictConfig, callbacks: list, loggers: list, **settings) -> L.Trainer:
+    """The Trainer of cfg.trainer; `settings` override its values (e.g. enable_progress_bar=False)."""
     # Users count G steps (as GAN papers do); Lightning counts every optimizer step (n_critic D + 1 G).
     max_steps = cfg.trainer.max_steps
     lightning_max_steps = max_steps * (cfg.training.n_critic + 1) if max_steps > 0 else -1
     return instantiate(
         cfg.trainer, callbacks=callbacks, logger=loggers, max_steps=lightning_max_steps,
         # temp file + rename: a kill mid-save never corrupts last.ckpt; written in a background thread
-        plugins=[AtomicCheckpointIO()],
+        plugins=[AtomicCheckpointIO()], **settings,
     )
+
+
+def console_callbacks(cfg: DictConfig, callbacks: list) -> tuple[list, dict]:
+    """The run's callbacks and Trainer settings for its console. A sweep job that runs beside others
+    (jobs_at_once() > 1) reports one line per epoch instead of a bar and a model summary, which the other jobs'
+    would overwrite and interleave."""
+    if jobs_at_once() > 1:
+        lines = EpochLines(job_name() or "job")
+        return [c for c in callbacks if not isinstance(c, ProgressBar)] + [lines], {
+            "enable_progress_bar": False, "enable_model_summary": False}
+    if not cfg.trainer.get("enable_progress_bar", True):  # the user asked for no bar: drop the configured one
+        return [c for c in callbacks if not isinstance(c, ProgressBar)], {}
+    return callbacks, {}
 
 
 def _route_lightning_logs_to_hydra() -> None:
@@ -107,12 +122,10 @@ def train(cfg: DictConfig) -> dict:
     output_dir.mkdir(parents=True, exist_ok=True)
     if first_process:
         (output_dir / "config.yaml").write_text(OmegaConf.to_yaml(run_config))
-    callbacks = [instantiate(c) for c in cfg.callbacks.values() if c is not None]
-    if not cfg.trainer.get("enable_progress_bar", True):  # the user asked for no bar: drop the configured one
-        callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
+    callbacks, console = console_callbacks(cfg, [instantiate(c) for c in cfg.callbacks.values() if c is not None])
     callbacks.append(FlushLogsWithCheckpoints())  # metrics.csv is always written, and kept up to a resume's checkpoint
     callbacks.append(RaiseFailedCheckpointWrites())  # a checkpoint the background writer could not write stops the run
-    trainer = build_trainer(cfg, callbacks, loggers)
+    trainer = build_trainer(cfg, callbacks, loggers, **console)
     log_run_config(loggers, run_config)
     if resuming_in_place and checkpoint is not None and first_process:
         keep_metrics_on_resume(loggers[0], checkpoint)

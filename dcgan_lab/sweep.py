@@ -3,6 +3,7 @@ summary, and what a job hands back to the sweeper. The run folder itself (status
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 from hydra.core.hydra_config import HydraConfig
@@ -47,6 +48,17 @@ def job_name() -> str | None:
     if hydra is None or not in_multirun():
         return None
     return hydra.job.override_dirname or f"job{hydra.job.num}"
+
+
+def jobs_at_once() -> int:
+    """How many jobs of this multirun run at once on the one console: the joblib launcher's n_jobs
+    (hydra/launcher=local or gpu; -1 = one per core). 1 for a single run, for sequential jobs, and for SLURM,
+    where each job writes its own log."""
+    hydra = _hydra()
+    if hydra is None or not in_multirun() or "joblib" not in str(hydra.launcher.get("_target_", "")).lower():
+        return 1
+    n_jobs = int(hydra.launcher.get("n_jobs") or 1)
+    return n_jobs if n_jobs > 0 else max((os.cpu_count() or 1) + 1 + n_jobs, 1)  # joblib: -1 = all cores
 
 
 class SweepSummary(Callback):

@@ -2,6 +2,8 @@
 with one W&B offline run per job (grouped by sweep, tagged with its overrides)."""
 import csv
 import json
+import os
+import re
 import statistics
 from pathlib import Path
 
@@ -223,3 +225,39 @@ def test_launcher_configs(tmp_path):
     slurm = compose_config(tmp_path, ["hydra/launcher=slurm", "hydra.launcher.partition=gpu"]).hydra.launcher
     assert slurm._target_.endswith("SlurmLauncher")
     assert (slurm.gpus_per_node, slurm.tasks_per_node, slurm.partition) == (1, 1, "gpu")
+
+
+def test_jobs_running_at_once_report_one_line_per_epoch_instead_of_bars(tmp_path):
+    """Two jobs at once (hydra/launcher=local, 2 workers) share one console: each reports a line per epoch named
+    after its job, into the console and its own train.log; no tqdm bars or model summaries to overwrite each other."""
+    sweep_dir = tmp_path / "sweep"
+    small = ["logger=csv", "model.ngf=8", "model.ndf=8", "dataset.batch_size=16", "trainer.max_epochs=2",
+             "trainer.limit_train_batches=3", "metrics=none"]
+    result = run_cli(["-m", "hydra/launcher=local", "hydra.launcher.n_jobs=2", "loss=bce,hinge", *small,
+                      f"hydra.sweep.dir={sweep_dir}"], cwd=tmp_path, timeout=600)
+    console = result.stdout + result.stderr
+    assert result.returncode == 0, console[-3000:]
+    for loss in ("bce", "hinge"):
+        job = next(p for p in sweep_dir.iterdir() if p.is_dir() and f"loss={loss}" in p.name)
+        for epoch in (1, 2):
+            line = re.search(rf"\[{re.escape(job.name)}\] epoch {epoch}/2, G step {3 * epoch}: loss/d=[-\d.e]+, "
+                             r"loss/g=[-\d.e]+", console)
+            assert line, (loss, epoch, console[-3000:])
+            assert line.group(0) in (job / "train.log").read_text()
+    assert "Epoch 0:" not in console and "Trainable params" not in console
+
+
+def test_only_a_joblib_launcher_with_several_workers_shares_the_console(tmp_path):
+    from dcgan_lab.sweep import jobs_at_once
+
+    assert jobs_at_once() == 1  # no Hydra: a plain train(cfg)
+    for overrides, expected in ((["hydra/launcher=local", "hydra.launcher.n_jobs=3"], 3),
+                                (["hydra/launcher=gpu"], 4),
+                                (["hydra/launcher=local"], os.cpu_count()),  # n_jobs=-1: one per core
+                                (["hydra/launcher=local", "hydra.launcher.n_jobs=1"], 1),
+                                (["hydra/launcher=slurm"], 1), ([], 1)):
+        as_multirun_job(compose_config(tmp_path, overrides), tmp_path)
+        try:
+            assert jobs_at_once() == expected, overrides
+        finally:
+            HydraConfig.instance().cfg = None

@@ -1,11 +1,17 @@
-"""A progress bar that never makes the training loop wait for the GPU."""
+"""A progress bar that never makes the training loop wait for the GPU, and one line per epoch for jobs that
+share the console with other jobs."""
 from __future__ import annotations
 
+import logging
+
+import lightning as L
 import torch
 from lightning.pytorch.callbacks import TQDMProgressBar
 from lightning.pytorch.callbacks.progress.tqdm_progress import _update_n
 
 from dcgan_lab.callbacks.host_read import HostRead
+
+log = logging.getLogger(__name__)
 
 
 class LabProgressBar(TQDMProgressBar):
@@ -76,3 +82,21 @@ class LabProgressBar(TQDMProgressBar):
             super().on_train_epoch_end(trainer, pl_module)
         finally:
             self._exact = False
+
+
+class EpochLines(L.Callback):
+    """Progress as one log line per epoch, named after the job: for a job of a sweep that runs several jobs at
+    once (hydra/launcher=local or gpu), whose bars would overwrite each other on the one console. The line
+    goes to the console and to the job's train.log."""
+
+    def __init__(self, job: str, show: tuple[str, ...] | list[str] = ("loss/d", "loss/g")):
+        self.job, self.show = job, tuple(show)
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        logged = trainer.callback_metrics  # an epoch's end: the guard has already waited for the device
+        values = ", ".join(f"{name}={float(logged[name]):.3g}" for name in self.show if name in logged)
+        if "perf/images_per_s" in logged:  # Throughput's, recorded just before (this callback comes last)
+            values += f" ({float(logged['perf/images_per_s']):.0f} img/s)"
+        epochs = trainer.max_epochs if trainer.max_epochs and trainer.max_epochs > 0 else "?"
+        log.info("[%s] epoch %d/%s, G step %d: %s", self.job, trainer.current_epoch + 1, epochs, pl_module.g_step,
+                 values)
