@@ -101,15 +101,16 @@ def compose_run_config(run_dir: str | Path, overrides: list[str] = (), root_dir:
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
     from hydra.core.hydra_config import HydraConfig
-    from omegaconf import open_dict
+    from omegaconf import open_dict, read_write
 
     root_dir = str(root_dir or CONF_DIR.parent)
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose(config_name, overrides=list(overrides), return_hydra_config=True)
-    with open_dict(cfg):
-        cfg.hydra.runtime.output_dir = str(run_dir)
+    with read_write(cfg.hydra), open_dict(cfg.hydra):
+        cfg.hydra.runtime.output_dir = cfg.hydra.run.dir = str(run_dir)
         cfg.hydra.runtime.cwd = root_dir
+        cfg.hydra.overrides.hydra.append(f"hydra.run.dir={run_dir}")  # the caller chose the folder (sweep.folder_not_given)
     HydraConfig.instance().set_config(cfg)
     with open_dict(cfg):
         cfg.paths.output_dir = str(run_dir)

@@ -20,7 +20,7 @@ from dcgan_lab.errors import lab_error_behind
 from dcgan_lab.loggers import FlushLogsWithCheckpoints, log_run_config, run_csv_logger, summarize_wandb_run
 from dcgan_lab.module import GANModule
 from dcgan_lab.run_folder import keep_metrics_on_resume, refuse_taken_folder, resolve_resume, run_recorded
-from dcgan_lab.sweep import job_name, jobs_at_once, sweep_return
+from dcgan_lab.sweep import folder_not_given, job_name, jobs_at_once, sweep_return
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +104,8 @@ def train(cfg: DictConfig) -> dict:
     output_dir = Path(cfg.paths.output_dir)
     # DDP ranks > 0 re-run this function in the folder rank 0 has already claimed.
     first_process = rank_zero_only.rank == 0
-    ckpt_path, resuming_in_place = resolve_resume(cfg, output_dir, check_folder=first_process)
+    ckpt_path, resuming_in_place = resolve_resume(cfg, output_dir, check_folder=first_process,
+                                                   folder_not_given=folder_not_given())
     L.seed_everything(cfg.seed, workers=True, verbose=False)
 
     # Bad data, a checkpoint that does not fit or a logger that cannot work fail here, before anything is

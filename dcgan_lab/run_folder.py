@@ -62,13 +62,18 @@ def refuse_taken_folder(cfg, output_dir: Path) -> None:
         )
 
 
-def resolve_resume(cfg, output_dir: Path, check_folder: bool = True) -> tuple[str | None, bool]:
+def resolve_resume(cfg, output_dir: Path, check_folder: bool = True, folder_not_given: str | None = None
+                   ) -> tuple[str | None, bool]:
     """(checkpoint to start from, whether this run continues the one in output_dir).
 
     ckpt_path=<file> resumes from that file (into this run's folder); resume=true continues
     output_dir/checkpoints/last.ckpt in place, or starts fresh when no checkpoint is there yet
-    (so a preempted SLURM job can be requeued with the same command).
+    (so a preempted SLURM job can be requeued with the same command). resume=true in a folder the command line
+    did not choose (`folder_not_given` names the option that would have: a new timestamped folder) is refused:
+    that folder can never hold a checkpoint.
     """
+    if cfg.get("resume") and cfg.get("ckpt_path") is None and folder_not_given:
+        raise ConfigError(resume_without_folder(output_dir, folder_not_given))
     if check_folder:
         refuse_taken_folder(cfg, output_dir)
         if continues_in_place(cfg, output_dir):
@@ -81,6 +86,19 @@ def resolve_resume(cfg, output_dir: Path, check_folder: bool = True) -> tuple[st
         else:
             log.warning("resume=true but %s does not exist: starting from scratch", last)
     return ckpt_path, continues_in_place(cfg, output_dir)
+
+
+def resume_without_folder(output_dir: Path, option: str) -> str:
+    """The one line for resume=true in a new folder; for a single run it names the newest run beside it that has
+    a checkpoint (outputs/<date>/<time>/checkpoints/last.ckpt)."""
+    if option == "hydra.sweep.dir":
+        return ("resume=true continues each job of a sweep in its own folder, but this sweep got a new one: add "
+                "hydra.sweep.dir=<the sweep's folder> (multirun/<date>/<time>).")
+    runs = sorted(output_dir.parent.parent.glob("*/*/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
+    example = f"hydra.run.dir={runs[-1].parent.parent} (the newest with a checkpoint)" if runs else \
+        "hydra.run.dir=outputs/<date>/<time>"
+    return (f"resume=true continues the run in hydra.run.dir, but this run got a new folder ({output_dir}) with "
+            f"nothing to resume: add the folder of the run to continue, e.g. {example}.")
 
 
 def clear_killed_writes(output_dir: Path) -> None:

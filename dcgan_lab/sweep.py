@@ -50,6 +50,17 @@ def job_name() -> str | None:
     return hydra.job.override_dirname or f"job{hydra.job.num}"
 
 
+def folder_not_given() -> str | None:
+    """The option that would have chosen this run's folder ("hydra.run.dir", or "hydra.sweep.dir" for a sweep's
+    jobs) when the command line did not give it, so Hydra made a new timestamped folder; None when it did, or
+    outside Hydra (train(cfg) called directly: the caller chose the folder)."""
+    hydra = _hydra()
+    if hydra is None:
+        return None
+    option = "hydra.sweep.dir" if in_multirun() else "hydra.run.dir"
+    return None if any(o.startswith(f"{option}=") for o in hydra.overrides.hydra) else option
+
+
 def jobs_at_once() -> int:
     """How many jobs of this multirun run at once on the one console: the joblib launcher's n_jobs
     (hydra/launcher=local or gpu; -1 = one per core). 1 for a single run, for sequential jobs, and for SLURM,

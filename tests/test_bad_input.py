@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 
 import numpy as np
@@ -170,3 +171,24 @@ def test_paths_with_override_syntax_are_quoted_and_lists_stay_lists(tmp_path):
         with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
             cfg = compose("evaluate", overrides=quote_paths([arg]))
         assert find_checkpoints(cfg.ckpt) == expected, arg
+
+
+def test_resume_without_the_run_folder_names_the_newest_run_to_continue(tmp_path):
+    """`python train.py resume=true` alone gets a new timestamped folder, which can never hold a checkpoint: one
+    line naming the option to add and the newest run folder here that has one, instead of a fresh 20-epoch run."""
+    older, newer = (tmp_path / "outputs" / "2026-01-01" / name / "checkpoints" for name in ("10-00-00", "11-00-00"))
+    for folder in (older, newer, tmp_path / "outputs" / "2026-01-01" / "12-00-00"):  # the last one: no checkpoint
+        folder.mkdir(parents=True)
+    (older / "last.ckpt").write_bytes(b"")
+    time.sleep(0.01)
+    (newer / "last.ckpt").write_bytes(b"")
+    proc = run_cli(["resume=true"], cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: resume=true continues the run in hydra.run.dir, but this run got a new folder (")
+    assert lines[0].endswith(f"e.g. hydra.run.dir={newer.parent} (the newest with a checkpoint).")
+    assert not list((tmp_path / "outputs").rglob("status.json"))
+    # A sweep's job in a new sweep folder: the job is refused and recorded, and the sweep says which option to add.
+    sweep = run_cli(["-m", "resume=true", "seed=0"], cwd=tmp_path)
+    assert "resume=true continues each job of a sweep in its own folder, but this sweep got a new one: add " \
+           "hydra.sweep.dir=<the sweep's folder>" in sweep.stdout + sweep.stderr
