@@ -65,12 +65,11 @@ def console_callbacks(cfg: DictConfig, callbacks: list) -> tuple[list, dict]:
     """The run's callbacks and Trainer settings for its console. A sweep job that runs beside others
     (jobs_at_once() > 1) reports one line per epoch instead of a bar and a model summary, which the other jobs'
     would overwrite and interleave."""
-    if jobs_at_once() > 1:
-        lines = EpochLines(job_name() or "job")
-        return [c for c in callbacks if not isinstance(c, ProgressBar)] + [lines], {
-            "enable_progress_bar": False, "enable_model_summary": False}
-    if not cfg.trainer.get("enable_progress_bar", True):  # the user asked for no bar: drop the configured one
-        return [c for c in callbacks if not isinstance(c, ProgressBar)], {}
+    shared = jobs_at_once() > 1
+    if shared or not cfg.trainer.get("enable_progress_bar", True):  # (or the user asked for no bar)
+        callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
+    if shared:
+        return callbacks + [EpochLines(job_name() or "job")], {"enable_progress_bar": False, "enable_model_summary": False}
     return callbacks, {}
 
 
