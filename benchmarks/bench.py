@@ -124,6 +124,11 @@ def step_gflop(cfg, data: torch.Tensor, device) -> float:
 
 
 # ---- (b), (c) the lab's Trainer path -------------------------------------------------------------
+# Every callback off, also the ones Lightning adds by itself (its bar, model summary and per-epoch checkpoint).
+CALLBACKS_OFF = ["callbacks=none", "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false",
+                 "+trainer.enable_checkpointing=false"]
+
+
 def lab_run(overrides: list[str], steps: int, warmup: int, workdir: Path) -> float:
     """images/s of `train(cfg)` as logged by the lab's own Throughput callback (after `warmup` batches)."""
     run_dir = Path(tempfile.mkdtemp(dir=workdir))
@@ -224,12 +229,10 @@ def measure_config(name: str, overrides: list[str], device: torch.device, steps:
     accelerator = "gpu" if device.type == "cuda" else "cpu"
     cfg = compose_run_config(workdir / f"cfg_{name}", overrides)
     images = instantiate(cfg.dataset).split("train").images
-    callbacks_off = ["callbacks=none", "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false",
-                     "+trainer.enable_checkpointing=false"]  # Lightning's implicit per-epoch checkpoint is a callback too
     paths = {
         "plain_fp32_eager": lambda: plain_loop(cfg, images, device, steps, warmup, bf16=False, channels_last=False),
         "plain_bf16_channels_last": lambda: plain_loop(cfg, images, device, steps, warmup, bf16=True, channels_last=True),
-        "lab_trainer_fp32": lambda: lab_run([*overrides, *callbacks_off, "trainer.precision=32-true",
+        "lab_trainer_fp32": lambda: lab_run([*overrides, *CALLBACKS_OFF, "trainer.precision=32-true",
                                              f"trainer.accelerator={accelerator}"], steps, warmup, workdir),
         # Metric evaluations are left out: they are timed on their own (metrics/eval_time_s).
         "lab_default": lambda: lab_run([*overrides, "metrics=none", f"trainer.accelerator={accelerator}"], steps, warmup, workdir),

@@ -16,7 +16,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench import RESULTS, lab_run  # noqa: E402
+from bench import CALLBACKS_OFF, RESULTS, lab_run  # noqa: E402
 
 # Leaving out a callback Lightning would otherwise replace with its own (progress bar, checkpoint) also turns
 # the Trainer's switch off.
@@ -27,8 +27,7 @@ WITHOUT = {
     "sample_grid": ["~callbacks.sample_grid"],
     "progress_bar": ["~callbacks.progress_bar", "trainer.enable_progress_bar=false"],
     "rng_state+save_on_interrupt": ["~callbacks.rng_state", "~callbacks.save_on_interrupt"],
-    "all of them": ["callbacks=none", "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false",
-                    "+trainer.enable_checkpointing=false"],
+    "all of them": CALLBACKS_OFF,
 }
 
 
