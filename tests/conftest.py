@@ -29,6 +29,11 @@ FAST = [
 ]
 
 
+def progress_bar(refresh_rate: int) -> str:
+    """The override that puts the lab's progress bar back (FAST turns it off), redrawn every `refresh_rate` batches."""
+    return f"+callbacks.progress_bar={{_target_:dcgan_lab.callbacks.progress.LabProgressBar,refresh_rate:{refresh_rate}}}"
+
+
 def compose_config(run_dir: Path, overrides: list[str] = (), cache_dir: Path | None = None):
     """The composed config with Hydra's runtime set, so ${hydra:...} interpolations resolve."""
     cfg = compose_run_config(run_dir, overrides, root_dir=ROOT)

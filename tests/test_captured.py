@@ -13,7 +13,7 @@ import torch
 from dcgan_lab.captured import StaticStep, capture_blockers, make_capturable, portable_optimizer_states
 from dcgan_lab.errors import ConfigError
 from dcgan_lab.pipeline import train
-from tests.conftest import compose_config
+from tests.conftest import compose_config, progress_bar
 from tests.test_speed import current_batch
 from tests.test_step_pinned import BASE, CASES, weight_fingerprint
 
@@ -231,7 +231,7 @@ def test_captured_steps_never_wait_for_the_gpu(tmp_path):
     RecordSyncs.syncs = {}
     train(compose_config(tmp_path / "run", [o for o in GPU if "log_every" not in o and "limit_train" not in o] + [
         "trainer.limit_train_batches=40", "trainer.log_every_n_steps=20", "callbacks.divergence_guard.every_n_batches=20",
-        "+callbacks.progress_bar={_target_:dcgan_lab.callbacks.progress.LabProgressBar,refresh_rate:20}",
+        progress_bar(20),
         "+callbacks.syncs={_target_:tests.test_captured.RecordSyncs}"]))
     waited = {b: m for b, m in RecordSyncs.syncs.items() if b not in (19, 39) and b > 3}
     assert not waited, waited

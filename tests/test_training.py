@@ -9,7 +9,7 @@ import torch
 
 from dcgan_lab.errors import DataError
 from dcgan_lab.pipeline import train
-from tests.conftest import run_cli
+from tests.conftest import progress_bar, run_cli
 
 
 def read_metrics(run_dir: Path) -> list[dict]:
@@ -166,7 +166,7 @@ def test_accumulation_updates_once_per_batch_and_logs_the_whole_batch(make_cfg):
 def test_max_steps_counts_generator_steps(make_cfg, capfd, caplog):
     """3 G steps with 2 D steps each: 6 of 20 batches. The bar's last redraw shows 6/20 (not 0/20, the last
     multiple of its refresh rate), and the lab's line says in G steps where the run stopped."""
-    bar = "+callbacks.progress_bar={_target_:dcgan_lab.callbacks.progress.LabProgressBar,refresh_rate:10}"
+    bar = progress_bar(10)
     with caplog.at_level("INFO", logger="dcgan_lab.pipeline"):
         result = train(make_cfg("trainer.max_steps=3", "training.n_critic=2", "trainer.limit_train_batches=20", bar))
     assert result["g_steps"] == 3
@@ -177,7 +177,7 @@ def test_max_steps_counts_generator_steps(make_cfg, capfd, caplog):
 
 def test_each_epoch_leaves_its_finished_bar_on_its_own_line(make_cfg, capfd):
     """The console keeps every epoch's last losses, and lines logged between epochs do not land inside a bar."""
-    bar = "+callbacks.progress_bar={_target_:dcgan_lab.callbacks.progress.LabProgressBar,refresh_rate:10}"
+    bar = progress_bar(10)
     train(make_cfg("trainer.max_epochs=2", "trainer.limit_train_batches=3", bar))
     lines = capfd.readouterr().out.split("\n")  # not splitlines(): it splits at every \r redraw too
     finished = [line.strip().split("\r")[-1] for line in lines]
@@ -282,7 +282,7 @@ def test_wandb_offline_run_folder(make_cfg, tmp_path, capfd, monkeypatch):
     from tests.wandb_records import logged_images, offline_run, the_offline_run
 
     monkeypatch.delenv("WANDB_SILENT")  # as a user runs it: W&B's own warnings reach the console
-    bar = "+callbacks.progress_bar={_target_:dcgan_lab.callbacks.progress.LabProgressBar,refresh_rate:2}"
+    bar = progress_bar(2)
     result = train(make_cfg("logger=wandb", "trainer.log_every_n_steps=1", bar))
     console = capfd.readouterr()
     assert "anonymous" not in console.err  # W&B warns about a setting Lightning passes by default
