@@ -73,7 +73,7 @@ class InterruptAt(L.Callback):
 # throughput from the first batch, so it is logged at every epoch's end.
 WITH_METRICS = ("metrics=default", "metrics.every_n_epochs=1", "metrics.n_samples=100", "metrics.figures=false",
                 "trainer.log_every_n_steps=1", "callbacks.throughput.warmup=0")
-TIMINGS = ("metrics/eval_time_s", "perf/images_per_s")  # wall-clock values: only where they are logged can match
+TIMINGS = ("metrics/eval_time_s", "perf/images_per_s", "perf/wall_images_per_s")  # wall-clock values: only where they are logged can match
 
 
 def csv_rows(run: Path) -> list[dict]:

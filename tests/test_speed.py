@@ -48,6 +48,25 @@ def test_precision_and_memory_format_options_train(make_cfg, overrides, channels
     assert [r for r in rows if r.get("perf/images_per_s")], "throughput lands in metrics.csv"
 
 
+def test_training_speed_leaves_out_the_epoch_end_evaluations_that_wall_speed_counts(make_cfg):
+    # A metric evaluation at every epoch's end (a default callback): perf/images_per_s times only the epochs,
+    # perf/wall_images_per_s everything since warm-up. The two clocks differ by at least the evaluations that ran
+    # before a row was recorded: those of the epochs before it (each row is recorded before its own epoch's).
+    result = train(make_cfg("trainer.max_epochs=3", "callbacks.throughput.warmup=1", "metrics=default",
+                            "metrics.every_n_epochs=1", "metrics.n_samples=100", "metrics.figures=false"))
+    rows = list(csv.DictReader(open(Path(result["output_dir"]) / "metrics.csv")))
+    speeds = [r for r in rows if r.get("perf/images_per_s")]
+    evaluations = [float(r["metrics/eval_time_s"]) for r in rows if r.get("metrics/eval_time_s")]
+    assert len(speeds) == 3 and len(evaluations) == 3  # once per epoch each
+    images = 3 * 4 * 16 - 16  # 4 batches of 16 an epoch, after the 1 warm-up batch
+    last = speeds[-1]
+    training_s = images / float(last["perf/images_per_s"])
+    wall_s = images / float(last["perf/wall_images_per_s"])
+    assert wall_s - training_s >= sum(evaluations[:2])
+    assert training_s < wall_s / 2  # the evaluations dominate this tiny run's wall time
+    assert float(last["perf/images_per_s"]) == pytest.approx(result["metrics"]["perf/images_per_s"])
+
+
 def test_batches_are_sliced_whole_from_the_uint8_tensor():
     images = torch.arange(10 * 4, dtype=torch.uint8).reshape(10, 1, 2, 2)
     data = UInt8Images(images, torch.arange(10))

@@ -65,16 +65,24 @@ class Compile(L.Callback):
 
 
 class Throughput(L.Callback):
-    """Training images per second since the first `warmup` batches, logged as `perf/images_per_s` at each
-    epoch's end (so it includes what the epoch-end callbacks before it cost), once per trained epoch: the end of
-    fit, where the final evaluation runs, adds no row.
+    """Training images per second after the first `warmup` batches, logged once per trained epoch, at its end:
 
-    The device is synchronised only where the clock is read, never per step.
+    - `perf/images_per_s`: over the time spent inside epochs (from each epoch's start, data loading included,
+      to its last batch): the speed of the step and the data path, what an ablation (attention, a penalty)
+      changes. The epoch-end work of other callbacks is left out: this callback comes first in
+      conf/callbacks/default.yaml, so its clock stops before theirs run.
+    - `perf/wall_images_per_s`: over the wall time since warm-up, with sample grids, checkpoints and metric
+      evaluations: what a run costs (make bench compares it with a plain loop).
+
+    The device is synchronised only where the clock is read (twice an epoch), never per step.
     """
 
     def __init__(self, warmup: int = 5):
         self.warmup = warmup
-        self.images, self._seen, self._started = 0, 0, None
+        self.images, self._seen = 0, 0
+        self._warm_since: float | None = None  # the clock when warm-up ended
+        self._epoch_since: float | None = None  # the clock when the current epoch's timed part began
+        self._in_epochs_s = 0.0
         self._images_recorded = 0
 
     def _now(self, pl_module) -> float:
@@ -82,13 +90,17 @@ class Throughput(L.Callback):
             torch.cuda.synchronize(pl_module.device)
         return time.perf_counter()
 
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        if self._warm_since is not None:
+            self._epoch_since = self._now(pl_module)
+
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        if self._started is None and self._seen == self.warmup:
-            self._started = self._now(pl_module)
+        if self._warm_since is None and self._seen == self.warmup:
+            self._warm_since = self._epoch_since = self._now(pl_module)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         self._seen += 1
-        if self._started is not None:
+        if self._warm_since is not None:
             self.images += len(batch[0])
 
     @property
@@ -96,13 +108,19 @@ class Throughput(L.Callback):
         return self._value
 
     def _record(self, trainer, pl_module) -> None:
-        if self._started is None or not self.images:
+        if self._warm_since is None or not self.images:
             return
-        self._value = self.images / (self._now(pl_module) - self._started)
+        now = self._now(pl_module)
+        if self._epoch_since is not None:
+            self._in_epochs_s += now - self._epoch_since
+            self._epoch_since = None
+        self._value = self.images / self._in_epochs_s
+        rates = {"perf/images_per_s": self._value, "perf/wall_images_per_s": self.images / (now - self._warm_since)}
         self._images_recorded = self.images
-        trainer.callback_metrics["perf/images_per_s"] = torch.tensor(self._value)
+        for name, value in rates.items():
+            trainer.callback_metrics[name] = torch.tensor(value)
         for logger in trainer.loggers:
-            logger.log_metrics({"perf/images_per_s": self._value}, step=trainer.global_step)
+            logger.log_metrics(rates, step=trainer.global_step)
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         self._record(trainer, pl_module)
