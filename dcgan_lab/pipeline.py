@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import lightning as L
@@ -89,6 +90,11 @@ def _route_lightning_logs_to_hydra() -> None:
         lightning_log.propagate = True
 
 
+def _quiet_third_party_warnings() -> None:
+    """Warnings a user can do nothing about: Lightning's own use of an API that torch has deprecated."""
+    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated", category=FutureWarning)
+
+
 class _NoAdvertisements(logging.Filter):
     """Drops Lightning's "💡 Tip: ... try installing ..." lines, printed on every run for a product the lab does not use."""
 
@@ -100,6 +106,7 @@ def train(cfg: DictConfig) -> dict:
     """Fit one GAN. Returns the last logged metrics and the run folder."""
     validate(cfg)
     _route_lightning_logs_to_hydra()
+    _quiet_third_party_warnings()
     output_dir = Path(cfg.paths.output_dir)
     # DDP ranks > 0 re-run this function in the folder rank 0 has already claimed.
     first_process = rank_zero_only.rank == 0

@@ -143,3 +143,59 @@ def test_a_new_family_is_one_network_file_and_one_yaml(tmp_path):
     assert state["generator.label_input.embedding.weight"].shape == (10, cfg.model.embed_dim)
     assert state["discriminator.projection.embedding.weight"].shape == (10, cfg.model.ndf)
     assert state["generator.body.0.weight"].shape == (8 * 16, 16 + cfg.model.embed_dim)  # ngf=8 in FAST
+
+
+def summary_cells(pl_module) -> dict[str, list[str]]:
+    """NetworkSummary's table as a user reads it: row name -> its cells."""
+    from dcgan_lab.callbacks.summary import NetworkSummary
+
+    return {cells[0]: cells[1:] for cells in (row.split() for row in NetworkSummary.rows(pl_module)[1:])}
+
+
+def test_network_summary_counts_each_forward_and_moves_nothing(tmp_path):
+    from dcgan_lab.callbacks.summary import forward_flops
+    from dcgan_lab.pipeline import build_module
+
+    module = build_module(compose_config(tmp_path / "run", []))  # the default DCGAN, 32x32x1
+    g = module.generator
+    # torch counts a multiply-add as 2 FLOPs. A transposed conv's MACs: in x out x k^2 x input positions.
+    # G: z (100) -> 256@4x4 -> 128@8x8 -> 64@16x16 -> 1@32x32, 4x4 kernels.
+    g_macs = 100 * 256 * 16 + 256 * 128 * 16 * 4**2 + 128 * 64 * 16 * 8**2 + 64 * 1 * 16 * 16**2
+    # D: 1@32x32 -> 64@16x16 -> 128@8x8 -> 256@4x4, each a 4x4 conv; then a 4x4 conv to 1 logit.
+    d_macs = 1 * 64 * 16 * 16**2 + 64 * 128 * 16 * 8**2 + 128 * 256 * 16 * 4**2 + 256 * 16
+    z = torch.zeros(3, 100)
+    assert forward_flops(g, z)[0] == 3 * 2 * g_macs
+    assert forward_flops(module.discriminator, torch.zeros(3, 1, 32, 32))[0] == 3 * 2 * d_macs
+
+    weights_and_statistics = {k: v.clone() for k, v in module.state_dict().items()}
+    rng = torch.random.get_rng_state()
+    cells = summary_cells(module)
+    assert cells["generator"] == ["Generator", "1.1", "M", "1.1", "M", "34.9", "M", "1x32x32"]
+    assert cells["discriminator"] == ["Discriminator", "661", "K", "661", "K", "34.1", "M", "1"]
+    assert 2 * g_macs == 34_897_920 and 2 * d_macs == 34_086_912  # the 34.9 M and 34.1 M above
+    # Counting moved no BatchNorm statistic or weight, drew no random number, and left the networks training.
+    for name, value in module.state_dict().items():
+        torch.testing.assert_close(value, weights_and_statistics[name], rtol=0, atol=0, msg=name)
+    assert torch.equal(torch.random.get_rng_state(), rng)
+    assert g.training and module.discriminator.training
+
+
+def test_network_summary_shows_what_an_ablation_costs(tmp_path):
+    from dcgan_lab.pipeline import build_module
+
+    def summary(*overrides):
+        return summary_cells(build_module(compose_config(tmp_path / "_".join(overrides or ["base"]), list(overrides))))
+
+    def flops(cells):  # ["Generator", "1.1", "M", "1.1", "M", "34.9", "M", "1x32x32"] -> 34.9e6
+        return float(cells[5]) * {"K": 1e3, "M": 1e6, "G": 1e9}[cells[6]]
+
+    base = summary()
+    attention = summary("model.attention=true")  # a self-attention block in G and in D
+    assert flops(attention["generator"]) > flops(base["generator"])
+    assert flops(attention["discriminator"]) > flops(base["discriminator"])
+    conditional = summary("model.conditional=true")  # 10 one-hot label maps joined to D's input
+    assert flops(conditional["discriminator"]) > flops(base["discriminator"])
+    assert summary("model=progressive")["generator"][-1] == "1x4x4"  # G as it starts: the first phase's size
+    ema = summary("model.ema_decay=0.999")  # the EMA copy of G: G's parameters, none trained, no forward counted
+    assert ema["generator_ema"] == ["Generator", "1.1", "M", "0", "-", "-"]
+    assert set(base) == {"generator", "discriminator"}

@@ -315,7 +315,16 @@ def test_cli_fast_dev_run(tmp_path):
     assert console.count("`Trainer.fit` stopped") == 1, console[-3000:]
     assert "INFO: " not in console
     assert "Tip" not in console  # Lightning's advertisement for its cloud logger
-    assert "`Trainer.fit` stopped" in (run / "train.log").read_text()
+    assert "LeafSpec" not in console  # torch's deprecation of an API Lightning uses: nothing a user can change
+    assert "Total FLOPs" not in console  # Lightning's summary, which counted 0: the lab's table replaces it
+    log_text = (run / "train.log").read_text()
+    assert "`Trainer.fit` stopped" in log_text
+    # The networks' table, in the log too: G with its attention block, counted (not 0) per image.
+    table = log_text.split("networks:\n", 1)[1].splitlines()[:3]
+    assert table[0].split() == ["type", "params", "trainable", "FLOPs/image", "output"]
+    g_row, d_row = table[1].split(), table[2].split()
+    assert g_row[:2] == ["generator", "Generator"] and g_row[-1] == "1x32x32" and float(g_row[-3]) > 0
+    assert d_row[:2] == ["discriminator", "Discriminator"] and d_row[-1] == "1" and float(d_row[-3]) > 0
 
 
 def test_cli_bad_value_exits_2_with_one_line(tmp_path):
