@@ -62,16 +62,28 @@ def build_trainer(cfg: DictConfig, callbacks: list, loggers: list, **settings) -
     )
 
 
+def console_form(cfg: DictConfig) -> str:
+    """How a run shows its progress: "bar" (a tqdm bar, redrawn in place) or "lines" (log lines, EpochLines).
+    `console=auto` gives a terminal the bar and anything else (a file, a pipe) the lines. A sweep job that runs
+    beside others (jobs_at_once() > 1) always gets lines: the jobs' bars would overwrite each other."""
+    if jobs_at_once() > 1:
+        return "lines"
+    chosen = cfg.get("console", "auto")
+    if chosen == "auto":  # Lightning's bar writes to stdout
+        return "bar" if sys.stdout.isatty() else "lines"
+    return chosen
+
+
 def console_callbacks(cfg: DictConfig, callbacks: list) -> tuple[list, dict]:
-    """The run's callbacks and Trainer settings for its console. A sweep job that runs beside others
-    (jobs_at_once() > 1) reports one line per epoch instead of a bar and a model summary, which the other jobs'
-    would overwrite and interleave."""
-    shared = jobs_at_once() > 1
-    if shared or not cfg.trainer.get("enable_progress_bar", True):  # (or the user asked for no bar)
-        callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
-    if shared:
-        return callbacks + [EpochLines(job_name() or "job")], {"enable_progress_bar": False, "enable_model_summary": False}
-    return callbacks, {}
+    """The run's callbacks and Trainer settings for its console (console_form): the configured progress bar,
+    or EpochLines in its place. With `trainer.enable_progress_bar=false` or `callbacks.progress_bar=null`, neither."""
+    bars = [c for c in callbacks if isinstance(c, ProgressBar)]
+    wanted = bool(bars) and cfg.trainer.get("enable_progress_bar", True)
+    if wanted and console_form(cfg) == "bar":
+        return callbacks, {}
+    others = [c for c in callbacks if not isinstance(c, ProgressBar)]
+    lines = [EpochLines(job_name())] if wanted else []
+    return others + lines, {"enable_progress_bar": False}
 
 
 def _route_lightning_logs_to_hydra() -> None:

@@ -137,6 +137,7 @@ COUNT = dict(low=1, integer=True)
 
 SCHEMA: dict[str, Range | PowerOfTwo | OneOf | Pair | Names] = {
     "seed": Range(integer=True, low=0),
+    "console": OneOf(("auto", "bar", "lines")),
     # dataset
     "dataset.image_size": PowerOfTwo(16, 256, hint=" (e.g. 32 or 64)"),
     "dataset.batch_size": Range(**COUNT),

@@ -29,9 +29,11 @@ FAST = [
 ]
 
 
-def progress_bar(refresh_rate: int) -> str:
-    """The override that puts the lab's progress bar back (FAST turns it off), redrawn every `refresh_rate` batches."""
-    return f"+callbacks.progress_bar={{_target_:dcgan_lab.callbacks.progress.LabProgressBar,refresh_rate:{refresh_rate}}}"
+def progress_bar(refresh_rate: int) -> list[str]:
+    """The overrides that put the lab's progress bar back (FAST turns it off), redrawn every `refresh_rate` batches,
+    and keep it where the console is not a terminal (pytest's capture), which would get log lines instead."""
+    return [f"+callbacks.progress_bar={{_target_:dcgan_lab.callbacks.progress.LabProgressBar,refresh_rate:{refresh_rate}}}",
+            "console=bar"]
 
 
 def compose_config(run_dir: Path, overrides: list[str] = (), cache_dir: Path | None = None):

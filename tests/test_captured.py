@@ -231,7 +231,7 @@ def test_captured_steps_never_wait_for_the_gpu(tmp_path):
     RecordSyncs.syncs = {}
     train(compose_config(tmp_path / "run", [o for o in GPU if "log_every" not in o and "limit_train" not in o] + [
         "trainer.limit_train_batches=40", "trainer.log_every_n_steps=20", "callbacks.divergence_guard.every_n_batches=20",
-        progress_bar(20),
+        *progress_bar(20),
         "+callbacks.syncs={_target_:tests.test_captured.RecordSyncs}"]))
     waited = {b: m for b, m in RecordSyncs.syncs.items() if b not in (19, 39) and b > 3}
     assert not waited, waited

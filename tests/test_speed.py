@@ -151,7 +151,7 @@ def test_only_logging_batches_read_the_device(make_cfg, overrides):
     default callbacks and the bar read no tensor on the host except on batches 19 and 39."""
     train(make_cfg(*overrides, "trainer.limit_train_batches=40", "trainer.log_every_n_steps=20",
                    "callbacks.divergence_guard.every_n_batches=20",
-                   progress_bar(20),
+                   *progress_bar(20),
                    "+callbacks.host_reads={_target_:tests.test_speed.RecordHostReads}"))
     reads = RecordHostReads.reads
     assert set(reads) <= {19, 39}, {batch: sorted(names) for batch, names in reads.items() if batch not in (19, 39)}

@@ -150,7 +150,7 @@ def test_conditional_ema_augment_objectives_train_together(make_cfg, squeezenet_
 
     def build_and_count(cfg):
         module = original(cfg)
-        module.generator.register_forward_hook(lambda *_: forwards.append(1))
+        module.generator.register_forward_hook(lambda g, *_: forwards.append(1) if g.training else None)
         return module
 
     monkeypatch.setattr(pipeline, "build_module", build_and_count)
@@ -160,7 +160,8 @@ def test_conditional_ema_augment_objectives_train_together(make_cfg, squeezenet_
                    "loss.r1_weight=1", "model.d_dropout=0.2", "optimizer.weight_decay_d=1e-4")
     result = train(cfg)
     run = Path(result["output_dir"])
-    # One G forward per batch (the fake D saw is reused for G's update) + the grids at epoch end and fit end.
+    # One training forward of G per batch: the fake D saw is reused for G's update. (Grids draw from the EMA copy, and
+    # the networks' table counts G's FLOPs in eval mode.)
     assert len(forwards) == 2
     ckpt = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     g_keys = {k[len("generator."):] for k in ckpt["state_dict"] if k.startswith("generator.")}

@@ -168,7 +168,7 @@ def test_max_steps_counts_generator_steps(make_cfg, capfd, caplog):
     multiple of its refresh rate), and the lab's line says in G steps where the run stopped."""
     bar = progress_bar(10)
     with caplog.at_level("INFO", logger="dcgan_lab.pipeline"):
-        result = train(make_cfg("trainer.max_steps=3", "training.n_critic=2", "trainer.limit_train_batches=20", bar))
+        result = train(make_cfg("trainer.max_steps=3", "training.n_critic=2", "trainer.limit_train_batches=20", *bar))
     assert result["g_steps"] == 3
     last_redraw = capfd.readouterr().out.strip().split("\r")[-1]  # Lightning's tqdm bar writes to stdout
     assert re.search(r"Epoch 0: +30%\|.*\| 6/20 ", last_redraw), last_redraw
@@ -178,11 +178,87 @@ def test_max_steps_counts_generator_steps(make_cfg, capfd, caplog):
 def test_each_epoch_leaves_its_finished_bar_on_its_own_line(make_cfg, capfd):
     """The console keeps every epoch's last losses, and lines logged between epochs do not land inside a bar."""
     bar = progress_bar(10)
-    train(make_cfg("trainer.max_epochs=2", "trainer.limit_train_batches=3", bar))
+    train(make_cfg("trainer.max_epochs=2", "trainer.limit_train_batches=3", *bar))
     lines = capfd.readouterr().out.split("\n")  # not splitlines(): it splits at every \r redraw too
     finished = [line.strip().split("\r")[-1] for line in lines]
     assert [line.split("|")[0] for line in finished if line.strip()] == ["Epoch 0: 100%", "Epoch 1: 100%"]
     assert all(re.search(r"3/3 .*loss/d=[-\d.e]+, loss/g=[-\d.e]+\]$", line) for line in finished if line.startswith("Epoch"))
+
+
+SMALL_CLI = ["logger=csv", "model.ngf=8", "model.ndf=8", "dataset.batch_size=16", "trainer.max_epochs=2",
+             "trainer.limit_train_batches=3", "metrics=none", "callbacks.throughput.warmup=1"]
+
+
+def test_a_console_that_is_not_a_terminal_gets_a_line_per_epoch(tmp_path):
+    """`python train.py > log` (a SLURM log, nohup): no bar redraws piling up on one line, but one log line per
+    epoch with its losses and speed, in the console and in train.log."""
+    proc = run_cli([*SMALL_CLI, f"hydra.run.dir={tmp_path / 'run'}"], cwd=tmp_path)
+    console = proc.stdout + proc.stderr
+    assert proc.returncode == 0, console[-3000:]
+    assert "\r" not in console and "Epoch 0:" not in console
+    log_text = (tmp_path / "run" / "train.log").read_text()
+    for epoch in (1, 2):
+        line = re.search(rf"- epoch {epoch}/2, G step {3 * epoch}: loss/d=[-\d.e]+, loss/g=[-\d.e]+ \(\d+ img/s\)\n", console)
+        assert line, console[-3000:]
+        assert line.group(0) in log_text
+
+
+def test_a_terminal_gets_the_bar(tmp_path):
+    """The same command in a terminal (a real pseudo-terminal): the bar, redrawn in place, and no epoch lines."""
+    import fcntl
+    import os
+    import pty
+    import struct
+    import subprocess
+    import termios
+    import threading
+
+    from tests.conftest import PYTHON, ROOT
+
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 120, 0, 0))  # 24 rows, 120 columns, as a window has
+    proc = subprocess.Popen([PYTHON, str(ROOT / "train.py"), *SMALL_CLI, f"hydra.run.dir={tmp_path / 'run'}"],
+                            cwd=tmp_path, stdout=follower, stderr=follower, stdin=subprocess.DEVNULL,
+                            env={**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true"})
+    os.close(follower)
+    chunks = []
+
+    def read():  # keep draining the terminal, or a full buffer would block the run
+        while True:
+            try:
+                data = os.read(leader, 65536)
+            except OSError:  # the run ended and closed its side
+                return
+            if not data:
+                return
+            chunks.append(data)
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    assert proc.wait(timeout=300) == 0
+    reader.join(timeout=30)
+    os.close(leader)
+    console = b"".join(chunks).decode(errors="replace")
+    assert re.search(r"Epoch 1: 100%\|.*\| 3/3 ", console), console[-3000:]
+    assert "\r" in console and not re.search(r"- epoch \d/2, G step", console)
+
+
+def test_long_epochs_report_the_batches_done_between_epoch_lines(make_cfg, caplog):
+    # every_s=0: a line after every batch (60 s by default), with the share of the epoch done and the time left.
+    with caplog.at_level("INFO", logger="dcgan_lab.callbacks.progress"):
+        train(make_cfg("+callbacks.lines={_target_:dcgan_lab.callbacks.progress.EpochLines,every_s:0}",
+                       "callbacks.throughput.warmup=0"))
+    lines = [r.getMessage() for r in caplog.records if r.name == "dcgan_lab.callbacks.progress"]
+    assert [re.sub(r"\d+ s", "T", line) for line in lines[:4]] == [
+        f"epoch 1/1: {done}/4 batches ({25 * done}%), T, about T left in the epoch" for done in (1, 2, 3, 4)]
+    assert re.fullmatch(r"epoch 1/1, G step 4: loss/d=[-\d.e]+, loss/g=[-\d.e]+ \(\d+ img/s\)", lines[4]), lines[4]
+    assert len(lines) == 5
+
+
+def test_durations_read_as_a_person_writes_them():
+    from dcgan_lab.callbacks.progress import _duration
+
+    assert [_duration(s) for s in (0.4, 42, 185, 3599.6, 7620)] == ["0 s", "42 s", "3 min 05 s", "1 h 00 min", "2 h 07 min"]
 
 
 def test_gradient_clipping_bounds_every_logged_gradient_norm(make_cfg, tmp_path):
@@ -283,7 +359,7 @@ def test_wandb_offline_run_folder(make_cfg, tmp_path, capfd, monkeypatch):
 
     monkeypatch.delenv("WANDB_SILENT")  # as a user runs it: W&B's own warnings reach the console
     bar = progress_bar(2)
-    result = train(make_cfg("logger=wandb", "trainer.log_every_n_steps=1", bar))
+    result = train(make_cfg("logger=wandb", "trainer.log_every_n_steps=1", *bar))
     console = capfd.readouterr()
     assert "anonymous" not in console.err  # W&B warns about a setting Lightning passes by default
     assert "loss/d=" in console.out and "v_num" not in console.out  # W&B's run id is not a training value

@@ -1,8 +1,9 @@
-"""A progress bar that never makes the training loop wait for the GPU, and one line per epoch for jobs that
-share the console with other jobs."""
+"""A progress bar that never makes the training loop wait for the GPU, and progress as log lines where a bar
+would garble the console."""
 from __future__ import annotations
 
 import logging
+import time
 
 import lightning as L
 import torch
@@ -85,18 +86,56 @@ class LabProgressBar(TQDMProgressBar):
 
 
 class EpochLines(L.Callback):
-    """Progress as one log line per epoch, named after the job: for a job of a sweep that runs several jobs at
-    once (hydra/launcher=local or gpu), whose bars would overwrite each other on the one console. The line
-    goes to the console and to the job's train.log."""
+    """Progress as log lines, for a console a bar would garble (pipeline.console_form): a file (a SLURM log,
+    nohup, `2>&1 | tee`), where each redraw would pile up on one line, or a sweep job running beside others,
+    whose bars would overwrite each other (each line then starts with the job's name). The lines go to the
+    console and to the run's train.log:
 
-    def __init__(self, job: str, show: tuple[str, ...] | list[str] = ("loss/d", "loss/g")):
-        self.job, self.show = job, tuple(show)
+    - at each epoch's end, its last losses and the training speed;
+    - within a long epoch, every `every_s` seconds, the batches done and the time left. These read no device
+      value: the hot loop never waits for them.
+    """
+
+    def __init__(self, job: str | None = None, show: tuple[str, ...] | list[str] = ("loss/d", "loss/g"),
+                 every_s: float = 60.0):
+        self.prefix = f"[{job}] " if job else ""
+        self.show, self.every_s = tuple(show), every_s
+        self._epoch_started = self._last_line = 0.0
+
+    def _epochs(self, trainer) -> str:
+        epoch = trainer.current_epoch + 1
+        return f"epoch {epoch}/{trainer.max_epochs}" if trainer.max_epochs and trainer.max_epochs > 0 else f"epoch {epoch}"
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        self._epoch_started = self._last_line = time.monotonic()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        now = time.monotonic()
+        if now - self._last_line < self.every_s:
+            return
+        self._last_line = now
+        done, total = batch_idx + 1, trainer.num_training_batches
+        elapsed = now - self._epoch_started
+        if isinstance(total, int) and total > 0:
+            left = elapsed / done * (total - done)
+            log.info("%s%s: %d/%d batches (%d%%), %s, about %s left in the epoch", self.prefix, self._epochs(trainer),
+                     done, total, 100 * done // total, _duration(elapsed), _duration(left))
+        else:  # an iterable dataset of unknown length
+            log.info("%s%s: %d batches, %s", self.prefix, self._epochs(trainer), done, _duration(elapsed))
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         logged = trainer.callback_metrics  # an epoch's end: the guard has already waited for the device
         values = ", ".join(f"{name}={float(logged[name]):.3g}" for name in self.show if name in logged)
-        if "perf/images_per_s" in logged:  # Throughput's, recorded just before (this callback comes last)
+        if "perf/images_per_s" in logged:  # Throughput's, recorded at this epoch's end before this callback
             values += f" ({float(logged['perf/images_per_s']):.0f} img/s)"
-        epochs = trainer.max_epochs if trainer.max_epochs and trainer.max_epochs > 0 else "?"
-        log.info("[%s] epoch %d/%s, G step %d: %s", self.job, trainer.current_epoch + 1, epochs, pl_module.g_step,
-                 values)
+        log.info("%s%s, G step %d: %s", self.prefix, self._epochs(trainer), pl_module.g_step, values)
+
+
+def _duration(seconds: float) -> str:
+    """42 s, 3 min 05 s, 2 h 07 min."""
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60:02d} s"
+    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
