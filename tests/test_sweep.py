@@ -239,8 +239,8 @@ def test_jobs_running_at_once_report_one_line_per_epoch_instead_of_bars(tmp_path
     assert result.returncode == 0, console[-3000:]
     for loss in ("bce", "hinge"):
         job = next(p for p in sweep_dir.iterdir() if p.is_dir() and f"loss={loss}" in p.name)
-        for epoch in (1, 2):
-            line = re.search(rf"\[{re.escape(job.name)}\] epoch {epoch}/2, G step {3 * epoch}: loss/d=[-\d.e]+, "
+        for epoch in (0, 1):
+            line = re.search(rf"\[{re.escape(job.name)}\] epoch {epoch} done \({epoch + 1} of 2\), G step {3 * (epoch + 1)}: loss/d=[-\d.e]+, "
                              r"loss/g=[-\d.e]+", console)
             assert line, (loss, epoch, console[-3000:])
             assert line.group(0) in (job / "train.log").read_text()

@@ -102,9 +102,12 @@ class EpochLines(L.Callback):
         self.show, self.every_s = tuple(show), every_s
         self._epoch_started = self._last_line = 0.0
 
-    def _epochs(self, trainer) -> str:
-        epoch = trainer.current_epoch + 1
-        return f"epoch {epoch}/{trainer.max_epochs}" if trainer.max_epochs and trainer.max_epochs > 0 else f"epoch {epoch}"
+    @staticmethod
+    def _epoch(trainer) -> tuple[str, str]:
+        """("epoch 3", " (4 of 20)"): the index the run folder uses (samples/epoch_0003.png, metrics.csv), and
+        the count that says how far the run has come (empty when only trainer.max_steps bounds it)."""
+        epoch, planned = trainer.current_epoch, trainer.max_epochs
+        return f"epoch {epoch}", (f" ({epoch + 1} of {planned})" if planned and planned > 0 else "")
 
     def on_train_epoch_start(self, trainer, pl_module) -> None:
         self._epoch_started = self._last_line = time.monotonic()
@@ -118,17 +121,18 @@ class EpochLines(L.Callback):
         elapsed = now - self._epoch_started
         if isinstance(total, int) and total > 0:
             left = elapsed / done * (total - done)
-            log.info("%s%s: %d/%d batches (%d%%), %s, about %s left in the epoch", self.prefix, self._epochs(trainer),
+            log.info("%s%s%s: %d/%d batches (%d%%), %s, about %s left in the epoch", self.prefix, *self._epoch(trainer),
                      done, total, 100 * done // total, _duration(elapsed), _duration(left))
         else:  # an iterable dataset of unknown length
-            log.info("%s%s: %d batches, %s", self.prefix, self._epochs(trainer), done, _duration(elapsed))
+            log.info("%s%s%s: %d batches, %s", self.prefix, *self._epoch(trainer), done, _duration(elapsed))
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         logged = trainer.callback_metrics  # an epoch's end: the guard has already waited for the device
         values = ", ".join(f"{name}={float(logged[name]):.3g}" for name in self.show if name in logged)
         if "perf/images_per_s" in logged:  # Throughput's, recorded at this epoch's end before this callback
             values += f" ({float(logged['perf/images_per_s']):.0f} img/s)"
-        log.info("%s%s, G step %d: %s", self.prefix, self._epochs(trainer), pl_module.g_step, values)
+        epoch, count = self._epoch(trainer)
+        log.info("%s%s done%s, G step %d: %s", self.prefix, epoch, count, pl_module.g_step, values)
 
 
 def _duration(seconds: float) -> str:
