@@ -79,10 +79,11 @@ def run_two_ranks(tmp_path: Path) -> tuple[Path, dict, dict]:
         "trainer=ddp_cpu", "dataset=image_folder", f"dataset.path={images}", "dataset.image_size=16", "dataset.channels=1",
         "dataset.batch_size=8", f"paths.cache_dir={tmp_path / 'cache'}", "logger=csv", "model.ngf=8", "model.ndf=8",
         "metrics=none", "trainer.max_epochs=1", "trainer.log_every_n_steps=1", "trainer.enable_model_summary=false",
-        "callbacks.progress_bar=null", "+callbacks.probe._target_=tests.test_ddp.RankProbe", f"+callbacks.probe.folder={probe}",
+        "+callbacks.probe._target_=tests.test_ddp.RankProbe", f"+callbacks.probe.folder={probe}",
         f"hydra.run.dir={run}",
     ], cwd=ROOT, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
+    (tmp_path / "console.txt").write_text(result.stdout + result.stderr)  # both ranks' output, as the user saw it
     rank0, rank1 = (torch.load(probe / f"rank{r}.pt", weights_only=True) for r in (0, 1))
     assert rank0["world_size"] == rank1["world_size"] == 2
     return run, rank0, rank1
@@ -124,6 +125,9 @@ def test_ddp_cpu_two_ranks_train_on_their_own_shards_keep_identical_networks_and
     with open(run / "metrics.csv") as f:
         steps = [int(r["step"]) for r in csv.DictReader(f) if r.get("loss/g")]
     assert len(steps) == len(set(steps)) == 4
+    # One voice on the console (the epoch's line and the networks' table, not one per rank), and in train.log.
+    for text in ((run.parent / "console.txt").read_text(), (run / "train.log").read_text()):
+        assert text.count("networks:") == 1 and text.count("epoch 0 done (1 of 1)") == 1, text[-3000:]
     saved = torch.load(run / "checkpoints/last.ckpt", weights_only=True)
     assert saved["batches_seen"] == 4
     torch.testing.assert_close({k: v for k, v in saved["state_dict"].items() if k in rank0["params"]}, rank0["params"], rtol=0, atol=0)

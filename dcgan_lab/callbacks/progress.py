@@ -114,7 +114,7 @@ class EpochLines(L.Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         now = time.monotonic()
-        if now - self._last_line < self.every_s:
+        if now - self._last_line < self.every_s or not trainer.is_global_zero:  # DDP: one process speaks for all
             return
         self._last_line = now
         done, total = batch_idx + 1, trainer.num_training_batches
@@ -127,6 +127,8 @@ class EpochLines(L.Callback):
             log.info("%s%s%s: %d batches, %s", self.prefix, *self._epoch(trainer), done, _duration(elapsed))
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
+        if not trainer.is_global_zero:
+            return
         logged = trainer.callback_metrics  # an epoch's end: the guard has already waited for the device
         values = ", ".join(f"{name}={float(logged[name]):.3g}" for name in self.show if name in logged)
         if "perf/images_per_s" in logged:  # Throughput's, recorded at this epoch's end before this callback
