@@ -275,6 +275,7 @@ def table_columns(variants: list[Variant], every_metric: bool = False) -> list[s
         columns += sorted(m for m in present if fnmatch(m, pattern) and direction(m) and m not in columns)
     if every_metric:
         columns += sorted(m for m in present if direction(m) and m not in columns and m not in TRAILING_COLUMNS)
+        columns += sorted(m for m in present if m.startswith("cost/"))  # no best, no test: what a variant costs
     columns += [m for m in TRAILING_COLUMNS if m in present]
     return columns
 
@@ -463,6 +464,29 @@ def _differs_from_baseline(table: Table, variant: Variant, metric: str) -> bool:
     return any((c := table.comparison(v, metric)) is not None and c.significant for v in others)
 
 
+def _percent(change: float) -> str:
+    return f"{change:+.0f}%" if abs(change) >= 10 else f"{change:+.1f}%"
+
+
+def cost_against_baseline(table: Table, variant: Variant) -> str:
+    """What a variant's networks cost against its table's baseline, where they differ (NetworkSummary's cost/*
+    scalars): "FLOPs/image G +15%, D +9.5%; params D +4.2%". Empty for the baseline, where nothing differs, and
+    for runs that did not log them."""
+    base = table.baseline
+    if base is None or variant is base:
+        return ""
+    parts = []
+    for what, label in (("flops", "FLOPs/image"), ("params", "params")):
+        changes = []
+        for network, short in (("G", "g"), ("D", "d")):
+            mine, theirs = variant.stats(f"cost/{short}_{what}"), base.stats(f"cost/{short}_{what}")
+            if mine and theirs and theirs[0] and not math.isclose(mine[0], theirs[0], rel_tol=1e-9):
+                changes.append(f"{network} {_percent(100 * (mine[0] / theirs[0] - 1))}")
+        if changes:
+            parts.append(f"{label} " + ", ".join(changes))
+    return "; ".join(parts)
+
+
 def describe_data(variant: Variant) -> str:
     """The data a table was trained on, as the report names it (stand-ins said to be stand-ins)."""
     data = variant.dataset
@@ -508,6 +532,8 @@ def table_lines(table: Table, columns: list[str]) -> tuple[list[str], list[str]]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for variant in table.variants:
         changes = variant.changes.replace("|", "\\|") or "—"
+        if cost := cost_against_baseline(table, variant):
+            changes += f" · cost: {cost}"
         cells = [f"`{variant.label}`", changes, f"{len(variant.ok_jobs)}/{len(variant.jobs)}"]
         cells += [_cell(table, variant, metric, bold[metric]) for metric in columns]
         lines.append("| " + " | ".join(cells) + " |")
@@ -532,7 +558,10 @@ def write_markdown(path: Path, sweep_dir: Path, variants, columns, common, jobs,
            f"{ALPHA} are chance") + f"); **bold** = best "
         f"mean of its table ({'; '.join(ways + ['losses have no best'])}) AND significantly different from the "
         "baseline." + (f" `ref` = the reference study's number for the same setting and change: {reference_study.SOURCE}."
-                       if any(reference_study.table_for(t.variants[0].choices.get("experiment")) for t in tables) else ""),
+                       if any(reference_study.table_for(t.variants[0].choices.get("experiment")) for t in tables) else "")
+        + (" `cost:` what the variant's networks cost against the baseline's, where they differ: FLOPs of one "
+           "image's forward pass and parameters, of G and of D (report.csv: `cost/*`)."
+           if any(cost_against_baseline(t, v) for t in tables for v in t.variants) else ""),
     ]
     sweep_names = sorted({o.split("=", 1)[1] for job in jobs for o in job.overrides if _key(o) == "sweep"})
     if sweep_names:

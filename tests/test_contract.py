@@ -147,9 +147,9 @@ def test_a_new_family_is_one_network_file_and_one_yaml(tmp_path):
 
 def summary_cells(pl_module) -> dict[str, list[str]]:
     """NetworkSummary's table as a user reads it: row name -> its cells."""
-    from dcgan_lab.callbacks.summary import NetworkSummary
+    from dcgan_lab.callbacks.summary import measure, table
 
-    return {cells[0]: cells[1:] for cells in (row.split() for row in NetworkSummary.rows(pl_module)[1:])}
+    return {cells[0]: cells[1:] for cells in (row.split() for row in table(measure(pl_module))[1:])}
 
 
 def test_network_summary_counts_each_forward_and_moves_nothing(tmp_path):
@@ -195,7 +195,9 @@ def test_network_summary_shows_what_an_ablation_costs(tmp_path):
     assert flops(attention["discriminator"]) > flops(base["discriminator"])
     conditional = summary("model.conditional=true")  # 10 one-hot label maps joined to D's input
     assert flops(conditional["discriminator"]) > flops(base["discriminator"])
-    assert summary("model=progressive")["generator"][-1] == "1x4x4"  # G as it starts: the first phase's size
+    progressive = build_module(compose_config(tmp_path / "progressive", ["model=progressive"]))
+    assert progressive.generator.resolution == 4  # it starts small, and is counted as it ends: grown to 32x32
+    assert summary_cells(progressive)["generator"][-1] == "1x32x32" and progressive.generator.resolution == 4
     ema = summary("model.ema_decay=0.999")  # the EMA copy of G: G's parameters, none trained, no forward counted
     assert ema["generator_ema"] == ["Generator", "1.1", "M", "0", "-", "-"]
     assert set(base) == {"generator", "discriminator"}

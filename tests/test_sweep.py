@@ -188,6 +188,39 @@ def test_real_multirun_with_a_failing_variant_then_report(tmp_path):
     assert (report_run["group"], report_run["name"], report_run["job_type"]) == (run["group"], "report", "report")
 
 
+def test_the_report_says_what_an_architecture_change_costs(tmp_path):
+    """A real sweep, self-attention against the baseline (2 seeds each): each job logs its networks' cost once, and
+    the report's changes cell gives the attention variant's cost against the baseline's, in percent."""
+    sweep_dir = tmp_path / "sweep"
+    result = run_cli(["-m", "ablation=baseline,self_attention", "seed=0,1", *FAST, f"hydra.sweep.dir={sweep_dir}"],
+                     cwd=tmp_path, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    cost = {}
+    for job in (p for p in sweep_dir.iterdir() if p.is_dir()):
+        with open(job / "metrics.csv") as handle:
+            rows = [r for r in csv.DictReader(handle) if r.get("cost/g_flops")]
+        assert len(rows) == 1 and rows[0]["step"] == "0"  # once, at the run's start
+        cost.setdefault(job.name.split(",")[0], []).append({k: float(v) for k, v in rows[0].items() if k.startswith("cost/")})
+    base, attention = cost["ablation=baseline"], cost["ablation=self_attention"]
+    assert base[0] == base[1] and attention[0] == attention[1]  # a property of the config, not of the seed
+
+    def change(key):
+        percent = 100 * (attention[0][key] / base[0][key] - 1)
+        return f"{percent:+.0f}%" if abs(percent) >= 10 else f"{percent:+.1f}%"
+
+    assert attention[0]["cost/g_flops"] > base[0]["cost/g_flops"] and attention[0]["cost/d_params"] > base[0]["cost/d_params"]
+    md = build_report(sweep_dir)["report.md"].read_text()
+    row = next(line for line in md.splitlines() if line.startswith("| `ablation=self_attention`"))
+    expected = (f"cost: FLOPs/image G {change('cost/g_flops')}, D {change('cost/d_flops')}; "
+                f"params G {change('cost/g_params')}, D {change('cost/d_params')} |")
+    assert expected in row, row
+    assert "cost:" not in next(line for line in md.splitlines() if line.startswith("| `ablation=baseline`"))
+    assert "`cost:` what the variant's networks cost against the baseline's" in md
+    with open(sweep_dir / "report.csv") as handle:
+        table = {r["variant"]: r for r in csv.DictReader(handle)}
+    assert float(table["ablation=self_attention"]["cost/g_flops_mean"]) == attention[0]["cost/g_flops"]
+
+
 def test_a_job_returns_its_objective_metric_to_the_sweeper(make_cfg):
     result = {"metrics": {"loss/g": 0.75, "classifier/fid": 12.5}}
     assert sweep_return(make_cfg(), result) is result  # no objective: plain runs and grid sweeps
