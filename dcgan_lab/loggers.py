@@ -227,6 +227,28 @@ def write_png_and_show(path: str | os.PathLike, write: Callable[[Path], None], l
     return path
 
 
+def _wandb_animation(logger: WandbLogger, key: str, path: Path, step: int | None, caption: str | None) -> None:
+    import wandb
+
+    logger.log_metrics({key: wandb.Video(str(path), caption=caption)}, step=step)  # the file itself, copied by W&B
+
+
+# TensorBoard is not here: its image plugin has no public call for an encoded GIF, and its step slider over
+# `samples` already plays the same grids.
+ANIMATION_WRITERS: dict[type, Callable[[Logger, str, Path, int | None, str | None], None]] = {
+    WandbLogger: _wandb_animation,
+}
+
+
+def show_animation(loggers: Iterable[Logger], key: str, path: str | os.PathLike, step: int | None = None,
+                   caption: str | None = None) -> None:
+    """Show the GIF at `path` under `key` on every logger that plays animations (W&B: the file)."""
+    for logger in loggers:
+        writer = _writer_for(ANIMATION_WRITERS, logger)
+        if writer is not None:
+            writer(logger, key, Path(path), step, caption)
+
+
 def summarize_wandb_run(run, output_dir: str, train_time_s: float | None = None) -> None:
     """Final summary of the W&B run: `last/<metric>` and `best/<metric>` from the run's metrics.csv."""
     metrics_csv = Path(output_dir) / "metrics.csv"

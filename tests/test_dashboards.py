@@ -21,7 +21,7 @@ from dcgan_lab.pipeline import train
 
 from .conftest import FAST, compose_config
 from .pixels import assert_same_pixels, pixels
-from .wandb_records import history, logged_checkpoints, logged_images, offline_run, the_offline_run
+from .wandb_records import history, logged_checkpoints, logged_images, logged_videos, offline_run, the_offline_run
 
 # 2 epochs x 4 batches of 16 images; growth 4x4 (16 images), 8x8 and 16x16 (32 fading + 16 stable each),
 # then 32x32: res_004/008/016 end at batches 0, 3 and 6, res_032 is written at the end.
@@ -81,6 +81,22 @@ def test_wandb_shows_each_local_png_pixel_for_pixel(dashboard_run):
             assert caption.split(",")[0] == local.relative_to(dashboard_run).as_posix()  # the caption names the file
     run = offline_run(run_file)
     assert json.loads(run["config"]["model"])["growth"]["fade_images"] == 32  # the resolved config
+
+
+def test_wandb_plays_the_progress_gif_the_run_wrote(dashboard_run):
+    """samples/progress.gif (the epoch grids in order) on W&B byte for byte, once, at the end. The progressive run's
+    first grid is smaller than its last: the GIF scales it up to the last grid's size."""
+    gif = dashboard_run / "samples" / "progress.gif"
+    with Image.open(gif) as animation:
+        assert animation.n_frames == 2
+        last_grid = Image.open(dashboard_run / "samples" / "epoch_0001.png")
+        assert animation.size == (last_grid.width, last_grid.height + 16)  # + the caption strip
+    assert Image.open(dashboard_run / "samples" / "epoch_0000.png").size != last_grid.size
+    run_dir, run_file = the_offline_run(dashboard_run)
+    shown = logged_videos(run_dir, run_file)
+    assert list(shown) == ["samples/progress"] and len(shown["samples/progress"]) == 1
+    media, caption, _row = shown["samples/progress"][0]
+    assert media.read_bytes() == gif.read_bytes() and caption == "epochs 0-1"
 
 
 def test_tensorboard_shows_each_local_png_pixel_for_pixel_at_the_step_of_its_losses(dashboard_run):

@@ -101,6 +101,61 @@ def test_sample_grid_shows_the_fixed_noise_batch(make_cfg, overrides):
     assert not (run / "samples/interpolation.png").exists()  # walk_rows=0: no walk
 
 
+def test_progress_gif_plays_the_epoch_grids_in_order_each_captioned(make_cfg, tmp_path):
+    """samples/progress.gif: one frame per epoch grid, its pixels the grid's (grey digits: exact), a caption strip
+    below naming the epoch, the last frame held longest; a run resumed in its folder plays its earlier epochs too."""
+    import numpy as np
+    from PIL import Image
+
+    run = tmp_path / "run"
+    train(make_cfg("trainer.max_epochs=2", "model.ngf=16", run_dir=run))
+    train(make_cfg("trainer.max_epochs=3", "model.ngf=16", "resume=true", run_dir=run))
+    grids = [np.asarray(Image.open(run / "samples" / f"epoch_{e:04d}.png").convert("L")) for e in range(3)]
+    frames, durations = [], []
+    with Image.open(run / "samples" / "progress.gif") as animation:
+        for index in range(animation.n_frames):
+            animation.seek(index)
+            frames.append(np.asarray(animation.convert("L")))
+            durations.append(animation.info["duration"])
+    assert len(frames) == 3 and durations == [250, 250, 2000]
+    height = grids[0].shape[0]
+    for frame, grid in zip(frames, grids):
+        assert frame.shape == (height + 16, grid.shape[1])
+        assert np.array_equal(frame[:height], grid)
+        assert frame[height:].max() > 200 and frame[height:].min() == 0  # the caption: light text on a black strip
+    captions = [frame[height:] for frame in frames]
+    assert not np.array_equal(captions[0], captions[1]) and not np.array_equal(captions[1], captions[2])
+    assert grids[0].std() > 0 and not np.array_equal(grids[0], grids[2])  # frames that differ, in order
+
+
+def test_progress_gif_of_many_colour_grids_keeps_the_last_and_stays_close(tmp_path):
+    """Colour grids go through GIF's 256-colour palette (close, not exact); more grids than max_frames are thinned
+    evenly, the first and the last kept."""
+    import numpy as np
+    from PIL import Image
+
+    from dcgan_lab.callbacks.samples import progress_gif
+
+    rng = np.random.default_rng(0)
+    ramp = np.linspace(0, 255, 40)
+    files = []
+    for epoch in range(5):
+        rgb = np.stack([np.add.outer(ramp, ramp) / 2, np.tile(ramp, (40, 1)), np.full((40, 40), 50.0 * epoch)], -1)
+        rgb = np.clip(rgb + rng.normal(0, 3, rgb.shape), 0, 255).astype(np.uint8)
+        files.append(tmp_path / f"epoch_{epoch:04d}.png")
+        Image.fromarray(rgb).save(files[-1])
+    progress_gif(files, tmp_path / "progress.gif", max_frames=3)
+    with Image.open(tmp_path / "progress.gif") as animation:
+        frames = []
+        for index in range(animation.n_frames):
+            animation.seek(index)
+            frames.append(np.asarray(animation.convert("RGB"))[:40].astype(int))
+    assert len(frames) == 3
+    for frame, epoch in zip(frames, (0, 2, 4)):
+        grid = np.asarray(Image.open(files[epoch]).convert("RGB")).astype(int)
+        assert np.abs(frame - grid).mean() < 6, epoch  # each frame is its own epoch's grid, quantised
+
+
 def slerp_by_hand(a, b, t: float):
     """Spherical interpolation in float64, written from White (2016) independently of the lab's code."""
     import numpy as np

@@ -115,3 +115,13 @@ def logged_checkpoints(run_file: Path) -> list[tuple[str, str]]:
             metadata = json.loads(record.artifact.metadata)
             logged += [(metadata["original_filename"], entry.digest) for entry in record.artifact.manifest.contents]
     return logged
+
+
+def logged_videos(run_dir: Path, run_file: Path) -> dict[str, list[tuple[Path, str, dict]]]:
+    """{key: [(media file, caption, the row it was logged in), ...]} of the animations (wandb.Video) logged."""
+    videos: dict[str, list] = {}
+    for row in history(run_file):
+        for key, value in row.items():
+            if isinstance(value, dict) and value.get("_type") == "video-file":
+                videos.setdefault(key, []).append((run_dir / "files" / value["path"], value.get("caption", ""), row))
+    return videos

@@ -9,10 +9,11 @@ from typing import Callable
 import lightning as L
 import torch
 import torch.nn.functional as F
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFont
 
 from dcgan_lab.data.datamodule import to_uint8
-from dcgan_lab.loggers import dashboard_step, write_png_and_show
+from dcgan_lab.atomic import replaced_atomically
+from dcgan_lab.loggers import dashboard_step, show_animation, write_png_and_show
 
 
 def uint8_grid(images: torch.Tensor, nrow: int, padding: int = 2) -> torch.Tensor:
@@ -83,6 +84,41 @@ def save_png(grid: torch.Tensor, path) -> None:
     Image.fromarray(grid.cpu().numpy()).save(path, format="PNG", compress_level=1)
 
 
+def epoch_of(grid_file: Path) -> int:
+    return int(grid_file.stem.split("_")[1])  # samples/epoch_0003.png -> 3
+
+
+def progress_gif(grid_files: list[Path], path: Path, frame_ms: int = 250, last_frame_ms: int = 2000,
+                 max_frames: int = 100) -> None:
+    """The epoch grids as one looping GIF: G's progression on the fixed latents, each frame captioned with its
+    epoch in a strip below the grid. At most `max_frames`, evenly spread, the last always kept; frames of other
+    sizes (a progressive model's earlier resolutions) scaled to the last one's with nearest neighbours.
+    Grayscale grids stay exact (a 256-grey palette); colour grids are quantised to GIF's 256 colours."""
+    if len(grid_files) > max_frames:
+        picks = sorted({round(i * (len(grid_files) - 1) / (max_frames - 1)) for i in range(max_frames)})
+        grid_files = [grid_files[i] for i in picks]
+    grids = [Image.open(f).convert("RGB") for f in grid_files]
+    size = grids[-1].size
+    grey = all(_is_grey(g) for g in grids)
+    font = ImageFont.load_default()
+    strip = 16
+    frames = []
+    for grid_file, grid in zip(grid_files, grids):
+        frame = Image.new("RGB", (size[0], size[1] + strip))
+        frame.paste(grid if grid.size == size else grid.resize(size, Image.Resampling.NEAREST), (0, 0))
+        ImageDraw.Draw(frame).text((4, size[1] + 2), f"epoch {epoch_of(grid_file)}", fill=(255, 255, 255), font=font)
+        frames.append(frame.convert("L") if grey else frame.quantize(256))
+    durations = [frame_ms] * (len(frames) - 1) + [last_frame_ms]
+    with replaced_atomically(path) as tmp:
+        frames[0].save(tmp, format="GIF", save_all=True, append_images=frames[1:], duration=durations, loop=0,
+                       optimize=False)
+
+
+def _is_grey(image: Image.Image) -> bool:
+    red, green, blue = image.split()
+    return red.tobytes() == green.tobytes() == blue.tobytes()
+
+
 class SampleGrid(L.Callback):
     """Writes `samples/epoch_XXXX.png` every `every_n_epochs` and `samples/last.png` at the end of training,
     with `samples/interpolation.png` beside it: G along the latent path between pairs of the fixed latents
@@ -91,15 +127,20 @@ class SampleGrid(L.Callback):
 
     Conditional models: one row per class (row k shows label k). Progressive models: grids are at the
     current resolution, and `samples/res_XXX.png` is written as each resolution's phase ends.
+    At the end, `samples/progress.gif` plays the run's epoch grids in order (`progress_gif`; `animation=false`
+    turns it off), including those written before a resume.
+
     Dashboards (W&B, TensorBoard) show these files: epoch grids and last.png under `samples`, each
-    resolution's grid under `samples/res_XXX`, the walk under `samples/interpolation`.
+    resolution's grid under `samples/res_XXX`, the walk under `samples/interpolation`; W&B also plays the GIF
+    under `samples/progress`.
     """
 
     def __init__(self, output_dir: str, every_n_epochs: int = 1, nrow: int = 8, walk_rows: int = 8,
-                 walk_steps: int = 10, spherical: bool = True):
+                 walk_steps: int = 10, spherical: bool = True, animation: bool = True):
         self.dir = Path(output_dir) / "samples"
         self.every_n_epochs, self.nrow = every_n_epochs, nrow
         self.walk_rows, self.walk_steps, self.spherical = walk_rows, walk_steps, spherical
+        self.animation = animation
 
     def on_fit_start(self, trainer, pl_module) -> None:
         if trainer.is_global_zero:
@@ -141,3 +182,8 @@ class SampleGrid(L.Callback):
             if getattr(pl_module, "growth_state", None) is not None:
                 resolution = pl_module.growth_state[0]
                 self._write(trainer, pl_module, f"res_{resolution:03d}.png", key=f"samples/res_{resolution:03d}")
+            grids = sorted(self.dir.glob("epoch_[0-9][0-9][0-9][0-9].png"), key=epoch_of)
+            if self.animation and len(grids) > 1:
+                progress_gif(grids, self.dir / "progress.gif")
+                show_animation(trainer.loggers, "samples/progress", self.dir / "progress.gif",
+                               step=dashboard_step(trainer, False), caption=f"epochs {epoch_of(grids[0])}-{epoch_of(grids[-1])}")
