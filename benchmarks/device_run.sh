@@ -51,7 +51,8 @@ for name in "$@"; do
              stage quality "${CAP_quality:-150}" python3 train.py trainer.accelerator=gpu logger=csv hydra.run.dir=/tmp/quality
              cp /tmp/quality/metrics.csv /tmp/quality/status.json "$KEEP/" 2>/dev/null
              cp /tmp/quality/samples/last.png "$KEEP/quality_last.png" 2>/dev/null
-             cp /tmp/quality/samples/interpolation.png "$KEEP/quality_interpolation.png" 2>/dev/null; pack ;;
+             cp /tmp/quality/samples/interpolation.png "$KEEP/quality_interpolation.png" 2>/dev/null
+             cp /tmp/quality/samples/progress.gif "$KEEP/quality_progress.gif" 2>/dev/null; pack ;;
     sweep)   stage sweep "${CAP_sweep:-400}" python3 benchmarks/sweep_wall.py --device cuda --n-jobs "${SWEEP_JOBS:-4}" \
                ${SWEEP_EPOCHS:+trainer.max_epochs=$SWEEP_EPOCHS}
              cp benchmarks/results/cuda.json "$KEEP/cuda_with_sweep.json" 2>/dev/null; pack ;;
