@@ -247,10 +247,13 @@ SMALL_CLI = ["logger=csv", "model.ngf=8", "model.ndf=8", "dataset.batch_size=16"
 def test_a_console_that_is_not_a_terminal_gets_a_line_per_epoch(tmp_path):
     """`python train.py > log` (a SLURM log, nohup): no bar redraws piling up on one line, but one log line per
     epoch with its losses and speed, in the console and in train.log."""
-    proc = run_cli([*SMALL_CLI, f"hydra.run.dir={tmp_path / 'run'}"], cwd=tmp_path)
+    # Whole epochs of 3 batches (4,500 digits in batches of 1,500): limit_train_batches left at its default.
+    whole_epochs = [o for o in SMALL_CLI if not o.startswith(("trainer.limit_train", "dataset.batch_size"))]
+    proc = run_cli([*whole_epochs, "dataset.batch_size=1500", f"hydra.run.dir={tmp_path / 'run'}"], cwd=tmp_path)
     console = proc.stdout + proc.stderr
     assert proc.returncode == 0, console[-3000:]
     assert "\r" not in console and "Epoch 0:" not in console
+    assert "configured so 100%" not in console  # Lightning's note on an explicit limit_train_batches=1.0
     log_text = (tmp_path / "run" / "train.log").read_text()
     for epoch in (0, 1):  # the index of samples/epoch_0000.png and metrics.csv, then how far the run has come
         line = re.search(rf"- epoch {epoch} done \({epoch + 1} of 2\), G step {3 * (epoch + 1)}: loss/d=[-\d.e]+, "
