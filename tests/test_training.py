@@ -128,6 +128,20 @@ def test_progress_gif_plays_the_epoch_grids_in_order_each_captioned(make_cfg, tm
     assert grids[0].std() > 0 and not np.array_equal(grids[0], grids[2])  # frames that differ, in order
 
 
+def test_progress_gif_leaves_out_the_grids_of_an_abandoned_timeline(make_cfg, tmp_path):
+    """3 epochs, then resumed in the same folder from epoch 0's checkpoint for 2: epoch 2's grid is the first
+    attempt's, after the point the run went back to, and is not played."""
+    from PIL import Image
+
+    run = tmp_path / "run"
+    every_epoch = "callbacks.model_checkpoint.every_n_epochs=1"
+    train(make_cfg("trainer.max_epochs=3", every_epoch, run_dir=run))
+    train(make_cfg("trainer.max_epochs=2", every_epoch, f"ckpt_path={run / 'checkpoints' / 'epoch0000.ckpt'}", run_dir=run))
+    assert (run / "samples" / "epoch_0002.png").exists()
+    with Image.open(run / "samples" / "progress.gif") as animation:
+        assert animation.n_frames == 2
+
+
 def test_progress_gif_of_many_colour_grids_keeps_the_last_and_stays_close(tmp_path):
     """Colour grids go through GIF's 256-colour palette (close, not exact); more grids than max_frames are thinned
     evenly, the first and the last kept."""

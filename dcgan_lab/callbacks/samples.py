@@ -141,6 +141,7 @@ class SampleGrid(L.Callback):
         self.every_n_epochs, self.nrow = every_n_epochs, nrow
         self.walk_rows, self.walk_steps, self.spherical = walk_rows, walk_steps, spherical
         self.animation = animation
+        self._last_epoch_drawn: int | None = None  # this fit's: grids after it are from an abandoned timeline
 
     def on_fit_start(self, trainer, pl_module) -> None:
         if trainer.is_global_zero:
@@ -163,6 +164,7 @@ class SampleGrid(L.Callback):
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         if trainer.is_global_zero and (trainer.current_epoch + 1) % self.every_n_epochs == 0:
             self._write(trainer, pl_module, f"epoch_{trainer.current_epoch:04d}.png")
+            self._last_epoch_drawn = trainer.current_epoch
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         now = getattr(pl_module, "growth_state", None)
@@ -182,7 +184,10 @@ class SampleGrid(L.Callback):
             if getattr(pl_module, "growth_state", None) is not None:
                 resolution = pl_module.growth_state[0]
                 self._write(trainer, pl_module, f"res_{resolution:03d}.png", key=f"samples/res_{resolution:03d}")
-            grids = sorted(self.dir.glob("epoch_[0-9][0-9][0-9][0-9].png"), key=epoch_of)
+            # A run resumed from an earlier checkpoint may leave later grids of the first attempt behind: not played.
+            last = self._last_epoch_drawn
+            grids = sorted((f for f in self.dir.glob("epoch_[0-9][0-9][0-9][0-9].png") if last is None or epoch_of(f) <= last),
+                           key=epoch_of)
             if self.animation and len(grids) > 1:
                 progress_gif(grids, self.dir / "progress.gif")
                 show_animation(trainer.loggers, "samples/progress", self.dir / "progress.gif",
