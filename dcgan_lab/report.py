@@ -311,6 +311,8 @@ class Comparison:
     n_baseline: int
     text: str        # what the cell shows: "p=0.012", "n.s. (p=0.31)", "n<2: no test", ...
     p_adjusted: float | None = None  # p after the correction for the table's other variants (= p when none applies)
+    difference: float | None = None  # variant mean - baseline mean
+    interval: tuple[float, float] | None = None  # its 95% Welch confidence interval (not corrected); None without a test
 
     @property
     def significant(self) -> bool:
@@ -336,19 +338,28 @@ def welch(values: list[float], baseline: list[float]) -> Comparison:
     while the t-test states its assumption (roughly normal seed-to-seed spread) and its degrees of freedom.
     """
     n, m = len(values), len(baseline)
+    difference = statistics.fmean(values) - statistics.fmean(baseline) if values and baseline else None
     if n < 2 or m < 2:
-        return Comparison(None, n, m, "n<2: no test")
+        return Comparison(None, n, m, "n<2: no test", difference=difference)
     if statistics.pvariance(values) == 0 and statistics.pvariance(baseline) == 0:
         same = math.isclose(values[0], baseline[0], rel_tol=1e-12, abs_tol=1e-15)
-        return Comparison(None, n, m, "n.s. (identical)" if same else "no spread: no test")
+        return Comparison(None, n, m, "n.s. (identical)" if same else "no spread: no test", difference=difference)
     import warnings
 
+    from scipy.stats import t as student_t
     from scipy.stats import ttest_ind
 
     with warnings.catch_warnings():  # nearly equal seeds: scipy warns, the p it returns is still the right answer
         warnings.filterwarnings("ignore", message="Precision loss", category=RuntimeWarning)
         p = float(ttest_ind(values, baseline, equal_var=False).pvalue)
-    return Comparison(p, n, m, _fmt_p(p) if p < ALPHA else f"n.s. ({_fmt_p(p)})", p_adjusted=p)
+    # The interval of the difference the test is about: d +- t(0.975, df) * se, se^2 = s1^2/n + s2^2/m, with
+    # Welch-Satterthwaite's df = se^4 / ((s1^2/n)^2 / (n - 1) + (s2^2/m)^2 / (m - 1)).
+    a, b = statistics.variance(values) / n, statistics.variance(baseline) / m
+    se = math.sqrt(a + b)
+    df = (a + b) ** 2 / (a * a / (n - 1) + b * b / (m - 1))
+    half = float(student_t.ppf(1 - ALPHA / 2, df)) * se
+    return Comparison(p, n, m, _fmt_p(p) if p < ALPHA else f"n.s. ({_fmt_p(p)})", p_adjusted=p,
+                      difference=difference, interval=(difference - half, difference + half))
 
 
 def _fmt_p(p: float) -> str:
@@ -462,6 +473,31 @@ def _differs_from_baseline(table: Table, variant: Variant, metric: str) -> bool:
     """Whether `variant` differs significantly from the baseline on `metric` (the baseline: from any variant)."""
     others = [v for v in table.variants if v is not table.baseline] if variant is table.baseline else [variant]
     return any((c := table.comparison(v, metric)) is not None and c.significant for v in others)
+
+
+def _signed(value: float) -> str:
+    return ("+" if value > 0 else "") + _fmt(value)
+
+
+def effect_line(table: Table, columns: list[str]) -> str:
+    """How large each variant's change of the table's first ranked metric is, and how sure: the difference of
+    means from the baseline with its 95% confidence interval (Welch, not corrected for the other variants).
+    An interval that spans 0 is a change the seeds cannot tell from none. Empty without a baseline or a test."""
+    base = table.baseline
+    metric = next((m for m in columns if direction(m)), None)
+    if base is None or metric is None:
+        return ""
+    parts = []
+    for variant in table.variants:
+        comparison = table.comparison(variant, metric) if variant is not base else None
+        if comparison is not None and comparison.interval is not None:
+            low, high = comparison.interval
+            parts.append(f"`{variant.label}` {_signed(comparison.difference)} [{_signed(low)}, {_signed(high)}]")
+    if not parts:
+        return ""
+    better = "lower" if direction(metric) < 0 else "higher"
+    return (f"`{metric}` against the baseline ({better} is better; difference of means, 95% confidence interval, "
+            "Welch, not corrected): " + "; ".join(parts) + ".")
 
 
 def _percent(change: float) -> str:
@@ -592,6 +628,9 @@ def write_markdown(path: Path, sweep_dir: Path, variants, columns, common, jobs,
             remarks = [f"`ablation={a}`: {r}" for a, r in reference.remarks.items()]
             if remarks:
                 lines += ["", "The reference's remarks: " + "; ".join(remarks) + "."]
+        effect = effect_line(table, table_columns_here)
+        if effect:
+            lines += ["", effect]
         agreement = disagreements(table, table_columns_here)
         if agreement:
             lines += ["", "Where the metrics disagree:", *agreement]
@@ -612,7 +651,7 @@ def write_csv(path: Path, variants, columns, correction: str = "holm") -> None:
     tables = {v.label: table for table in split_tables(variants, correction) for v in table.variants}
     with open(path, "w", newline="") as handle:
         writer = csv.writer(handle)
-        per_metric = ("mean", "std", "n", "p", "p_adjusted", "ref")
+        per_metric = ("mean", "std", "n", "p", "p_adjusted", "diff", "diff_ci_low", "diff_ci_high", "ref")
         writer.writerow(["variant", "changes", "jobs", "ok", "failed", *[f"{m}_{s}" for m in columns for s in per_metric],
                          "best_in", "significant_best_in"])
         for variant in variants:
@@ -624,8 +663,9 @@ def write_csv(path: Path, variants, columns, correction: str = "holm") -> None:
                 reference = table.reference(variant, metric)
                 row += list(stats) if stats else ["", "", 0]
                 tested = comparison is not None and comparison.p is not None
-                row += [comparison.p if tested else "", comparison.p_adjusted if tested else "",
-                        "" if reference is None else reference]
+                row += [comparison.p if tested else "", comparison.p_adjusted if tested else ""]
+                row += [comparison.difference, *comparison.interval] if tested else ["", "", ""]
+                row.append("" if reference is None else reference)
             row.append(" ".join(m for m in columns if variant.label in best_variants(table.variants, m)))
             row.append(" ".join(m for m in columns if variant.label in table.significant_best(m)))
             writer.writerow(row)

@@ -374,6 +374,42 @@ def test_several_variants_p_values_are_corrected_together(tmp_path):
     assert read_report_csv(root / "report.csv")["ablation=baseline"]["significant_best_in"] == "classifier/fid"
 
 
+def test_each_difference_from_the_baseline_comes_with_its_confidence_interval(tmp_path):
+    """How large a change is and how sure: variant - baseline with its 95% Welch interval, as scipy computes it
+    independently; in report.csv for every metric, and in report.md for the table's first ranked metric."""
+    from scipy.stats import ttest_ind
+
+    root = tmp_path / "multirun" / "ci"
+    fids = {"baseline": [10.0, 11.0, 12.5], "x": [14.0, 16.5, 18.0, 17.0], "y": [9.0, 10.5, 13.0]}
+    num = 0
+    for ablation, values in fids.items():
+        for seed, fid in enumerate(values):
+            overrides = [f"ablation={ablation}", f"seed={seed}"]
+            write_job(root, ",".join(overrides), num, overrides, rows_for([50, fid], 0.5), {"status": "ok"}, "left")
+            num += 1
+    assert main([str(root), "--wandb", "off"]) == 0
+    table = read_report_csv(root / "report.csv")
+    expected = {}
+    for ablation in ("x", "y"):
+        row = table[f"ablation={ablation}"]
+        interval = ttest_ind(fids[ablation], fids["baseline"], equal_var=False).confidence_interval()
+        difference = sum(fids[ablation]) / len(fids[ablation]) - sum(fids["baseline"]) / 3
+        assert float(row["classifier/fid_diff"]) == pytest.approx(difference)
+        assert float(row["classifier/fid_diff_ci_low"]) == pytest.approx(interval.low)
+        assert float(row["classifier/fid_diff_ci_high"]) == pytest.approx(interval.high)
+        expected[ablation] = (difference, interval.low, interval.high)
+    assert table["ablation=baseline"]["classifier/fid_diff"] == ""
+    assert expected["x"][1] > 0 > expected["y"][1]  # x is worse for sure; y's interval spans no change
+    md = (root / "report.md").read_text()
+
+    def signed(value):
+        return ("+" if value > 0 else "") + f"{value:.4g}"
+
+    shown = "; ".join(f"`ablation={a}` {signed(d)} [{signed(lo)}, {signed(hi)}]" for a, (d, lo, hi) in expected.items())
+    assert (f"`classifier/fid` against the baseline (lower is better; difference of means, 95% confidence interval, "
+            f"Welch, not corrected): {shown}.") in md
+
+
 def test_make_report_picks_the_newest_sweep_folder_not_a_job_or_a_report_folder(tmp_path):
     # `make report` with no SWEEP=: the folder with Hydra's multirun.yaml written last, at multirun/<date>/<time>/
     # or multirun/<name>/ (hydra.sweep.dir), never a job folder or an after_<N>_epochs/ that sorts after it.
