@@ -130,8 +130,9 @@ CALLBACKS_OFF = ["callbacks=none", "trainer.enable_progress_bar=false", "trainer
 
 
 def lab_run(overrides: list[str], steps: int, warmup: int, workdir: Path) -> float:
-    """images/s of `train(cfg)` over the wall time after `warmup` batches, everything the run does included (the
-    lab's own Throughput callback, `perf/wall_images_per_s`)."""
+    """images/s of `train(cfg)` over the wall time after `warmup` batches, with the epoch-end work (grids,
+    checkpoints) of every epoch but the last, whose end comes after the clock stops (the lab's own Throughput
+    callback, `perf/wall_images_per_s`)."""
     run_dir = Path(tempfile.mkdtemp(dir=workdir))
     cfg = compose_run_config(run_dir, ["logger=none", f"trainer.max_steps={warmup + steps}", "trainer.max_epochs=-1",
                                 f"paths.cache_dir={workdir / 'cache'}", *overrides])
