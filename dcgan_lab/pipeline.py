@@ -64,14 +64,20 @@ def build_trainer(cfg: DictConfig, callbacks: list, loggers: list, **settings) -
 
 def console_form(cfg: DictConfig) -> str:
     """How a run shows its progress: "bar" (a tqdm bar, redrawn in place) or "lines" (log lines, EpochLines).
-    `console=auto` gives a terminal the bar and anything else (a file, a pipe) the lines. A sweep job that runs
-    beside others (jobs_at_once() > 1) always gets lines: the jobs' bars would overwrite each other."""
+    `console=auto` gives a terminal or a Jupyter notebook the bar and anything else (a file, a pipe) the lines.
+    A sweep job that runs beside others (jobs_at_once() > 1) always gets lines: the jobs' bars would overwrite
+    each other."""
     if jobs_at_once() > 1:
         return "lines"
     chosen = cfg.get("console", "auto")
     if chosen == "auto":  # Lightning's bar writes to stdout
-        return "bar" if sys.stdout.isatty() else "lines"
+        return "bar" if _redraws_in_place(sys.stdout) else "lines"
     return chosen
+
+
+def _redraws_in_place(stream) -> bool:
+    """A terminal, or a notebook cell's output (ipykernel's stream, which tqdm redraws in place, though not a tty)."""
+    return stream.isatty() or type(stream).__module__.startswith("ipykernel.")
 
 
 def console_callbacks(cfg: DictConfig, callbacks: list) -> tuple[list, dict]:

@@ -316,6 +316,24 @@ def test_a_terminal_gets_the_bar(tmp_path):
     assert "\r" in console and not re.search(r"- epoch \d done", console)
 
 
+def test_console_auto_shows_the_bar_where_it_redraws_in_place(make_cfg, monkeypatch):
+    # A terminal and a notebook's output get the bar, a file the lines. (NotebookOutput stands in for ipykernel's
+    # OutStream: Jupyter is not installed here. The real terminal is test_a_terminal_gets_the_bar's.)
+    import io
+
+    from dcgan_lab.pipeline import console_form
+
+    class NotebookOutput(io.StringIO):
+        pass
+
+    NotebookOutput.__module__ = "ipykernel.iostream"
+    cfg = make_cfg()
+    for stream, form in ((NotebookOutput(), "bar"), (io.StringIO(), "lines")):
+        monkeypatch.setattr("sys.stdout", stream)
+        assert console_form(cfg) == form
+    assert console_form(make_cfg("console=bar")) == "bar" and console_form(make_cfg("console=lines")) == "lines"
+
+
 def test_long_epochs_report_the_batches_done_between_epoch_lines(make_cfg, caplog):
     # every_s=0: a line after every batch (60 s by default), with the share of the epoch done and the time left.
     with caplog.at_level("INFO", logger="dcgan_lab.callbacks.progress"):
