@@ -196,6 +196,7 @@ SCHEMA: dict[str, Range | PowerOfTwo | OneOf | Pair | Names] = {
     "callbacks.divergence_guard.every_n_batches": Range(**COUNT),
     "callbacks.divergence_guard.action": OneOf(("stop", "rollback")),
     "callbacks.model_checkpoint.every_n_epochs": Range(**COUNT),
+    "callbacks.best_checkpoint.mode": OneOf(("min", "max")),
     "callbacks.sample_grid.every_n_epochs": Range(**COUNT),
     "callbacks.sample_grid.walk_rows": Range(low=0, integer=True, hint=" (0 = no interpolation.png)"),
     "callbacks.sample_grid.walk_steps": Range(low=2, integer=True),

@@ -451,7 +451,8 @@ def test_real_divergence_from_a_huge_learning_rate_stops_before_a_bad_checkpoint
 
 def test_rollback_reloads_last_good_checkpoint_with_lower_learning_rate(make_cfg, tmp_path, caplog):
     run = tmp_path / "run"
-    cfg = make_cfg(*EVERY_EPOCH, "trainer.max_epochs=3", "callbacks.divergence_guard.action=rollback",
+    # With a best.ckpt beside it (epoch 0's, from a made-up score): the rollback still takes the last checkpoint.
+    cfg = make_cfg(*SCORED, "trainer.max_epochs=3", "callbacks.divergence_guard.action=rollback",
                    *poison("generator", at_batch=3), run_dir=run)
     with caplog.at_level(logging.WARNING, logger="dcgan_lab.callbacks.guard"):
         result = train(cfg)
@@ -500,3 +501,59 @@ def test_two_runs_started_in_the_same_second_get_their_own_folders(tmp_path):
     assert first == f"{taken}_1"
     assert unique_dir(str(taken)) == first  # stable when Hydra resolves it again after creating it
     assert unique_dir(str(tmp_path / "fresh")) == str(tmp_path / "fresh")
+
+
+# ---- best.ckpt ---------------------------------------------------------------------------------
+class ScoreByEpoch(L.Callback):
+    """A made-up evaluation with known scores per epoch, set where the lab's metrics set theirs (before the
+    checkpoint callbacks, which Lightning runs last)."""
+
+    scores = (3.0, 2.0, 1.0, 1.5, 4.0)
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        trainer.callback_metrics["test/score"] = torch.tensor(self.scores[trainer.current_epoch])
+
+
+SCORED = ("callbacks.best_checkpoint.monitor=test/score", "+callbacks.score._target_=tests.test_reliability.ScoreByEpoch",
+          *EVERY_EPOCH)
+
+
+def same_generator(a: Path, b: Path) -> bool:
+    first, second = network_state(a, "generator."), network_state(b, "generator.")
+    return first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first)
+
+
+@pytest.mark.parametrize("mode, first_best, then_best", [("min", 2, 2), ("max", 0, 4)])
+def test_best_checkpoint_holds_the_state_of_the_best_evaluation(make_cfg, tmp_path, mode, first_best, then_best):
+    """Scores 3, 2, 1 over a first part of 3 epochs, then 1.5, 4 over a resumed part. min: the best (1) comes in
+    the first part's last epoch, and the resumed part's 1.5 must not replace it: last.ckpt has to hold the score
+    as updated in that same epoch. max: 3, then 4 in the resumed part."""
+    run = tmp_path / "run"
+    checkpoints = run / "checkpoints"
+    train(make_cfg(*SCORED, f"callbacks.best_checkpoint.mode={mode}", "trainer.max_epochs=3", run_dir=run))
+    assert same_generator(checkpoints / "best.ckpt", checkpoints / f"epoch{first_best:04d}.ckpt")
+    assert same_generator(checkpoints / "best.ckpt", checkpoints / "last.ckpt") == (first_best == 2)
+    train(make_cfg(*SCORED, f"callbacks.best_checkpoint.mode={mode}", "trainer.max_epochs=5", "resume=true", run_dir=run))
+    assert same_generator(checkpoints / "best.ckpt", checkpoints / f"epoch{then_best:04d}.ckpt")
+    assert not same_generator(checkpoints / "epoch0002.ckpt", checkpoints / "epoch0003.ckpt")  # so the check can fail
+    assert sorted(p.name for p in checkpoints.iterdir()) == ["best.ckpt", *[f"epoch{e:04d}.ckpt" for e in range(5)], "last.ckpt"]
+
+
+def test_best_checkpoint_follows_the_lowest_classifier_fid(make_cfg, tmp_path):
+    # The default: the real classifier FID, evaluated every epoch here. Its best is whichever epoch it is.
+    run = tmp_path / "run"
+    train(make_cfg(*EVERY_EPOCH, *WITH_METRICS, "trainer.max_epochs=3", run_dir=run))
+    fids = [float(r["classifier/fid"]) for r in csv.DictReader(open(run / "metrics.csv")) if r.get("classifier/fid")]
+    assert len(fids) == 3
+    best_epoch = fids.index(min(fids))
+    assert same_generator(run / "checkpoints" / "best.ckpt", run / "checkpoints" / f"epoch{best_epoch:04d}.ckpt")
+    saved = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["callbacks"]
+    scores = [state["best_model_score"] for key, state in saved.items() if key.startswith("BestCheckpoint")]
+    assert scores and float(scores[0]) == pytest.approx(min(fids), rel=1e-5)
+
+
+def test_no_best_checkpoint_and_no_warning_without_the_metric(make_cfg, tmp_path, recwarn):
+    run = tmp_path / "run"
+    train(make_cfg(*EVERY_EPOCH, "trainer.max_epochs=2", run_dir=run))  # metrics=none (FAST)
+    assert not (run / "checkpoints" / "best.ckpt").exists() and (run / "checkpoints" / "last.ckpt").exists()
+    assert not [w for w in recwarn if "monitored key" in str(w.message)]

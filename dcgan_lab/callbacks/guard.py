@@ -190,7 +190,8 @@ class DivergenceGuard(L.Callback):
     @staticmethod
     def _last_good_checkpoint(trainer) -> str | None:
         wait_for_checkpoint_writes(trainer)
-        callback = trainer.checkpoint_callback
+        # The callback that writes last.ckpt (best.ckpt's, from callbacks.best_checkpoint, is an older state).
+        callback = next((c for c in trainer.checkpoint_callbacks if c.save_last), trainer.checkpoint_callback)
         path = getattr(callback, "last_model_path", "") or getattr(callback, "best_model_path", "")
         return path if path and Path(path).is_file() else None
 
