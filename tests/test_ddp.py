@@ -17,6 +17,14 @@ from torch import nn
 from tests.conftest import ROOT, run_cli
 
 
+class RankZeroScore(L.Callback):
+    """An evaluation the way the lab's metrics run one under DDP: on rank 0 only (best.ckpt's monitored value)."""
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        if trainer.global_rank == 0:
+            trainer.callback_metrics["test/score"] = torch.tensor(1.0)
+
+
 class RankProbe(L.Callback):
     """Test probe on every rank, saved to `folder`/rank<r>.pt at the end: the images of every batch it trained on,
     the first latents G got, D's output on the first batch (this rank's own number, before any averaging), the
@@ -80,6 +88,7 @@ def run_two_ranks(tmp_path: Path) -> tuple[Path, dict, dict]:
         "dataset.batch_size=8", f"paths.cache_dir={tmp_path / 'cache'}", "logger=csv", "model.ngf=8", "model.ndf=8",
         "metrics=none", "trainer.max_epochs=1", "trainer.log_every_n_steps=1", "trainer.enable_model_summary=false",
         "+callbacks.probe._target_=tests.test_ddp.RankProbe", f"+callbacks.probe.folder={probe}",
+        "callbacks.best_checkpoint.monitor=test/score", "+callbacks.score._target_=tests.test_ddp.RankZeroScore",
         f"hydra.run.dir={run}",
     ], cwd=ROOT, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -119,7 +128,8 @@ def test_ddp_cpu_two_ranks_train_on_their_own_shards_keep_identical_networks_and
         assert not torch.allclose(after0, after1)
 
     # Results written once, by rank 0: one config, one metrics.csv with each step once, one checkpoint, one grid.
-    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["last.ckpt"]
+    # best.ckpt too: rank 0 alone measured the score, and saving it took both ranks (a collective save).
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["best.ckpt", "last.ckpt"]
     assert (run / "samples/last.png").is_file() and (run / "config.yaml").is_file()
     assert not list(run.rglob("version_*")) and not (run / "lightning_logs").exists()
     with open(run / "metrics.csv") as f:

@@ -16,5 +16,8 @@ class BestCheckpoint(ModelCheckpoint):
                          auto_insert_metric_name=False, save_on_train_epoch_end=True)
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
-        if self.monitor in trainer.callback_metrics:
+        # Under DDP only rank 0 evaluates, while saving is collective: every rank takes rank 0's value, or none.
+        value = trainer.strategy.broadcast(trainer.callback_metrics.get(self.monitor), src=0)
+        if value is not None:
+            trainer.callback_metrics[self.monitor] = value
             super().on_train_epoch_end(trainer, pl_module)
