@@ -207,14 +207,19 @@ PNG_WRITERS: dict[type, Callable[[Logger, str, Path, int | None, str | None], No
 }
 
 
+def _show_file(writers: dict, loggers: Iterable[Logger], key: str, path: str | os.PathLike, step: int | None,
+               caption: str | None) -> None:
+    for logger in loggers:
+        writer = _writer_for(writers, logger)
+        if writer is not None:
+            writer(logger, key, Path(path), step, caption)
+
+
 def show_png(loggers: Iterable[Logger], key: str, path: str | os.PathLike, step: int | None = None,
              caption: str | None = None) -> None:
     """Show the PNG at `path` under `key` on every logger that shows images: W&B gets the file, TensorBoard
     its decoded pixels. Pass the file the lab wrote, never the tensor it came from."""
-    for logger in loggers:
-        writer = _writer_for(PNG_WRITERS, logger)
-        if writer is not None:
-            writer(logger, key, Path(path), step, caption)
+    _show_file(PNG_WRITERS, loggers, key, path, step, caption)
 
 
 def write_png_and_show(path: str | os.PathLike, write: Callable[[Path], None], loggers: Iterable[Logger], key: str,
@@ -243,10 +248,7 @@ ANIMATION_WRITERS: dict[type, Callable[[Logger, str, Path, int | None, str | Non
 def show_animation(loggers: Iterable[Logger], key: str, path: str | os.PathLike, step: int | None = None,
                    caption: str | None = None) -> None:
     """Show the GIF at `path` under `key` on every logger that plays animations (W&B: the file)."""
-    for logger in loggers:
-        writer = _writer_for(ANIMATION_WRITERS, logger)
-        if writer is not None:
-            writer(logger, key, Path(path), step, caption)
+    _show_file(ANIMATION_WRITERS, loggers, key, path, step, caption)
 
 
 def summarize_wandb_run(run, output_dir: str, train_time_s: float | None = None) -> None:

@@ -97,7 +97,10 @@ def progress_gif(grid_files: list[Path], path: Path, frame_ms: int = 250, last_f
     if len(grid_files) > max_frames:
         picks = sorted({round(i * (len(grid_files) - 1) / (max_frames - 1)) for i in range(max_frames)})
         grid_files = [grid_files[i] for i in picks]
-    grids = [Image.open(f).convert("RGB") for f in grid_files]
+    grids = []
+    for grid_file in grid_files:
+        with Image.open(grid_file) as image:
+            grids.append(image.convert("RGB"))
     size = grids[-1].size
     grey = all(_is_grey(g) for g in grids)
     font = ImageFont.load_default()
@@ -184,11 +187,15 @@ class SampleGrid(L.Callback):
             if getattr(pl_module, "growth_state", None) is not None:
                 resolution = pl_module.growth_state[0]
                 self._write(trainer, pl_module, f"res_{resolution:03d}.png", key=f"samples/res_{resolution:03d}")
-            # A run resumed from an earlier checkpoint may leave later grids of the first attempt behind: not played.
-            last = self._last_epoch_drawn
-            grids = sorted((f for f in self.dir.glob("epoch_[0-9][0-9][0-9][0-9].png") if last is None or epoch_of(f) <= last),
-                           key=epoch_of)
-            if self.animation and len(grids) > 1:
-                progress_gif(grids, self.dir / "progress.gif")
-                show_animation(trainer.loggers, "samples/progress", self.dir / "progress.gif",
-                               step=dashboard_step(trainer, False), caption=f"epochs {epoch_of(grids[0])}-{epoch_of(grids[-1])}")
+            if self.animation:
+                self._write_progress(trainer)
+
+    def _write_progress(self, trainer) -> None:
+        # A run resumed from an earlier checkpoint may leave later grids of the first attempt behind: not played.
+        last = self._last_epoch_drawn
+        grids = sorted((f for f in self.dir.glob("epoch_[0-9][0-9][0-9][0-9].png") if last is None or epoch_of(f) <= last),
+                       key=epoch_of)
+        if len(grids) > 1:
+            progress_gif(grids, self.dir / "progress.gif")
+            show_animation(trainer.loggers, "samples/progress", self.dir / "progress.gif",
+                           step=dashboard_step(trainer, False), caption=f"epochs {epoch_of(grids[0])}-{epoch_of(grids[-1])}")
