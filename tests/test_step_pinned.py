@@ -51,6 +51,27 @@ CASES = {
 }
 
 
+# Relative tolerance of the pinned losses. WGAN's D loss is a small difference of D's unbounded outputs, so the
+# rounding of one CPU's kernels against another's (AVX2 against AVX-512: the numbers were recorded on an Intel
+# machine; an AMD EPYC gives 5.5e-4 at its fifth D step) is amplified there; a changed draw order or formula
+# moves the losses by far more than 5e-3.
+LOSS_RTOL = {"wgan_gp_ncritic_diffaug_ema": 5e-3}
+
+
+def assert_matches_pinned(run: Path, name: str) -> None:
+    """The run's logged losses and final weights are the pinned ones of case `name`."""
+    expected = CASES[name][1]
+    with open(run / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    for metric in ("loss/d", "loss/g"):
+        if metric in expected:
+            logged = [float(r[metric]) for r in rows if r.get(metric)]
+            torch.testing.assert_close(logged, expected[metric], rtol=LOSS_RTOL.get(name, 1e-4), atol=1e-6, msg=metric)
+    state = torch.load(run / "checkpoints/last.ckpt", map_location="cpu", weights_only=True)["state_dict"]
+    for network in ("generator", "discriminator"):
+        torch.testing.assert_close(weight_fingerprint(state, network), expected[network], rtol=1e-4, atol=1e-6, msg=network)
+
+
 def weight_fingerprint(state_dict: dict, network: str) -> list[float]:
     tensors = [v.double() for k, v in state_dict.items() if k.startswith(network + ".") and v.is_floating_point()]
     return [float(sum(t.sum() for t in tensors)), float(sum(t.abs().sum() for t in tensors))]
@@ -58,14 +79,5 @@ def weight_fingerprint(state_dict: dict, network: str) -> list[float]:
 
 @pytest.mark.parametrize("name", list(CASES))
 def test_eager_step_matches_the_pinned_numbers(tmp_path, name):
-    overrides, expected = CASES[name]
-    run = Path(train(compose_config(tmp_path / "run", BASE + overrides))["output_dir"])
-    with open(run / "metrics.csv") as f:
-        rows = list(csv.DictReader(f))
-    for metric in ("loss/d", "loss/g"):
-        if metric in expected:
-            logged = [float(r[metric]) for r in rows if r.get(metric)]
-            torch.testing.assert_close(logged, expected[metric], rtol=1e-4, atol=1e-6, msg=metric)
-    state = torch.load(run / "checkpoints/last.ckpt", map_location="cpu", weights_only=True)["state_dict"]
-    for network in ("generator", "discriminator"):
-        torch.testing.assert_close(weight_fingerprint(state, network), expected[network], rtol=1e-4, atol=1e-6, msg=network)
+    run = Path(train(compose_config(tmp_path / "run", BASE + CASES[name][0]))["output_dir"])
+    assert_matches_pinned(run, name)
