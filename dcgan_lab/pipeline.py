@@ -97,8 +97,8 @@ def _route_lightning_logs_to_hydra() -> None:
     `lightning` adds a console handler of its own ("INFO: ..."), and `lightning.pytorch`/`lightning.fabric` add
     one when the root logger has none yet: with Hydra's, every line would be printed twice."""
     rank_zero_log = logging.getLogger("lightning.pytorch.utilities.rank_zero")
-    if not any(isinstance(f, _NoAdvertisements) for f in rank_zero_log.filters):
-        rank_zero_log.addFilter(_NoAdvertisements())
+    if not any(isinstance(f, _NothingForUsers) for f in rank_zero_log.filters):
+        rank_zero_log.addFilter(_NothingForUsers())
     if not logging.getLogger().hasHandlers():  # no Hydra (a plain script): Lightning's own handlers are the console
         return
     for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
@@ -113,11 +113,15 @@ def _quiet_third_party_warnings() -> None:
     warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated", category=FutureWarning)
 
 
-class _NoAdvertisements(logging.Filter):
-    """Drops Lightning's "💡 Tip: ... try installing ..." lines, printed on every run for a product the lab does not use."""
+class _NothingForUsers(logging.Filter):
+    """Drops Lightning's lines that tell a user nothing on every run: "💡 Tip: ... try installing ..." (a product the
+    lab does not use), and "Loading `train_dataloader` to estimate ..." (the schedule asks how many steps a fit
+    plans: Lightning's own bookkeeping)."""
+
+    NOISE = ("💡 Tip", "Loading `train_dataloader` to estimate")
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith("💡 Tip")
+        return not str(record.msg).startswith(self.NOISE)
 
 
 def train(cfg: DictConfig) -> dict:

@@ -364,18 +364,22 @@ class RecordBatches(L.Callback):
 
 def test_a_checkpoint_that_fails_in_the_background_stops_the_run_at_the_next_batch(make_cfg, tmp_path):
     """Checkpoints are written in a background thread: a failed write still stops the run within a batch or two of
-    the failure (not at the next save, epochs later), with the failed file's one line, and no later file lands."""
+    the failure (not at the next save, an epoch later), with the failed file's one line, and no later file lands."""
     run = tmp_path / "run"
     limit = "+callbacks.disk_full"
-    cfg = make_cfg(*EVERY_EPOCH, "trainer.max_epochs=8", "callbacks.model_checkpoint.every_n_epochs=4",
-                   f"{limit}._target_=tests.test_reliability.FileSizeLimitFrom", f"{limit}.epoch=3", f"{limit}.max_bytes=60000",
+    cfg = make_cfg("trainer.deterministic=true", "trainer.limit_train_batches=8", "trainer.max_epochs=8",
+                   "callbacks.model_checkpoint.every_n_epochs=4",
+                   f"{limit}._target_=tests.test_reliability.FileSizeLimitFrom", f"{limit}.epoch=3",
+                   f"{limit}.max_bytes=300000",  # a sample grid fits, a 0.9 MB checkpoint does not
                    "+callbacks.batches._target_=tests.test_reliability.RecordBatches", run_dir=run)
-    with pytest.raises(CheckpointWriteError, match=r"no room to write checkpoint .*epoch0003\.ckpt .*no epoch0003\.ckpt was written"):
+    with pytest.raises(CheckpointWriteError, match=r"no room to write checkpoint .*epoch0003\.ckpt .*; "
+                                                   r"epoch0003\.ckpt was not written and the previous last\.ckpt is intact"):
         train(cfg)
-    # Epoch 3's save failed; the next save would be at the end of epoch 7. The run stopped at a batch start soon
-    # after the writer failed (epoch 4's first, unless the write took two epochs of 2 tiny batches to fail).
-    assert 3 <= max(epoch for epoch, _ in RecordBatches.done) <= 5
-    assert not (run / "checkpoints").exists() or not any((run / "checkpoints").glob("*.ckpt"))
+    # Epoch 3's saves failed; the next would be last.ckpt at the end of epoch 4. The run stopped at a batch start
+    # soon after the writer failed (epoch 4's first, unless the write took several tiny batches to fail).
+    assert (3, 7) <= max(RecordBatches.done) < (4, 7)
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["last.ckpt"]  # no partial file either
+    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 2  # epoch 2's, whole
 
 
 # ---- divergence --------------------------------------------------------------------------------
@@ -503,6 +507,33 @@ def test_two_runs_started_in_the_same_second_get_their_own_folders(tmp_path):
     assert unique_dir(str(tmp_path / "fresh")) == str(tmp_path / "fresh")
 
 
+# ---- last.ckpt ---------------------------------------------------------------------------------
+def test_last_checkpoint_is_the_state_at_the_last_epoch_end(make_cfg, tmp_path):
+    """Numbered checkpoints every 2 epochs, 3 epochs: last.ckpt is epoch 2's end (Lightning 2.6 alone writes
+    last.ckpt only beside a numbered one: epoch 1's here), and resume=true goes on from there."""
+    run, checkpoints = tmp_path / "run", tmp_path / "run" / "checkpoints"
+    every_two = (*EVERY_EPOCH, "callbacks.model_checkpoint.every_n_epochs=2")
+    result = train(make_cfg(*every_two, "trainer.max_epochs=3", run_dir=run))
+    assert sorted(p.name for p in checkpoints.iterdir()) == ["epoch0001.ckpt", "last.ckpt"]
+    last, numbered = (torch.load(checkpoints / name, weights_only=True) for name in ("last.ckpt", "epoch0001.ckpt"))
+    assert (last["epoch"], last["batches_seen"], numbered["batches_seen"]) == (2, 6, 4)
+    assert result["g_steps"] == 6
+    grids = sorted(p.name for p in (run / "samples").glob("epoch_*.png"))
+    train(make_cfg(*every_two, "trainer.max_epochs=4", "resume=true", run_dir=run))
+    assert sorted(p.name for p in (run / "samples").glob("epoch_*.png")) == [*grids, "epoch_0003.png"]
+    assert torch.load(checkpoints / "last.ckpt", weights_only=True)["batches_seen"] == 8  # one epoch more, not two
+
+
+def test_last_checkpoint_after_a_stop_mid_epoch(make_cfg, tmp_path):
+    # trainer.max_steps=5 G steps with 2 batches an epoch: training ends in the middle of epoch 2, after epoch 1's
+    # numbered checkpoint.
+    run = tmp_path / "run"
+    train(make_cfg(*EVERY_EPOCH, "callbacks.model_checkpoint.every_n_epochs=2", "trainer.max_epochs=5",
+                   "trainer.max_steps=5", run_dir=run))
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["epoch0001.ckpt", "last.ckpt"]
+    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["batches_seen"] == 5
+
+
 # ---- best.ckpt ---------------------------------------------------------------------------------
 class ScoreByEpoch(L.Callback):
     """A made-up evaluation with known scores per epoch, set where the lab's metrics set theirs (before the
@@ -550,6 +581,20 @@ def test_best_checkpoint_follows_the_lowest_classifier_fid(make_cfg, tmp_path):
     saved = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["callbacks"]
     scores = [state["best_model_score"] for key, state in saved.items() if key.startswith("BestCheckpoint")]
     assert scores and float(scores[0]) == pytest.approx(min(fids), rel=1e-5)
+
+
+def test_best_checkpoint_sees_the_final_evaluation(make_cfg, tmp_path):
+    """Evaluations every 5 epochs, 2 epochs: the only evaluation is the final one. It runs at the last epoch's
+    end, before the checkpoints, so best.ckpt is that state and last.ckpt holds its score (before, no best.ckpt)."""
+    run = tmp_path / "run"
+    train(make_cfg(*EVERY_EPOCH, *WITH_METRICS, "metrics.every_n_epochs=5", "trainer.max_epochs=2", run_dir=run))
+    fids = [float(r["classifier/fid"]) for r in csv.DictReader(open(run / "metrics.csv")) if r.get("classifier/fid")]
+    evaluated_epochs = [r["epoch"] for r in csv.DictReader(open(run / "metrics.csv")) if r.get("classifier/fid")]
+    assert len(fids) == 1 and evaluated_epochs == ["1.0"]
+    assert same_generator(run / "checkpoints" / "best.ckpt", run / "checkpoints" / "last.ckpt")
+    saved = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["callbacks"]
+    scores = [state["best_model_score"] for key, state in saved.items() if key.startswith("BestCheckpoint")]
+    assert scores and float(scores[0]) == pytest.approx(fids[0], rel=1e-5)
 
 
 def test_no_best_checkpoint_and_no_warning_without_the_metric(make_cfg, tmp_path, recwarn):

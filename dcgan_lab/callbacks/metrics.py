@@ -1,5 +1,9 @@
 """GenerativeMetrics: the metric suite every N epochs and at the end of training.
 
+The final evaluation runs at the last epoch's end, like the others before the checkpoint callbacks (Lightning runs
+them last): last.ckpt and best.ckpt see it. Only a run stopped in a way the epoch's end cannot foresee is measured
+at on_train_end instead.
+
 Scalars go to every logger (so to metrics.csv, W&B and TensorBoard); figures (class histogram, PCA scatter
 and silhouette plot coloured by cluster, samples per cluster) go to <run>/metrics/epochNNNN_*.png, and those
 files to the dashboards as `metrics/<figure>`.
@@ -19,6 +23,17 @@ from dcgan_lab.metrics.inception import CPU_TRAINING_SAMPLES
 from dcgan_lab.metrics.suite import MetricSuite, settings_from
 
 log = logging.getLogger(__name__)
+
+
+def training_ends_here(trainer) -> bool:
+    """At an epoch's end: whether training ends with it (max_epochs or max_steps reached, or a stop asked for).
+    The fit loop counts the epoch as processed before this hook."""
+    def reached(value: int, limit: int | None) -> bool:
+        return limit is not None and limit != -1 and value >= limit
+
+    loop = trainer.fit_loop
+    return (reached(loop.epoch_progress.current.processed, loop.max_epochs)
+            or reached(loop.epoch_loop.global_step, loop.max_steps) or trainer.should_stop)
 
 
 class GenerativeMetrics(L.Callback):
@@ -76,9 +91,12 @@ class GenerativeMetrics(L.Callback):
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         self._epoch = trainer.current_epoch
+        if self.suite is None:
+            return
         every = self.settings["every_n_epochs"]
-        if self.suite is not None and every and (trainer.current_epoch + 1) % every == 0:
-            self._evaluate(trainer, pl_module, inception=self._inception_wanted(pl_module, at_end=False))
+        at_end = self.settings["at_end"] and training_ends_here(trainer)
+        if at_end or (every and (trainer.current_epoch + 1) % every == 0):
+            self._evaluate(trainer, pl_module, inception=self._inception_wanted(pl_module, at_end=at_end))
 
     def on_train_end(self, trainer, pl_module) -> None:
         if self.suite is None or not self.settings["at_end"]:
