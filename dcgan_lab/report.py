@@ -312,7 +312,9 @@ class Comparison:
     text: str        # what the cell shows: "p=0.012", "n.s. (p=0.31)", "n<2: no test", ...
     p_adjusted: float | None = None  # p after the correction for the table's other variants (= p when none applies)
     difference: float | None = None  # variant mean - baseline mean
-    interval: tuple[float, float] | None = None  # its 95% Welch confidence interval (not corrected); None without a test
+    # Its 95% Welch confidence interval, None without a test. With the table's p-values corrected (holm, several
+    # variants), one of m simultaneous intervals (Bonferroni, each at 1 - ALPHA/m): all m hold together 95% of the time.
+    interval: tuple[float, float] | None = None
 
     @property
     def significant(self) -> bool:
@@ -346,20 +348,28 @@ def welch(values: list[float], baseline: list[float]) -> Comparison:
         return Comparison(None, n, m, "n.s. (identical)" if same else "no spread: no test", difference=difference)
     import warnings
 
-    from scipy.stats import t as student_t
     from scipy.stats import ttest_ind
 
     with warnings.catch_warnings():  # nearly equal seeds: scipy warns, the p it returns is still the right answer
         warnings.filterwarnings("ignore", message="Precision loss", category=RuntimeWarning)
         p = float(ttest_ind(values, baseline, equal_var=False).pvalue)
-    # The interval of the difference the test is about: d +- t(0.975, df) * se, se^2 = s1^2/n + s2^2/m, with
-    # Welch-Satterthwaite's df = se^4 / ((s1^2/n)^2 / (n - 1) + (s2^2/m)^2 / (m - 1)).
+    return Comparison(p, n, m, _fmt_p(p) if p < ALPHA else f"n.s. ({_fmt_p(p)})", p_adjusted=p,
+                      difference=difference, interval=welch_interval(values, baseline, ALPHA))
+
+
+def welch_interval(values: list[float], baseline: list[float], alpha: float) -> tuple[float, float]:
+    """The 1 - alpha confidence interval of mean(values) - mean(baseline) that Welch's test is about:
+    d +- t(1 - alpha/2, df) * se, se^2 = s1^2/n + s2^2/m, with Welch-Satterthwaite's
+    df = se^4 / ((s1^2/n)^2 / (n - 1) + (s2^2/m)^2 / (m - 1)). Needs n, m >= 2 and some spread."""
+    from scipy.stats import t as student_t
+
+    n, m = len(values), len(baseline)
     a, b = statistics.variance(values) / n, statistics.variance(baseline) / m
     se = math.sqrt(a + b)
     df = (a + b) ** 2 / (a * a / (n - 1) + b * b / (m - 1))
-    half = float(student_t.ppf(1 - ALPHA / 2, df)) * se
-    return Comparison(p, n, m, _fmt_p(p) if p < ALPHA else f"n.s. ({_fmt_p(p)})", p_adjusted=p,
-                      difference=difference, interval=(difference - half, difference + half))
+    half = float(student_t.ppf(1 - alpha / 2, df)) * se
+    difference = statistics.fmean(values) - statistics.fmean(baseline)
+    return difference - half, difference + half
 
 
 def _fmt_p(p: float) -> str:
@@ -390,10 +400,14 @@ class Table:
         base = self.baseline
         if base is None:
             return {}
-        found = {v.label: welch(v.values(metric), base.values(metric)) for v in self.variants
-                 if v is not base and v.values(metric)}
+        compared = [v for v in self.variants if v is not base and v.values(metric)]
+        found = {v.label: welch(v.values(metric), base.values(metric)) for v in compared}
         tested = [c for c in found.values() if c.p is not None]
         if self.correction == "holm" and len(tested) > 1:
+            for variant in compared:  # intervals that hold together, as the corrected p-values do
+                if found[variant.label].p is not None:
+                    found[variant.label].interval = welch_interval(variant.values(metric), base.values(metric),
+                                                                   ALPHA / len(tested))
             for comparison, adjusted in zip(tested, holm([c.p for c in tested])):
                 comparison.p_adjusted = adjusted
                 raw, corrected = _fmt_p(comparison.p), f"Holm {_fmt_p(adjusted)}"
@@ -481,23 +495,27 @@ def _signed(value: float) -> str:
 
 def effect_line(table: Table, columns: list[str]) -> str:
     """How large each variant's change of the table's first ranked metric is, and how sure: the difference of
-    means from the baseline with its 95% confidence interval (Welch, not corrected for the other variants).
-    An interval that spans 0 is a change the seeds cannot tell from none. Empty without a baseline or a test."""
+    means from the baseline with its 95% confidence interval (Welch; simultaneous over the variants, Bonferroni,
+    when the p-values are corrected). An interval that spans 0 is a change the seeds cannot tell from none. Empty
+    without a baseline or a test."""
     base = table.baseline
     metric = next((m for m in columns if direction(m)), None)
     if base is None or metric is None:
         return ""
-    parts = []
+    parts, tested = [], 0
     for variant in table.variants:
         comparison = table.comparison(variant, metric) if variant is not base else None
         if comparison is not None and comparison.interval is not None:
+            tested += 1
             low, high = comparison.interval
             parts.append(f"`{variant.label}` {_signed(comparison.difference)} [{_signed(low)}, {_signed(high)}]")
     if not parts:
         return ""
     better = "lower" if direction(metric) < 0 else "higher"
-    return (f"`{metric}` against the baseline ({better} is better; difference of means, 95% confidence interval, "
-            "Welch, not corrected): " + "; ".join(parts) + ".")
+    corrected = table.correction == "holm" and tested > 1
+    level = (f"simultaneous 95% confidence intervals over the {tested} variants (Welch, Bonferroni: each at "
+             f"{1 - ALPHA / tested:.4g})" if corrected else "95% confidence interval, Welch, not corrected")
+    return f"`{metric}` against the baseline ({better} is better; difference of means, {level}): " + "; ".join(parts) + "."
 
 
 def _percent(change: float) -> str:

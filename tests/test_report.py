@@ -374,9 +374,11 @@ def test_several_variants_p_values_are_corrected_together(tmp_path):
     assert read_report_csv(root / "report.csv")["ablation=baseline"]["significant_best_in"] == "classifier/fid"
 
 
-def test_each_difference_from_the_baseline_comes_with_its_confidence_interval(tmp_path):
-    """How large a change is and how sure: variant - baseline with its 95% Welch interval, as scipy computes it
-    independently; in report.csv for every metric, and in report.md for the table's first ranked metric."""
+@pytest.mark.parametrize("correction, level", [("holm", 0.975), ("none", 0.95)])
+def test_each_difference_from_the_baseline_comes_with_its_confidence_interval(tmp_path, correction, level):
+    """How large a change is and how sure: variant - baseline with its Welch interval, as scipy computes it
+    independently; in report.csv for every metric, and in report.md for the table's first ranked metric. With
+    Holm's correction the 2 variants' intervals are simultaneous (Bonferroni, each at 97.5%); without, 95%."""
     from scipy.stats import ttest_ind
 
     root = tmp_path / "multirun" / "ci"
@@ -387,12 +389,12 @@ def test_each_difference_from_the_baseline_comes_with_its_confidence_interval(tm
             overrides = [f"ablation={ablation}", f"seed={seed}"]
             write_job(root, ",".join(overrides), num, overrides, rows_for([50, fid], 0.5), {"status": "ok"}, "left")
             num += 1
-    assert main([str(root), "--wandb", "off"]) == 0
+    assert main([str(root), "--wandb", "off", "--correction", correction]) == 0
     table = read_report_csv(root / "report.csv")
     expected = {}
     for ablation in ("x", "y"):
         row = table[f"ablation={ablation}"]
-        interval = ttest_ind(fids[ablation], fids["baseline"], equal_var=False).confidence_interval()
+        interval = ttest_ind(fids[ablation], fids["baseline"], equal_var=False).confidence_interval(level)
         difference = sum(fids[ablation]) / len(fids[ablation]) - sum(fids["baseline"]) / 3
         assert float(row["classifier/fid_diff"]) == pytest.approx(difference)
         assert float(row["classifier/fid_diff_ci_low"]) == pytest.approx(interval.low)
@@ -406,8 +408,9 @@ def test_each_difference_from_the_baseline_comes_with_its_confidence_interval(tm
         return ("+" if value > 0 else "") + f"{value:.4g}"
 
     shown = "; ".join(f"`ablation={a}` {signed(d)} [{signed(lo)}, {signed(hi)}]" for a, (d, lo, hi) in expected.items())
-    assert (f"`classifier/fid` against the baseline (lower is better; difference of means, 95% confidence interval, "
-            f"Welch, not corrected): {shown}.") in md
+    kind = ("simultaneous 95% confidence intervals over the 2 variants (Welch, Bonferroni: each at 0.975)"
+            if correction == "holm" else "95% confidence interval, Welch, not corrected")
+    assert f"`classifier/fid` against the baseline (lower is better; difference of means, {kind}): {shown}." in md
 
 
 def test_make_report_picks_the_newest_sweep_folder_not_a_job_or_a_report_folder(tmp_path):
