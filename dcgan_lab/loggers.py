@@ -238,16 +238,27 @@ def _wandb_animation(logger: WandbLogger, key: str, path: Path, step: int | None
     logger.log_metrics({key: wandb.Video(str(path), caption=caption)}, step=step)  # the file itself, copied by W&B
 
 
-# TensorBoard is not here: its image plugin has no public call for an encoded GIF, and its step slider over
-# `samples` already plays the same grids.
+def _tensorboard_animation(logger: TensorBoardLogger, key: str, path: Path, step: int | None, caption: str | None) -> None:
+    """The GIF's own bytes as an image summary: TensorBoard's image plugin hands the encoded image to the browser,
+    which plays a GIF (torch's add_video writes its GIFs the same way, through moviepy, which the lab does not need)."""
+    from PIL import Image
+    from torch.utils.tensorboard.summary import Summary
+
+    with Image.open(path) as animation:
+        width, height, grey = animation.width, animation.height, animation.mode == "L"
+    image = Summary.Image(height=height, width=width, colorspace=1 if grey else 3, encoded_image_string=path.read_bytes())
+    logger.experiment._get_file_writer().add_summary(Summary(value=[Summary.Value(tag=key, image=image)]), step)
+
+
 ANIMATION_WRITERS: dict[type, Callable[[Logger, str, Path, int | None, str | None], None]] = {
     WandbLogger: _wandb_animation,
+    TensorBoardLogger: _tensorboard_animation,
 }
 
 
 def show_animation(loggers: Iterable[Logger], key: str, path: str | os.PathLike, step: int | None = None,
                    caption: str | None = None) -> None:
-    """Show the GIF at `path` under `key` on every logger that plays animations (W&B: the file)."""
+    """Show the GIF at `path` under `key` on every logger that plays animations (W&B and TensorBoard: the file)."""
     _show_file(ANIMATION_WRITERS, loggers, key, path, step, caption)
 
 

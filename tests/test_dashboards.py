@@ -102,7 +102,7 @@ def test_wandb_plays_the_progress_gif_the_run_wrote(dashboard_run):
 def test_tensorboard_shows_each_local_png_pixel_for_pixel_at_the_step_of_its_losses(dashboard_run):
     events = read_tensorboard(dashboard_run / "tensorboard")
     expected = local_pngs(dashboard_run)
-    assert sorted(events.Tags()["images"]) == sorted(expected)
+    assert sorted(events.Tags()["images"]) == sorted([*expected, "samples/progress"])  # + the GIF (test below)
     for key, local_files in expected.items():
         shown = events.Images(key)
         assert len(shown) == len(local_files), key
@@ -115,6 +115,18 @@ def test_tensorboard_shows_each_local_png_pixel_for_pixel_at_the_step_of_its_los
             last_loss_step[int(float(row["epoch"]))] = int(row["step"])
     assert [e.step for e in events.Images("samples")] == [last_loss_step[0], last_loss_step[1], last_loss_step[1]]
     assert [e.step for e in events.Images("metrics/class_histogram")] == [last_loss_step[1]]
+
+
+def test_tensorboard_plays_the_progress_gif_the_run_wrote(dashboard_run):
+    """samples/progress.gif on TensorBoard's images tab byte for byte (the browser plays it), once, with the
+    last grid's step."""
+    events = read_tensorboard(dashboard_run / "tensorboard")
+    gif = dashboard_run / "samples" / "progress.gif"
+    shown = events.Images("samples/progress")
+    assert len(shown) == 1 and shown[0].encoded_image_string == gif.read_bytes()
+    assert shown[0].step == events.Images("samples")[-1].step
+    with Image.open(gif) as animation:
+        assert (shown[0].width, shown[0].height) == animation.size and animation.n_frames == 2
 
 
 def test_tensorboard_scalars_are_metrics_csv_and_its_hparams_the_run_config(dashboard_run):

@@ -134,7 +134,7 @@ class SampleGrid(L.Callback):
     turns it off), including those written before a resume.
 
     Dashboards (W&B, TensorBoard) show these files: epoch grids and last.png under `samples`, each
-    resolution's grid under `samples/res_XXX`, the walk under `samples/interpolation`; W&B also plays the GIF
+    resolution's grid under `samples/res_XXX`, the walk under `samples/interpolation`; both also play the GIF
     under `samples/progress`.
     """
 
