@@ -103,3 +103,22 @@ def exit_on_bad_command_line(config_name: str) -> None:
     if problem is not None:
         print(f"error: {problem}", file=sys.stderr)
         sys.exit(2)
+
+
+def exit_on_bad_values(cfg) -> None:
+    """A single run whose config holds a bad value (`optimizer.lr_g=-1`, `dataset.image_size=48`): the pipeline's
+    one `error:` line and exit 2, before torch's training stack and Lightning load (10 s on a slow CPU). A sweep's
+    jobs are left to the pipeline, which records each refused job in its status.json and goes on with the others."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    from dcgan_lab.config import validate
+    from dcgan_lab.errors import ConfigError
+
+    if HydraConfig.get().mode == RunMode.MULTIRUN:
+        return
+    try:
+        validate(cfg)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)

@@ -173,6 +173,28 @@ def test_paths_with_override_syntax_are_quoted_and_lists_stay_lists(tmp_path):
         assert find_checkpoints(cfg.ckpt) == expected, arg
 
 
+def test_a_bad_value_is_refused_before_the_training_stack_loads(tmp_path):
+    """`python train.py optimizer.lr_g=-1`: the one line comes before Lightning is imported (about 10 s of this
+    machine's 14 before), and nothing the run would write is there."""
+    import os
+    import subprocess
+
+    from tests.conftest import PYTHON
+
+    run = tmp_path / "bad"
+    proc = subprocess.run([PYTHON, "-X", "importtime", str(ROOT / "train.py"), "optimizer.lr_g=-1", f"hydra.run.dir={run}"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "WANDB_MODE": "offline"})
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    imported = {line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines() if line.startswith("import time:")}
+    assert "dcgan_lab.config" in imported and "hydra" in imported  # so the check below can fail
+    assert not {"lightning", "dcgan_lab.pipeline", "torchvision"} & imported
+    errors = [line for line in proc.stderr.splitlines() if not line.startswith("import time:")]
+    assert errors == ["error: optimizer.lr_g=-1 must be > 0 (DCGAN uses 2e-4)."]
+    assert not [name for name in RESULTS if (run / name).exists()]
+
+
+@pytest.mark.slow  # two CLI processes importing lightning: ~25 s
 def test_resume_without_the_run_folder_names_the_newest_run_to_continue(tmp_path):
     """`python train.py resume=true` alone gets a new timestamped folder, which can never hold a checkpoint: one
     line naming the option to add and the newest run folder here that has one, instead of a fresh 20-epoch run."""

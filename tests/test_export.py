@@ -110,6 +110,7 @@ def test_an_export_holds_the_samples_and_measures_what_its_checkpoint_measures(r
         assert grid.size == (6 * 34 + 2, 8 * 34 + 2)
 
 
+@pytest.mark.slow  # evaluate.py in a process of its own: ~15 s
 def test_evaluate_measures_a_folder_from_the_command_line(tmp_path):
     """Any folder of images (here a hand-made one, not an export) against a dataset, as a user types it."""
     folder = tmp_path / "other model"

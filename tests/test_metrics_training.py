@@ -232,6 +232,7 @@ def test_evaluate_rejects_a_pattern_matching_nothing(tmp_path, capsys):
     assert err.startswith(f"error: ckpt={tmp_path}/nothing*.ckpt matches no .ckpt file") and "\n" not in err
 
 
+@pytest.mark.slow  # a sweep then evaluate.py: ~15 s
 def test_evaluate_takes_the_checkpoint_of_a_sweep_job_whose_folder_is_named_by_overrides(tmp_path):
     # Hydra names a sweep job's folder by its overrides: '=' and ',' in ckpt= must stay part of the path.
     from .conftest import FAST, compose_config

@@ -91,6 +91,7 @@ def test_datamodule_pads_28_to_32_and_checks_channels():
         ImageDataModule(source, "digits", image_size=32, channels=3, batch_size=8).split("train")
 
 
+@pytest.mark.slow  # torch.compile on a CPU: ~10 s, and not a default
 def test_compile_option_trains(make_cfg):
     result = train(make_cfg("callbacks.compile.enabled=true", "trainer.precision=32-true"))
     assert result["g_steps"] == 4

@@ -188,6 +188,7 @@ def test_real_multirun_with_a_failing_variant_then_report(tmp_path):
     assert (report_run["group"], report_run["name"], report_run["job_type"]) == (run["group"], "report", "report")
 
 
+@pytest.mark.slow  # a real 4-job sweep: ~22 s
 def test_the_report_says_what_an_architecture_change_costs(tmp_path):
     """A real sweep, self-attention against the baseline (2 seeds each): each job logs its networks' cost once, and
     the report's changes cell gives the attention variant's cost against the baseline's, in percent."""
@@ -238,6 +239,7 @@ def test_optuna_sweep_composes(tmp_path):
     assert "objective" in cfg.hydra.job.config.override_dirname.exclude_keys  # 'classifier/fid' would nest folders
 
 
+@pytest.mark.slow  # a real Optuna sweep: ~20 s on this CPU; test_real_multirun_* keeps a real sweep in the fast suite
 def test_real_optuna_study_minimises_the_objective(tmp_path):
     pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
     sweep_dir = tmp_path / "multirun"
@@ -260,6 +262,7 @@ def test_launcher_configs(tmp_path):
     assert (slurm.gpus_per_node, slurm.tasks_per_node, slurm.partition) == (1, 1, "gpu")
 
 
+@pytest.mark.slow  # jobs at once through joblib: ~20 s
 def test_jobs_running_at_once_report_one_line_per_epoch_instead_of_bars(tmp_path):
     """Two jobs at once (hydra/launcher=local, 2 workers) share one console: each reports a line per epoch named
     after its job, into the console and its own train.log; no tqdm bars to overwrite each other."""

@@ -258,6 +258,7 @@ SMALL_CLI = ["logger=csv", "model.ngf=8", "model.ndf=8", "dataset.batch_size=16"
              "trainer.limit_train_batches=3", "metrics=none", "callbacks.throughput.warmup=1"]
 
 
+@pytest.mark.slow  # a CLI run of whole epochs: ~30 s; EpochLines' own tests stay fast
 def test_a_console_that_is_not_a_terminal_gets_a_line_per_epoch(tmp_path):
     """`python train.py > log` (a SLURM log, nohup): no bar redraws piling up on one line, but one log line per
     epoch with its losses and speed, in the console and in train.log."""
