@@ -29,9 +29,9 @@ class BestCheckpoint(ModelCheckpoint):
     """Keeps one checkpoint, `<dirpath>/best.ckpt`: the state at the evaluation that gave the best `monitor` so far
     (the lowest classifier FID by default; `mode: max` for a higher-is-better metric). Evaluations run every
     `metrics.every_n_epochs` and at the last epoch's end (metrics.at_end), all before the checkpoint callbacks run;
-    between them the last value stands and nothing is saved. A run that does not measure `monitor` (metrics=none) keeps no best.ckpt, without
-    Lightning's missing-key warning every epoch. Resumed runs go on comparing with the best of their first part
-    (the score is saved in last.ckpt, which EpochCheckpoints writes after this callback has run)."""
+    between them the last value stands and nothing is saved. A run that does not measure `monitor` (metrics=none)
+    keeps no best.ckpt, without Lightning's missing-key warning every epoch. Resumed runs go on comparing with the
+    best of their first part (the score is saved in last.ckpt, which EpochCheckpoints writes after this callback)."""
 
     def __init__(self, dirpath: str, monitor: str = "classifier/fid", mode: str = "min"):
         super().__init__(dirpath=dirpath, filename="best", monitor=monitor, mode=mode, save_top_k=1, save_last=False,
