@@ -413,6 +413,33 @@ def test_each_difference_from_the_baseline_comes_with_its_confidence_interval(tm
     assert f"`classifier/fid` against the baseline (lower is better; difference of means, {kind}): {shown}." in md
 
 
+def test_the_changes_cell_gives_a_variants_cost_against_the_baseline(tmp_path, composed):
+    """The report's cost from the `cost/*` row each job logs at its start (the real sweep: test_sweep.py's slow
+    test): in percent against the baseline's, in the changes cell, only where the networks differ."""
+    root = tmp_path / "multirun" / "cost"
+    costs = {"baseline": (1.0e6, 3.0e7, 6.0e5, 3.0e7), "hinge": (1.0e6, 3.0e7, 6.0e5, 3.0e7),
+             "lr_1e-4": (1.05e6, 4.05e7, 6.06e5, 3.3e7)}  # G +5.0% params, +35% FLOPs; D +1.0%, +10%
+    num = 0
+    for variant, (g_params, g_flops, d_params, d_flops) in costs.items():
+        for seed in (0, 1):
+            overrides = [f"ablation={variant}", f"seed={seed}"]
+            job = write_job(root, ",".join(overrides), num, overrides, None, {"status": "ok"}, "left",
+                            composed=composed[variant])
+            rows = [{"step": 0, "cost/g_params": g_params, "cost/g_flops": g_flops, "cost/d_params": d_params,
+                     "cost/d_flops": d_flops}, *rows_for([20.0 + num], 0.5)]
+            with open(job / "metrics.csv", "w", newline="") as handle:
+                writer = csv.DictWriter(handle, fieldnames=sorted({k for row in rows for k in row}))
+                writer.writeheader()
+                writer.writerows(rows)
+            num += 1
+    assert main([str(root), "--wandb", "off"]) == 0
+    md = (root / "report.md").read_text()
+    rows = {line.split("|")[1].strip(): line for line in md.splitlines() if line.startswith("| `ablation=")}
+    assert "cost: FLOPs/image G +35%, D +10%; params G +5.0%, D +1.0% |" in rows["`ablation=lr_1e-4`"]
+    assert "cost:" not in rows["`ablation=baseline`"] and "cost:" not in rows["`ablation=hinge`"]  # same networks
+    assert float(read_report_csv(root / "report.csv")["ablation=lr_1e-4"]["cost/g_flops_mean"]) == 4.05e7
+
+
 def test_make_report_picks_the_newest_sweep_folder_not_a_job_or_a_report_folder(tmp_path):
     # `make report` with no SWEEP=: the folder with Hydra's multirun.yaml written last, at multirun/<date>/<time>/
     # or multirun/<name>/ (hydra.sweep.dir), never a job folder or an after_<N>_epochs/ that sorts after it.
