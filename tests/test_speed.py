@@ -188,9 +188,15 @@ def test_generator_backward_computes_no_discriminator_gradients(make_cfg, overri
         torch.testing.assert_close(grad_at_end, grad_at_step, rtol=0, atol=0)
 
 
-@pytest.mark.parametrize("accelerator, precision, channels_last", [("cpu", "bf16-mixed", True), ("gpu", "32-true", False)])
-def test_the_default_layout_and_precision_follow_the_accelerator(tmp_path, accelerator, precision, channels_last):
-    """CPU: bf16 autocast with channels_last (oneDNN's NHWC kernels); GPU: fp32 NCHW (make bench's rows for each)."""
+@pytest.mark.parametrize("accelerator, bf16_kernels, precision, channels_last", [
+    ("cpu", True, "bf16-mixed", True), ("cpu", False, "32-true", True), ("gpu", True, "32-true", False)])
+def test_the_default_layout_and_precision_follow_the_accelerator(tmp_path, monkeypatch, accelerator, bf16_kernels,
+                                                                 precision, channels_last):
+    """CPU: channels_last (oneDNN's NHWC kernels), with bf16 autocast where the CPU has bf16 kernels; GPU: fp32
+    NCHW (make bench's rows for each)."""
+    import dcgan_lab
+
+    monkeypatch.setattr(dcgan_lab, "cpu_has_bf16_kernels", lambda: bf16_kernels)
     cfg = compose_config(tmp_path / "run", [f"trainer.accelerator={accelerator}"])
     assert cfg.trainer.precision == precision
     assert cfg.callbacks.channels_last.enabled is channels_last
