@@ -97,12 +97,17 @@ def quote_paths(args: list[str]) -> list[str]:
     return quoted
 
 
+def _refuse(problem) -> None:
+    """The lab's answer to bad input: one `error:` line on stderr, exit status 2."""
+    print(f"error: {problem}", file=sys.stderr)
+    sys.exit(2)
+
+
 def exit_on_bad_command_line(config_name: str) -> None:
     sys.argv[1:] = quote_paths(sys.argv[1:])
     problem = command_line_problem(sys.argv[1:], config_name)
     if problem is not None:
-        print(f"error: {problem}", file=sys.stderr)
-        sys.exit(2)
+        _refuse(problem)
 
 
 def exit_on_bad_values(cfg) -> None:
@@ -120,5 +125,4 @@ def exit_on_bad_values(cfg) -> None:
     try:
         validate(cfg)
     except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
+        _refuse(exc)
