@@ -29,7 +29,7 @@ import lightning as L  # noqa: E402
 from hydra.utils import instantiate  # noqa: E402
 from omegaconf import open_dict  # noqa: E402
 
-import dcgan_lab  # noqa: E402,F401
+import dcgan_lab  # noqa: E402
 from dcgan_lab.config import compose_run_config  # noqa: E402
 from dcgan_lab.data.datamodule import to_float  # noqa: E402
 from dcgan_lab.losses import bce_d, bce_g  # noqa: E402
@@ -41,6 +41,17 @@ RESULTS = ROOT / "benchmarks" / "results"
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize()
+
+
+def cpu_model() -> str:
+    """The CPU's model name (Linux), else the architecture: which machine a CPU table comes from."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 # ---- machine peak --------------------------------------------------------------------------------
@@ -231,9 +242,13 @@ def measure_config(name: str, overrides: list[str], device: torch.device, steps:
     accelerator = "gpu" if device.type == "cuda" else "cpu"
     cfg = compose_run_config(workdir / f"cfg_{name}", overrides)
     images = instantiate(cfg.dataset).split("train").images
+    # Without bf16 kernels a bf16 step is many times slower than fp32: a few steps in one round say so, without
+    # spending most of the benchmark's time on a path no default takes there.
+    slow_bf16 = device.type == "cpu" and not dcgan_lab.cpu_has_bf16_kernels()
+    bf16_steps = (max(3, steps // 20), 2) if slow_bf16 else (steps, warmup)
     paths = {
         "plain_fp32_eager": lambda: plain_loop(cfg, images, device, steps, warmup, bf16=False, channels_last=False),
-        "plain_bf16_channels_last": lambda: plain_loop(cfg, images, device, steps, warmup, bf16=True, channels_last=True),
+        "plain_bf16_channels_last": lambda: plain_loop(cfg, images, device, *bf16_steps, bf16=True, channels_last=True),
         "lab_trainer_fp32": lambda: lab_run([*overrides, *CALLBACKS_OFF, "trainer.precision=32-true",
                                              f"trainer.accelerator={accelerator}"], steps, warmup, workdir),
         # Metric evaluations are left out: they are timed on their own (metrics/eval_time_s).
@@ -247,9 +262,9 @@ def measure_config(name: str, overrides: list[str], device: torch.device, steps:
                                                               "callbacks.channels_last.enabled=true"], steps, warmup, workdir)
     # Rounds interleave the paths so a slow patch of the machine hits all of them; each keeps its best round.
     rows, errors = {path: 0.0 for path in paths}, {}
-    for _ in range(rounds):
+    for round_index in range(rounds):
         for path, measure in paths.items():
-            if path in errors:
+            if path in errors or (slow_bf16 and round_index > 0 and path == "plain_bf16_channels_last"):
                 continue
             try:
                 rows[path] = max(rows[path], measure())
@@ -265,6 +280,7 @@ def measure_config(name: str, overrides: list[str], device: torch.device, steps:
         "image_size": cfg.dataset.image_size,
         "batch_size": cfg.dataset.batch_size,
         "timed_steps": steps,
+        **({"bf16_timed_steps": bf16_steps[0]} if slow_bf16 else {}),
         "images_per_s": rows,
         "ratio_to_plain_fp32": {path: value / base for path, value in rows.items()},
         "step_gflop": step_gflop(cfg, images, device),
@@ -282,8 +298,9 @@ def run(device_name: str, steps: dict[str, int], warmup: int, rounds: int) -> di
     data = data_path_rates(cfg.dataset.batch_size, workdir)
     return {
         "device": device_name,
-        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine(),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_model(),
         "threads": torch.get_num_threads(),
+        **({"cpu_bf16_kernels": dcgan_lab.cpu_has_bf16_kernels()} if device.type == "cpu" else {}),
         "torch": torch.__version__,
         "lightning": L.__version__,
         "rounds": rounds,
@@ -345,11 +362,14 @@ def markdown(r: dict) -> str:
         f"DCGAN (ngf = ndf = 64), BCE, Adam, on mnist_mini; best of {r['rounds']} interleaved rounds per path, all "
         f"measured in this one process. Matmul peak here: {peak32:.0f} GFLOP/s fp32, {peak16:.0f} GFLOP/s bf16.",
     ]
+    if r.get("cpu_bf16_kernels") is False:
+        lines[-1] += (" This CPU has no bf16 kernels (oneDNN): the lab's default precision here is fp32 "
+                      "(`dcgan_lab.fastest_precision`), and the plain bf16 row is a few steps in one round.")
     for name, c in r["configs"].items():
         lines += [
             "",
-            f"### {name}: {c['image_size']}x{c['image_size']}, batch {c['batch_size']} ({c['timed_steps']} timed G+D steps, "
-            f"{c['step_gflop']:.2f} GFLOP each)",
+            f"### {name}: {c['image_size']}x{c['image_size']}, batch {c['batch_size']} ({c['timed_steps']} timed G+D steps"
+            + (f", {c['bf16_timed_steps']} in bf16" if "bf16_timed_steps" in c else "") + f", {c['step_gflop']:.2f} GFLOP each)",
             "",
             "| path | img/s | x plain fp32 | achieved GFLOP/s |",
             "|---|---:|---:|---:|",
@@ -376,6 +396,8 @@ def main() -> None:
                         help="timed steps per path (default: GPU 300; CPU 100 at 32px, 15 at 64px)")
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--name", default=None,
+                        help="results file stem (default: the device, cpu or cuda), e.g. to keep another machine's table")
     args = parser.parse_args()
     RESULTS.mkdir(parents=True, exist_ok=True)
     for device in args.device.split(","):
@@ -384,8 +406,9 @@ def main() -> None:
         result = run(device, steps, args.warmup, args.rounds)
         table = markdown(result)
         print(table)
-        (RESULTS / f"{device}.json").write_text(json.dumps(result, indent=2))
-        (RESULTS / f"{device}.md").write_text(table)
+        stem = f"{args.name}_{device}" if args.name and "," in args.device else args.name or device
+        (RESULTS / f"{stem}.json").write_text(json.dumps(result, indent=2))
+        (RESULTS / f"{stem}.md").write_text(table)
 
 
 if __name__ == "__main__":
