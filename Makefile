@@ -16,11 +16,17 @@ $(STAMP): pyproject.toml
 train: $(STAMP)
 	$(PY) train.py $(ARGS)
 
+# Tests run in one worker per core (at most 8), each with its share of torch's threads (tests/conftest.py): most of a
+# test is single-threaded Python (composition, Lightning's loop), so 2 workers on 2 cores take about half the time.
+# WORKERS=0 runs them in this one process.
+WORKERS ?= auto --maxprocesses=8
+PYTEST := $(PY) -m pytest -n $(WORKERS) --dist worksteal
+
 test: $(STAMP)
-	$(PY) -m pytest $(ARGS)
+	$(PYTEST) $(ARGS)
 
 test-slow: $(STAMP)
-	$(PY) -m pytest -m slow $(ARGS)
+	$(PYTEST) -m slow $(ARGS)
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench.py $(ARGS)

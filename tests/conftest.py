@@ -29,6 +29,20 @@ FAST = [
 ]
 
 
+def pytest_configure(config):
+    """Under pytest-xdist (`make test`), each worker takes its share of the cores for torch, and the runs it starts
+    in subprocesses inherit it: workers with torch's default of every core would oversubscribe them."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1:
+        import torch
+        from threadpoolctl import threadpool_limits
+
+        threads = max(1, (os.cpu_count() or 1) // workers)
+        torch.set_num_threads(threads)
+        threadpool_limits(threads)  # numpy's BLAS and scikit-learn's OpenMP (KMeans), loaded already
+        os.environ["OMP_NUM_THREADS"] = str(threads)
+
+
 def progress_bar(refresh_rate: int) -> list[str]:
     """The overrides that put the lab's progress bar back (FAST turns it off), redrawn every `refresh_rate` batches,
     and keep it where the console is not a terminal (pytest's capture), which would get log lines instead."""
