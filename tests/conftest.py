@@ -37,7 +37,8 @@ def pytest_configure(config):
         import torch
         from threadpoolctl import threadpool_limits
 
-        threads = max(1, (os.cpu_count() or 1) // workers)
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        threads = max(1, cores // workers)
         torch.set_num_threads(threads)
         threadpool_limits(threads)  # numpy's BLAS and scikit-learn's OpenMP (KMeans), loaded already
         os.environ["OMP_NUM_THREADS"] = str(threads)
