@@ -51,7 +51,8 @@ def test_precision_and_memory_format_options_train(make_cfg, overrides, channels
 def test_training_speed_leaves_out_the_epoch_end_evaluations_that_wall_speed_counts(make_cfg):
     # A metric evaluation at every epoch's end (a default callback): perf/images_per_s times only the epochs,
     # perf/wall_images_per_s everything since warm-up. The two clocks differ by at least the evaluations that ran
-    # before a row was recorded: those of the epochs before it (each row is recorded before its own epoch's).
+    # before a row was recorded: those of the epochs before it (each epoch's row is recorded before its own
+    # epoch's evaluation), and the run's last wall rate, recorded when training ends, counts all three.
     result = train(make_cfg("trainer.max_epochs=3", "callbacks.throughput.warmup=1", "metrics=default",
                             "metrics.every_n_epochs=1", "metrics.n_samples=100", "metrics.figures=false"))
     rows = list(csv.DictReader(open(Path(result["output_dir"]) / "metrics.csv")))
@@ -65,6 +66,11 @@ def test_training_speed_leaves_out_the_epoch_end_evaluations_that_wall_speed_cou
     assert wall_s - training_s >= sum(evaluations[:2])
     assert training_s < wall_s / 2  # the evaluations dominate this tiny run's wall time
     assert float(last["perf/images_per_s"]) == pytest.approx(result["metrics"]["perf/images_per_s"])
+    walls = [r for r in rows if r.get("perf/wall_images_per_s")]
+    assert len(walls) == 4 and walls[-1]["step"] == last["step"]  # one more, at the same G step, at the end
+    run_wall_s = images / float(walls[-1]["perf/wall_images_per_s"])
+    assert run_wall_s - training_s >= sum(evaluations)
+    assert float(walls[-1]["perf/wall_images_per_s"]) == pytest.approx(result["metrics"]["perf/wall_images_per_s"])
 
 
 def test_batches_are_sliced_whole_from_the_uint8_tensor():

@@ -72,7 +72,9 @@ class Throughput(L.Callback):
       changes. The epoch-end work of other callbacks is left out: this callback comes first in
       conf/callbacks/default.yaml, so its clock stops before theirs run.
     - `perf/wall_images_per_s`: over the wall time since warm-up, with sample grids, checkpoints and metric
-      evaluations: what a run costs (make bench compares it with a plain loop).
+      evaluations: what a run costs (make bench compares it with a plain loop). Recorded at each epoch's end
+      (so up to the epochs before it) and once more when training ends, counting the last epoch's end work:
+      that last value is the run's.
 
     The device is synchronised only where the clock is read (twice an epoch), never per step.
     """
@@ -107,16 +109,18 @@ class Throughput(L.Callback):
     def images_per_s(self) -> float:
         return self._value
 
-    def _record(self, trainer, pl_module) -> None:
+    def _record(self, trainer, pl_module, wall_only: bool = False) -> None:
         if self._warm_since is None or not self.images:
             return
         now = self._now(pl_module)
-        if self._epoch_since is not None:
-            self._in_epochs_s += now - self._epoch_since
-            self._epoch_since = None
-        self._value = self.images / self._in_epochs_s
-        rates = {"perf/images_per_s": self._value, "perf/wall_images_per_s": self.images / (now - self._warm_since)}
-        self._images_recorded = self.images
+        rates = {"perf/wall_images_per_s": self.images / (now - self._warm_since)}
+        if not wall_only:
+            if self._epoch_since is not None:
+                self._in_epochs_s += now - self._epoch_since
+                self._epoch_since = None
+            self._value = self.images / self._in_epochs_s
+            rates["perf/images_per_s"] = self._value
+            self._images_recorded = self.images
         for name, value in rates.items():
             trainer.callback_metrics[name] = torch.tensor(value)
         for logger in trainer.loggers:
@@ -126,5 +130,5 @@ class Throughput(L.Callback):
         self._record(trainer, pl_module)
 
     def on_train_end(self, trainer, pl_module) -> None:
-        if self.images != self._images_recorded:  # Lightning ends every fit with an epoch end, which recorded them
-            self._record(trainer, pl_module)
+        # Lightning ends a fit with an epoch end, which recorded the epochs' rate; a stop inside an epoch did not.
+        self._record(trainer, pl_module, wall_only=self.images == self._images_recorded)
