@@ -33,7 +33,7 @@ from dcgan_lab.metrics import registry
 from dcgan_lab.plots import headless_pyplot
 from dcgan_lab.report_wandb import WANDB_CHOICES, report_to_wandb
 from dcgan_lab.run_folder import read_status
-from dcgan_lab.runs import direction, last_values, read_metrics, read_overrides
+from dcgan_lab.runs import direction, last_values, logged_epochs, read_metrics, read_overrides
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +56,7 @@ class Job:
     final: dict[str, float] = field(default_factory=dict)
     curves: dict[str, list[tuple[float, float]]] = field(default_factory=dict)
     variant: str = ""
+    epochs: int = 0  # how many epochs its metrics.csv has rows of
 
     @property
     def ok(self) -> bool:
@@ -127,7 +128,8 @@ def find_jobs(sweep_dir: Path, epochs: int | None = None) -> list[Job]:
             if status and status.get("train_time_s") is not None:
                 final["train_time_s"] = float(status["train_time_s"])
         final.update(last_values(curves))
-        jobs.append(Job(job_dir, _job_num(job_dir), read_overrides(job_dir), status, final, curves))
+        epochs_logged = logged_epochs(metrics_csv) if metrics_csv.exists() else 0
+        jobs.append(Job(job_dir, _job_num(job_dir), read_overrides(job_dir), status, final, curves, epochs=epochs_logged))
     jobs.sort(key=lambda job: (job.num, str(job.dir)))
     return jobs
 
@@ -670,11 +672,13 @@ def write_csv(path: Path, variants, columns, correction: str = "holm") -> None:
     with open(path, "w", newline="") as handle:
         writer = csv.writer(handle)
         per_metric = ("mean", "std", "n", "p", "p_adjusted", "diff", "diff_ci_low", "diff_ci_high", "ref")
-        writer.writerow(["variant", "changes", "jobs", "ok", "failed", *[f"{m}_{s}" for m in columns for s in per_metric],
+        states = ("ok", "failed", "unfinished")
+        writer.writerow(["variant", "changes", "jobs", *states, *[f"{m}_{s}" for m in columns for s in per_metric],
                          "best_in", "significant_best_in"])
         for variant in variants:
             table = tables[variant.label]
-            row = [variant.label, variant.changes, len(variant.jobs), len(variant.ok_jobs), len(variant.jobs) - len(variant.ok_jobs)]
+            counts = Counter(job.state for job in variant.jobs)
+            row = [variant.label, variant.changes, len(variant.jobs), *(counts[state] for state in states)]
             for metric in columns:
                 stats = variant.stats(metric)
                 comparison = table.comparison(variant, metric)
@@ -776,6 +780,13 @@ def build_report(sweep_dir: str | Path, epochs: int | None = None, baseline: lis
         raise DataError(
             f"no Hydra jobs under {sweep_dir} (no */.hydra/overrides.yaml): pass a folder written by `python train.py -m ...`."
         )
+    if epochs is not None:
+        short = [job for job in jobs if job.ok and job.epochs < epochs]
+        if short:  # their last values are not "after N epochs": refused before anything is written
+            most = max(job.epochs for job in jobs)
+            raise DataError(f"--epochs {epochs} is past the end of {len(short)} finished job(s) (e.g. "
+                            f"{short[0].dir.relative_to(sweep_dir)}: {short[0].epochs} epochs); the longest job ran "
+                            f"{most}: pass --epochs {min(job.epochs for job in short)} or less")
     evaluations = use_evaluations(jobs, sweep_dir) if epochs is None else None  # final states only
     variants, common = group_variants(jobs)
     if baseline:

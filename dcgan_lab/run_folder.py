@@ -181,8 +181,18 @@ def _number(cell, default=None):
 
 # ---- status.json -------------------------------------------------------------------------------
 def read_status(run_dir: str | Path) -> dict | None:
+    """The run's status.json; None where there is none yet. One that cannot be read (edited, damaged; it is written
+    atomically, so never half-written by the lab) reads as a failed run saying so, not as a result."""
     path = Path(run_dir) / STATUS_FILE
-    return json.loads(path.read_text()) if path.exists() else None
+    if not path.exists():
+        return None
+    try:
+        status = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        return {"status": "failed", "error": f"{STATUS_FILE} is unreadable ({type(exc).__name__}: {exc})"}
+    if not isinstance(status, dict):
+        return {"status": "failed", "error": f"{STATUS_FILE} holds a {type(status).__name__}, not the run's record"}
+    return status
 
 
 def write_status(run_dir: str | Path, status: dict) -> Path:

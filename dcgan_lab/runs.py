@@ -11,6 +11,8 @@ from pathlib import Path
 
 import yaml
 
+from dcgan_lab.errors import DataError
+
 
 # Which way is better: a metric's entry in dcgan_lab/metrics/registry.py says it for every scalar it logs; the run's
 # own bookkeeping is here. Anything else (losses, D(x), grad norms) has no "best": a lower GAN loss is not a better GAN.
@@ -29,7 +31,8 @@ def direction(metric: str) -> int:
 
 def read_metrics(path: str | Path, epochs: int | None = None) -> dict[str, list[tuple[float, float]]]:
     """metrics.csv -> {metric: [(G step, value), ...]} in file order; with `epochs`, only what was logged in the
-    first `epochs` epochs (rows without an epoch, e.g. throughput, are left out then).
+    first `epochs` epochs (rows without an epoch, e.g. throughput, are left out then, except those logged before
+    the first epoch's: the networks' cost/* at the start).
 
     Lightning's CSVLogger writes one sparse row per log call, and its `step` column means different things
     (batches for training-step logs, optimizer steps for callbacks that log at trainer.global_step). So the
@@ -40,7 +43,8 @@ def read_metrics(path: str | Path, epochs: int | None = None) -> dict[str, list[
     with open(path, newline="") as handle:
         rows = list(csv.DictReader(handle))
     if epochs is not None:
-        rows = [row for row in rows if (epoch := _float(row.get("epoch"))) is not None and epoch < epochs]
+        first = next((i for i, row in enumerate(rows) if _float(row.get("epoch")) is not None), len(rows))
+        rows = rows[:first] + [row for row in rows[first:] if (epoch := _float(row.get("epoch"))) is not None and epoch < epochs]
     last_g_step_of_epoch: dict[float, float] = {}
     for row in rows:
         epoch, g_step = _float(row.get("epoch")), _float(row.get("g_step"))
@@ -57,6 +61,13 @@ def read_metrics(path: str | Path, epochs: int | None = None) -> dict[str, list[
                 continue
             series.setdefault(name, []).append((step if step is not None else math.nan, value))
     return series
+
+
+def logged_epochs(path: str | Path) -> int:
+    """How many epochs metrics.csv has rows of (its highest epoch index + 1; 0 for none)."""
+    with open(path, newline="") as handle:
+        epochs = [epoch for row in csv.DictReader(handle) if (epoch := _float(row.get("epoch"))) is not None]
+    return int(max(epochs)) + 1 if epochs else 0
 
 
 def last_values(series: dict[str, list[tuple[float, float]]]) -> dict[str, float]:
@@ -79,7 +90,15 @@ def read_overrides(run_dir: str | Path) -> list[str]:
     path = Path(run_dir) / ".hydra" / "overrides.yaml"
     if not path.exists():
         return []
-    return [str(item) for item in (yaml.safe_load(path.read_text()) or [])]
+    try:
+        overrides = yaml.safe_load(path.read_text()) or []
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise DataError(f"{path} is unreadable ({str(exc).splitlines()[0]}): restore it (Hydra writes one list of "
+                        "overrides) or move that job folder out of the sweep") from None
+    if not isinstance(overrides, list):
+        raise DataError(f"{path} holds a {type(overrides).__name__}, not Hydra's list of overrides: restore it or "
+                        "move that job folder out of the sweep")
+    return [str(item) for item in overrides]
 
 
 def _float(cell) -> float | None:

@@ -14,6 +14,7 @@ from dcgan_lab.data.datamodule import to_float
 from dcgan_lab.metrics import MetricSuite
 from dcgan_lab.metrics.overfitting import membership_auc
 from dcgan_lab.pipeline import train
+from dcgan_lab.report import Job, Variant, best_variants, table_columns
 
 from .test_memorization import ImageBank
 
@@ -57,6 +58,7 @@ def test_a_discriminator_that_memorised_its_training_images_scores_1(suite, tmp_
     memorised = StandInDiscriminator(suite.datamodule.split("train").images)
     report = suite.evaluate(ImageBank(noise), memorised, figures_dir=tmp_path)
     assert report.scalars["d_overfit/auc"] == 1.0
+    assert report.scalars["d_overfit/auc_excess"] == 0.5  # what a report ranks: the AUC above chance
     assert (tmp_path / "d_scores.png").stat().st_size > 0
     # The held-out digits are the test split's, not training images: every one of them is away from the memory.
     (train_images, _), (held_out, _) = suite.held_out(400)
@@ -67,7 +69,20 @@ def test_a_discriminator_that_memorised_its_training_images_scores_1(suite, tmp_
 
 def test_a_discriminator_blind_to_membership_scores_about_half(suite):
     report = suite.evaluate(ImageBank(torch.zeros(400, 1, 32, 32)), StandInDiscriminator())
-    assert 0.42 < report.scalars["d_overfit/auc"] < 0.58
+    auc = report.scalars["d_overfit/auc"]
+    assert 0.42 < auc < 0.58
+    assert report.scalars["d_overfit/auc_excess"] == max(auc - 0.5, 0.0)
+
+
+def test_an_auc_below_chance_is_not_ranked_better():
+    # 0.47 against 0.49 is noise around 0.5, not less overfitting: a report ranks the excess over chance, not the AUC.
+    aucs = {"below_chance": 0.47, "near_chance": 0.49, "overfit": 0.60}
+    variants = [Variant(label, [Job(Path(label), 0, [label], {"status": "ok"},
+                                    {"d_overfit/auc": auc, "d_overfit/auc_excess": max(auc - 0.5, 0.0)})])
+                for label, auc in aucs.items()]
+    assert best_variants(variants, "d_overfit/auc") == set()
+    assert best_variants(variants, "d_overfit/auc_excess") == {"below_chance", "near_chance"}
+    assert "d_overfit/auc_excess" in table_columns(variants) and "d_overfit/auc" not in table_columns(variants)
 
 
 def test_an_image_folder_holds_nothing_out_and_says_so(tmp_path):

@@ -112,7 +112,9 @@ def test_seeds_aggregate_as_mean_and_sample_std(sweep):
     # Lower FID and lower train time win; losses have no best.
     assert hinge["best_in"] == "classifier/fid train_time_s"
     assert base["best_in"] == ""  # cluster/balance is 0.9 everywhere: a tie marks no one
-    assert (failed["ok"], failed["failed"], failed["classifier/fid_n"]) == ("0", "2", "0")
+    # lr_1e-4: one job failed, the other is still running (no status.json): report.md's words, counted.
+    assert (failed["jobs"], failed["ok"], failed["failed"], failed["unfinished"], failed["classifier/fid_n"]) == (
+        "2", "0", "1", "1", "0")
 
 
 def test_a_report_made_mid_sweep_calls_running_jobs_unfinished_not_failed(sweep):
@@ -225,6 +227,33 @@ def test_the_report_after_n_epochs_cuts_every_job_there(sweep, drawn):
     assert " ".join(panels[1].texts[0].get_text().split()) == "no samples/epoch_0000.png"
     with pytest.raises(DataError, match="--epochs 0 must be an integer >= 1"):
         build_report(sweep, epochs=0)
+
+
+def test_a_report_after_more_epochs_than_the_jobs_ran_is_refused(sweep, drawn):
+    # Every finished job ran 2 epochs: "after 3 epochs" would be their final values under another name.
+    with pytest.raises(DataError) as refused:
+        build_report(sweep, epochs=3)
+    assert str(refused.value) == ("--epochs 3 is past the end of 6 finished job(s) (e.g. ablation=baseline,seed=0: 2 "
+                                  "epochs); the longest job ran 2: pass --epochs 2 or less")
+    assert not (sweep / "after_3_epochs").exists()
+    build_report(sweep, epochs=2)  # the unfinished job's 1 epoch does not count: it has no final values anyway
+    assert (sweep / "after_2_epochs" / "report.md").exists()
+
+
+def test_an_unreadable_status_is_a_failed_job_and_unreadable_overrides_one_line(sweep, capsys):
+    status = sweep / "ablation=hinge,seed=1" / "status.json"
+    status.write_text(status.read_text()[:10])  # edited or damaged: the lab writes it atomically
+    assert main([str(sweep), "--wandb", "off"]) == 0
+    table = read_report_csv(sweep / "report.csv")
+    assert (table["ablation=hinge"]["ok"], table["ablation=hinge"]["failed"]) == ("2", "1")
+    assert "| `ablation=hinge,seed=1` | failed: status.json is unreadable (JSONDecodeError: " in (sweep / "report.md").read_text()
+    capsys.readouterr()
+    (sweep / "ablation=hinge,seed=2" / ".hydra" / "overrides.yaml").write_text("- [unclosed\n")
+    assert main([str(sweep), "--wandb", "off"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: {sweep / 'ablation=hinge,seed=2' / '.hydra' / 'overrides.yaml'} is unreadable (")
+    assert err.endswith("restore it (Hydra writes one list of overrides) or move that job folder out of the sweep")
+    assert "\n" not in err
 
 
 def test_changes_column_says_what_each_variant_changes_in_the_config(sweep):
@@ -438,6 +467,11 @@ def test_the_changes_cell_gives_a_variants_cost_against_the_baseline(tmp_path, c
     assert "cost: FLOPs/image G +35%, D +10%; params G +5.0%, D +1.0% |" in rows["`ablation=lr_1e-4`"]
     assert "cost:" not in rows["`ablation=baseline`"] and "cost:" not in rows["`ablation=hinge`"]  # same networks
     assert float(read_report_csv(root / "report.csv")["ablation=lr_1e-4"]["cost/g_flops_mean"]) == 4.05e7
+    # The networks do not change with the epoch: the report after 1 epoch gives the same cost (logged before it).
+    assert main([str(root), "--epochs", "1", "--wandb", "off"]) == 0
+    md = (root / "after_1_epochs" / "report.md").read_text()
+    assert "cost: FLOPs/image G +35%, D +10%; params G +5.0%, D +1.0% |" in md
+    assert float(read_report_csv(root / "after_1_epochs" / "report.csv")["ablation=lr_1e-4"]["cost/g_flops_mean"]) == 4.05e7
 
 
 def test_make_report_picks_the_newest_sweep_folder_not_a_job_or_a_report_folder(tmp_path):

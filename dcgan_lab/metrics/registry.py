@@ -251,10 +251,12 @@ def memorization(ctx: "MetricContext") -> dict[str, float]:
 
 
 @register_metric(
-    scalars={"d_overfit/auc": -1},
+    # The AUC itself has no better side: below 0.5 is chance too (D does not favour held-out images), so ranking it
+    # lower-is-better would crown noise. What is ranked is its excess over chance.
+    scalars={"d_overfit/auc": 0, "d_overfit/auc_excess": -1},
     needs=("discriminator", "held_out"),
     headline=("d_overfit/auc",),
-    report=("d_overfit/auc",),
+    report=("d_overfit/auc_excess",),
 )
 def d_overfitting(ctx: "MetricContext") -> dict[str, float]:
     """D's outputs on training vs held-out real images (ADA's overfitting signal): AUC 0.5 = none, 1 = memorised."""
@@ -269,4 +271,4 @@ def d_overfitting(ctx: "MetricContext") -> dict[str, float]:
     auc = membership_auc(*scores)
     if ctx.figures is not None:
         ctx.figure_paths.append(save_score_histogram(*scores, auc, ctx.figures / f"{ctx.prefix}d_scores.png", ctx.tag))
-    return {"d_overfit/auc": auc}
+    return {"d_overfit/auc": auc, "d_overfit/auc_excess": max(auc - 0.5, 0.0)}
