@@ -142,8 +142,8 @@ CALLBACKS_OFF = ["callbacks=none", "trainer.enable_progress_bar=false", "trainer
 
 def lab_run(overrides: list[str], steps: int, warmup: int, workdir: Path) -> float:
     """images/s of `train(cfg)` over the wall time after `warmup` batches, with the epoch-end work (grids,
-    checkpoints) of every epoch but the last, whose end comes after the clock stops (the lab's own Throughput
-    callback, `perf/wall_images_per_s`)."""
+    checkpoints) of every epoch, the last one's (where max_steps stops it) included: about one epoch end per
+    epoch, as in a whole run (the lab's own Throughput callback, its last `perf/wall_images_per_s`)."""
     run_dir = Path(tempfile.mkdtemp(dir=workdir))
     cfg = compose_run_config(run_dir, ["logger=none", f"trainer.max_steps={warmup + steps}", "trainer.max_epochs=-1",
                                 f"paths.cache_dir={workdir / 'cache'}", *overrides])
