@@ -241,3 +241,67 @@ def check_architecture(model: nn.Module, state_dict: dict[str, torch.Tensor], so
         f"checkpoint {source} was saved from a different architecture: {'; '.join(parts)}. "
         "Use the overrides the checkpoint was trained with (its run folder's config.yaml)"
     )
+
+
+# ---- optimizer settings on resume ----------------------------------------------------------------
+# GANModule.configure_optimizers returns [D's, G's]: the order of a checkpoint's optimizer and schedule states.
+OPTIMIZED_NETWORKS = ("discriminator", "generator")
+
+
+def _plain(value):
+    """A config value as plain data (Hydra may hand over a ListConfig), sequences as lists, for comparing."""
+    return [_plain(v) for v in value] if isinstance(value, (list, tuple)) or type(value).__name__ == "ListConfig" else value
+
+
+def optimizer_setting_changes(checkpoint: dict, configured: dict[str, Any], source: str) -> list[tuple[str, str, Any, Any]]:
+    """(network, setting, saved value, configured value) for each optimizer setting this run changes against the
+    run that saved `checkpoint` (its `lab_config`); `configured`: {network: the run's optimizer partial}.
+
+    Lightning restores an optimizer's saved settings over the configured ones, so without this a resume with
+    optimizer.lr_g=5e-5 would train on at the old rate while config.yaml says 5e-5. Another kind of optimizer
+    cannot take the saved state at all: one ConfigError line.
+    """
+    saved_config = (checkpoint.get("lab_config") or {}).get("optimizer") or {}
+    changes = []
+    for network in OPTIMIZED_NETWORKS:
+        saved, wanted = saved_config.get(network), configured[network]
+        if not isinstance(saved, dict):  # a checkpoint from before lab_config: nothing to compare with
+            continue
+        saved_kind = str(saved.get("_target_", "")).rsplit(".", 1)[-1]  # a name only: nothing from the file is imported
+        if saved_kind != wanted.func.__name__:
+            raise ConfigError(
+                f"checkpoint {source} was trained with {saved_kind} for the {network}, and this run builds "
+                f"{wanted.func.__name__}: one optimizer's state does not carry over to another. Resume with the "
+                "checkpoint's optimizer (its run folder's config.yaml), or start a new run")
+        saved_settings = {k: _plain(v) for k, v in saved.items() if not k.startswith("_")}
+        wanted_settings = {k: _plain(v) for k, v in wanted.keywords.items()}
+        for key in sorted(saved_settings.keys() | wanted_settings.keys()):
+            if key in wanted_settings and saved_settings.get(key) != wanted_settings[key]:
+                changes.append((network, key, saved_settings.get(key), wanted_settings[key]))
+    return changes
+
+
+def apply_optimizer_settings(checkpoint: dict, changes: list[tuple[str, str, Any, Any]]) -> None:
+    """Write the configured settings into the checkpoint's optimizer states (before Lightning restores them).
+
+    A learning rate is rescaled, not replaced: the saved rate already carries the schedule's progress and any
+    divergence-guard cuts, so lr_new_saved = lr_saved * lr_configured / lr_saved_config, and so are the schedule's
+    base rates. Every other setting (betas, weight decay, momentum, ...) is set as configured.
+    """
+    states, schedules = checkpoint.get("optimizer_states") or [], checkpoint.get("lr_schedulers") or []
+    for network, key, saved, wanted in changes:
+        index = OPTIMIZED_NETWORKS.index(network)
+        if index >= len(states):
+            continue
+        rescale = key == "lr" and isinstance(saved, (int, float)) and saved > 0
+        for group in states[index]["param_groups"]:
+            if rescale:
+                for name in ("lr", "initial_lr"):
+                    if name in group:
+                        group[name] = group[name] * wanted / saved
+            else:
+                group[key] = tuple(wanted) if isinstance(wanted, list) else wanted
+        if rescale and index < len(schedules):
+            for name in ("base_lrs", "_last_lr"):
+                if name in schedules[index]:
+                    schedules[index][name] = [lr * wanted / saved for lr in schedules[index][name]]

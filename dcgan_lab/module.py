@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from typing import Callable
 
 import lightning as L
@@ -11,6 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from dcgan_lab.captured import WARMUP_BATCHES, StaticStep, capture_blockers, portable_optimizer_states
+from dcgan_lab.checkpoint_io import apply_optimizer_settings, optimizer_setting_changes
 from dcgan_lab.nets.contract import evaluating
 from dcgan_lab.nets.ema import EmaSchedule, ema_update, make_ema, sampling_generator
 from dcgan_lab.objective import GANObjective
@@ -68,6 +70,8 @@ class GANModule(L.LightningModule):
         fixed_labels = torch.arange(self.num_classes).repeat_interleave(self.samples_per_class) if self.num_classes else None
         self.register_buffer("fixed_labels", fixed_labels)
         self.batches_seen = 0  # training batches over the whole run, restored on resume
+        # Training time of the run's earlier parts (a resumed run's checkpoint), and when this part's fit began.
+        self.train_time_before_s, self._fit_clock = 0.0, None
         # Progressive growing: `growth(images_seen) -> (resolution, alpha)` for G, D and the EMA copy.
         self.growth, self.images_seen, self.growth_state = growth, 0, None
         self._apply_growth()
@@ -277,15 +281,32 @@ class GANModule(L.LightningModule):
         total = self.planned_g_steps()
         return [opt_d, opt_g], [self.schedule(opt_d, total_steps=total), self.schedule(opt_g, total_steps=total)]
 
+    @property
+    def train_time_s(self) -> float:
+        """Seconds of training over the whole run: the earlier parts' (a resume's checkpoint) and this fit's so far."""
+        return self.train_time_before_s + (time.perf_counter() - self._fit_clock if self._fit_clock is not None else 0.0)
+
+    def on_fit_start(self) -> None:
+        self._fit_clock = time.perf_counter()
+
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         if "optimizer_states" in checkpoint:  # a captured run's checkpoints resume eagerly too
             checkpoint["optimizer_states"] = portable_optimizer_states(checkpoint["optimizer_states"])
         checkpoint["batches_seen"] = self.batches_seen
         checkpoint["images_seen"] = self.images_seen
+        checkpoint["train_time_s"] = self.train_time_s
         if self.lab_config is not None:
             checkpoint["lab_config"] = self.lab_config
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self.batches_seen = checkpoint.get("batches_seen", 0)
         self.images_seen = checkpoint.get("images_seen", 0)
+        self.train_time_before_s = float(checkpoint.get("train_time_s", 0.0))
+        # This run's optimizer settings, not the saved ones (Lightning restores the states after this hook).
+        changes = optimizer_setting_changes(checkpoint, {"discriminator": self.optimizer_d, "generator": self.optimizer_g},
+                                            "being resumed")
+        apply_optimizer_settings(checkpoint, changes)
+        for network, key, saved, wanted in changes:
+            log.info("resume: the %s's optimizer %s is %s as configured (the checkpoint's run had %s)",
+                     network, key, wanted, saved)
         self._apply_growth()  # resume at the saved phase and alpha

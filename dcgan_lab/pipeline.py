@@ -11,13 +11,14 @@ import lightning as L
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from lightning.fabric.utilities.rank_zero import rank_zero_only
-from lightning.pytorch.callbacks import ProgressBar
+from lightning.pytorch.callbacks import Checkpoint, ProgressBar
 from omegaconf import DictConfig, OmegaConf
 
 from dcgan_lab.callbacks.progress import EpochLines
-from dcgan_lab.checkpoint_io import AtomicCheckpointIO, RaiseFailedCheckpointWrites, check_architecture, read_checkpoint
+from dcgan_lab.checkpoint_io import (AtomicCheckpointIO, RaiseFailedCheckpointWrites, check_architecture,
+                                    optimizer_setting_changes, read_checkpoint)
 from dcgan_lab.config import validate
-from dcgan_lab.errors import lab_error_behind
+from dcgan_lab.errors import ConfigError, lab_error_behind
 from dcgan_lab.loggers import FlushLogsWithCheckpoints, log_run_config, run_csv_logger, summarize_wandb_run
 from dcgan_lab.module import GANModule
 from dcgan_lab.run_folder import keep_metrics_on_resume, refuse_taken_folder, resolve_resume, run_recorded
@@ -146,6 +147,9 @@ def train(cfg: DictConfig) -> dict:
     checkpoint = read_checkpoint(ckpt_path) if ckpt_path else None
     if checkpoint is not None:
         check_architecture(module, checkpoint["state_dict"], ckpt_path)
+        optimizer_setting_changes(checkpoint, {"discriminator": module.optimizer_d, "generator": module.optimizer_g},
+                                  ckpt_path)  # another kind of optimizer: refused here (GANModule applies the rest)
+        refuse_finished(cfg, checkpoint, ckpt_path)
     run_config = module.lab_config
     loggers = [run_csv_logger(str(output_dir))] + [build(lg) for lg in cfg.logger.values() if lg is not None]
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -154,6 +158,8 @@ def train(cfg: DictConfig) -> dict:
     callbacks, console = console_callbacks(cfg, [instantiate(c) for c in cfg.callbacks.values() if c is not None])
     callbacks.append(FlushLogsWithCheckpoints())  # metrics.csv is always written, and kept up to a resume's checkpoint
     callbacks.append(RaiseFailedCheckpointWrites())  # a checkpoint the background writer could not write stops the run
+    if not any(isinstance(c, Checkpoint) for c in callbacks):  # callbacks=none: no checkpoints, not Lightning's own
+        console["enable_checkpointing"] = False
     trainer = build_trainer(cfg, callbacks, loggers, **console)
     log_run_config(loggers, run_config)
     if resuming_in_place and checkpoint is not None and first_process:
@@ -168,9 +174,26 @@ def train(cfg: DictConfig) -> dict:
         log.info("Stopped at trainer.max_steps=%d G steps (%d batches, %d D steps each)",
                  cfg.trainer.max_steps, module.batches_seen, module.n_critic)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
-    metrics["train_time_s"] = time.perf_counter() - started
+    metrics["train_time_s"] = module.train_time_before_s + time.perf_counter() - started  # a resume's earlier parts too
     log.info("Run folder: %s", output_dir)
     return {"output_dir": str(output_dir), "metrics": metrics, "g_steps": module.g_step}
+
+
+def refuse_finished(cfg: DictConfig, checkpoint: dict, source: str) -> None:
+    """One line, before anything is written, for a checkpoint that has already trained all that this run asks
+    for: Lightning would stop at once, and the run's status.json and W&B summary would be replaced by an empty one."""
+    epochs_done = checkpoint.get("loops", {}).get("fit_loop", {}).get("epoch_progress", {}).get("current", {}).get("processed", 0)
+    max_epochs, max_steps = cfg.trainer.get("max_epochs"), cfg.trainer.get("max_steps", -1)
+    g_steps_done = checkpoint.get("global_step", 0) // (cfg.training.n_critic + 1)  # Lightning counts D and G steps
+    if max_epochs is not None and 0 <= max_epochs <= epochs_done:
+        done = f"{epochs_done} epochs, all that trainer.max_epochs={max_epochs} asks for"
+        more = f"trainer.max_epochs={2 * max(epochs_done, 1)}"
+    elif max_steps is not None and 0 < max_steps <= g_steps_done:
+        done, more = f"{g_steps_done} G steps, all that trainer.max_steps={max_steps} asks for", f"trainer.max_steps={2 * g_steps_done}"
+    else:
+        return
+    raise ConfigError(f"checkpoint {source} has already trained {done}: nothing to resume, and the run's results stay "
+                      f"as they are; to train on, raise the limit (e.g. {more})")
 
 
 def finish_wandb_run(output_dir: Path | None = None, train_time_s: float | None = None) -> None:

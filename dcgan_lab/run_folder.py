@@ -79,6 +79,10 @@ def resolve_resume(cfg, output_dir: Path, check_folder: bool = True, folder_not_
         if continues_in_place(cfg, output_dir):
             clear_killed_writes(output_dir)
     ckpt_path = cfg.get("ckpt_path")
+    if ckpt_path is not None and Path(str(ckpt_path)).expanduser().is_dir():  # a run folder: its last.ckpt
+        from dcgan_lab.export import pick_checkpoint
+
+        ckpt_path = str(pick_checkpoint(ckpt_path))
     if cfg.get("resume") and ckpt_path is None:
         last = output_dir / "checkpoints" / "last.ckpt"
         if last.is_file():

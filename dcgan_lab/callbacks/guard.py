@@ -18,7 +18,8 @@ import torch
 from torch import nn
 
 from dcgan_lab.callbacks.host_read import HostRead
-from dcgan_lab.checkpoint_io import read_checkpoint, wait_for_checkpoint_writes
+from dcgan_lab.checkpoint_io import (apply_optimizer_settings, optimizer_setting_changes, read_checkpoint,
+                                    wait_for_checkpoint_writes)
 from dcgan_lab.errors import LabError
 
 log = logging.getLogger(__name__)
@@ -202,6 +203,9 @@ class DivergenceGuard(L.Callback):
         else:
             checkpoint, source = self._start_snapshot, "the weights at the start of this fit"
         pl_module.load_state_dict(checkpoint["state_dict"])
+        # A checkpoint from before a resume that changed optimizer settings: this run's settings, as on resume.
+        configured = {"discriminator": pl_module.optimizer_d, "generator": pl_module.optimizer_g}
+        apply_optimizer_settings(checkpoint, optimizer_setting_changes(checkpoint, configured, source))
         saved_scale = checkpoint.get("callbacks", {}).get(self.state_key, {}).get("lr_scale", 1.0)
         self.lr_scale *= self.lr_factor
         for optimizer, state in zip(trainer.optimizers, checkpoint["optimizer_states"]):
