@@ -13,6 +13,11 @@ class DataError(LabError):
     pass
 
 
+class AlreadyFinished(ConfigError):
+    """The checkpoint to resume has trained all that the run asks for: a single run says so; a sweep job resubmitted
+    with resume=true keeps its record and the sweep goes on."""
+
+
 def lab_error_behind(exc: BaseException) -> LabError | None:
     """The LabError that `exc` is or wraps (Hydra's instantiate re-raises a constructor's error as its cause)."""
     while exc is not None:

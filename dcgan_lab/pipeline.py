@@ -18,7 +18,7 @@ from dcgan_lab.callbacks.progress import EpochLines
 from dcgan_lab.checkpoint_io import (AtomicCheckpointIO, RaiseFailedCheckpointWrites, check_architecture,
                                     optimizer_setting_changes, read_checkpoint)
 from dcgan_lab.config import validate
-from dcgan_lab.errors import ConfigError, lab_error_behind
+from dcgan_lab.errors import AlreadyFinished, lab_error_behind
 from dcgan_lab.loggers import FlushLogsWithCheckpoints, log_run_config, run_csv_logger, summarize_wandb_run
 from dcgan_lab.module import GANModule
 from dcgan_lab.run_folder import keep_metrics_on_resume, refuse_taken_folder, resolve_resume, run_recorded
@@ -192,7 +192,7 @@ def refuse_finished(cfg: DictConfig, checkpoint: dict, source: str) -> None:
         done, more = f"{g_steps_done} G steps, all that trainer.max_steps={max_steps} asks for", f"trainer.max_steps={2 * g_steps_done}"
     else:
         return
-    raise ConfigError(f"checkpoint {source} has already trained {done}: nothing to resume, and the run's results stay "
+    raise AlreadyFinished(f"checkpoint {source} has already trained {done}: nothing to resume, and the run's results stay "
                       f"as they are; to train on, raise the limit (e.g. {more})")
 
 

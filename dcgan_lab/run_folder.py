@@ -16,7 +16,7 @@ from datetime import datetime
 from pathlib import Path
 
 from dcgan_lab.atomic import remove_stale_temp_files, write_text_atomically
-from dcgan_lab.errors import ConfigError, is_refused_input, lab_error_behind
+from dcgan_lab.errors import AlreadyFinished, ConfigError, is_refused_input, lab_error_behind
 
 log = logging.getLogger(__name__)
 
@@ -233,6 +233,9 @@ def run_recorded(train, cfg, output_dir: str) -> dict | None:
     except Exception as exc:
         cause = lab_error_behind(exc) or exc
         error = f"{type(cause).__name__}: {cause}"
+        if in_multirun() and isinstance(cause, AlreadyFinished):  # a resubmitted sweep: finished jobs stay as they are
+            log.info("Job already finished, its results are kept: %s", cause)
+            return None
         if in_multirun() or not is_refused_input(exc):
             record(output_dir, {
                 **common,

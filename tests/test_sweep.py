@@ -81,6 +81,19 @@ def test_a_refused_job_in_a_sweep_is_recorded_for_the_report(make_cfg, tmp_path)
     assert (status["status"], status["error"]) == ("failed", "ConfigError: optimizer.lr_d=-1 must be > 0 (DCGAN uses 2e-4).")
 
 
+def test_a_resubmitted_sweep_keeps_its_finished_jobs_as_they_are(make_cfg, tmp_path):
+    # README: preempted sweep jobs are resubmitted with resume=true. A job that had finished is left alone (its
+    # status.json stays ok with its results), not recorded again as failed or as an empty run.
+    main(make_cfg("trainer.limit_train_batches=2"))
+    status = (tmp_path / "run" / "status.json").read_bytes()
+    cfg = as_multirun_job(make_cfg("trainer.limit_train_batches=2", "resume=true"), tmp_path / "multirun")
+    with read_write(cfg.hydra), open_dict(cfg.hydra):  # the sweep's folder given again, as the command must
+        cfg.hydra.overrides.hydra = [*cfg.hydra.overrides.hydra, f"hydra.sweep.dir={tmp_path / 'multirun'}"]
+    HydraConfig.instance().set_config(cfg)
+    assert main(cfg) is None
+    assert (tmp_path / "run" / "status.json").read_bytes() == status
+
+
 def test_a_refused_single_run_records_nothing(make_cfg, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(make_cfg("optimizer.lr_d=-1"))
