@@ -123,6 +123,46 @@ def test_corrupt_images_are_skipped_with_a_count_by_default(make_cfg, tmp_path, 
     assert result["g_steps"] == 1
 
 
+def test_a_cached_decode_reports_its_unreadable_files_again(make_cfg, tmp_path, capsys, caplog, monkeypatch):
+    """The second run on a folder reads the decoded cache: `on_corrupt=error` still stops at the unreadable file with
+    the first run's line and writes nothing, and the default `skip` warns again, whether the decoded array comes
+    from this process or from the cache on disk (a new process: the in-memory copies cleared)."""
+    import weakref
+
+    from dcgan_lab.data import sources
+
+    folder = image_folder(tmp_path / "images", n=20, corrupt=1)
+    common = ["dataset=image_folder", f"dataset.path={folder}", "dataset.image_size=16",
+              f"paths.cache_dir={tmp_path / 'cache'}", "trainer.limit_train_batches=1"]
+    refused = f"error: cannot read image {folder / 'broken0.png'} (OSError); remove it or set dataset.on_corrupt=skip"
+    skipped = f"skipped 1 unreadable image file(s), e.g. {folder / 'broken0.png'}"
+
+    def warnings():
+        return [r.getMessage() for r in caplog.records if "unreadable" in r.getMessage()]
+
+    with caplog.at_level(logging.WARNING, logger="dcgan_lab.data.sources"):
+        held, _ = sources.image_folder(str(folder), cache_dir=str(tmp_path / "cache"), image_size=16)  # decodes, caches
+        assert warnings() == [skipped] and len(held) == 20
+        caplog.clear()
+        assert sources.image_folder(str(folder), cache_dir=str(tmp_path / "cache"), image_size=16)[0] is held
+        assert warnings() == [skipped]  # this process's copy
+        for new_process in (False, True):
+            if new_process:
+                monkeypatch.setattr(sources, "_DECODED", weakref.WeakValueDictionary())
+                monkeypatch.setattr(sources, "_UNREADABLE", {})
+            capsys.readouterr()
+            run = tmp_path / f"refused-{new_process}"
+            with pytest.raises(SystemExit) as exit_info:
+                main(make_cfg(*common, "dataset.on_corrupt=error", run_dir=run))
+            assert exit_info.value.code == 2
+            assert capsys.readouterr().err.strip().splitlines() == [refused]
+            assert [name for name in RESULTS if (run / name).exists()] == []
+        caplog.clear()
+        assert train(make_cfg(*common))["g_steps"] == 1  # from the cache on disk
+    assert warnings() == [skipped]
+    assert sorted(p.suffix for p in (tmp_path / "cache" / "images").iterdir()) == [".json", ".npy"]  # one cache
+
+
 def test_unknown_option_and_key_on_the_command_line(tmp_path):
     """A misspelt key or option: the lab's one line with the closest valid name, exit 2, nothing written."""
     unknown_key = run_cli(["model.atention=true", f"hydra.run.dir={tmp_path / 'a'}"], cwd=ROOT, timeout=120)

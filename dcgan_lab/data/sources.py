@@ -2,12 +2,14 @@
 images a uint8 tensor (N, C, H, W), labels an int64 tensor (N,) or None.
 
 Decoding happens once: torchvision sets hold their pixels as arrays already; folders of image files
-are decoded, center-cropped and resized once into a cached .npy keyed by the files and the transform.
+are decoded, center-cropped and resized once into a cached .npy keyed by the files and the transform, with the
+list of files that could not be read beside it.
 """
 from __future__ import annotations
 
 import functools
 import hashlib
+import json
 import logging
 import weakref
 from pathlib import Path
@@ -178,12 +180,39 @@ def image_folder(path: str, split: str = "train", cache_dir: str = ".cache", ima
 # decode_files' arrays by cache file, while anything holds them: a set whose test split is its training split (an
 # image folder; CelebA without its partition file) is held in memory once, and the two splits are the same tensor.
 _DECODED: weakref.WeakValueDictionary[str, torch.Tensor] = weakref.WeakValueDictionary()
+# The files each decoded array left out, by cache file: a later read (cached or held) reports them again.
+_UNREADABLE: dict[str, list[list[str]]] = {}
+
+
+def _report_unreadable(unreadable: list[list[str]], on_corrupt: str) -> None:
+    """The same line for a fresh decode and a cached one: under `error` the first unreadable file, else a count."""
+    if not unreadable:
+        return
+    (first, reason), count = unreadable[0], len(unreadable)
+    if on_corrupt == "error":
+        raise DataError(f"cannot read image {first} ({reason}); remove it or set dataset.on_corrupt=skip")
+    log.warning("skipped %d unreadable image file(s), e.g. %s", count, first)
+
+
+def _read_unreadable(path: Path) -> list[list[str]] | None:
+    """The cache's list of skipped files and why (plain JSON: reading it runs no code); None = absent or damaged,
+    so the images are decoded again (a cache written before the list was kept has none)."""
+    try:
+        unreadable = json.loads(path.read_text())["unreadable"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    ok = isinstance(unreadable, list) and all(
+        isinstance(entry, list) and len(entry) == 2 and all(isinstance(x, str) for x in entry) for entry in unreadable)
+    return unreadable if ok else None
 
 
 def decode_files(files: list[Path], image_size: int, channels: int, cache_dir: str, on_corrupt: str = "skip",
                  crop: int | None = None):
     """Decode, center-crop (a `crop` x `crop` square, or the largest one) and resize every file once; later runs
-    load the cached uint8 array, and this process reuses the one it holds."""
+    load the cached uint8 array, and this process reuses the one it holds.
+
+    The files that could not be read are kept beside the array (`<key>.unreadable.json`), so one cache serves both
+    `on_corrupt` settings: a cached read warns again under `skip` and stops with the same line under `error`."""
     if on_corrupt not in ("skip", "error"):
         raise DataError(f"dataset.on_corrupt={on_corrupt!r} must be 'skip' or 'error'")
     key = hashlib.md5(f"v1|{image_size}|{channels}".encode() + (f"|crop{crop}".encode() if crop else b""))
@@ -191,35 +220,41 @@ def decode_files(files: list[Path], image_size: int, channels: int, cache_dir: s
         st = f.stat()
         key.update(f"{f}|{st.st_size}|{st.st_mtime_ns}".encode())
     cache = Path(cache_dir) / "images" / f"{key.hexdigest()}.npy"
+    unreadable_file = cache.with_name(f"{key.hexdigest()}.unreadable.json")
     if (held := _DECODED.get(str(cache))) is not None:
+        _report_unreadable(_UNREADABLE[str(cache)], on_corrupt)
         return held
-    if cache.exists():
+    if cache.exists() and (unreadable := _read_unreadable(unreadable_file)) is not None:
+        _report_unreadable(unreadable, on_corrupt)
         images = _DECODED[str(cache)] = torch.from_numpy(np.load(cache, mmap_mode="r")[:].copy())
+        _UNREADABLE[str(cache)] = unreadable
         return images
 
     from PIL import Image, UnidentifiedImageError
     from tqdm import tqdm
 
     mode = "L" if channels == 1 else "RGB"
-    decoded, bad = [], []
+    decoded, unreadable = [], []
     for f in tqdm(files, desc="decoding images (once; cached)", unit="img", leave=False):
         try:
             with Image.open(f) as img:
                 decoded.append(_center_crop_resize(img.convert(mode), image_size, crop))
         except (UnidentifiedImageError, OSError, ValueError) as exc:
+            unreadable.append([str(f), type(exc).__name__])
             if on_corrupt == "error":
-                raise DataError(f"cannot read image {f} ({type(exc).__name__}); remove it or set dataset.on_corrupt=skip") from None
-            bad.append(f)
-    if bad:
-        log.warning("skipped %d unreadable image file(s), e.g. %s", len(bad), bad[0])
+                _report_unreadable(unreadable, on_corrupt)
+    _report_unreadable(unreadable, on_corrupt)
     if not decoded:
         raise DataError(f"none of the {len(files)} image files could be read (e.g. {files[0]})")
     array = np.stack(decoded)
     array = array[:, None] if array.ndim == 3 else array.transpose(0, 3, 1, 2)
     array = np.ascontiguousarray(array)
+    with replaced_atomically(unreadable_file) as tmp:  # first: an array on disk always has its list beside it
+        tmp.write_text(json.dumps({"unreadable": unreadable}))
     with replaced_atomically(cache) as tmp:  # a killed run never leaves a half-written cache
         np.save(tmp, array)
     images = _DECODED[str(cache)] = torch.from_numpy(array)
+    _UNREADABLE[str(cache)] = unreadable
     return images
 
 
