@@ -68,6 +68,14 @@ CASES = [
     ("metrics setting", ["metrics=default", "metrics.n_samples=0"], "metrics.n_samples=0 must be an integer >= 1"),
     ("W&B log_model offline", ["logger=wandb", "+logger.wandb.log_model=all"],
      "logger.wandb.log_model=all uploads checkpoints, which an offline W&B run cannot do; log in"),
+    ("mlp with instance norm", ["model=mlp", "norm=instance"],
+     "model=mlp cannot use norm.g=instance_norm: on the MLP's 1x1 feature maps it normalises each of its 32 features "
+     "over a single value, so its output is constant and every sample would be the same; "
+     "with model=mlp use norm=batch, layer or none (norm=group needs a width of 3 or more: model.ngf >= 3)."),
+    ("mlp with group norm on 8 features", ["model=mlp", "norm=group", "model.ngf=4", "model.ndf=1"],
+     "model=mlp cannot use norm.d=group_norm: on the MLP's 1x1 feature maps it normalises each of its 8 features "
+     "over a single value, so its output is constant and every sample would be the same; "
+     "with model=mlp use norm=batch, layer or none (norm=group needs a width of 3 or more: model.ndf >= 3)."),
     pytest.param("fewer images than a batch", ["dataset=image_folder", "dataset.path={few}", "dataset.image_size=16"],
                  "image_folder has 5 training images, fewer than dataset.batch_size=16"),
 ]

@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dcgan_lab.errors import ConfigError
 from dcgan_lab.nets import blocks
 from dcgan_lab.nets.conditioning import ConditionalNorm
 from dcgan_lab.nets.discriminator import Discriminator
@@ -70,6 +71,28 @@ def test_mlp_is_the_fully_connected_gan():
     assert [m.out_features for m in g.modules() if isinstance(m, nn.Linear)] == [256, 512, 1024, 32 * 32]
     assert [m.out_features for m in d.modules() if isinstance(m, nn.Linear)] == [1024, 512, 256, 1]
     assert not any(isinstance(m, nn.Conv2d) for m in list(g.modules()) + list(d.modules()))
+
+
+@pytest.mark.parametrize("width", [1, 2, 3])
+@pytest.mark.parametrize("norm", ["batch_norm", "layer_norm", "no_norm", "group_norm", "instance_norm"])
+def test_mlp_builds_only_with_norms_that_keep_samples_apart(norm, width):
+    """On the MLP's 1x1 maps instance norm (and group norm with one channel per group: GroupNorm(gcd(8, F), F) for
+    F = 4w or 8w <= 8) outputs a constant, so every sample would be the same: G and D refuse it; the norms the
+    refusal names (batch, layer, none; group from width 3) build networks whose samples and logits differ."""
+    refused = norm == "instance_norm" or (norm == "group_norm" and width < 3)
+    factory = getattr(blocks, norm)
+    for cls, key in ((MLPGenerator, "norm.g"), (MLPDiscriminator, "norm.d")):
+        args = dict(latent_dim=8) if cls is MLPGenerator else {}
+        make = partial(cls, image_size=16, channels=1, width=width, norm=factory, activation=nn.ReLU, **args)
+        if refused:
+            with pytest.raises(ConfigError, match=f"^model=mlp cannot use {key}={norm}: "):
+                make()
+            continue
+        torch.manual_seed(0)
+        net = make()
+        out = net(torch.randn(4, 8)) if cls is MLPGenerator else net(torch.rand(4, 1, 16, 16) * 2 - 1)
+        apart = (out[1:] - out[0]).abs().max()  # the refused norms leave ~1e-6: every sample (logit) the same
+        assert apart > 1e-3, (cls.__name__, norm, width, apart)
 
 
 @pytest.mark.parametrize("family", FAMILIES)
