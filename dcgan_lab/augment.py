@@ -10,7 +10,27 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from dcgan_lab.errors import ConfigError
+
 DIFF_OPS = ("color", "translation", "cutout")
+
+
+def policy_ops(policy) -> list[str]:
+    """The ops a DiffAugment policy names, in order: a comma string ("color,translation") or a list of names."""
+    if isinstance(policy, str):
+        return [op.strip() for op in policy.split(",") if op.strip()]
+    return list(policy)
+
+
+def policy_problem(policy) -> str | None:
+    """None when `policy` names DiffAugment ops only, else what it must be (the end of one line; schema.py and
+    DiffAugment's constructor ask this one check)."""
+    is_list = isinstance(policy, (list, tuple)) and all(isinstance(op, str) for op in policy)
+    unknown = [op for op in policy_ops(policy) if op not in DIFF_OPS] if isinstance(policy, str) or is_list else [policy]
+    if not unknown:
+        return None
+    return (f"must be DiffAugment ops from {', '.join(DIFF_OPS)} ({', '.join(map(repr, unknown))} "
+            f"{'is' if len(unknown) == 1 else 'are'} not among them), as a list or a comma string")
 
 
 def _per_sample(x: torch.Tensor) -> torch.Tensor:
@@ -69,20 +89,19 @@ def random_cutout(x: torch.Tensor, ratio: float = 0.5, fill: float = 0.0) -> tor
 
 
 class DiffAugment:
-    """Differentiable augmentation policy, e.g. DiffAugment("color,translation,cutout")."""
+    """Differentiable augmentation policy, e.g. DiffAugment("color,translation,cutout") or DiffAugment(["color"])."""
 
-    def __init__(self, policy: str = "color,translation,cutout", translation_ratio: float = 0.125,
+    def __init__(self, policy: str | list[str] = "color,translation,cutout", translation_ratio: float = 0.125,
                  cutout_ratio: float = 0.5):
+        policy = policy if isinstance(policy, str) else list(policy)  # Hydra passes a list as a ListConfig
+        if (problem := policy_problem(policy)) is not None:
+            raise ConfigError(f"augment.diff.policy={policy!r} {problem}.")
         available = {
             "color": lambda x: random_contrast(random_saturation(random_brightness(x))),
             "translation": lambda x: random_translation(x, translation_ratio),
             "cutout": lambda x: random_cutout(x, cutout_ratio),
         }
-        names = [op.strip() for op in policy.split(",") if op.strip()]
-        unknown = [op for op in names if op not in available]
-        if unknown:
-            raise ValueError(f"augment.diff.policy has unknown ops {unknown}; use a comma list of {DIFF_OPS}")
-        self.ops = [available[op] for op in names]
+        self.ops = [available[op] for op in policy_ops(policy)]
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         for op in self.ops:

@@ -11,6 +11,7 @@ from fnmatch import fnmatch
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from dcgan_lab.augment import policy_problem
 from dcgan_lab.metrics.registry import enabled_problem
 
 
@@ -176,6 +177,8 @@ SCHEMA: dict[str, Range | PowerOfTwo | OneOf | Pair | Names] = {
     "augment.real.contrast": Range(low=0, high=1, high_open=True, needs=("augment=real",)),
     "augment.diff.translation_ratio": Range(low=0, high=0.5, needs=("augment=diffaugment",)),
     "augment.diff.cutout_ratio": Range(low=0, high=1, needs=("augment=diffaugment",)),
+    "augment.diff.policy": Names(policy_problem, hint=", e.g. 'augment.diff.policy=[color,translation]'",
+                                 needs=("augment=diffaugment",)),
     # training
     "training.n_critic": Range(**COUNT),
     "training.accumulate": Range(**COUNT),

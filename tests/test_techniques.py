@@ -65,9 +65,35 @@ def test_cutout_fills_one_square_and_brightness_shifts_each_image():
     assert torch.allclose(moved, moved[:, :, :1, :1].expand_as(moved)) and moved.abs().max() <= 0.5
 
 
-def test_diffaugment_policy_is_checked():
-    with pytest.raises(ValueError, match="unknown ops"):
+def test_diffaugment_policy_is_checked_and_takes_a_list_or_a_comma_string():
+    with pytest.raises(ConfigError, match=r"^augment.diff.policy='color,rotate' must be DiffAugment ops from color, "
+                                          r"translation, cutout \('rotate' is not among them\), as a list or a comma string.$"):
         DiffAugment("color,rotate")
+    x = torch.rand(4, 1, 16, 16, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    torch.manual_seed(0)
+    listed = DiffAugment(["translation", "cutout"])(x)
+    torch.manual_seed(0)
+    torch.testing.assert_close(listed, DiffAugment(" translation, cutout")(x))
+    torch.manual_seed(0)
+    assert not torch.equal(listed, DiffAugment("translation")(x))  # both ops ran
+
+
+def test_the_readme_policy_examples_work_as_typed():
+    """Each `augment.diff.policy=...` the README shows, split as the shell splits it and composed by Hydra, builds the
+    DiffAugment it names (a bare `color,translation` would be a sweep to Hydra, and a list used to crash)."""
+    import re
+    import shlex
+
+    from dcgan_lab.augment import policy_ops
+    from tests.conftest import ROOT, compose_config
+
+    readme = (ROOT / "README.md").read_text()
+    examples = [shlex.split(e)[0] for e in re.findall(r"`([^`]*augment\.diff\.policy=[^`]*)`", readme)]
+    assert len(examples) >= 2, examples
+    for example in examples:
+        cfg = compose_config(Path("/tmp/unused"), ["augment=diffaugment", example])
+        policy = instantiate(cfg.augment.diff)
+        assert len(policy.ops) == len(policy_ops(cfg.augment.diff.policy)) >= 2, example
 
 
 def test_real_augment_flip_only_mirrors():
