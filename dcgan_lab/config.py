@@ -52,7 +52,6 @@ def validate(cfg: DictConfig) -> None:
     found = problems(flat_values(cfg))
     if found:
         raise ConfigError(found[0])
-    _check(isinstance(cfg.get("resume", False), bool), f"resume={cfg.get('resume')!r} must be true or false.")
     _validate_across_groups(cfg)
 
 

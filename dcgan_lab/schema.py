@@ -1,4 +1,4 @@
-"""The domain of every numeric config value, in one table that `config.validate` walks before anything runs.
+"""The domain of every numeric and yes/no config value, in one table that `config.validate` walks before anything runs.
 
 A key holding `*` covers every key it matches (`loss.*_weight`: a new regulariser's weight needs no entry). A key absent from the composed config (e.g. `optimizer.momentum` with optimizer=adam) is skipped. Checks that
 relate several groups (an attention resolution inside the network, a conditional model on a labelled dataset)
@@ -103,6 +103,28 @@ class OneOf:
 
 
 @dataclass(frozen=True)
+class Flag:
+    """A yes/no value: true or false (`also`: a few other values the consumer takes, e.g. Lightning's 'warn';
+    `or_count`: or a number of batches, as trainer.fast_dev_run). A string like 'maybe' is not read as a yes."""
+
+    also: tuple = ()
+    or_count: bool = False
+    hint: str = ""
+    needs: tuple[str, ...] = ()
+
+    def problem(self, value) -> str | None:
+        if isinstance(value, bool) or value in self.also and not _number(value):
+            return None
+        if self.or_count and _number(value) and isinstance(value, int) and value >= 0:
+            return None
+        text = "true or false" + "".join(f", or {v!r}" for v in self.also)
+        return f"must be {text}" + (", or a number of batches (an integer >= 0; 0 = off)" if self.or_count else "")
+
+    def bad_values(self) -> list:
+        return ["maybe"]
+
+
+@dataclass(frozen=True)
 class Pair:
     """Two numbers, each in `each` (Adam's betas)."""
 
@@ -135,15 +157,18 @@ class Names:
 
 PROBABILITY = dict(low=0, high=1, high_open=True)
 COUNT = dict(low=1, integer=True)
+DDP = ("trainer=ddp_cpu",)
 
-SCHEMA: dict[str, Range | PowerOfTwo | OneOf | Pair | Names] = {
+SCHEMA: dict[str, Range | PowerOfTwo | OneOf | Flag | Pair | Names] = {
     "seed": Range(integer=True, low=0),
     "console": OneOf(("auto", "bar", "lines")),
+    "resume": Flag(),
     # dataset
     "dataset.image_size": PowerOfTwo(16, 256, hint=" (e.g. 32 or 64)"),
     "dataset.batch_size": Range(**COUNT),
     "dataset.channels": OneOf((1, 3), hint=" (grayscale or RGB)"),
     "dataset.num_workers": Range(low=0, integer=True),
+    "dataset.source.download": Flag(needs=("dataset=cifar10",)),
     # model
     "model.latent_dim": Range(**COUNT),
     "model.ngf": Range(**COUNT),
@@ -152,6 +177,11 @@ SCHEMA: dict[str, Range | PowerOfTwo | OneOf | Pair | Names] = {
     "model.d_dropout": Range(**PROBABILITY),
     "model.ema_decay": Range(**PROBABILITY, hint=" (0 = off; 0.999 is typical)"),
     "model.ema_warmup_steps": Range(low=0, integer=True),
+    "model.conditional": Flag(),
+    "model.attention": Flag(),
+    "model.attention_d": Flag(),
+    "model.spectral_norm_g": Flag(),
+    "model.spectral_norm_d": Flag(),
     "model.growth.fade_images": Range(**COUNT, needs=("model=progressive",)),
     "model.growth.stable_images": Range(low=0, integer=True, needs=("model=progressive",)),
     "activation.slope": Range(low=0, high=1, high_open=True, hint=" (LeakyReLU's negative slope; DCGAN uses 0.2)",
@@ -173,6 +203,7 @@ SCHEMA: dict[str, Range | PowerOfTwo | OneOf | Pair | Names] = {
     "loss.*_weight": Range(low=0, hint=" (0 = off)"),  # every regulariser's weight, a new one included
     # augment
     "augment.real.crop_padding": Range(low=0, integer=True, needs=("augment=real",)),
+    "augment.real.flip": Flag(needs=("augment=real",)),
     "augment.real.brightness": Range(low=0, high=1, needs=("augment=real",)),
     "augment.real.contrast": Range(low=0, high=1, high_open=True, needs=("augment=real",)),
     "augment.diff.translation_ratio": Range(low=0, high=0.5, needs=("augment=diffaugment",)),
@@ -189,10 +220,20 @@ SCHEMA: dict[str, Range | PowerOfTwo | OneOf | Pair | Names] = {
     "training.instance_noise_anneal_steps": Range(low=0, integer=True, hint=" (0 = constant)"),
     "training.grad_clip": Range(low=0, hint=" (0 = off)"),
     "training.num_samples": Range(**COUNT),
+    "training.cuda_graph": Flag(),
     # trainer
     "trainer.max_epochs": Range(**COUNT, also=(-1,)),
     "trainer.max_steps": Range(**COUNT, also=(-1,)),
     "trainer.log_every_n_steps": Range(**COUNT),
+    "trainer.fast_dev_run": Flag(or_count=True),
+    "trainer.deterministic": Flag(also=("warn",)),
+    "trainer.enable_progress_bar": Flag(),
+    "trainer.enable_model_summary": Flag(),
+    "trainer.sync_batchnorm": Flag(needs=DDP),
+    "trainer.use_distributed_sampler": Flag(needs=DDP),
+    "trainer.strategy.find_unused_parameters": Flag(needs=DDP),
+    # logger
+    "logger.tensorboard.default_hp_metric": Flag(needs=("logger=tensorboard",)),
     # callbacks
     "callbacks.divergence_guard.lr_factor": Range(low=0, high=1, low_open=True, high_open=True, hint=", e.g. 0.5"),
     "callbacks.divergence_guard.max_rollbacks": Range(low=0, integer=True),
@@ -204,6 +245,11 @@ SCHEMA: dict[str, Range | PowerOfTwo | OneOf | Pair | Names] = {
     "callbacks.sample_grid.walk_rows": Range(low=0, integer=True, hint=" (0 = no interpolation.png)"),
     "callbacks.sample_grid.walk_steps": Range(low=2, integer=True),
     "callbacks.progress_bar.refresh_rate": Range(**COUNT),
+    "callbacks.progress_bar.leave": Flag(),
+    "callbacks.sample_grid.spherical": Flag(),
+    "callbacks.sample_grid.animation": Flag(),
+    "callbacks.channels_last.enabled": Flag(),
+    "callbacks.compile.enabled": Flag(),
     "callbacks.throughput.warmup": Range(low=0, integer=True),
     # choices that are not group options
     "model.g_stem": OneOf(("convtranspose", "linear")),
@@ -218,6 +264,8 @@ SCHEMA: dict[str, Range | PowerOfTwo | OneOf | Pair | Names] = {
     "metrics.every_n_epochs": Range(low=0, integer=True, hint=" (0 = only at the end)"),
     "metrics.batch_size": Range(**COUNT),
     "metrics.seed": Range(low=0, integer=True),
+    "metrics.at_end": Flag(),
+    "metrics.figures": Flag(),
     "metrics.classifier_epochs": Range(**COUNT),
     "metrics.coverage_threshold": Range(low=0, high=1, low_open=True),
     "metrics.kmeans_k": Range(low=2, integer=True),

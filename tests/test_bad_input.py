@@ -79,6 +79,7 @@ CASES = [
     ("misspelt DiffAugment op", ["augment=diffaugment", "augment.diff.policy=colour"],
      "augment.diff.policy='colour' must be DiffAugment ops from color, translation, cutout ('colour' is not among "
      "them), as a list or a comma string, e.g. 'augment.diff.policy=[color,translation]'."),
+    ("yes/no value that is neither", ["augment=real", "augment.real.flip=maybe"], "augment.real.flip='maybe' must be true or false."),
     pytest.param("fewer images than a batch", ["dataset=image_folder", "dataset.path={few}", "dataset.image_size=16"],
                  "image_folder has 5 training images, fewer than dataset.batch_size=16"),
 ]

@@ -1,5 +1,5 @@
 """The config schema (dcgan_lab/schema.py): one bad value per constrained key, generated from the table itself,
-gets one line and exit status 2 with nothing written; every numeric value in conf/ has a domain there."""
+gets one line and exit status 2 with nothing written; every numeric and every yes/no value in conf/ has a domain there."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -60,7 +60,7 @@ def test_every_default_is_inside_its_domain(make_cfg):
         assert domain.problem(value) is None, (key, value)
 
 
-# Numeric values whose domain is the whole type, or another key's business (checked across groups in config.py).
+# Numeric or yes/no values whose domain is the whole type, or another key's business (checked across groups in config.py).
 NO_DOMAIN = {
     "dataset.num_classes": "derived from the dataset",
     "model.attention_res": "a resolution inside the network: config.py checks it against dataset.image_size",
@@ -75,27 +75,49 @@ NO_DOMAIN = {
     "logger.wandb.tags": "free text",
 }
 OPTIONS = {group: sorted(p.stem for p in (Path(CONF_DIR) / group).glob("*.yaml")) for group in
-           ("model", "optimizer", "schedule", "augment", "loss", "norm", "activation", "dataset", "metrics", "trainer")}
+           ("model", "optimizer", "schedule", "augment", "loss", "norm", "activation", "dataset", "metrics", "trainer",
+            "logger", "callbacks")}
 
 
-def _numeric_leaves(node, prefix=""):
+def _constrained_leaves(node, prefix=""):
+    """The numeric and the yes/no leaves (Hydra's own `_partial_` flags aside)."""
     if isinstance(node, dict):
         for key, value in node.items():
-            yield from _numeric_leaves(value, f"{prefix}{key}.")
+            if key != "_partial_":
+                yield from _constrained_leaves(value, f"{prefix}{key}.")
     elif isinstance(node, list):
         if node and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in node):
             yield prefix[:-1]
-    elif isinstance(node, (int, float)) and not isinstance(node, bool):
+    elif isinstance(node, (int, float)):  # a bool too
         yield prefix[:-1]
 
 
 @pytest.mark.parametrize("group", list(OPTIONS))
-def test_every_numeric_value_of_every_option_has_a_domain(make_cfg, group):
+def test_every_numeric_and_yes_no_value_of_every_option_has_a_domain(make_cfg, group):
     uncovered = set()
     for option in OPTIONS[group]:
         extra = ["dataset.path=/tmp"] if option == "image_folder" else []
         cfg = make_cfg(f"{group}={option}", *extra, fast=False)
         # literal values only: an interpolation (${model.ngf}) copies a value that has its own entry
         values = {k: v for k, v in OmegaConf.to_container(cfg, resolve=False).items() if k not in ("hydra", "module", "paths")}
-        uncovered |= {key for key in _numeric_leaves(values) if domain_of(key) is None and key not in NO_DOMAIN}
-    assert not uncovered, f"numeric config values without a domain in dcgan_lab/schema.py: {sorted(uncovered)}"
+        uncovered |= {key for key in _constrained_leaves(values) if domain_of(key) is None and key not in NO_DOMAIN}
+    assert not uncovered, f"numeric or yes/no config values without a domain in dcgan_lab/schema.py: {sorted(uncovered)}"
+
+
+def test_yes_no_values_take_true_or_false_and_lightnings_own_extras():
+    """A yes/no key takes a boolean only ('yes', 1 or a quoted 'true' would have been read as a yes by `if value:`);
+    trainer.deterministic also takes Lightning's 'warn', trainer.fast_dev_run a number of batches."""
+    from dcgan_lab.schema import problems
+
+    good = {"augment.real.flip": True, "resume": False, "trainer.deterministic": "warn", "trainer.fast_dev_run": 3,
+            "callbacks.compile.enabled": False}
+    assert problems(good) == []
+    bad = {"augment.real.flip": "yes", "model.conditional": 1, "resume": "true", "trainer.deterministic": "maybe",
+           "trainer.fast_dev_run": -1}
+    assert problems(bad) == [
+        "resume='true' must be true or false.",
+        "model.conditional=1 must be true or false.",
+        "augment.real.flip='yes' must be true or false.",
+        "trainer.fast_dev_run=-1 must be true or false, or a number of batches (an integer >= 0; 0 = off).",
+        "trainer.deterministic='maybe' must be true or false, or 'warn'.",
+    ]
