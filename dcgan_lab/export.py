@@ -169,6 +169,23 @@ def read_samples(path: str | os.PathLike) -> tuple[torch.Tensor, torch.Tensor | 
     return images.contiguous(), labels
 
 
+def check_labels(path: str | os.PathLike, labels: torch.Tensor | None, classes: int, dataset: str) -> None:
+    """Refuses labels that `read_samples(path)` read outside the dataset's classes 0..classes-1 (a dataset without
+    classes uses none, and checks none)."""
+    if labels is None or not classes or not len(labels):
+        return
+    outside = labels[(labels < 0) | (labels >= classes)]
+    if not len(outside):
+        return
+    path, label, span = Path(path).expanduser(), int(outside[0]), f"0..{classes - 1}"
+    if path.suffix == ".npz" and path.is_file():
+        raise DataError(f"images={path}: arr_1 holds label {label}, but dataset={dataset} has classes {span}; "
+                        f"label each image with its class in {span} (or leave arr_1 out)")
+    folder = next(p.name for p in sorted(path.iterdir()) if p.is_dir() and p.name.isdigit() and int(p.name) == label)
+    raise DataError(f"images={path}: class subfolder {folder} is not one of dataset={dataset}'s classes {span}; "
+                    f"name the class subfolders {span} (or put the images in one folder, unlabelled)")
+
+
 def _read_npz(path: Path) -> tuple[torch.Tensor, torch.Tensor | None]:
     try:
         with np.load(path, allow_pickle=False) as data:  # arrays only: a file from elsewhere runs no code
@@ -180,6 +197,12 @@ def _read_npz(path: Path) -> tuple[torch.Tensor, torch.Tensor | None]:
                         "save it with numpy.savez(arr_0=<uint8 N, H, W, C images>)") from None
     if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] not in (1, 3):
         raise DataError(f"images={path}: arr_0 is {images.dtype} {images.shape}; expected uint8 (N, H, W, 1 or 3)")
+    if len(images) == 0:
+        raise DataError(f"images={path}: arr_0 holds no images {images.shape}; expected at least one uint8 (N, H, W, "
+                        f"{images.shape[-1]}) image")
+    if labels is not None and (labels.shape != (len(images),) or labels.dtype.kind not in "iu"):
+        raise DataError(f"images={path}: arr_1 is {labels.dtype} {labels.shape}; expected ({len(images)},) integer "
+                        f"labels, one per image of arr_0 (or no arr_1)")
     return (torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(),
             None if labels is None else torch.from_numpy(labels.astype(np.int64)))
 

@@ -238,6 +238,16 @@ def test_evaluate_images_refuses_what_it_cannot_measure_with_one_line(tmp_path, 
     folder = tmp_path / "grey"
     folder.mkdir()
     Image.fromarray(np.zeros((32, 32), np.uint8)).save(folder / "0.png")
+    empty, short, floats, outside = (tmp_path / f"{name}.npz" for name in ("empty", "short", "floats", "outside"))
+    digits = np.zeros((4, 32, 32, 1), np.uint8)
+    np.savez(empty, arr_0=digits[:0])
+    np.savez(short, arr_0=digits, arr_1=np.arange(3))
+    np.savez(floats, arr_0=digits, arr_1=np.arange(4.0))
+    np.savez(outside, arr_0=digits, arr_1=np.array([0, 9, 57, 1]))  # MNIST's classes are 0..9
+    classes = tmp_path / "classes"
+    for label in ("3", "57"):
+        (classes / label).mkdir(parents=True)
+        Image.fromarray(np.zeros((32, 32), np.uint8)).save(classes / label / f"{label}.png")
     cases = {
         (f"images={folder}",): f"error: images={folder} needs dataset=<the data the images imitate> to measure them "
                                "against, e.g. dataset=mnist_mini (and dataset.image_size=<their size> where it differs)",
@@ -247,6 +257,18 @@ def test_evaluate_images_refuses_what_it_cannot_measure_with_one_line(tmp_path, 
         (f"images={folder}", f"ckpt={tmp_path}", "dataset=mnist_mini"): "error: evaluate.py measures ckpt=<checkpoint, run "
                                                                         "or sweep folder, or glob> or images=<folder or .npz> "
                                                                         "dataset=<its data>: give one of them",
+        (f"images={empty}", "dataset=mnist_mini"): f"error: images={empty}: arr_0 holds no images (0, 32, 32, 1); "
+                                                   "expected at least one uint8 (N, H, W, 1) image",
+        (f"images={short}", "dataset=mnist_mini"): f"error: images={short}: arr_1 is int64 (3,); expected (4,) integer "
+                                                   "labels, one per image of arr_0 (or no arr_1)",
+        (f"images={floats}", "dataset=mnist_mini"): f"error: images={floats}: arr_1 is float64 (4,); expected (4,) "
+                                                    "integer labels, one per image of arr_0 (or no arr_1)",
+        (f"images={outside}", "dataset=mnist_mini"): f"error: images={outside}: arr_1 holds label 57, but "
+                                                     "dataset=mnist_mini has classes 0..9; label each image with its "
+                                                     "class in 0..9 (or leave arr_1 out)",
+        (f"images={classes}", "dataset=mnist_mini"): f"error: images={classes}: class subfolder 57 is not one of "
+                                                     "dataset=mnist_mini's classes 0..9; name the class subfolders 0..9 "
+                                                     "(or put the images in one folder, unlabelled)",
     }
     for overrides, line in cases.items():
         cfg = compose_run_config(tmp_path, list(overrides), root_dir=ROOT, config_name="evaluate")
@@ -254,4 +276,6 @@ def test_evaluate_images_refuses_what_it_cannot_measure_with_one_line(tmp_path, 
             evaluate_main(cfg)
         assert stopped.value.code == 2
         assert capsys.readouterr().err.strip() == line
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["grey"]  # nothing written
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["classes", "empty.npz", "floats.npz", "grey", "outside.npz",
+                                                          "short.npz"]  # nothing written: no <name>_metrics folder
+

@@ -180,7 +180,7 @@ def evaluate_checkpoints(cfg: DictConfig, settings: dict, device: torch.device) 
 def evaluate_images(cfg: DictConfig, settings: dict, device: torch.device) -> dict[str, dict]:
     """Every enabled metric for a folder or .npz of images (any model's samples, or an export) against
     dataset=<name>, all of the images (metrics.n_samples does not apply); the discriminator's metrics are skipped."""
-    from dcgan_lab.export import read_samples
+    from dcgan_lab.export import check_labels, read_samples
 
     if cfg.get("dataset") is None:
         raise ConfigError(f"images={cfg.images} needs dataset=<the data the images imitate> to measure them against, "
@@ -192,6 +192,7 @@ def evaluate_images(cfg: DictConfig, settings: dict, device: torch.device) -> di
     if found != expected:
         raise DataError(f"images={cfg.images} are {_shape(found)} but dataset={datamodule.name} is {_shape(expected)}; "
                         "measure them against data of their shape (dataset.image_size=<their size> resizes the data)")
+    check_labels(path, labels, datamodule.num_classes, datamodule.name)
     log.info("evaluating %d images from %s against %s", len(images), path, datamodule.name)
     folder = path.parent / f"{path.stem}_metrics"
     suite = MetricSuite(settings, datamodule, cfg.paths.cache_dir, device=device)
