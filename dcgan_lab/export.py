@@ -3,16 +3,18 @@
     python -m dcgan_lab.export outputs/<date>/<time> --n 50000 --out samples/       # a folder of PNGs
     python -m dcgan_lab.export outputs/<date>/<time>/checkpoints/last.ckpt --n 50000 --out samples.npz
 
-A folder holds one PNG per image (grey or RGB, at G's size): `000000.png`, ...; a class-conditional G's images go
-into one subfolder per class (`<out>/3/000123.png`; `03` of 12 classes), the layout torchvision's ImageFolder reads
-labels from. A `.npz` file holds `arr_0` (N, H, W, C) uint8 and, for a conditional G, `arr_1` (N,) labels: the
-layout of the ADM/guided-diffusion FID evaluator. Either way `export.json` (inside the folder; the npz's `manifest`
-entry) names the checkpoint, the generator used (the EMA copy when it has one), its epoch and G steps, the seed.
+A folder holds one PNG per image (grey or RGB, at the run's dataset.image_size): `000000.png`, ...; a
+class-conditional G's images go into one subfolder per class (`<out>/3/000123.png`; `03` of 12 classes), the layout
+torchvision's ImageFolder reads labels from. A `.npz` file holds `arr_0` (N, H, W, C) uint8 and, for a conditional G,
+`arr_1` (N,) labels: the layout of the ADM/guided-diffusion FID evaluator. Either way `export.json` (inside the
+folder; the npz's `manifest` entry) names the checkpoint, the generator used (the EMA copy when it has one), its epoch
+and G steps, the seed.
 
 The latents are the ones evaluate.py draws (`sample_latents`, the run's `metrics.seed` unless --seed), and the
-pixels the ones it measures (`to_uint8`), so `python evaluate.py images=<export> dataset=<the run's>` gives the
-checkpoint's own numbers, and the files can go to any other FID tool. An export is whole or absent: it is written
-under a temporary name and renamed when complete, and an existing --out is never overwritten.
+pixels the ones it measures (`to_uint8`; a progressive G mid-growth scaled up to the data's size by `at_data_size`,
+its own size in the manifest's `generator_image_size`), so `python evaluate.py images=<export> dataset=<the run's>`
+gives the checkpoint's own numbers, and the files can go to any other FID tool. An export is whole or absent: it is
+written under a temporary name and renamed when complete, and an existing --out is never overwritten.
 """
 from __future__ import annotations
 
@@ -54,7 +56,7 @@ def export_samples(checkpoint: str | os.PathLike, n: int, out: str | os.PathLike
     from tqdm import tqdm
 
     from dcgan_lab.metrics.checkpoints import device_named, load_generator
-    from dcgan_lab.metrics.suite import generate, sample_latents
+    from dcgan_lab.metrics.suite import at_data_size, generate, sample_latents
 
     if n < 1:
         raise ConfigError(f"--n {n}: export at least one image")
@@ -72,15 +74,20 @@ def export_samples(checkpoint: str | os.PathLike, n: int, out: str | os.PathLike
     z, labels = sample_latents(saved.generator, n, seed)
     manifest = {**saved.info, "seed": seed, "n": n, "latents": "dcgan_lab.metrics.suite.sample_latents",
                 "classes": getattr(saved.generator, "num_classes", 0) or None}
-    batches = range(0, n, batch_size)
-    chunks = ((start, to_uint8(generate(saved.generator, z[start : start + batch_size],
-                                        None if labels is None else labels[start : start + batch_size],
-                                        batch_size, device)))
-              for start in tqdm(batches, desc=f"exporting {n} samples", unit="batch", disable=not progress))
+    size = saved.config["dataset"]["image_size"]
+
+    def chunks():
+        for start in tqdm(range(0, n, batch_size), desc=f"exporting {n} samples", unit="batch", disable=not progress):
+            pixels = to_uint8(generate(saved.generator, z[start : start + batch_size],
+                                       None if labels is None else labels[start : start + batch_size], batch_size, device))
+            if pixels.shape[-1] != size:  # a progressive G mid-growth: the metrics measure it scaled up, so export that
+                manifest.update(generator_image_size=pixels.shape[-1], scaled_by="dcgan_lab.metrics.suite.at_data_size")
+            yield start, at_data_size(pixels, size)
+
     if out.suffix == ".npz":
-        _write_npz(out, chunks, labels, manifest)
+        _write_npz(out, chunks(), labels, manifest)
     else:
-        _write_folder(out, chunks, labels, n, manifest)
+        _write_folder(out, chunks(), labels, n, manifest)
     return out
 
 

@@ -279,3 +279,26 @@ def test_evaluate_images_refuses_what_it_cannot_measure_with_one_line(tmp_path, 
     assert sorted(p.name for p in tmp_path.iterdir()) == ["classes", "empty.npz", "floats.npz", "grey", "outside.npz",
                                                           "short.npz"]  # nothing written: no <name>_metrics folder
 
+
+def test_an_export_of_a_progressive_generator_mid_growth_holds_what_the_metrics_measure(tmp_path):
+    """Mid-growth a progressive G renders below the data's size (4x4 of 32x32 here); evaluate.py ckpt= measures its
+    samples scaled up to 32x32, so the export holds those: the data's size, each of G's pixels an 8x8 block."""
+    run = tmp_path / "run"
+    train(compose_config(run, [*FAST, "model=progressive"]))  # 64 images: far from the first growth
+    npz = tmp_path / "grown.npz"
+    export_samples(run, 60, npz, progress=False)
+    generator = rebuild_generator(run)
+    with torch.no_grad():
+        drawn = generator(torch.randn(60, generator.latent_dim, generator=torch.Generator().manual_seed(0)))
+    assert drawn.shape[-1] == 4  # still the first resolution
+    pixels = torch.floor((drawn[:, 0].clamp(-1, 1) + 1) / 2 * 255 + 0.5).clamp(0, 255).to(torch.uint8).numpy()
+    with np.load(npz, allow_pickle=False) as data:
+        assert data["arr_0"].shape == (60, 32, 32, 1)
+        np.testing.assert_array_equal(data["arr_0"][..., 0], pixels.repeat(8, axis=1).repeat(8, axis=2))
+        manifest = json.loads(str(data["manifest"]))
+    assert (manifest["image_shape"], manifest["generator_image_size"]) == ([1, 32, 32], 4)
+
+    [from_checkpoint] = evaluate_in_process(tmp_path, f"ckpt={run}", "figures=false", "metrics.n_samples=60",
+                                            "metrics.enabled=[classifier]").values()
+    from_npz = evaluate_in_process(tmp_path, f"images={npz}", "dataset=mnist_mini", "metrics.enabled=[classifier]")
+    assert from_npz["grown.npz"]["classifier/fid"] == pytest.approx(from_checkpoint["classifier/fid"], rel=1e-6, abs=1e-9)

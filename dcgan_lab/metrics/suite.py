@@ -100,6 +100,14 @@ def sample_latents(generator: nn.Module, n: int, seed: int) -> tuple[torch.Tenso
     return z, (torch.arange(n) % k if k else None)
 
 
+def at_data_size(pixels: torch.Tensor, size: int) -> torch.Tensor:
+    """uint8 images (N, C, h, w) at size x size, as the metrics measure them: a progressive G mid-growth renders
+    below the data's size, and each of its pixels is repeated (nearest) up to it. Exports write the same pixels."""
+    if tuple(pixels.shape[-2:]) == (size, size):
+        return pixels
+    return F.interpolate(pixels.float(), size=(size, size), mode="nearest").to(torch.uint8)
+
+
 def sample_images(generator: nn.Module, n: int, batch_size: int, seed: int, device) -> tuple[torch.Tensor, torch.Tensor | None]:
     """n images in [-1, 1] on the CPU (N, C, H, W) from `sample_latents`, G in eval mode, and their labels (the
     classifier checks them: classifier/accuracy)."""
@@ -413,11 +421,7 @@ class MetricSuite:
         # One memory layout whatever the source (a channels_last G, a (N, H, W, 1) array): convolutions choose
         # their kernels by layout, and equal pixels should give equal numbers.
         pixels = to_uint8(images).clone(memory_format=torch.contiguous_format)
-        size = self.datamodule.image_size
-        if pixels.shape[-1] != size:
-            # A progressive G mid-growth renders below the data's size: compare at the data's size.
-            pixels = F.interpolate(pixels.float(), size=(size, size), mode="nearest").to(torch.uint8)
-        images = to_float(pixels)
+        images = to_float(at_data_size(pixels, self.datamodule.image_size))
         report = MetricReport()
         report.scalars["metrics/n_samples"] = float(n)
         figures = Path(figures_dir) if figures_dir is not None and self.s["figures"] else None
