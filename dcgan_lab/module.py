@@ -149,6 +149,12 @@ class GANModule(L.LightningModule):
         return [p for p in self.generator.parameters() if p.requires_grad]
 
     def on_train_start(self) -> None:
+        # A resume under a longer plan (a higher max_epochs) restores the rate the old plan saved, e.g. 0 at the end
+        # of a linear decay: every schedule's rate is set from its formula at the saved step, so the first step
+        # follows the new plan too. Otherwise a no-op (base rates carry the divergence guard's cuts).
+        for scheduler in self._schedulers():
+            for group, base, factor in zip(scheduler.optimizer.param_groups, scheduler.base_lrs, scheduler.lr_lambdas):
+                group["lr"] = base * factor(scheduler.last_epoch)
         if self.device.type != "cuda" or self.static_step is not None:
             return
         blockers = capture_blockers(self, self.trainer) if self.cuda_graph else ["training.cuda_graph=false"]

@@ -63,6 +63,18 @@ def test_a_changed_rate_rescales_the_saved_schedule_and_its_progress(make_cfg, t
     assert d_state["param_groups"][0]["weight_decay"] == 0.1 and g_state["param_groups"][0]["weight_decay"] == 0.0
 
 
+def test_a_resume_under_a_longer_plan_follows_the_new_schedule_from_its_first_step(make_cfg, tmp_path):
+    # 2 epochs of a linear decay end at rate 0; resumed to 4 epochs, the schedule plans 8 G steps: from the first
+    # resumed step on, the rates are those of a run planned for 4 epochs from the start.
+    whole = Path(train(make_cfg(*SETTINGS, "schedule=linear", "trainer.max_epochs=4", run_dir=tmp_path / "whole"))["output_dir"])
+    run = tmp_path / "split"
+    train(make_cfg(*SETTINGS, "schedule=linear", "trainer.max_epochs=2", run_dir=run))
+    train(make_cfg(*SETTINGS, "schedule=linear", "trainer.max_epochs=4", "resume=true", run_dir=run))
+    expected = learning_rates(whole)[4:]
+    assert expected[0][2] == pytest.approx(2e-4) and expected[-1][2] < 2e-4  # the decay's second half
+    assert learning_rates(run)[4:] == [pytest.approx(rates) for rates in expected]
+
+
 @pytest.mark.parametrize("other", ["optimizer=sgd", "optimizer=rmsprop", "optimizer=adamw"])
 def test_a_resume_with_another_kind_of_optimizer_is_one_line_and_writes_nothing(make_cfg, tmp_path, capsys, other):
     run = tmp_path / "run"
