@@ -288,6 +288,11 @@ class GANModule(L.LightningModule):
         return [opt_d, opt_g], [self.schedule(opt_d, total_steps=total), self.schedule(opt_g, total_steps=total)]
 
     @property
+    def optimizer_factories(self) -> dict[str, Callable]:
+        """The configured optimizers by network (a resume's and a rollback's checkpoint are checked against them)."""
+        return {"discriminator": self.optimizer_d, "generator": self.optimizer_g}
+
+    @property
     def train_time_s(self) -> float:
         """Seconds of training over the whole run: the earlier parts' (a resume's checkpoint) and this fit's so far."""
         return self.train_time_before_s + (time.perf_counter() - self._fit_clock if self._fit_clock is not None else 0.0)
@@ -309,8 +314,7 @@ class GANModule(L.LightningModule):
         self.images_seen = checkpoint.get("images_seen", 0)
         self.train_time_before_s = float(checkpoint.get("train_time_s", 0.0))
         # This run's optimizer settings, not the saved ones (Lightning restores the states after this hook).
-        changes = optimizer_setting_changes(checkpoint, {"discriminator": self.optimizer_d, "generator": self.optimizer_g},
-                                            "being resumed")
+        changes = optimizer_setting_changes(checkpoint, self.optimizer_factories, "being resumed")
         apply_optimizer_settings(checkpoint, changes)
         for network, key, saved, wanted in changes:
             log.info("resume: the %s's optimizer %s is %s as configured (the checkpoint's run had %s)",

@@ -147,8 +147,8 @@ def train(cfg: DictConfig) -> dict:
     checkpoint = read_checkpoint(ckpt_path) if ckpt_path else None
     if checkpoint is not None:
         check_architecture(module, checkpoint["state_dict"], ckpt_path)
-        optimizer_setting_changes(checkpoint, {"discriminator": module.optimizer_d, "generator": module.optimizer_g},
-                                  ckpt_path)  # another kind of optimizer: refused here (GANModule applies the rest)
+        # Another kind of optimizer is refused here, before anything is written; GANModule applies the other changes.
+        optimizer_setting_changes(checkpoint, module.optimizer_factories, ckpt_path)
         refuse_finished(cfg, checkpoint, ckpt_path)
     run_config = module.lab_config
     loggers = [run_csv_logger(str(output_dir))] + [build(lg) for lg in cfg.logger.values() if lg is not None]
@@ -182,18 +182,20 @@ def train(cfg: DictConfig) -> dict:
 def refuse_finished(cfg: DictConfig, checkpoint: dict, source: str) -> None:
     """One line, before anything is written, for a checkpoint that has already trained all that this run asks
     for: Lightning would stop at once, and the run's status.json and W&B summary would be replaced by an empty one."""
-    epochs_done = checkpoint.get("loops", {}).get("fit_loop", {}).get("epoch_progress", {}).get("current", {}).get("processed", 0)
+    epoch_progress = checkpoint.get("loops", {}).get("fit_loop", {}).get("epoch_progress", {})
+    epochs_done = epoch_progress.get("current", {}).get("processed", 0)  # epochs whose end has run
     max_epochs, max_steps = cfg.trainer.get("max_epochs"), cfg.trainer.get("max_steps", -1)
     g_steps_done = checkpoint.get("global_step", 0) // (cfg.training.n_critic + 1)  # Lightning counts D and G steps
     if max_epochs is not None and 0 <= max_epochs <= epochs_done:
         done = f"{epochs_done} epochs, all that trainer.max_epochs={max_epochs} asks for"
         more = f"trainer.max_epochs={2 * max(epochs_done, 1)}"
     elif max_steps is not None and 0 < max_steps <= g_steps_done:
-        done, more = f"{g_steps_done} G steps, all that trainer.max_steps={max_steps} asks for", f"trainer.max_steps={2 * g_steps_done}"
+        done = f"{g_steps_done} G steps, all that trainer.max_steps={max_steps} asks for"
+        more = f"trainer.max_steps={2 * g_steps_done}"
     else:
         return
-    raise AlreadyFinished(f"checkpoint {source} has already trained {done}: nothing to resume, and the run's results stay "
-                      f"as they are; to train on, raise the limit (e.g. {more})")
+    raise AlreadyFinished(f"checkpoint {source} has already trained {done}: nothing to resume, and the run's results "
+                          f"stay as they are; to train on, raise the limit (e.g. {more})")
 
 
 def finish_wandb_run(output_dir: Path | None = None, train_time_s: float | None = None) -> None:

@@ -33,7 +33,7 @@ from dcgan_lab.metrics import registry
 from dcgan_lab.plots import headless_pyplot
 from dcgan_lab.report_wandb import WANDB_CHOICES, report_to_wandb
 from dcgan_lab.run_folder import read_status
-from dcgan_lab.runs import direction, last_values, logged_epochs, read_metrics, read_overrides
+from dcgan_lab.runs import direction, last_values, logged_epochs, metric_series, read_overrides, read_rows
 
 log = logging.getLogger(__name__)
 
@@ -121,15 +121,16 @@ def find_jobs(sweep_dir: Path, epochs: int | None = None) -> list[Job]:
         job_dir = overrides_file.parent.parent
         status = read_status(job_dir)
         metrics_csv = job_dir / "metrics.csv"
-        curves = read_metrics(metrics_csv, epochs) if metrics_csv.exists() else {}
+        rows = read_rows(metrics_csv) if metrics_csv.exists() else []
+        curves = metric_series(rows, epochs)
         final = {}
         if epochs is None:  # status.json holds the values at the end (when logging was sparse) and the run's time
             final = {k: float(v) for k, v in ((status or {}).get("final_metrics") or {}).items()}
             if status and status.get("train_time_s") is not None:
                 final["train_time_s"] = float(status["train_time_s"])
         final.update(last_values(curves))
-        epochs_logged = logged_epochs(metrics_csv) if metrics_csv.exists() else 0
-        jobs.append(Job(job_dir, _job_num(job_dir), read_overrides(job_dir), status, final, curves, epochs=epochs_logged))
+        jobs.append(Job(job_dir, _job_num(job_dir), read_overrides(job_dir), status, final, curves,
+                        epochs=logged_epochs(rows)))
     jobs.sort(key=lambda job: (job.num, str(job.dir)))
     return jobs
 

@@ -29,8 +29,19 @@ def direction(metric: str) -> int:
     return RUN_DIRECTIONS.get(metric) or registry.direction(metric)
 
 
+def read_rows(path: str | Path) -> list[dict[str, str]]:
+    """metrics.csv as Lightning's CSVLogger wrote it: one sparse row per log call."""
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
 def read_metrics(path: str | Path, epochs: int | None = None) -> dict[str, list[tuple[float, float]]]:
-    """metrics.csv -> {metric: [(G step, value), ...]} in file order; with `epochs`, only what was logged in the
+    """metrics.csv -> {metric: [(G step, value), ...]}: `metric_series` of its rows."""
+    return metric_series(read_rows(path), epochs)
+
+
+def metric_series(rows: list[dict[str, str]], epochs: int | None = None) -> dict[str, list[tuple[float, float]]]:
+    """metrics.csv's rows -> {metric: [(G step, value), ...]} in file order; with `epochs`, only what was logged in the
     first `epochs` epochs (rows without an epoch, e.g. throughput, are left out then, except those logged before
     the first epoch's: the networks' cost/* at the start).
 
@@ -40,8 +51,6 @@ def read_metrics(path: str | Path, epochs: int | None = None) -> dict[str, list[
     at the end of an epoch) sits at the last G step logged in its epoch; else Lightning's step.
     Empty and non-finite cells are skipped.
     """
-    with open(path, newline="") as handle:
-        rows = list(csv.DictReader(handle))
     if epochs is not None:
         first = next((i for i, row in enumerate(rows) if _float(row.get("epoch")) is not None), len(rows))
         rows = rows[:first] + [row for row in rows[first:] if (epoch := _float(row.get("epoch"))) is not None and epoch < epochs]
@@ -63,10 +72,9 @@ def read_metrics(path: str | Path, epochs: int | None = None) -> dict[str, list[
     return series
 
 
-def logged_epochs(path: str | Path) -> int:
-    """How many epochs metrics.csv has rows of (its highest epoch index + 1; 0 for none)."""
-    with open(path, newline="") as handle:
-        epochs = [epoch for row in csv.DictReader(handle) if (epoch := _float(row.get("epoch"))) is not None]
+def logged_epochs(rows: list[dict[str, str]]) -> int:
+    """How many epochs metrics.csv's rows cover (its highest epoch index + 1; 0 for none)."""
+    epochs = [epoch for row in rows if (epoch := _float(row.get("epoch"))) is not None]
     return int(max(epochs)) + 1 if epochs else 0
 
 

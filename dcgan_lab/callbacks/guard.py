@@ -204,8 +204,7 @@ class DivergenceGuard(L.Callback):
             checkpoint, source = self._start_snapshot, "the weights at the start of this fit"
         pl_module.load_state_dict(checkpoint["state_dict"])
         # A checkpoint from before a resume that changed optimizer settings: this run's settings, as on resume.
-        configured = {"discriminator": pl_module.optimizer_d, "generator": pl_module.optimizer_g}
-        apply_optimizer_settings(checkpoint, optimizer_setting_changes(checkpoint, configured, source))
+        apply_optimizer_settings(checkpoint, optimizer_setting_changes(checkpoint, pl_module.optimizer_factories, source))
         saved_scale = checkpoint.get("callbacks", {}).get(self.state_key, {}).get("lr_scale", 1.0)
         self.lr_scale *= self.lr_factor
         for optimizer, state in zip(trainer.optimizers, checkpoint["optimizer_states"]):

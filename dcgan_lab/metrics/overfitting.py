@@ -5,8 +5,8 @@ images and on validation images drift apart as D overfits; G's samples degrade s
                   = Mann-Whitney U / (n_train * n_held_out), ties counted half
 0.5: D scores the images it trained on like new ones; 1: it tells them apart perfectly, i.e. it has learned the
 training set rather than the data. Below 0.5 is chance as well (D does not favour held-out images), so a report
-ranks d_overfit/auc_excess = max(AUC - 0.5, 0), not the AUC. Ranks, not raw outputs, so the number compares across losses (BCE, hinge and
-WGAN outputs live on different scales). Held-out images are the dataset's test split, which the run never saw.
+ranks d_overfit/auc_excess = max(AUC - 0.5, 0), not the AUC. Ranks, not raw outputs, so the number compares across
+losses (BCE, hinge and WGAN outputs live on different scales). Held-out images are the dataset's test split, which the run never saw.
 """
 from __future__ import annotations
 
