@@ -21,11 +21,17 @@ def _did_you_mean(word: str, choices: list[str], prefix: str) -> str:
 
 
 def _values(override) -> list[str]:
-    """The option names one group override asks for (every choice of a sweep), or [] for globs and ranges."""
+    """The option names one group override asks for (every choice of a sweep, every item of a list such as
+    `logger=[wandb,tensorboard]`), or [] for globs and ranges."""
     value = override.value()
-    if override.is_sweep_override():
-        return [str(v) for v in getattr(value, "list", [])]
-    return [] if value is None else [str(value)]
+    choices = getattr(value, "list", []) if override.is_sweep_override() else [] if value is None else [value]
+    return [str(item) for choice in choices for item in (choice if isinstance(choice, list) else [choice])]
+
+
+def _overrides(args: list[str]) -> list[str]:
+    """The overrides among the arguments: `key=value` or `~key`. Flags (`-m`) and the values Hydra's flags take
+    (`--cfg job`, `--info defaults`, `-p model`) are not overrides."""
+    return [a for a in args if not a.startswith("-") and ("=" in a or a.startswith("~"))]
 
 
 def command_line_problem(args: list[str], config_name: str = "config") -> str | None:
@@ -36,7 +42,7 @@ def command_line_problem(args: list[str], config_name: str = "config") -> str | 
     from omegaconf import OmegaConf
 
     try:
-        overrides = OverridesParser.create().parse_overrides([a for a in args if not a.startswith("-")])
+        overrides = OverridesParser.create().parse_overrides(_overrides(args))
     except Exception:  # a syntax error: Hydra's own message shows where
         return None
     overrides = [o for o in overrides if not o.key_or_group.startswith("hydra") and not o.is_delete()]

@@ -205,6 +205,18 @@ def test_command_line_check_names_the_closest_key_and_lets_good_lines_through():
     assert command_line_problem(["metrics.n_sample=100"], "evaluate").startswith("metrics.n_sample is not a config key: did you mean metrics.n_samples?")
 
 
+def test_command_line_check_reads_option_lists_and_skips_the_values_of_hydras_flags():
+    """README's `'logger=[wandb,tensorboard]'` (a list of options) was refused as the option "['wandb', 'tensorboard']";
+    `--cfg job loss=hinj` skipped the check ("job" is --cfg's value, not an override) and got Hydra's own report."""
+    from dcgan_lab.command_line import command_line_problem
+
+    assert command_line_problem(["logger=[wandb,tensorboard]", "loss=hinge"]) is None
+    assert command_line_problem(["logger=[wandb,tensorbord]"]).startswith(
+        "logger=tensorbord is not an option of logger: did you mean logger=tensorboard?")
+    assert command_line_problem(["--cfg", "job", "loss=hinj"]).startswith("loss=hinj is not an option of loss")
+    assert command_line_problem(["--info", "defaults", "model.atention=true"]).startswith("model.atention is not a config key")
+
+
 def test_paths_with_override_syntax_are_quoted_and_lists_stay_lists(tmp_path):
     """A sweep job's folder (`ablation=hinge,seed=0`) passes as one path; `ckpt=[a,b]` is two checkpoints."""
     from hydra import compose, initialize_config_dir
