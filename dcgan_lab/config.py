@@ -40,6 +40,17 @@ def flat_values(cfg: DictConfig) -> dict:
     return flatten({key: value for key, value in container.items() if key not in ("hydra", "module")})
 
 
+def labelled_datasets() -> list[str]:
+    """The dataset options whose YAML gives classes (num_classes > 0): conf/dataset/ is the registry, so a new
+    labelled dataset is named here without a second list to keep up to date."""
+    options = []
+    for path in sorted((CONF_DIR / "dataset").glob("*.yaml")):
+        classes = OmegaConf.to_container(OmegaConf.load(path)).get("num_classes")
+        if isinstance(classes, int) and classes > 0:
+            options.append(f"dataset={path.stem}")
+    return options
+
+
 def _check(ok: bool, message: str) -> None:
     if not ok:
         raise ConfigError(message)
@@ -68,7 +79,7 @@ def _validate_across_groups(cfg: DictConfig) -> None:
         _check(
             cfg.dataset.num_classes > 0,
             f"model.conditional=true needs a labelled dataset, but dataset {cfg.dataset.name} has no classes "
-            "(dataset.num_classes=0): use mnist_mini, mnist, fashion_mnist or cifar10, or model.conditional=false.",
+            f"(dataset.num_classes=0): use {' or '.join(labelled_datasets())}, or model.conditional=false.",
         )
     growth = m.get("growth")
     if growth is not None:

@@ -258,3 +258,12 @@ def test_progressive_trains_through_every_resolution_with_every_loss(make_cfg, l
     samples = Path(result["output_dir"]) / "samples"
     assert [Image.open(samples / f"res_{r:03d}.png").size[0] for r in (4, 8, 16, 32)] == [8 * (r + 2) + 2 for r in (4, 8, 16, 32)]
     assert result["metrics"]["progressive/resolution"] == 32.0
+
+
+def test_a_conditional_model_on_unlabelled_data_names_every_labelled_dataset(make_cfg):
+    """The labelled datasets are read from conf/dataset/ (num_classes > 0): photo_patches was missing from a
+    hand-written list, and a newly added labelled dataset would have been too."""
+    with pytest.raises(ConfigError) as info:
+        train(make_cfg("dataset=image_folder", "dataset.path=/nowhere", "model.conditional=true"))
+    assert ("use dataset=cifar10 or dataset=fashion_mnist or dataset=mnist or dataset=mnist_mini or "
+            "dataset=photo_patches, or model.conditional=false.") in str(info.value)
