@@ -34,6 +34,31 @@ def _overrides(args: list[str]) -> list[str]:
     return [a for a in args if not a.startswith("-") and ("=" in a or a.startswith("~"))]
 
 
+def _chosen_groups(config_name: str) -> set[str]:
+    """The groups the config's defaults list chooses (`loss: bce`, `ablation: null`), which take no '+'."""
+    from omegaconf import OmegaConf
+
+    defaults = OmegaConf.to_container(OmegaConf.load(CONF_DIR / f"{config_name}.yaml")).get("defaults", [])
+    return {key for entry in defaults if isinstance(entry, dict) for key in entry if not key.startswith("override ")}
+
+
+def _plus_problem(override, config_name: str) -> str | None:
+    """`+loss=hinge` (loss is chosen already; Hydra says "Multiple values for loss. To override a value use
+    'override loss: hinge'") and `sweep=x` (sweep is appended, not chosen): the line says which form to write."""
+    group, value = override.key_or_group, (_values(override) or ["<option>"])[0]
+    chosen = group in _chosen_groups(config_name)
+    if override.is_add() and chosen:
+        return (f"+{group}={value}: {group} is already in the defaults of conf/{config_name}.yaml, so choose it "
+                f"without the '+': {group}={value}.")
+    if not (override.is_add() or override.is_force_add() or chosen):
+        if config_name != "config":  # evaluate.py: the checkpoint holds the training groups' choices
+            groups = ", ".join(sorted(_chosen_groups(config_name)))
+            return f"{group}={value}: conf/{config_name}.yaml has no {group} group (its groups: {groups})."
+        return (f"{group}={value}: {group} is not in the defaults of conf/{config_name}.yaml, so append it with a "
+                f"'+': +{group}={value}.")
+    return None
+
+
 def command_line_problem(args: list[str], config_name: str = "config") -> str | None:
     """One line naming the first misspelt option or key in `args`, or None (Hydra reports anything else)."""
     from hydra import compose, initialize_config_dir
@@ -53,6 +78,8 @@ def command_line_problem(args: list[str], config_name: str = "config") -> str | 
             if value not in options and value != "null":
                 hint = _did_you_mean(value, options, f"{group}=")
                 return f"{group}={value} is not an option of {group}: {hint}(options: {', '.join(options)})."
+        if problem := _plus_problem(override, config_name):
+            return problem
     keys = [o for o in overrides if o not in groups and not o.is_add() and not o.is_force_add()]
     if not keys:
         return None

@@ -217,6 +217,23 @@ def test_command_line_check_reads_option_lists_and_skips_the_values_of_hydras_fl
     assert command_line_problem(["--info", "defaults", "model.atention=true"]).startswith("model.atention is not a config key")
 
 
+def test_a_group_chosen_with_the_wrong_plus_gets_the_form_to_write():
+    """`+loss=hinge` got Hydra's "Multiple values for loss. To override a value use 'override loss: hinge'" (a line
+    for a defaults list, not a command line); `sweep=x` Hydra's three lines. Both now name the form to write."""
+    from dcgan_lab.command_line import command_line_problem
+
+    assert command_line_problem(["+ablation=hinge"]) == (
+        "+ablation=hinge: ablation is already in the defaults of conf/config.yaml, so choose it without the '+': "
+        "ablation=hinge.")
+    assert command_line_problem(["sweep=mnist_ablation,stabilizers"]) == (
+        "sweep=mnist_ablation: sweep is not in the defaults of conf/config.yaml, so append it with a '+': "
+        "+sweep=mnist_ablation.")
+    assert command_line_problem(["+dataset=mnist"], "evaluate").startswith("+dataset=mnist: dataset is already in the defaults of conf/evaluate.yaml")
+    assert command_line_problem(["loss=hinge"], "evaluate") == (
+        "loss=hinge: conf/evaluate.yaml has no loss group (its groups: dataset, metrics, paths).")
+    assert command_line_problem(["+sweep=mnist_ablation", "ablation=hinge", "+seed_study=mnist_hinge"]) is None
+
+
 def test_paths_with_override_syntax_are_quoted_and_lists_stay_lists(tmp_path):
     """A sweep job's folder (`ablation=hinge,seed=0`) passes as one path; `ckpt=[a,b]` is two checkpoints."""
     from hydra import compose, initialize_config_dir
