@@ -24,7 +24,7 @@ def in_multirun() -> bool:
 
 
 def job_overrides() -> list[str]:
-    """This job's overrides (command line + sweep params), e.g. ['+ablation=hinge', 'seed=0']."""
+    """This job's overrides (command line + sweep params), e.g. ['ablation=hinge', 'seed=0']."""
     hydra = _hydra()
     return list(hydra.overrides.task) if hydra is not None else []
 
