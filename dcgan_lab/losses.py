@@ -2,6 +2,8 @@
 
 Conventions: `real_logits = D(x)`, `fake_logits = D(G(z))`, shape (B,). D minimises `*_d`, G minimises `*_g`.
 Losses that take `real_target` / `fake_target` support label smoothing and flipping; the others do not.
+A G loss that takes `real_logits` (relativistic losses, e.g. RaGAN) is also given D(x) of the batch, without
+gradient: `def ragan_g(fake_logits, real_logits)`.
 """
 from __future__ import annotations
 

@@ -9,7 +9,8 @@ With x a real batch, G(z) a fake one, and x~ what D is shown of an image x:
                                                            sample with probability flip_prob (label flipping)
          + gp_weight * E[(||grad_x D(x^)||_2 - 1)^2]       x^ = a x~ + (1 - a) G(z)~, a ~ U(0, 1) (WGAN-GP)
          + r1_weight * 1/2 E[||grad_x D(x~)||^2]           R1 on real data (Mescheder et al. 2018)
-    L_G  = g(D(G(z)~))                                     the loss pair's G side
+    L_G  = g(D(G(z)~)[, D(x~)])                            the loss pair's G side; a g that takes `real_logits`
+                                                           also gets D(x~), constant for G (relativistic losses)
          + feature_matching_weight * ||E f(x~) - E f(G(z)~)||^2 / F     f = D's last features (Salimans et al. 2016)
          + perceptual_weight * ||E phi(x) - E phi(G(z))||^2 / F         phi = a frozen pretrained network
 
@@ -62,6 +63,8 @@ class GANObjective:
         augment: Callable | None = None,
     ):
         self.loss_d, self.loss_g = plain_callable(d), plain_callable(g)
+        # A relativistic G loss (RaGAN: fakes judged against the real batch) names D(x) as `real_logits`.
+        self.g_takes_real = "real_logits" in inspect.signature(self.loss_g).parameters
         self.gp_weight, self.r1_weight = gp_weight, r1_weight
         self.feature_matching_weight = feature_matching_weight
         # `perceptual` is a factory (it loads a frozen network from disk): built only when the term is on.
@@ -141,10 +144,17 @@ class GANObjective:
         if self.feature_matching_weight:
             fake_logits, fake_features = on_fakes(seen, with_features=True)
             with torch.no_grad():
-                _, real_features = conditioned(discriminator, real_labels)(self.seen_by_d(real, sigma), with_features=True)
-            loss = self.loss_g(fake_logits) + self.feature_matching_weight * feature_matching(real_features, fake_features)
+                real_logits, real_features = conditioned(discriminator, real_labels)(self.seen_by_d(real, sigma),
+                                                                                     with_features=True)
+            with_real = {"real_logits": real_logits} if self.g_takes_real else {}
+            loss = (self.loss_g(fake_logits, **with_real)
+                    + self.feature_matching_weight * feature_matching(real_features, fake_features))
         else:
-            loss = self.loss_g(on_fakes(seen))
+            fake_logits, with_real = on_fakes(seen), {}
+            if self.g_takes_real:
+                with torch.no_grad():
+                    with_real["real_logits"] = conditioned(discriminator, real_labels)(self.seen_by_d(real, sigma))
+            loss = self.loss_g(fake_logits, **with_real)
         if self.perceptual is not None:
             loss = loss + self.perceptual_weight * self.perceptual(real, fake)
         return loss

@@ -224,3 +224,26 @@ def test_every_ablation_changes_the_composed_config(make_cfg, tmp_path, name):
     variant = flatten(resolved_run_config(make_cfg(*recipe, f"ablation={name}", run_dir=tmp_path / "run")))
     changed = {k for k in baseline.keys() | variant.keys() if baseline.get(k) != variant.get(k)}
     assert changed, f"ablation={name} composes to the baseline's config"
+
+
+def test_a_g_loss_that_takes_real_logits_gets_d_of_the_real_batch_without_gradient(parts):
+    """A relativistic loss pair (RaGAN: fakes judged against the real batch) is a function pair and a YAML like any
+    other: a G loss that names `real_logits` is given D(x) (it was called with the fake logits alone: a TypeError)."""
+    from dcgan_lab.objective import GANObjective
+
+    _, D, real, fake = parts()
+    seen = []
+
+    def ragan_g(fake_logits, real_logits):
+        seen.append(real_logits.requires_grad)
+        return (nn.functional.softplus(-(fake_logits - real_logits.mean())).mean()
+                + nn.functional.softplus(real_logits - fake_logits.mean()).mean())
+
+    with torch.no_grad():
+        expected = ragan_g(D(fake), D(real))
+        fm = losses.feature_matching(D(real, with_features=True)[1], D(fake, with_features=True)[1])
+    seen.clear()
+    assert_close(g_loss(GANObjective(d=losses.bce_d, g=ragan_g), D, real, fake), expected)
+    with_fm = GANObjective(d=losses.bce_d, g=ragan_g, feature_matching_weight=2.0)
+    assert_close(g_loss(with_fm, D, real, fake), expected + 2.0 * fm)
+    assert seen == [False, False]  # D(x) is a constant to G's update
