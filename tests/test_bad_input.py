@@ -295,3 +295,29 @@ def test_resume_without_the_run_folder_names_the_newest_run_to_continue(tmp_path
     sweep = run_cli(["-m", "resume=true", "seed=0"], cwd=tmp_path)
     assert "resume=true continues each job of a sweep in its own folder, but this sweep got a new one: add " \
            "hydra.sweep.dir=<the sweep's folder>" in sweep.stdout + sweep.stderr
+
+
+def test_a_folder_of_mixed_image_modes_decodes_each_at_its_own_grey_level(tmp_path):
+    """A WikiArt-like folder (nested class folders; RGB, greyscale, RGBA, palette, CMYK and 16-bit greyscale, PNG and
+    JPEG) decodes every file to the level it shows: a 16-bit PNG was clipped at 255 by PIL, all but white."""
+    from dcgan_lab.data.sources import image_folder
+    from dcgan_lab.export import read_samples
+
+    grey = np.full((24, 24, 3), 100, dtype=np.uint8)
+    files = {"a/rgb.jpg": Image.fromarray(grey), "a/b/grey.png": Image.fromarray(grey[..., 0]),
+             "rgba.png": Image.fromarray(np.dstack([grey, grey[..., :1]]), "RGBA"),
+             "c/palette.png": Image.fromarray(grey).convert("P"), "c/cmyk.jpg": Image.fromarray(grey).convert("CMYK"),
+             "c/wide.png": Image.fromarray(grey[..., 0].astype(np.uint16) * 257)}
+    for name, image in files.items():
+        (tmp_path / "art" / name).parent.mkdir(parents=True, exist_ok=True)
+        image.save(tmp_path / "art" / name)
+    assert Image.open(tmp_path / "art/c/wide.png").mode == "I;16"
+    for channels in (1, 3):
+        images, _ = image_folder(str(tmp_path / "art"), image_size=16, channels=channels, cache_dir=str(tmp_path / "cache"))
+        assert images.shape == (6, channels, 16, 16)
+        assert (images.float().mean(dim=(1, 2, 3)) - 100).abs().max() <= 2, images.float().mean(dim=(1, 2, 3))
+    (tmp_path / "art/c/cmyk.jpg").unlink()
+    (tmp_path / "art/c/palette.png").unlink()
+    files["a/b/grey.png"].save(tmp_path / "art/c/grey.png")
+    read, _ = read_samples(tmp_path / "art" / "c")  # evaluate.py images=: the same reading
+    assert read.shape == (2, 1, 24, 24) and read.float().mean(dim=(1, 2, 3)).tolist() == [100.0, 100.0]

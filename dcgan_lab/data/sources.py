@@ -215,7 +215,8 @@ def decode_files(files: list[Path], image_size: int, channels: int, cache_dir: s
     `on_corrupt` settings: a cached read warns again under `skip` and stops with the same line under `error`."""
     if on_corrupt not in ("skip", "error"):
         raise DataError(f"dataset.on_corrupt={on_corrupt!r} must be 'skip' or 'error'")
-    key = hashlib.md5(f"v1|{image_size}|{channels}".encode() + (f"|crop{crop}".encode() if crop else b""))
+    # v2: 16-bit greyscale scaled to 8 bits (v1 clipped it white), so a v1 cache of such files is decoded again
+    key = hashlib.md5(f"v2|{image_size}|{channels}".encode() + (f"|crop{crop}".encode() if crop else b""))
     for f in files:
         st = f.stat()
         key.update(f"{f}|{st.st_size}|{st.st_mtime_ns}".encode())
@@ -238,7 +239,7 @@ def decode_files(files: list[Path], image_size: int, channels: int, cache_dir: s
     for f in tqdm(files, desc="decoding images (once; cached)", unit="img", leave=False):
         try:
             with Image.open(f) as img:
-                decoded.append(_center_crop_resize(img.convert(mode), image_size, crop))
+                decoded.append(_center_crop_resize(eight_bit(img, mode), image_size, crop))
         except (UnidentifiedImageError, OSError, ValueError) as exc:
             unreadable.append([str(f), type(exc).__name__])
             if on_corrupt == "error":
@@ -256,6 +257,19 @@ def decode_files(files: list[Path], image_size: int, channels: int, cache_dir: s
     images = _DECODED[str(cache)] = torch.from_numpy(array)
     _UNREADABLE[str(cache)] = unreadable
     return images
+
+
+WIDE_GREY = ("I", "I;16", "I;16B", "I;16L", "I;16N")  # PIL's modes of 16-bit (and 32-bit integer) greyscale files
+
+
+def eight_bit(img, mode: str):
+    """`img` in PIL mode `mode` ("L" or "RGB"). PIL converts 16-bit greyscale (a 16-bit PNG or TIFF) by clipping
+    at 255, which turns such a scan all but white: its 0-65535 range is scaled to 0-255 first."""
+    if img.mode in WIDE_GREY:
+        from PIL import Image
+
+        img = Image.fromarray((np.asarray(img, dtype=np.float64) / 257).round().clip(0, 255).astype(np.uint8))
+    return img.convert(mode)
 
 
 def _center_crop_resize(img, size: int, crop: int | None = None) -> np.ndarray:
