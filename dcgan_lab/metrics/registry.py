@@ -9,8 +9,9 @@ evaluation (metrics/suite.py: generated images, the real reference, features, se
 
 The suite runs the enabled entries; runs.direction, the report's columns and the metric callback's log line read
 this table. A new metric is one entry here (or in any module imported before the run, e.g. a test), plus its knobs
-(if any) in conf/metrics/default.yaml. The computations live in their own modules (classifier.py, clustering.py,
-precision_recall.py, inception.py): the entries only wire them.
+(if any): a default in conf/metrics/default.yaml and a domain in dcgan_lab/schema.py (tests/test_schema.py asks).
+The computations live in their own modules (classifier.py, clustering.py, precision_recall.py, inception.py): the
+entries only wire them.
 """
 from __future__ import annotations
 
