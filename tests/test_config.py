@@ -5,6 +5,7 @@ import pytest
 import torch
 from hydra.errors import ConfigCompositionException
 from hydra.utils import instantiate
+from omegaconf import OmegaConf
 
 from dcgan_lab.config import validate
 from dcgan_lab.errors import ConfigError
@@ -24,9 +25,11 @@ def options():
 
 
 def extra_overrides(option: str, tmp_path: Path) -> list[str]:
-    if option == "dataset=image_folder":
-        return [f"dataset.path={tmp_path}"]
-    return []
+    """The values an option leaves required (`path: ???`: dataset=image_folder's folder), read from its YAML, so a
+    new option with a required folder needs no case here."""
+    group, name = option.lstrip("+").split("=")
+    node = OmegaConf.load(Path(CONF_DIR) / group / f"{name}.yaml")
+    return [f"{group}.{key}={tmp_path}" for key in node if OmegaConf.is_missing(node, key)]
 
 
 @pytest.mark.parametrize("option", list(options()))
