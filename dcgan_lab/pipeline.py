@@ -10,6 +10,7 @@ from pathlib import Path
 import lightning as L
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.fabric.utilities.rank_zero import rank_zero_only
 from lightning.pytorch.callbacks import Checkpoint, ProgressBar
 from omegaconf import DictConfig, OmegaConf
@@ -18,7 +19,7 @@ from dcgan_lab.callbacks.progress import EpochLines
 from dcgan_lab.checkpoint_io import (AtomicCheckpointIO, RaiseFailedCheckpointWrites, check_architecture,
                                     optimizer_setting_changes, read_checkpoint)
 from dcgan_lab.config import validate
-from dcgan_lab.errors import AlreadyFinished, lab_error_behind
+from dcgan_lab.errors import AlreadyFinished, ConfigError, lab_error_behind
 from dcgan_lab.loggers import FlushLogsWithCheckpoints, log_run_config, run_csv_logger, summarize_wandb_run
 from dcgan_lab.module import GANModule
 from dcgan_lab.run_folder import keep_metrics_on_resume, refuse_taken_folder, resolve_resume, run_recorded
@@ -56,11 +57,21 @@ def build_trainer(cfg: DictConfig, callbacks: list, loggers: list, **settings) -
     # Users count G steps (as GAN papers do); Lightning counts every optimizer step (n_critic D + 1 G).
     max_steps = cfg.trainer.max_steps
     lightning_max_steps = max_steps * (cfg.training.n_critic + 1) if max_steps > 0 else -1
-    return instantiate(
-        cfg.trainer, callbacks=callbacks, logger=loggers, max_steps=lightning_max_steps,
-        # temp file + rename: a kill mid-save never corrupts last.ckpt; written in a background thread
-        plugins=[AtomicCheckpointIO()], **settings,
-    )
+    try:
+        return instantiate(
+            cfg.trainer, callbacks=callbacks, logger=loggers, max_steps=lightning_max_steps,
+            # temp file + rename: a kill mid-save never corrupts last.ckpt; written in a background thread
+            plugins=[AtomicCheckpointIO()], **settings,
+        )
+    except InstantiationException as exc:
+        # The Trainer's constructor only checks its arguments (trainer.precision=17, trainer.accelerator=gpu on a
+        # machine without one): what it refuses is the user's input, one line like the lab's own checks.
+        cause = exc.__cause__
+        if not isinstance(cause, (ValueError, TypeError, MisconfigurationException)):
+            raise
+        reason = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
+        raise ConfigError(
+            f"Lightning's Trainer refused the trainer settings (conf/trainer, trainer.*): {reason}") from None
 
 
 def console_form(cfg: DictConfig) -> str:
@@ -152,15 +163,15 @@ def train(cfg: DictConfig) -> dict:
         refuse_finished(cfg, checkpoint, ckpt_path)
     run_config = module.lab_config
     loggers = [run_csv_logger(str(output_dir))] + [build(lg) for lg in cfg.logger.values() if lg is not None]
-    output_dir.mkdir(parents=True, exist_ok=True)
-    if first_process:
-        (output_dir / "config.yaml").write_text(OmegaConf.to_yaml(run_config))
     callbacks, console = console_callbacks(cfg, [instantiate(c) for c in cfg.callbacks.values() if c is not None])
     callbacks.append(FlushLogsWithCheckpoints())  # metrics.csv is always written, and kept up to a resume's checkpoint
     callbacks.append(RaiseFailedCheckpointWrites())  # a checkpoint the background writer could not write stops the run
     if not any(isinstance(c, Checkpoint) for c in callbacks):  # callbacks=none: no checkpoints, not Lightning's own
         console["enable_checkpointing"] = False
-    trainer = build_trainer(cfg, callbacks, loggers, **console)
+    trainer = build_trainer(cfg, callbacks, loggers, **console)  # settings Lightning refuses: before config.yaml
+    output_dir.mkdir(parents=True, exist_ok=True)
+    if first_process:
+        (output_dir / "config.yaml").write_text(OmegaConf.to_yaml(run_config))
     log_run_config(loggers, run_config)
     if resuming_in_place and checkpoint is not None and first_process:
         keep_metrics_on_resume(loggers[0], checkpoint)

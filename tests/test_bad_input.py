@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from dcgan_lab.pipeline import main, train
@@ -80,6 +81,10 @@ CASES = [
      "augment.diff.policy='colour' must be DiffAugment ops from color, translation, cutout ('colour' is not among "
      "them), as a list or a comma string, e.g. 'augment.diff.policy=[color,translation]'."),
     ("yes/no value that is neither", ["augment=real", "augment.real.flip=maybe"], "augment.real.flip='maybe' must be true or false."),
+    ("precision Lightning does not know", ["trainer.precision=17"],
+     "Lightning's Trainer refused the trainer settings (conf/trainer, trainer.*): Precision 17 is invalid."),
+    ("a GPU on a machine without one", ["trainer.accelerator=gpu"] if not torch.cuda.is_available() else ["trainer.devices=abc"],
+     "Lightning's Trainer refused the trainer settings (conf/trainer, trainer.*): "),
     pytest.param("fewer images than a batch", ["dataset=image_folder", "dataset.path={few}", "dataset.image_size=16"],
                  "image_folder has 5 training images, fewer than dataset.batch_size=16"),
 ]
