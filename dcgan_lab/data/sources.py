@@ -1,6 +1,10 @@
 """Where images come from. Each source returns `(images, labels)` for a split:
 images a uint8 tensor (N, C, H, W), labels an int64 tensor (N,) or None.
 
+The datamodule calls a source as `source(split=..., image_size=..., channels=...)`, after the arguments its YAML's
+`source:` node binds, so a source takes `**_` for what it does not use: one that returns images at another size
+is padded (28 -> 32) or resized by the datamodule.
+
 Decoding happens once: torchvision sets hold their pixels as arrays already; folders of image files
 are decoded, center-cropped and resized once into a cached .npy keyed by the files and the transform, with the
 list of files that could not be read beside it.
