@@ -34,12 +34,32 @@ def _overrides(args: list[str]) -> list[str]:
     return [a for a in args if not a.startswith("-") and ("=" in a or a.startswith("~"))]
 
 
-def _chosen_groups(config_name: str) -> set[str]:
-    """The groups the config's defaults list chooses (`loss: bce`, `ablation: null`), which take no '+'."""
+def _defaults(config_name: str) -> dict[str, str | None]:
+    """The groups the config's defaults list chooses and their options (`loss: bce`, `ablation: null`)."""
     from omegaconf import OmegaConf
 
     defaults = OmegaConf.to_container(OmegaConf.load(CONF_DIR / f"{config_name}.yaml")).get("defaults", [])
-    return {key for entry in defaults if isinstance(entry, dict) for key in entry if not key.startswith("override ")}
+    return {key: option for entry in defaults if isinstance(entry, dict) for key, option in entry.items()
+            if not key.startswith("override ")}
+
+
+def _chosen_groups(config_name: str) -> set[str]:
+    """The groups the config's defaults list chooses, which take no '+'."""
+    return set(_defaults(config_name))
+
+
+def _options_with_key(group: str, path: list[str]) -> list[str]:
+    """The options of `group` whose own YAML holds the key `path` (`model.attention`: dcgan and resnet)."""
+    from omegaconf import OmegaConf
+
+    owners = []
+    for option in _options(group):
+        node = OmegaConf.to_container(OmegaConf.load(CONF_DIR / group / f"{option}.yaml"))
+        for part in path:
+            node = node.get(part, KeyError) if isinstance(node, dict) else KeyError
+        if node is not KeyError:
+            owners.append(f"{group}={option}")
+    return owners
 
 
 def _plus_problem(override, config_name: str) -> str | None:
@@ -104,6 +124,11 @@ def command_line_problem(args: list[str], config_name: str = "config") -> str | 
                 break
         else:
             continue
+        if depth and (owners := _options_with_key(parts[0], parts[1:])):  # `model=mlp model.attention=true`
+            chosen = next((_values(o)[0] for o in groups if o.key_or_group == parts[0] and _values(o)),
+                          _defaults(config_name).get(parts[0]))
+            return (f"{key} is not a key of {parts[0]}={chosen}: only {' and '.join(owners)} "
+                    f"{'has' if len(owners) == 1 else 'have'} it (e.g. {owners[0]} {key}=...).")
         guess = _did_you_mean(leaf, siblings, f"{parent}." if parent else "")
         listing = f"{parent or 'the config'} has: {', '.join(siblings[:12])}{', ...' if len(siblings) > 12 else ''}; "
         return f"{key} is not a config key: {guess}({listing}to add a new key write +{key}=...)."

@@ -205,7 +205,7 @@ def test_command_line_check_names_the_closest_key_and_lets_good_lines_through():
             "hydra/launcher=local", "optimizer.betas=[0.3,0.999]"]
     assert command_line_problem(good) is None
     assert command_line_problem(["model=progressive", "model.growth.fade_images=10"]) is None
-    assert command_line_problem(["model=progressive", "model.attention=true"]).startswith("model.attention is not a config key")
+    assert command_line_problem(["model=progressive", "model.attention=true"]).startswith("model.attention is not a key of model=progressive")
     assert command_line_problem(["ckpt=run/last.ckpt", "metrics.n_samples=100"], "evaluate") is None
     assert command_line_problem(["metrics.n_sample=100"], "evaluate").startswith("metrics.n_sample is not a config key: did you mean metrics.n_samples?")
 
@@ -220,6 +220,20 @@ def test_command_line_check_reads_option_lists_and_skips_the_values_of_hydras_fl
         "logger=tensorbord is not an option of logger: did you mean logger=tensorboard?")
     assert command_line_problem(["--cfg", "job", "loss=hinj"]).startswith("loss=hinj is not an option of loss")
     assert command_line_problem(["--info", "defaults", "model.atention=true"]).startswith("model.atention is not a config key")
+
+
+def test_a_key_of_another_option_names_the_options_that_have_it():
+    """`model=mlp model.attention=true` was told "did you mean model.latent_dim? ... to add a new key write
+    +model.attention=..." (which mlp would ignore); `dataset.path=...` without dataset=image_folder likewise."""
+    from dcgan_lab.command_line import command_line_problem
+
+    assert command_line_problem(["model=mlp", "model.attention=true"]) == (
+        "model.attention is not a key of model=mlp: only model=dcgan and model=resnet have it "
+        "(e.g. model=dcgan model.attention=...).")
+    assert command_line_problem(["dataset.path=/data/art"]) == (
+        "dataset.path is not a key of dataset=mnist_mini: only dataset=image_folder has it "
+        "(e.g. dataset=image_folder dataset.path=...).")
+    assert command_line_problem(["model.atention=true"]).startswith("model.atention is not a config key: did you mean model.attention?")
 
 
 def test_a_group_chosen_with_the_wrong_plus_gets_the_form_to_write():
