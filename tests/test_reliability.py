@@ -605,3 +605,16 @@ def test_no_best_checkpoint_and_no_warning_without_the_metric(make_cfg, tmp_path
     train(make_cfg(*EVERY_EPOCH, "trainer.max_epochs=2", run_dir=run))  # metrics=none (FAST)
     assert not (run / "checkpoints" / "best.ckpt").exists() and (run / "checkpoints" / "last.ckpt").exists()
     assert not [w for w in recwarn if "monitored key" in str(w.message)]
+
+
+def test_a_monitor_no_evaluation_logs_is_said_once(make_cfg, tmp_path, caplog):
+    """callbacks.best_checkpoint.monitor=classifier/fdi (a typo) kept no best.ckpt and said nothing, though metrics ran."""
+    run = tmp_path / "run"
+    with caplog.at_level(logging.WARNING, logger="dcgan_lab.callbacks.checkpoints"):
+        train(make_cfg(*EVERY_EPOCH, *WITH_METRICS, "callbacks.best_checkpoint.monitor=classifier/fdi",
+                       "trainer.max_epochs=2", run_dir=run))
+    said = [r.getMessage() for r in caplog.records if r.name == "dcgan_lab.callbacks.checkpoints"]
+    assert len(said) == 1 and said[0].startswith(
+        "no checkpoints/best.ckpt: callbacks.best_checkpoint.monitor=classifier/fdi is not among the metrics this run "
+        "measures (did you mean classifier/fid? "), said
+    assert not (run / "checkpoints" / "best.ckpt").exists()

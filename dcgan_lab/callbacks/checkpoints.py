@@ -7,7 +7,14 @@ G two epochs old. EpochCheckpoints keeps last.ckpt the newest state.
 """
 from __future__ import annotations
 
+import difflib
+import logging
+
 from lightning.pytorch.callbacks import ModelCheckpoint
+
+from dcgan_lab.metrics.registry import is_metric_scalar
+
+log = logging.getLogger(__name__)
 
 
 class EpochCheckpoints(ModelCheckpoint):
@@ -36,6 +43,7 @@ class BestCheckpoint(ModelCheckpoint):
     def __init__(self, dirpath: str, monitor: str = "classifier/fid", mode: str = "min"):
         super().__init__(dirpath=dirpath, filename="best", monitor=monitor, mode=mode, save_top_k=1, save_last=False,
                          auto_insert_metric_name=False, save_on_train_epoch_end=True)
+        self._said_missing = False
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         # Under DDP only rank 0 evaluates, while saving is collective: every rank takes rank 0's value, or none.
@@ -43,3 +51,11 @@ class BestCheckpoint(ModelCheckpoint):
         if value is not None:
             trainer.callback_metrics[self.monitor] = value
             super().on_train_epoch_end(trainer, pl_module)
+        elif not self._said_missing and (measured := sorted(k for k in trainer.callback_metrics if is_metric_scalar(k))):
+            # An evaluation ran without the monitored scalar (callbacks.best_checkpoint.monitor=classifier/fdi, or a
+            # metric not in metrics.enabled): said once, where it would otherwise pass in silence.
+            self._said_missing = True
+            close = difflib.get_close_matches(self.monitor, measured, n=1)
+            log.warning("no checkpoints/best.ckpt: callbacks.best_checkpoint.monitor=%s is not among the metrics this "
+                        "run measures (%s%s)", self.monitor, f"did you mean {close[0]}? " if close else "",
+                        ", ".join(measured))

@@ -87,6 +87,11 @@ def direction(key: str) -> int:
     return next((sign for entry in METRICS.values() if (sign := entry.direction(key)) is not None), 0)
 
 
+def is_metric_scalar(key: str) -> bool:
+    """Whether some registered metric logs `key` (whatever its direction)."""
+    return any(entry.direction(key) is not None for entry in METRICS.values())
+
+
 def enabled_problem(names) -> str | None:
     """None when `names` is a list of registered metric names, else what it must be (one line's end)."""
     known = ", ".join(METRICS)
