@@ -28,6 +28,10 @@ def _values(override) -> list[str]:
     return [str(item) for choice in choices for item in (choice if isinstance(choice, list) else [choice])]
 
 
+def _multirun(args: list[str]) -> bool:
+    return any(a in ("-m", "--multirun") or a.replace(" ", "") == "hydra.mode=MULTIRUN" for a in args)
+
+
 def _overrides(args: list[str]) -> list[str]:
     """The overrides among the arguments: `key=value` or `~key`. Flags (`-m`) and the values Hydra's flags take
     (`--cfg job`, `--info defaults`, `-p model`) are not overrides."""
@@ -100,6 +104,10 @@ def command_line_problem(args: list[str], config_name: str = "config") -> str | 
                 return f"{group}={value} is not an option of {group}: {hint}(options: {', '.join(options)})."
         if problem := _plus_problem(override, config_name):
             return problem
+        if group == "sweep" and not _multirun(args):  # Hydra would run one job with the defaults, silently
+            value = _values(override)[0]
+            return (f"+sweep={value} is a sweep: start it with -m (python train.py -m +sweep={value}); without -m "
+                    "it trains one run with the defaults.")
     keys = [o for o in overrides if o not in groups and not o.is_add() and not o.is_force_add()]
     if not keys:
         return None

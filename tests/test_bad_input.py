@@ -202,7 +202,7 @@ def test_command_line_check_names_the_closest_key_and_lets_good_lines_through():
         "training.n_critc is not a config key: did you mean training.n_critic?")
     assert command_line_problem(["model=resnt"]).startswith("model=resnt is not an option of model: did you mean model=resnet?")
     assert command_line_problem(["evaluate_me=1"]).startswith("evaluate_me is not a config key: (the config has: ")
-    good = ["loss=hinge", "model.attention=true", "+sweep=mnist_ablation", "seed=0,1,2", "+extra_note=hello",
+    good = ["-m", "loss=hinge", "model.attention=true", "+sweep=mnist_ablation", "seed=0,1,2", "+extra_note=hello",
             "hydra/launcher=local", "optimizer.betas=[0.3,0.999]"]
     assert command_line_problem(good) is None
     assert command_line_problem(["model=progressive", "model.growth.fade_images=10"]) is None
@@ -251,7 +251,18 @@ def test_a_group_chosen_with_the_wrong_plus_gets_the_form_to_write():
     assert command_line_problem(["+dataset=mnist"], "evaluate").startswith("+dataset=mnist: dataset is already in the defaults of conf/evaluate.yaml")
     assert command_line_problem(["loss=hinge"], "evaluate") == (
         "loss=hinge: conf/evaluate.yaml has no loss group (its groups: dataset, metrics, paths).")
-    assert command_line_problem(["+sweep=mnist_ablation", "ablation=hinge", "+seed_study=mnist_hinge"]) is None
+    assert command_line_problem(["-m", "+sweep=mnist_ablation", "ablation=hinge", "+seed_study=mnist_hinge"]) is None
+
+
+def test_a_named_sweep_without_multirun_is_refused():
+    """`python train.py +sweep=mnist_ablation` (no -m) trained one 20-epoch run with the defaults, in outputs/, as if
+    the sweep had started."""
+    from dcgan_lab.command_line import command_line_problem
+
+    assert command_line_problem(["+sweep=mnist_ablation", "trainer.max_epochs=2"]) == (
+        "+sweep=mnist_ablation is a sweep: start it with -m (python train.py -m +sweep=mnist_ablation); without -m "
+        "it trains one run with the defaults.")
+    assert command_line_problem(["--multirun", "+sweep=mnist_ablation"]) is None
 
 
 def test_paths_with_override_syntax_are_quoted_and_lists_stay_lists(tmp_path):

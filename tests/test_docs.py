@@ -38,7 +38,7 @@ def _commands() -> list[tuple[str, str, list[str]]]:
             args = re.split(r"\s#\s", match["args"])[0].strip()  # a trailing comment
             if args.endswith("\\"):
                 continue  # continued on the next line
-            words = [_concrete(w) for w in shlex.split(args) if not w.startswith("-") and w not in NOT_YET]
+            words = [_concrete(w) for w in shlex.split(args) if w not in NOT_YET]  # flags too: -m matters
             found.append((doc, match.group(0).strip(), words))
     return found
 
@@ -57,4 +57,4 @@ def test_every_documented_command_passes_the_command_line_check(doc, line, args)
 @pytest.mark.parametrize("doc, token", _tokens())
 def test_every_documented_group_choice_names_an_option_in_the_form_hydra_takes(doc, token):
     config = "evaluate" if doc.endswith("evaluate.md") else "config"
-    assert command_line_problem([_concrete(token)], config) is None, (doc, token)
+    assert command_line_problem(["-m", _concrete(token)], config) is None, (doc, token)  # -m: a +sweep= token too
