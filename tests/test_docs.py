@@ -7,6 +7,8 @@ import re
 import shlex
 
 import pytest
+import torch
+from hydra.utils import instantiate
 
 from dcgan_lab.command_line import _options, command_line_problem, quote_paths
 from dcgan_lab import CONF_DIR
@@ -58,3 +60,21 @@ def test_every_documented_command_passes_the_command_line_check(doc, line, args)
 def test_every_documented_group_choice_names_an_option_in_the_form_hydra_takes(doc, token):
     config = "evaluate" if doc.endswith("evaluate.md") else "config"
     assert command_line_problem(["-m", _concrete(token)], config) is None, (doc, token)  # -m: a +sweep= token too
+
+
+
+ALONE = re.compile(r"alone[^:`]*?(?::|with e\.g\.)\s*`?([^`]+?)`?\s*$")  # `... alone: <overrides>`
+
+
+@pytest.mark.parametrize("path", sorted(str(p.relative_to(CONF_DIR)) for group in ("activation", "norm")
+                                        for p in (CONF_DIR / group).glob("*.yaml")))
+def test_the_one_network_alone_line_of_each_activation_and_norm_builds(path, make_cfg):
+    """conf/activation/elu.yaml said `activation.d._target_=torch.nn.ELU` for ELU in D alone: on the default
+    activation=dcgan, D's node keeps LeakyReLU's negative_slope, and the run stopped with a TypeError."""
+    group = path.split("/")[0]
+    header = (CONF_DIR / path).read_text().splitlines()[:2]
+    for overrides in [m.group(1) for line in header for m in ALONE.finditer(line)]:
+        cfg = make_cfg(*overrides.split(), fast=False)
+        for net in "gd":
+            factory = instantiate(cfg[group][net])
+            assert isinstance(factory() if group == "activation" else factory(8), torch.nn.Module), overrides
