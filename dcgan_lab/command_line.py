@@ -156,9 +156,12 @@ def quote_paths(args: list[str]) -> list[str]:
     for arg in args:
         key, sep, value = arg.partition("=")
         is_list = value[:1] == "[" and value[-1:] == "]"
-        if (sep and key.lstrip("+~") in PATH_KEYS and HYDRA_SYNTAX & set(value) and "'" not in value
-                and value[:1] != '"' and not is_list):
-            arg = f"{key}='{value}'"
+        is_quoted = len(value) > 1 and value[0] in "'\"" and value[-1] == value[0]
+        # A path holding an apostrophe (`/data/Van Gogh's letters`) is quoted with double quotes.
+        quote = '"' if "'" in value else "'"
+        if (sep and key.lstrip("+~") in PATH_KEYS and HYDRA_SYNTAX & set(value) and quote not in value
+                and not is_quoted and not is_list):
+            arg = f"{key}={quote}{value}{quote}"
         quoted.append(arg)
     return quoted
 

@@ -283,6 +283,13 @@ def test_paths_with_override_syntax_are_quoted_and_lists_stay_lists(tmp_path):
         with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
             cfg = compose("evaluate", overrides=quote_paths([arg]))
         assert find_checkpoints(cfg.ckpt) == expected, arg
+    # A folder name with an apostrophe was Hydra's LexerNoViableAltException (quoted in single quotes, or not at all).
+    art = "/data/Van Gogh's letters, 1888"
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("config", overrides=quote_paths(["dataset=image_folder", f"dataset.path={art}"]))
+    GlobalHydra.instance().clear()
+    assert cfg.dataset.path == art
 
 
 def test_a_bad_value_is_refused_before_the_training_stack_loads(tmp_path):
