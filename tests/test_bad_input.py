@@ -335,6 +335,24 @@ def test_resume_without_the_run_folder_names_the_newest_run_to_continue(tmp_path
            "hydra.sweep.dir=<the sweep's folder>" in sweep.stdout + sweep.stderr
 
 
+def test_an_image_too_large_for_pil_is_skipped_or_named_like_an_unreadable_one(tmp_path, caplog, monkeypatch):
+    """A scan over twice PIL's MAX_IMAGE_PIXELS (a gigapixel painting in an art folder) stopped the run with PIL's
+    DecompressionBombError traceback; it is an unreadable file like the others (here: the limit made tiny)."""
+    import PIL.Image
+
+    from dcgan_lab.data.sources import image_folder as read_folder
+    from dcgan_lab.errors import DataError
+
+    folder = image_folder(tmp_path / "art", n=3)  # 20x20
+    Image.fromarray(np.zeros((40, 40, 3), dtype=np.uint8)).save(folder / "huge.png")
+    monkeypatch.setattr(PIL.Image, "MAX_IMAGE_PIXELS", 500)  # 40x40 = 1600 > 2 x 500; 20x20 = 400 passes
+    with caplog.at_level(logging.WARNING, logger="dcgan_lab.data.sources"):
+        images, _ = read_folder(str(folder), image_size=16, channels=3, cache_dir=str(tmp_path / "a"))
+    assert len(images) == 3 and "skipped 1 unreadable image file(s), e.g. " in caplog.text
+    with pytest.raises(DataError, match=r"cannot read image .*huge.png \(DecompressionBombError\)"):
+        read_folder(str(folder), image_size=16, channels=3, cache_dir=str(tmp_path / "b"), on_corrupt="error")
+
+
 def test_a_folder_of_mixed_image_modes_decodes_each_at_its_own_grey_level(tmp_path):
     """A WikiArt-like folder (nested class folders; RGB, greyscale, RGBA, palette, CMYK and 16-bit greyscale, PNG and
     JPEG) decodes every file to the level it shows: a 16-bit PNG was clipped at 255 by PIL, all but white."""

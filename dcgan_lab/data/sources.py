@@ -236,6 +236,7 @@ def decode_files(files: list[Path], image_size: int, channels: int, cache_dir: s
         return images
 
     from PIL import Image, UnidentifiedImageError
+    from PIL.Image import DecompressionBombError
     from tqdm import tqdm
 
     mode = "L" if channels == 1 else "RGB"
@@ -244,7 +245,8 @@ def decode_files(files: list[Path], image_size: int, channels: int, cache_dir: s
         try:
             with Image.open(f) as img:
                 decoded.append(_center_crop_resize(eight_bit(img, mode), image_size, crop))
-        except (UnidentifiedImageError, OSError, ValueError) as exc:
+        # DecompressionBombError: over twice PIL's MAX_IMAGE_PIXELS (a gigapixel scan), which PIL refuses to decode
+        except (UnidentifiedImageError, OSError, ValueError, DecompressionBombError) as exc:
             unreadable.append([str(f), type(exc).__name__])
             if on_corrupt == "error":
                 _report_unreadable(unreadable, on_corrupt)
