@@ -177,10 +177,12 @@ def train(cfg: DictConfig) -> dict:
         keep_metrics_on_resume(loggers[0], checkpoint)
 
     started = time.perf_counter()
+    failed = True
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+        failed = False
     finally:
-        finish_wandb_run(output_dir, time.perf_counter() - started)
+        finish_wandb_run(output_dir, time.perf_counter() - started, failed=failed)
     if 0 < cfg.trainer.max_steps <= module.g_step:  # Lightning's own line names its count of optimizer steps
         log.info("Stopped at trainer.max_steps=%d G steps (%d batches, %d D steps each)",
                  cfg.trainer.max_steps, module.batches_seen, module.n_critic)
@@ -209,13 +211,15 @@ def refuse_finished(cfg: DictConfig, checkpoint: dict, source: str) -> None:
                           f"stay as they are; to train on, raise the limit (e.g. {more})")
 
 
-def finish_wandb_run(output_dir: Path | None = None, train_time_s: float | None = None) -> None:
-    """One W&B run per job, so multirun never mixes runs; its summary gets the best and last metrics."""
+def finish_wandb_run(output_dir: Path | None = None, train_time_s: float | None = None, failed: bool = False) -> None:
+    """One W&B run per job, so multirun never mixes runs; its summary gets the best and last metrics. A run that
+    failed finishes with exit code 1: W&B marks it failed (its exit code 0 would show it as finished)."""
     wandb = sys.modules.get("wandb")
     if wandb is not None and wandb.run is not None:
         if output_dir is not None:
             summarize_wandb_run(wandb.run, output_dir, train_time_s)
-        wandb.finish()
+        # finish() runs here before the exception reaches W&B's exit hook, so it would record 0: say so.
+        wandb.finish(exit_code=1 if failed else 0)
 
 
 def main(cfg: DictConfig) -> dict | None:

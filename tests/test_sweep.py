@@ -119,6 +119,24 @@ def test_a_single_run_that_failed_while_training_is_recorded_and_reported(make_c
     assert status["error"] == "DivergenceError: " + error.removeprefix("error: ")
 
 
+def test_a_run_that_failed_while_training_is_failed_on_wandb_too(make_cfg, tmp_path):
+    # W&B's state comes from the exit code the run finishes with: 0 shows a diverged run as finished, once synced.
+    from tests.wandb_records import read_records, the_offline_run
+
+    def exit_code(run_dir: Path) -> int:
+        records = [r for r in read_records(the_offline_run(run_dir)[1]) if r.WhichOneof("record_type") == "exit"]
+        return records[-1].exit.exit_code
+
+    with pytest.raises(SystemExit):
+        main(make_cfg("logger=wandb", "optimizer=sgd", "optimizer.lr_d=1e30", "optimizer.lr_g=1e30"))
+    assert read_status(tmp_path / "run")["status"] == "failed"
+    offline_run(the_offline_run(tmp_path / "run")[1])  # waits until W&B has written the run out
+    assert exit_code(tmp_path / "run") != 0
+    main(make_cfg("logger=wandb", run_dir=tmp_path / "ok"))
+    offline_run(the_offline_run(tmp_path / "ok")[1])
+    assert exit_code(tmp_path / "ok") == 0
+
+
 def test_real_multirun_with_a_failing_variant_then_report(tmp_path):
     """4 jobs: flip_prob 0.0 (2 seeds, trained) and flip_prob 0.9 (2 seeds, rejected by the config check)."""
     sweep_dir = tmp_path / "multirun" / "2026-01-01" / "12-00-00"
