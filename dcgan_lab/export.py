@@ -55,7 +55,7 @@ def export_samples(checkpoint: str | os.PathLike, n: int, out: str | os.PathLike
     """n samples of the G saved in `checkpoint` (file or run folder) written to `out` (a folder, or a .npz file)."""
     from tqdm import tqdm
 
-    from dcgan_lab.metrics.checkpoints import device_named, load_generator
+    from dcgan_lab.metrics.checkpoints import device_named, load_generator, run_metrics_seed
     from dcgan_lab.metrics.suite import at_data_size, generate, sample_latents
 
     if n < 1:
@@ -69,7 +69,7 @@ def export_samples(checkpoint: str | os.PathLike, n: int, out: str | os.PathLike
     device = device_named(device)
     saved = load_generator(path, device)
     metric_settings = saved.config.get("metrics") or {}
-    seed = metric_settings.get("seed", 0) if seed is None else seed
+    seed = run_metrics_seed(saved.config) if seed is None else seed
     batch_size = batch_size or metric_settings.get("batch_size", 256)
     z, labels = sample_latents(saved.generator, n, seed)
     manifest = {**saved.info, "seed": seed, "n": n, "latents": "dcgan_lab.metrics.suite.sample_latents",

@@ -334,3 +334,25 @@ def test_evaluate_draws_the_runs_latent_walk_again_from_its_checkpoint(make_cfg,
     evaluate_run(off)
     assert not (off / "checkpoints/last_metrics/interpolation.png").exists()
     capsys.readouterr()
+
+
+def test_evaluate_measures_each_checkpoint_on_the_latents_of_its_runs_own_metrics_seed(make_cfg, tmp_path):
+    """A run that measured itself with metrics.seed=7: evaluate.py ckpt= draws those latents again (its logged numbers,
+    and what the export writes), and metrics.seed=<n> on the command line chooses others."""
+    from dcgan_lab.config import compose_run_config
+    from dcgan_lab.metrics.checkpoints import evaluate
+
+    measured = ["metrics.n_samples=100", "metrics.enabled=[classifier,clustering]", "metrics.figures=false"]
+    train(make_cfg("metrics=default", "metrics.seed=7", *measured))
+    [logged] = evaluation_rows(tmp_path / "run")
+
+    def evaluated(*overrides: str) -> dict:
+        cfg = compose_run_config(tmp_path, [f"ckpt={tmp_path / 'run' / 'checkpoints' / 'last.ckpt'}", "device=cpu", "figures=false", *measured, *overrides],
+                                 root_dir=ROOT, config_name="evaluate")
+        [entry] = evaluate(cfg).values()
+        return entry
+
+    again, chosen = evaluated(), evaluated("metrics.seed=0")
+    for name in ("classifier/fid", "classifier/confidence", "cluster/silhouette", "cluster_feat/silhouette"):
+        assert again[name] == pytest.approx(logged[name], rel=1e-9), name
+    assert chosen["classifier/fid"] != pytest.approx(logged["classifier/fid"], rel=1e-9)

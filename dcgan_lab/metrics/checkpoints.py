@@ -25,8 +25,9 @@ from dcgan_lab.atomic import replaced_atomically, write_text_atomically
 from dcgan_lab.callbacks.samples import save_png, walk_grid
 from dcgan_lab.checkpoint_io import check_architecture, read_checkpoint
 from dcgan_lab.errors import ConfigError, DataError, LabError
-from dcgan_lab.metrics.suite import MetricSuite, generate
+from dcgan_lab.metrics.suite import MetricSuite, defaults, generate
 from dcgan_lab.nets.ema import sampling_generator
+from dcgan_lab.sweep import job_overrides
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +88,17 @@ def load_generator(path: Path, device="cpu") -> SavedGAN:
         "g_step": checkpoint.get("batches_seen", 0) // n_critic,
     }
     return SavedGAN(generator.to(device), discriminator.to(device), config, info, state["fixed_z"], state.get("fixed_labels"))
+
+
+def run_metrics_seed(config: dict) -> int:
+    """The metrics.seed the saved run measured itself with: its evaluations' latents and their random draws (clusters,
+    real subsets). evaluate.py and the export draw with it again, so they measure what the run logged."""
+    return int((config.get("metrics") or {}).get("seed", defaults()["seed"]))
+
+
+def seed_given() -> bool:
+    """Whether the command line chose metrics.seed (then it applies to every checkpoint, whatever its run used)."""
+    return any(override.lstrip("+~").split("=", 1)[0] == "metrics.seed" for override in job_overrides())
 
 
 def write_walk(saved: SavedGAN, path: Path, batch_size: int, device) -> Path | None:
@@ -160,11 +172,14 @@ def evaluate_checkpoints(cfg: DictConfig, settings: dict, device: torch.device) 
     results: dict[str, dict] = {}
     paths = find_checkpoints(cfg.ckpt)
     labels = _labels(paths)
+    keep_seed = seed_given()
     for path in paths:
         saved = load_generator(path, device)
-        dataset_key = json.dumps(saved.config["dataset"], sort_keys=True)
+        # The run's own metrics.seed unless the command line gives one: the latents its logged numbers came from.
+        measured = settings if keep_seed else {**settings, "seed": run_metrics_seed(saved.config)}
+        dataset_key = json.dumps([saved.config["dataset"], measured["seed"]], sort_keys=True)
         if dataset_key not in suites:  # one suite per dataset: classifier and reference statistics load once
-            suites[dataset_key] = MetricSuite(settings, instantiate(saved.config["dataset"]), cfg.paths.cache_dir, device=device)
+            suites[dataset_key] = MetricSuite(measured, instantiate(saved.config["dataset"]), cfg.paths.cache_dir, device=device)
         info = saved.info
         log.info("evaluating %s (%s, epoch %s, %s G steps)", path, info["generator"], info["epoch"], info["g_step"])
         figures = path.parent / f"{path.stem}_metrics" if cfg.figures else None
