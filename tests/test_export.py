@@ -238,9 +238,10 @@ def test_evaluate_images_refuses_what_it_cannot_measure_with_one_line(tmp_path, 
     folder = tmp_path / "grey"
     folder.mkdir()
     Image.fromarray(np.zeros((32, 32), np.uint8)).save(folder / "0.png")
-    empty, short, floats, outside = (tmp_path / f"{name}.npz" for name in ("empty", "short", "floats", "outside"))
+    empty, short, floats, outside, few = (tmp_path / f"{name}.npz" for name in ("empty", "short", "floats", "outside", "few"))
     digits = np.zeros((4, 32, 32, 1), np.uint8)
     np.savez(empty, arr_0=digits[:0])
+    np.savez(few, arr_0=digits)  # all of them are measured: fewer than k-means's k (10) cannot be
     np.savez(short, arr_0=digits, arr_1=np.arange(3))
     np.savez(floats, arr_0=digits, arr_1=np.arange(4.0))
     np.savez(outside, arr_0=digits, arr_1=np.array([0, 9, 57, 1]))  # MNIST's classes are 0..9
@@ -269,6 +270,8 @@ def test_evaluate_images_refuses_what_it_cannot_measure_with_one_line(tmp_path, 
         (f"images={classes}", "dataset=mnist_mini"): f"error: images={classes}: class subfolder 57 is not one of "
                                                      "dataset=mnist_mini's classes 0..9; name the class subfolders 0..9 "
                                                      "(or put the images in one folder, unlabelled)",
+        (f"images={few}", "dataset=mnist_mini"): f"error: images={few} holds 4 images, too few to measure: the metrics "
+                                                 "need more than metrics.kmeans_k=10 (e.g. 2000)",
     }
     for overrides, line in cases.items():
         cfg = compose_run_config(tmp_path, list(overrides), root_dir=ROOT, config_name="evaluate")
@@ -276,8 +279,8 @@ def test_evaluate_images_refuses_what_it_cannot_measure_with_one_line(tmp_path, 
             evaluate_main(cfg)
         assert stopped.value.code == 2
         assert capsys.readouterr().err.strip() == line
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["classes", "empty.npz", "floats.npz", "grey", "outside.npz",
-                                                          "short.npz"]  # nothing written: no <name>_metrics folder
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["classes", "empty.npz", "few.npz", "floats.npz", "grey",
+                                                          "outside.npz", "short.npz"]  # nothing written: no <name>_metrics folder
 
 
 def test_an_export_of_a_progressive_generator_mid_growth_holds_what_the_metrics_measure(tmp_path):

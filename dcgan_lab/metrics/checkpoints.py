@@ -25,7 +25,7 @@ from dcgan_lab.atomic import replaced_atomically, write_text_atomically
 from dcgan_lab.callbacks.samples import save_png, walk_grid
 from dcgan_lab.checkpoint_io import check_architecture, read_checkpoint
 from dcgan_lab.errors import ConfigError, DataError, LabError
-from dcgan_lab.metrics.suite import MetricSuite, defaults, generate
+from dcgan_lab.metrics.suite import MetricSuite, defaults, fewest_samples, generate
 from dcgan_lab.nets.ema import sampling_generator
 from dcgan_lab.sweep import job_overrides
 
@@ -208,6 +208,10 @@ def evaluate_images(cfg: DictConfig, settings: dict, device: torch.device) -> di
         raise DataError(f"images={cfg.images} are {_shape(found)} but dataset={datamodule.name} is {_shape(expected)}; "
                         "measure them against data of their shape (dataset.image_size=<their size> resizes the data)")
     check_labels(path, labels, datamodule.num_classes, datamodule.name)
+    key, k = fewest_samples(settings)
+    if len(images) <= k:  # all of them are measured, so metrics.n_samples's check does not cover them
+        raise DataError(f"images={cfg.images} holds {len(images)} images, too few to measure: the metrics need more than "
+                        f"metrics.{key}={k} (e.g. 2000)")
     log.info("evaluating %d images from %s against %s", len(images), path, datamodule.name)
     folder = path.parent / f"{path.stem}_metrics"
     suite = MetricSuite(settings, datamodule, cfg.paths.cache_dir, device=device)

@@ -66,11 +66,17 @@ def settings_from(cfg: Mapping | None) -> dict[str, Any]:
         if missing := [key for key in entry.options if key not in s]:
             raise ConfigError(f"metric {entry.name} reads metrics.{missing[0]}, which has no value: "
                               f"give it a default in {DEFAULTS_FILE.relative_to(CONF_DIR.parent)}")
-    largest_k = max(("kmeans_k", "pr_k", "dc_k"), key=lambda key: s[key])
-    if s["n_samples"] <= s[largest_k]:
-        raise ConfigError(f"metrics.n_samples={s['n_samples']} is too small: use more than "
-                          f"metrics.{largest_k}={s[largest_k]} (e.g. 2000)")
+    key, k = fewest_samples(s)
+    if s["n_samples"] <= k:
+        raise ConfigError(f"metrics.n_samples={s['n_samples']} is too small: use more than metrics.{key}={k} (e.g. 2000)")
     return s
+
+
+def fewest_samples(settings: Mapping) -> tuple[str, int]:
+    """(option, k): the metrics need more than k images, k-means's k or the k-NN balls' (one rule for metrics.n_samples
+    and for the images evaluate.py is given)."""
+    largest_k = max(("kmeans_k", "pr_k", "dc_k"), key=lambda key: settings[key])
+    return largest_k, settings[largest_k]
 
 
 @dataclass
