@@ -465,6 +465,10 @@ def test_wandb_offline_run_folder(make_cfg, tmp_path, capfd, monkeypatch):
     assert len(shown) == 2
     for (media, _caption, _row), local in zip(shown, [samples / "epoch_0000.png", samples / "last.png"]):
         assert_same_pixels(media, local, "W&B samples")
+    # One epoch ran, epoch 0: the end's grid and walk are its state too, not an "epoch 1" that never ran.
+    assert [caption for _media, caption, _row in shown] == ["samples/epoch_0000.png, epoch 0", "samples/last.png, epoch 0"]
+    assert [caption for _m, caption, _r in logged_images(run_dir, run_file)["samples/interpolation"]] == [
+        "samples/interpolation.png, epoch 0"]
     assert (Path(result["output_dir"]) / "metrics.csv").is_file()  # the CSV is written whatever the logger
 
 

@@ -145,6 +145,7 @@ class SampleGrid(L.Callback):
         self.walk_rows, self.walk_steps, self.spherical = walk_rows, walk_steps, spherical
         self.animation = animation
         self._last_epoch_drawn: int | None = None  # this fit's: grids after it are from an abandoned timeline
+        self._epoch_in_progress = 0  # the end's captions: Lightning has counted past the last epoch by then
 
     def on_fit_start(self, trainer, pl_module) -> None:
         if trainer.is_global_zero:
@@ -160,9 +161,12 @@ class SampleGrid(L.Callback):
     def _write(self, trainer, pl_module, name: str, key: str = "samples", in_batch_end: bool = False,
                grid: torch.Tensor | None = None) -> Path:
         grid = self.grid(pl_module) if grid is None else grid
-        caption = f"samples/{name}, epoch {trainer.current_epoch}"
+        caption = f"samples/{name}, epoch {self._epoch_in_progress}"
         return write_png_and_show(self.dir / name, lambda tmp: save_png(grid, tmp), trainer.loggers, key,
                                   step=dashboard_step(trainer, in_batch_end), caption=caption)
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        self._epoch_in_progress = trainer.current_epoch
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         if trainer.is_global_zero and (trainer.current_epoch + 1) % self.every_n_epochs == 0:
