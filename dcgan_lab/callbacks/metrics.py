@@ -82,7 +82,8 @@ class GenerativeMetrics(L.Callback):
                      caption=f"{self.dir.name}/{path.name}")
         for logger in trainer.loggers:
             logger.save()
-        trainer.callback_metrics.update({k: torch.tensor(v) for k, v in report.scalars.items()})
+        # float64, as logged: status.json's final metrics are read from here and must equal metrics.csv's
+        trainer.callback_metrics.update({k: torch.tensor(v, dtype=torch.float64) for k, v in report.scalars.items()})
         self._evaluated_step = step
         if inception:
             self._inception_step = step

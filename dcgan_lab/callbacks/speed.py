@@ -122,7 +122,7 @@ class Throughput(L.Callback):
             rates["perf/images_per_s"] = self._value
             self._images_recorded = self.images
         for name, value in rates.items():
-            trainer.callback_metrics[name] = torch.tensor(value)
+            trainer.callback_metrics[name] = torch.tensor(value, dtype=torch.float64)  # as logged (status.json)
         for logger in trainer.loggers:
             logger.log_metrics(rates, step=trainer.global_step)
 
