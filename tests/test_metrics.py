@@ -189,3 +189,18 @@ def test_too_few_samples_for_a_k_is_one_line_naming_that_k(given, named):
 
     with pytest.raises(ConfigError, match=f"metrics.n_samples={given['n_samples']} is too small: use more than {named}"):
         settings_from(given)
+
+
+@pytest.mark.parametrize("latent_dim", [100, 7])
+def test_the_first_n_latents_of_a_larger_draw_are_the_n_drawn_alone(latent_dim):
+    """An evaluation with Inception draws inception_n_samples latents and measures the other metrics on the first
+    n_samples of them; evaluations without it, evaluate.py and the export draw n_samples: the same latents."""
+    from types import SimpleNamespace
+
+    from dcgan_lab.metrics.suite import sample_latents
+
+    generator = SimpleNamespace(latent_dim=latent_dim, num_classes=0)
+    for n, more in ((150, 152), (500, 2048), (1, 3000)):
+        assert torch.equal(sample_latents(generator, more, 0)[0][:n], sample_latents(generator, n, 0)[0])
+    # Where one torch.randn call already had that property (n * d a multiple of 16), the latents are the ones it drew.
+    assert torch.equal(sample_latents(generator, 2000, 3)[0], torch.randn(2000, latent_dim, generator=torch.Generator().manual_seed(3)))

@@ -35,6 +35,7 @@ from dcgan_lab.plots import headless_pyplot
 
 log = logging.getLogger(__name__)
 
+LATENT_BLOCK = 1024  # rows of latents per draw (sample_latents)
 DEFAULTS_FILE = CONF_DIR / "metrics" / "default.yaml"  # the one owner of every metrics option's default
 
 
@@ -99,9 +100,15 @@ def generate(generator: nn.Module, z: torch.Tensor, labels: torch.Tensor | None,
 
 def sample_latents(generator: nn.Module, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The n latents (N, latent_dim) fixed by `seed`, and the labels for a class-conditional G (num_classes > 0):
-    balanced, 0, 1, ..., K-1, 0, ... (else None). Every sampler of a saved G draws these: evaluation and export."""
+    balanced, 0, 1, ..., K-1, 0, ... (else None). Every sampler of a saved G draws these: evaluation and export.
+
+    Drawn LATENT_BLOCK rows at a time, so the first n of a larger draw are the n drawn alone (an evaluation with
+    Inception draws inception_n_samples latents and measures the other metrics on the first n_samples). One
+    torch.randn(n, d) gives the same values when n * d is a multiple of 16; otherwise it draws its last 16 values
+    apart, and the first n of a larger draw were other latents."""
     noise = torch.Generator().manual_seed(seed)
-    z = torch.randn(n, generator.latent_dim, generator=noise)
+    blocks = [torch.randn(LATENT_BLOCK, generator.latent_dim, generator=noise) for _ in range(-(-n // LATENT_BLOCK))]
+    z = torch.cat(blocks)[:n] if blocks else torch.empty(0, generator.latent_dim)
     k = getattr(generator, "num_classes", 0) or 0
     return z, (torch.arange(n) % k if k else None)
 
