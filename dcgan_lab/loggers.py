@@ -103,19 +103,20 @@ class LabWandbLogger(WandbLogger):
 def new_wandb_logger(save_dir: str, project: str, mode: str = "auto", **init) -> WandbLogger:
     """A W&B logger saving under <save_dir>/wandb, in `mode` (WANDB_MODE wins); `init` goes to wandb.init."""
     mode = os.environ.get("WANDB_MODE", mode)
+    no_credentials = mode == "auto" and not wandb_has_credentials()
     if mode == "auto":
-        mode = "online" if wandb_has_credentials() else "offline"
-        if mode == "offline":
-            log.warning(
-                "W&B: no credentials, logging offline to %s/wandb; upload later with `wandb sync %s/wandb/offline-run-*`",
-                save_dir,
-                save_dir,
-            )
-    if mode != "online" and init.get("log_model"):
+        mode = "offline" if no_credentials else "online"
+    if mode != "online" and init.get("log_model"):  # before the offline notice: this run will not log at all
         raise ConfigError(
             f"logger.wandb.log_model={init['log_model']} uploads checkpoints, which an offline W&B run cannot do; log in "
             "(`wandb login` or WANDB_API_KEY) and set logger.wandb.mode=online, or leave log_model out (checkpoints "
             "stay in <run>/checkpoints)")
+    if no_credentials:
+        log.warning(
+            "W&B: no credentials, logging offline to %s/wandb; upload later with `wandb sync %s/wandb/offline-run-*`",
+            save_dir,
+            save_dir,
+        )
     Path(save_dir).mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("WANDB_SILENT", "true")
     return LabWandbLogger(save_dir=save_dir, project=project, offline=mode != "online", **init)

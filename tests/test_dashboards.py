@@ -282,3 +282,18 @@ def test_wandb_log_model_gets_every_checkpoint_even_those_written_after_its_scan
     assert {name for name, _ in on_disk} == {"epoch0000.ckpt", "epoch0001.ckpt", "epoch0002.ckpt", "last.ckpt"}
     logged = set(logged_checkpoints(the_offline_run(run_dir)[1]))
     assert on_disk <= logged, sorted(on_disk - logged)
+
+
+def test_an_offline_log_model_is_refused_without_first_announcing_an_offline_run(tmp_path, monkeypatch, caplog):
+    # No credentials and no WANDB_MODE (a user's first run): the refusal is the only thing said, not "logging offline
+    # to <run>/wandb; upload later with wandb sync" followed by it.
+    from dcgan_lab.errors import ConfigError
+    from dcgan_lab.loggers import new_wandb_logger
+
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.setattr("dcgan_lab.loggers.wandb_has_credentials", lambda: False)
+    with pytest.raises(ConfigError, match="log_model=all uploads checkpoints"):
+        new_wandb_logger(str(tmp_path / "run"), "dcgan_lab", log_model="all")
+    assert "logging offline" not in caplog.text
+    new_wandb_logger(str(tmp_path / "run"), "dcgan_lab")  # without log_model: offline, and said once
+    assert caplog.text.count("W&B: no credentials, logging offline") == 1
