@@ -85,6 +85,12 @@ CASES = [
      "Lightning's Trainer refused the trainer settings (conf/trainer, trainer.*): Precision 17 is invalid."),
     ("a GPU on a machine without one", ["trainer.accelerator=gpu"] if not torch.cuda.is_available() else ["trainer.devices=abc"],
      "Lightning's Trainer refused the trainer settings (conf/trainer, trainer.*): "),
+    ("fewer classes than the labels", ["dataset.num_classes=1"],
+     "dataset.num_classes=1 does not fit mnist_mini: its train images are labelled 0..9 (10 classes); set "
+     "dataset.num_classes=10 (or 0 to use no labels)"),
+    ("more classes than the labels", ["dataset.num_classes=20"],
+     "dataset.num_classes=20 does not fit mnist_mini: its train images are labelled 0..9 (10 classes); set "
+     "dataset.num_classes=10 (or 0 to use no labels)"),
     pytest.param("fewer images than a batch", ["dataset=image_folder", "dataset.path={few}", "dataset.image_size=16"],
                  "image_folder has 5 training images, fewer than dataset.batch_size=16"),
 ]

@@ -124,8 +124,25 @@ class ImageDataModule(L.LightningDataModule):
                     f"dataset.channels={self.channels} but {self.name} images have {images.shape[1]} channel(s); "
                     f"set dataset.channels={images.shape[1]}"
                 )
+            if self.num_classes:
+                self._check_labels(split, labels)
             self._splits[split] = UInt8Images(fit_to_size(images, self.image_size), labels)
         return self._splits[split]
+
+    def _check_labels(self, split: str, labels: torch.Tensor | None) -> None:
+        """dataset.num_classes=K says the data is labelled 0..K-1, every class in training: the metrics' classifier,
+        a conditional G and classes_covered / kl_uniform all count K classes (a label outside stops the classifier
+        with an IndexError; classes the data lacks would cap classes_covered and floor kl_uniform)."""
+        k = self.num_classes
+        if labels is None:
+            raise DataError(f"dataset.num_classes={k} but {self.name} has no class labels; set dataset.num_classes=0")
+        if not len(labels):
+            return
+        low, high, present = int(labels.min()), int(labels.max()), len(labels.unique())
+        if low < 0 or high >= k or (split == "train" and present < k):
+            fits = f"dataset.num_classes={high + 1} (or 0 to use no labels)" if low >= 0 else "dataset.num_classes=0"
+            raise DataError(f"dataset.num_classes={k} does not fit {self.name}: its {split} images are labelled "
+                            f"{low}..{high} ({present} classes); set {fits}")
 
     def setup(self, stage: str | None = None) -> None:
         data = self.split("train")
