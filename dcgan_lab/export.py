@@ -176,6 +176,21 @@ def read_samples(path: str | os.PathLike) -> tuple[torch.Tensor, torch.Tensor | 
     return images.contiguous(), labels
 
 
+def export_seed(path: str | os.PathLike) -> int | None:
+    """The seed an export of this lab's was drawn with (its manifest's), None for images from elsewhere."""
+    path = Path(path).expanduser()
+    try:
+        if path.suffix == ".npz" and path.is_file():
+            with np.load(path, allow_pickle=False) as data:
+                manifest = json.loads(str(data["manifest"])) if "manifest" in data.files else {}
+        else:
+            manifest = json.loads((path / MANIFEST).read_text()) if (path / MANIFEST).is_file() else {}
+    except (ValueError, OSError, zipfile.BadZipFile):  # not one of ours: read_samples says what is wrong with it
+        return None
+    seed = manifest.get("seed") if isinstance(manifest, dict) else None
+    return seed if isinstance(seed, int) and not isinstance(seed, bool) else None
+
+
 def check_labels(path: str | os.PathLike, labels: torch.Tensor | None, classes: int, dataset: str) -> None:
     """Refuses labels that `read_samples(path)` read outside the dataset's classes 0..classes-1 (a dataset without
     classes uses none, and checks none)."""

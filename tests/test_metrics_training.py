@@ -358,3 +358,13 @@ def test_evaluate_measures_each_checkpoint_on_the_latents_of_its_runs_own_metric
     for name in ("classifier/fid", "classifier/confidence", "cluster/silhouette", "cluster_feat/silhouette"):
         assert again[name] == pytest.approx(logged[name], rel=1e-9), name
     assert chosen["classifier/fid"] != pytest.approx(logged["classifier/fid"], rel=1e-9)
+
+    # Its export (drawn with that seed) measured as images: the same numbers, clusters included (their draws too).
+    from dcgan_lab.export import export_samples
+
+    npz = export_samples(tmp_path / "run", 100, tmp_path / "samples.npz", progress=False)
+    cfg = compose_run_config(tmp_path, [f"images={npz}", "dataset=mnist_mini", "device=cpu", "figures=false", *measured],
+                             root_dir=ROOT, config_name="evaluate")
+    [exported] = evaluate(cfg).values()
+    for name in ("classifier/fid", "cluster/silhouette", "cluster/balance", "cluster_feat/silhouette", "cluster_feat/balance"):
+        assert exported[name] == pytest.approx(logged[name], rel=1e-6), name

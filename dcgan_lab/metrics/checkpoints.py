@@ -195,7 +195,7 @@ def evaluate_checkpoints(cfg: DictConfig, settings: dict, device: torch.device) 
 def evaluate_images(cfg: DictConfig, settings: dict, device: torch.device) -> dict[str, dict]:
     """Every enabled metric for a folder or .npz of images (any model's samples, or an export) against
     dataset=<name>, all of the images (metrics.n_samples does not apply); the discriminator's metrics are skipped."""
-    from dcgan_lab.export import check_labels, read_samples
+    from dcgan_lab.export import check_labels, export_seed, read_samples
 
     if cfg.get("dataset") is None:
         raise ConfigError(f"images={cfg.images} needs dataset=<the data the images imitate> to measure them against, "
@@ -212,6 +212,9 @@ def evaluate_images(cfg: DictConfig, settings: dict, device: torch.device) -> di
     if len(images) <= k:  # all of them are measured, so metrics.n_samples's check does not cover them
         raise DataError(f"images={cfg.images} holds {len(images)} images, too few to measure: the metrics need more than "
                         f"metrics.{key}={k} (e.g. 2000)")
+    if not seed_given() and (seed := export_seed(path)) is not None:
+        # An export's seed is its run's metrics.seed: the clusters' and real subsets' draws its checkpoint was measured with.
+        settings = {**settings, "seed": seed}
     log.info("evaluating %d images from %s against %s", len(images), path, datamodule.name)
     folder = path.parent / f"{path.stem}_metrics"
     suite = MetricSuite(settings, datamodule, cfg.paths.cache_dir, device=device)
