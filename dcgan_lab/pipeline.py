@@ -182,12 +182,13 @@ def train(cfg: DictConfig) -> dict:
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
         failed = False
     finally:
-        finish_wandb_run(output_dir, time.perf_counter() - started, failed=failed)
+        train_time_s = module.train_time_before_s + time.perf_counter() - started  # a resume's earlier parts too
+        finish_wandb_run(output_dir, train_time_s, failed=failed)
     if 0 < cfg.trainer.max_steps <= module.g_step:  # Lightning's own line names its count of optimizer steps
         log.info("Stopped at trainer.max_steps=%d G steps (%d batches, %d D steps each)",
                  cfg.trainer.max_steps, module.batches_seen, module.n_critic)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
-    metrics["train_time_s"] = module.train_time_before_s + time.perf_counter() - started  # a resume's earlier parts too
+    metrics["train_time_s"] = train_time_s  # the W&B summary's too
     log.info("Run folder: %s", output_dir)
     return {"output_dir": str(output_dir), "metrics": metrics, "g_steps": module.g_step}
 

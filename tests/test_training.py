@@ -472,6 +472,18 @@ def test_wandb_offline_run_folder(make_cfg, tmp_path, capfd, monkeypatch):
     assert (Path(result["output_dir"]) / "metrics.csv").is_file()  # the CSV is written whatever the logger
 
 
+def test_a_resumed_runs_wandb_summary_counts_the_train_time_of_every_part(make_cfg, tmp_path):
+    # Its last/ and best/ values come from the whole run's metrics.csv; its train_time_s is status.json's: every part.
+    from tests.wandb_records import offline_run, the_offline_run
+
+    first = train(make_cfg("trainer.max_epochs=1"))
+    resumed = train(make_cfg("logger=wandb", "trainer.max_epochs=2", "trainer.log_every_n_steps=1",
+                             f"ckpt_path={Path(first['output_dir']) / 'checkpoints' / 'last.ckpt'}", run_dir=tmp_path / "resumed"))
+    summary = offline_run(the_offline_run(resumed["output_dir"])[1])["summary"]
+    assert resumed["metrics"]["train_time_s"] > first["metrics"]["train_time_s"]
+    assert json.loads(summary["train_time_s"]) == resumed["metrics"]["train_time_s"]
+
+
 def test_cli_fast_dev_run(tmp_path):
     proc = run_cli(
         ["loss=hinge", "model.attention=true", "trainer.fast_dev_run=true", "logger=csv", "metrics=none",  # metrics: the sweep CLI test
