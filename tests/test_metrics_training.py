@@ -86,6 +86,20 @@ def test_intra_fid_catches_a_conditional_generator_that_draws_the_wrong_class(mn
     assert right.scalars["classifier/intra_fid"] == pytest.approx(sum(per_class.values()) / 10)
 
 
+def test_cluster_feat_is_measured_on_the_classifiers_features_whatever_else_is_enabled(mnist_mini, tmp_path):
+    """README: cluster_feat/* on the classifier's features (D's for unlabelled data). With the classifier's own metrics
+    off ('metrics.enabled=[clustering]', in training or evaluate.py) they were D's: other numbers under the same name."""
+    from .conftest import FAST, compose_config
+
+    datamodule, cache_dir = mnist_mini
+    discriminator = instantiate(compose_config(tmp_path / "run", FAST).model.discriminator)
+    digits = datamodule.split("test").images
+    measured = [MetricSuite({"enabled": enabled, "figures": False}, datamodule, cache_dir).measure(digits, discriminator=discriminator)
+                for enabled in (["clustering"], ["classifier", "clustering"])]
+    for name in ("cluster_feat/silhouette", "cluster_feat/compactness", "cluster_feat/balance"):
+        assert measured[0].scalars[name] == measured[1].scalars[name], name
+
+
 def test_reference_statistics_key_follows_the_sample_count(mnist_mini, tmp_path):
     datamodule, cache_dir = mnist_mini
     load_or_train_classifier(datamodule, cache_dir)  # cached classifier, copied into the temp cache below

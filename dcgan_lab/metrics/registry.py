@@ -26,6 +26,8 @@ if TYPE_CHECKING:
 NEEDS = {
     "labels": "class labels in the dataset",
     "classifier": "the lab's classifier (trained once per labelled dataset, then cached)",
+    "features": "feature vectors of the samples: the lab classifier's on labelled data, else D's (never skipped: "
+                "without either, the entry measures what it can without them)",
     "inception": "Inception weights (torch-fidelity's file or the package registry's copy); minutes on a CPU, "
                  "so the callback runs these entries only where metrics.inception_during_training says",
     "d_features": "the discriminator's features (training runs and checkpoints have them)",
@@ -173,6 +175,7 @@ def classifier(ctx: "MetricContext") -> dict[str, float]:
 @register_metric(
     scalars={"cluster/silhouette": 1, "cluster/compactness": -1, "cluster/balance": 1,
              "cluster_feat/silhouette": 1, "cluster_feat/compactness": -1, "cluster_feat/balance": 1},
+    needs=("features",),  # cluster_feat/*: on labelled data always the classifier's, whatever else is enabled
     options=("kmeans_k", "pca_components"),
     headline=("cluster/silhouette",),
     report=("cluster/silhouette", "cluster/compactness"),

@@ -209,8 +209,8 @@ class MetricContext:
         return self._memo["d_features"]
 
     def features(self) -> torch.Tensor | None:
-        """The feature space of feature-based metrics: the lab classifier's where an enabled metric uses it and
-        the data has labels, else D's (None when neither)."""
+        """The feature space of feature-based metrics: the lab classifier's where the data has labels, else D's (None
+        when neither): one space per dataset, whichever metrics are enabled beside them."""
         return self.classified()[0] if self.suite.classifier_available() else self.d_features()
 
 
@@ -290,8 +290,9 @@ class MetricSuite:
 
     # ---- classifier metrics ------------------------------------------------------------------
     def classifier_available(self) -> bool:
-        """An enabled metric uses the lab classifier and the data has labels to train it on."""
-        return self.needs("classifier") and has_labels(self.datamodule)
+        """An enabled metric uses the lab classifier or the samples' features (on labelled data: its), and the data
+        has labels to train it on."""
+        return (self.needs("classifier") or self.needs("features")) and has_labels(self.datamodule)
 
     def classifier(self):
         if self._classifier is None:
