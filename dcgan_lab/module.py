@@ -149,6 +149,7 @@ class GANModule(L.LightningModule):
         return [p for p in self.generator.parameters() if p.requires_grad]
 
     def on_train_start(self) -> None:
+        self._log_once_an_epoch_at_least()
         # A resume under a longer plan (a higher max_epochs) restores the rate the old plan saved, e.g. 0 at the end
         # of a linear decay: every schedule's rate is set from its formula at the saved step, so the first step
         # follows the new plan too. Otherwise a no-op (base rates carry the divergence guard's cuts).
@@ -163,6 +164,16 @@ class GANModule(L.LightningModule):
         else:
             log.info("CUDA graph of the step: on (recorded after %d eager batches)", WARMUP_BATCHES)
             self.static_step = StaticStep(self, capture=True)
+
+    def _log_once_an_epoch_at_least(self) -> None:
+        """Data of fewer batches an epoch than trainer.log_every_n_steps (a small image folder) would get its losses
+        written less than once an epoch, and a short run none at all: the cadence becomes each epoch's last batch."""
+        trainer = self.trainer
+        batches = trainer.num_training_batches
+        if trainer.loggers and math.isfinite(batches) and 0 < batches < trainer.log_every_n_steps:
+            log.info("trainer.log_every_n_steps=%d is more than an epoch's %d batches: the losses are logged every %d "
+                     "batches, at each epoch's end", trainer.log_every_n_steps, batches, batches)
+            trainer.log_every_n_steps = int(batches)  # Lightning reads it at every batch
 
     def training_step(self, batch, batch_idx):
         if self.static_step is not None:

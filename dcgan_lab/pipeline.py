@@ -121,8 +121,11 @@ def _route_lightning_logs_to_hydra() -> None:
 
 
 def _quiet_third_party_warnings() -> None:
-    """Warnings a user can do nothing about: Lightning's own use of an API that torch has deprecated."""
+    """Warnings a user can do nothing about (Lightning's own use of an API that torch has deprecated), or that the lab
+    answers itself."""
     warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated", category=FutureWarning)
+    # GANModule lowers the cadence to once an epoch itself, and says so in one line of its own.
+    warnings.filterwarnings("ignore", message=r"The number of training batches \(\d+\) is smaller than the logging interval")
 
 
 class _NothingForUsers(logging.Filter):

@@ -232,6 +232,17 @@ def test_accumulation_updates_once_per_batch_and_logs_the_whole_batch(make_cfg):
     assert len(column(read_metrics(run), "loss/d")) == 6
 
 
+def test_data_of_fewer_batches_than_the_logging_interval_logs_each_epochs_end(make_cfg, caplog, recwarn):
+    """4 batches an epoch under trainer.log_every_n_steps=10 (a small image folder): Lightning would write no loss
+    row in 2 epochs and warn from its site-packages; the lab logs each epoch's last batch and says so in one line."""
+    with caplog.at_level("INFO", logger="dcgan_lab.module"):
+        result = train(make_cfg("trainer.max_epochs=2", "trainer.log_every_n_steps=10"))
+    rows = [row for row in read_metrics(Path(result["output_dir"])) if row.get("loss/d") not in (None, "")]
+    assert [(int(row["epoch"]), int(float(row["g_step"]))) for row in rows] == [(0, 4), (1, 8)]
+    assert "trainer.log_every_n_steps=10 is more than an epoch's 4 batches: the losses are logged every 4" in caplog.text
+    assert not [w for w in recwarn if "smaller than the logging interval" in str(w.message)]
+
+
 def test_max_steps_counts_generator_steps(make_cfg, capfd, caplog):
     """3 G steps with 2 D steps each: 6 of 20 batches. The bar's last redraw shows 6/20 (not 0/20, the last
     multiple of its refresh rate), and the lab's line says in G steps where the run stopped."""
