@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 
 
 class RunCsvLogger(CSVLogger):
-    """metrics.csv and hparams.yaml directly in the run folder (name="" and version="").
+    """metrics.csv directly in the run folder (name="" and version=""); the config is the run's config.yaml.
 
     That folder already holds config.yaml and .hydra/ when the CSV starts, and Lightning then warns on every run
     that "previous log files in this directory will be deleted". Only an earlier metrics.csv is (a resume in place

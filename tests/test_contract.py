@@ -127,16 +127,18 @@ def test_unconditional_nets_ignore_labels(tmp_path):
 
 def test_a_new_family_is_one_network_file_and_one_yaml(tmp_path):
     """The Tiny family above plus this YAML (the shared contract file supplies every argument) trains
-    class-conditionally: label embedding in G, projection in D, from the contract alone."""
+    class-conditionally: label embedding in G, projection in D, from the contract alone. (The option's name is one
+    no real conf/model option has: a real one would shadow the test's.)"""
     (tmp_path / "extra" / "model").mkdir(parents=True)
-    (tmp_path / "extra" / "model" / "tiny.yaml").write_text(
+    (tmp_path / "extra" / "model" / "contract_test_family.yaml").write_text(
         "defaults:\n  - shared/contract@_here_\n  - _self_\n"
         "latent_dim: 16\n"
         "generator:\n  _target_: tests.test_contract.TinyGenerator\n"
         "discriminator:\n  _target_: tests.test_contract.TinyDiscriminator\n"
     )
     run = tmp_path / "run"
-    cfg = compose_config(run, [*FAST, f"hydra.searchpath=[file://{tmp_path / 'extra'}]", "model=tiny", "model.conditional=true"])
+    cfg = compose_config(run, [*FAST, f"hydra.searchpath=[file://{tmp_path / 'extra'}]", "model=contract_test_family",
+                               "model.conditional=true"])
     result = train(cfg)
     assert result["g_steps"] == 4
     state = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]

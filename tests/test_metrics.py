@@ -204,3 +204,12 @@ def test_the_first_n_latents_of_a_larger_draw_are_the_n_drawn_alone(latent_dim):
         assert torch.equal(sample_latents(generator, more, 0)[0][:n], sample_latents(generator, n, 0)[0])
     # Where one torch.randn call already had that property (n * d a multiple of 16), the latents are the ones it drew.
     assert torch.equal(sample_latents(generator, 2000, 3)[0], torch.randn(2000, latent_dim, generator=torch.Generator().manual_seed(3)))
+
+
+def test_a_collapsed_generator_has_balance_zero_not_minus_zero():
+    """All samples in one cluster: balance is 0.0, which metrics.csv and the report print as 0.0, not -0.0."""
+    from dcgan_lab.metrics.clustering import cluster_study
+
+    same = torch.zeros(50, 16)
+    result = cluster_study(same, k=5, pca_components=None)
+    assert result.balance == 0.0 and math.copysign(1.0, result.balance) == 1.0

@@ -74,6 +74,9 @@ def test_intra_fid_catches_a_conditional_generator_that_draws_the_wrong_class(mn
     unconditional = suite.measure(test.images)
     assert right.scalars["classifier/fid"] == wrong.scalars["classifier/fid"] == unconditional.scalars["classifier/fid"]
     assert right.scalars["classifier/accuracy"] > 0.95 and wrong.scalars["classifier/accuracy"] < 0.05
+    for measured in (right, wrong):  # a share of the 500, as metrics.csv shows it: k/500 exactly, no float32 tail
+        accuracy = measured.scalars["classifier/accuracy"]
+        assert accuracy == round(accuracy * len(test)) / len(test)
     assert "classifier/intra_fid" not in unconditional.scalars  # an unconditional G has no labels to check
     assert wrong.scalars["classifier/intra_fid"] > 10 * right.scalars["classifier/intra_fid"]
     # Class 3 by hand: the generated 3s against the real training 3s behind the reference statistics.

@@ -60,7 +60,7 @@ def cluster_study(features: torch.Tensor | np.ndarray, k: int = 10, pca_componen
         silhouette_values=silhouette_values,
         silhouette=float(silhouette_values.mean()),
         compactness=float(sq_dist.mean() / x.shape[1]),
-        balance=float(-(nonzero * np.log(nonzero)).sum() / math.log(k)),
+        balance=float(-(nonzero * np.log(nonzero)).sum() / math.log(k)) + 0.0,  # + 0.0: one cluster is 0.0, not -0.0
     )
 
 

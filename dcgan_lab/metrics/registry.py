@@ -160,7 +160,7 @@ def classifier(ctx: "MetricContext") -> dict[str, float]:
     scalars = {"classifier/fid": frechet_distance(*gaussian_stats(features), reference["mu"], reference["sigma"]),
                **{f"classifier/{k}": v for k, v in modes.items()}}
     if ctx.labels is not None:  # conditional G: does it draw the class it was asked for, and each class well?
-        scalars["classifier/accuracy"] = float((probs.argmax(1) == ctx.labels).float().mean())
+        scalars["classifier/accuracy"] = float((probs.argmax(1) == ctx.labels).double().mean())  # 0.1, not 0.10000000149
         per_class = per_class_frechet_distances(features, ctx.labels, reference["features"], ctx.suite.reference_labels())
         if per_class:
             scalars["classifier/intra_fid"] = sum(per_class.values()) / len(per_class)
