@@ -7,6 +7,7 @@ closest valid names, and exit status 2 (Hydra's own report is several lines and 
 from __future__ import annotations
 
 import difflib
+import functools
 import sys
 from dcgan_lab import CONF_DIR
 
@@ -38,6 +39,7 @@ def _overrides(args: list[str]) -> list[str]:
     return [a for a in args if not a.startswith("-") and ("=" in a or a.startswith("~"))]
 
 
+@functools.lru_cache(maxsize=None)  # read once per process, however many overrides ask
 def _defaults(config_name: str) -> dict[str, str | None]:
     """The groups the config's defaults list chooses and their options (`loss: bce`, `ablation: null`)."""
     from omegaconf import OmegaConf
@@ -45,11 +47,6 @@ def _defaults(config_name: str) -> dict[str, str | None]:
     defaults = OmegaConf.to_container(OmegaConf.load(CONF_DIR / f"{config_name}.yaml")).get("defaults", [])
     return {key: option for entry in defaults if isinstance(entry, dict) for key, option in entry.items()
             if not key.startswith("override ")}
-
-
-def _chosen_groups(config_name: str) -> set[str]:
-    """The groups the config's defaults list chooses, which take no '+'."""
-    return set(_defaults(config_name))
 
 
 def _options_with_key(group: str, path: list[str]) -> list[str]:
@@ -70,13 +67,13 @@ def _plus_problem(override, config_name: str) -> str | None:
     """`+loss=hinge` (loss is chosen already; Hydra says "Multiple values for loss. To override a value use
     'override loss: hinge'") and `sweep=x` (sweep is appended, not chosen): the line says which form to write."""
     group, value = override.key_or_group, (_values(override) or ["<option>"])[0]
-    chosen = group in _chosen_groups(config_name)
+    chosen = group in _defaults(config_name)  # a group the defaults list chooses takes no '+'
     if override.is_add() and chosen:
         return (f"+{group}={value}: {group} is already in the defaults of conf/{config_name}.yaml, so choose it "
                 f"without the '+': {group}={value}.")
     if not (override.is_add() or override.is_force_add() or chosen):
         if config_name != "config":  # evaluate.py: the checkpoint holds the training groups' choices
-            groups = ", ".join(sorted(_chosen_groups(config_name)))
+            groups = ", ".join(sorted(_defaults(config_name)))
             return f"{group}={value}: conf/{config_name}.yaml has no {group} group (its groups: {groups})."
         return (f"{group}={value}: {group} is not in the defaults of conf/{config_name}.yaml, so append it with a "
                 f"'+': +{group}={value}.")

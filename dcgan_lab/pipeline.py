@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import logging
 import sys
-import time
 import warnings
 from pathlib import Path
 
@@ -179,13 +178,12 @@ def train(cfg: DictConfig) -> dict:
     if resuming_in_place and checkpoint is not None and first_process:
         keep_metrics_on_resume(loggers[0], checkpoint)
 
-    started = time.perf_counter()
     failed = True
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
         failed = False
     finally:
-        train_time_s = module.train_time_before_s + time.perf_counter() - started  # a resume's earlier parts too
+        train_time_s = module.train_time_s  # a resume's earlier parts too, as its checkpoints store it
         finish_wandb_run(output_dir, train_time_s, failed=failed)
     if 0 < cfg.trainer.max_steps <= module.g_step:  # Lightning's own line names its count of optimizer steps
         log.info("Stopped at trainer.max_steps=%d G steps (%d batches, %d D steps each)",
