@@ -31,7 +31,7 @@ import torch
 
 from dcgan_lab.atomic import replaced_atomically
 from dcgan_lab.data.datamodule import to_uint8
-from dcgan_lab.data.sources import IMAGE_SUFFIXES, WIDE_GREY, eight_bit
+from dcgan_lab.data.sources import IMAGE_SUFFIXES, WIDE_GREY, as_displayed
 from dcgan_lab.errors import ConfigError, DataError, LabError
 
 MANIFEST = "export.json"
@@ -165,7 +165,7 @@ def read_samples(path: str | os.PathLike) -> tuple[torch.Tensor, torch.Tensor | 
     arrays = []
     for file in files:
         with Image.open(file) as image:
-            arrays.append(np.asarray(eight_bit(image, "L" if image.mode in ("1", "L", "LA", *WIDE_GREY) else "RGB")))
+            arrays.append(np.asarray(as_displayed(image, "L" if image.mode in ("1", "L", "LA", *WIDE_GREY) else "RGB")))
     shapes = sorted({a.shape for a in arrays})
     if len(shapes) > 1:
         raise DataError(f"images={path} mixes image sizes ({shapes[0]} and {shapes[-1]}, ...); metrics compare one size")

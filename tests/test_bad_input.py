@@ -367,7 +367,7 @@ def test_a_folder_of_mixed_image_modes_decodes_each_at_its_own_grey_level(tmp_pa
 
     grey = np.full((24, 24, 3), 100, dtype=np.uint8)
     files = {"a/rgb.jpg": Image.fromarray(grey), "a/b/grey.png": Image.fromarray(grey[..., 0]),
-             "rgba.png": Image.fromarray(np.dstack([grey, grey[..., :1]]), "RGBA"),
+             "rgba.png": Image.fromarray(np.dstack([grey, np.full_like(grey[..., :1], 255)]), "RGBA"),  # opaque: test_data.py has transparency
              "c/palette.png": Image.fromarray(grey).convert("P"), "c/cmyk.jpg": Image.fromarray(grey).convert("CMYK"),
              "c/wide.png": Image.fromarray(grey[..., 0].astype(np.uint16) * 257)}
     for name, image in files.items():

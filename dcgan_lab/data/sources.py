@@ -6,8 +6,8 @@ The datamodule calls a source as `source(split=..., image_size=..., channels=...
 is padded (28 -> 32) or resized by the datamodule.
 
 Decoding happens once: torchvision sets hold their pixels as arrays already; folders of image files
-are decoded, center-cropped and resized once into a cached .npy keyed by the files and the transform, with the
-list of files that could not be read beside it.
+are decoded as a viewer shows them (`as_displayed`), center-cropped and resized once into a cached .npy keyed
+by the files and the transform, with the list of files that could not be read beside it.
 """
 from __future__ import annotations
 
@@ -219,8 +219,9 @@ def decode_files(files: list[Path], image_size: int, channels: int, cache_dir: s
     `on_corrupt` settings: a cached read warns again under `skip` and stops with the same line under `error`."""
     if on_corrupt not in ("skip", "error"):
         raise DataError(f"dataset.on_corrupt={on_corrupt!r} must be 'skip' or 'error'")
-    # v2: 16-bit greyscale scaled to 8 bits (v1 clipped it white), so a v1 cache of such files is decoded again
-    key = hashlib.md5(f"v2|{image_size}|{channels}".encode() + (f"|crop{crop}".encode() if crop else b""))
+    # v2: 16-bit greyscale scaled to 8 bits (v1 clipped it white); v3: EXIF orientation applied and transparency
+    # laid over white (v2 did neither). An older cache of such files is decoded again.
+    key = hashlib.md5(f"v3|{image_size}|{channels}".encode() + (f"|crop{crop}".encode() if crop else b""))
     for f in files:
         st = f.stat()
         key.update(f"{f}|{st.st_size}|{st.st_mtime_ns}".encode())
@@ -244,7 +245,7 @@ def decode_files(files: list[Path], image_size: int, channels: int, cache_dir: s
     for f in tqdm(files, desc="decoding images (once; cached)", unit="img", leave=False):
         try:
             with Image.open(f) as img:
-                decoded.append(_center_crop_resize(eight_bit(img, mode), image_size, crop))
+                decoded.append(_center_crop_resize(as_displayed(img, mode), image_size, crop))
         # DecompressionBombError: over twice PIL's MAX_IMAGE_PIXELS (a gigapixel scan), which PIL refuses to decode
         except (UnidentifiedImageError, OSError, ValueError, DecompressionBombError) as exc:
             unreadable.append([str(f), type(exc).__name__])
@@ -266,15 +267,22 @@ def decode_files(files: list[Path], image_size: int, channels: int, cache_dir: s
 
 
 WIDE_GREY = ("I", "I;16", "I;16B", "I;16L", "I;16N")  # PIL's modes of 16-bit (and 32-bit integer) greyscale files
+WITH_ALPHA = ("RGBA", "LA", "PA", "RGBa", "La")
 
 
-def eight_bit(img, mode: str):
-    """`img` in PIL mode `mode` ("L" or "RGB"). PIL converts 16-bit greyscale (a 16-bit PNG or TIFF) by clipping
-    at 255, which turns such a scan all but white: its 0-65535 range is scaled to 0-255 first."""
+def as_displayed(img, mode: str):
+    """`img` in PIL mode `mode` ("L" or "RGB") as a viewer shows it, where PIL's own `convert` does not:
+    - upright: a camera's EXIF orientation tag (a portrait photo is stored sideways) is applied;
+    - 16-bit greyscale (a 16-bit PNG or TIFF), which PIL clips at 255 (all but white), is scaled 0-65535 -> 0-255;
+    - transparency is laid over white: PIL drops alpha and keeps whatever colour the transparent pixels store
+      (black, or leftovers of an editor), so two images that look the same would train on different pixels."""
+    from PIL import Image, ImageOps
+
+    img = ImageOps.exif_transpose(img)
     if img.mode in WIDE_GREY:
-        from PIL import Image
-
         img = Image.fromarray((np.asarray(img, dtype=np.float64) / 257).round().clip(0, 255).astype(np.uint8))
+    if img.mode in WITH_ALPHA or "transparency" in img.info:  # the latter: a palette or colour-key PNG, a GIF
+        img = Image.alpha_composite(Image.new("RGBA", img.size, (255, 255, 255, 255)), img.convert("RGBA"))
     return img.convert(mode)
 
 

@@ -1,0 +1,51 @@
+"""The data path as a user meets it: folders of their own images and torchvision sets already on disk."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from dcgan_lab.data.sources import image_folder
+from dcgan_lab.export import read_samples
+
+
+def _halves(left: tuple, right: tuple, size=(32, 64)) -> np.ndarray:
+    """An image (h, w) whose left half is colour `left` and right half `right`."""
+    h, w = size
+    pixels = np.zeros((h, w, len(left)), dtype=np.uint8)
+    pixels[:, : w // 2], pixels[:, w // 2:] = left, right
+    return pixels
+
+
+def test_a_photo_with_an_exif_rotation_is_decoded_upright(tmp_path):
+    """A phone stores a portrait photo sideways with an EXIF orientation tag; every viewer turns it upright, so
+    must the lab (it trained on the sideways pixels)."""
+    stored = np.zeros((32, 64, 3), dtype=np.uint8)
+    stored[:16], stored[16:] = (255, 0, 0), (0, 0, 255)  # stored: red top, blue bottom
+    image = Image.fromarray(stored)
+    exif = image.getexif()
+    exif[0x0112] = 6  # orientation 6: turn 90 degrees clockwise to display -> blue left, red right
+    (tmp_path / "photos").mkdir()
+    image.save(tmp_path / "photos" / "IMG_0001.JPG", exif=exif, quality=100, subsampling=0)
+    for read in (image_folder(str(tmp_path / "photos"), image_size=16, cache_dir=str(tmp_path / "cache"))[0],
+                 read_samples(tmp_path / "photos")[0]):  # evaluate.py images=: the same reading
+        left, right = read[0, :, :, :4].float().mean(dim=(1, 2)), read[0, :, :, -4:].float().mean(dim=(1, 2))
+        assert left[2] > 240 and left[0] < 15 and right[0] > 240 and right[2] < 15, (left, right)
+
+
+def test_transparent_pixels_are_white_whatever_colour_they_store(tmp_path):
+    """PIL's convert drops alpha and keeps the colour transparent pixels happen to store (here green, in the wild
+    black or an editor's leftovers): two sprites that look alike trained on different backgrounds."""
+    folder = tmp_path / "sprites"
+    folder.mkdir()
+    Image.fromarray(_halves((255, 0, 0, 255), (0, 255, 0, 0)), "RGBA").save(folder / "a_rgba.png")
+    palette = Image.fromarray(_halves((255, 0, 0), (0, 255, 0))).convert("P", palette=Image.Palette.ADAPTIVE, colors=2)
+    green = palette.getpixel((63, 0))
+    palette.save(folder / "b_palette.png", transparency=green)  # a palette PNG (or GIF) with a transparent index
+    for channels, white in ((3, [255, 255, 255]), (1, [255])):
+        images, _ = image_folder(str(folder), image_size=16, channels=channels, cache_dir=str(tmp_path / "cache"))
+        for image in images:
+            assert image[:, :, -4:].flatten(1).unique(dim=1).T.tolist() == [white]
+            assert image[:, :, :4].float().mean(dim=(1, 2)).tolist() == pytest.approx(
+                [255, 0, 0] if channels == 3 else [76], abs=1)  # opaque red stays red (L: 0.299 * 255)
