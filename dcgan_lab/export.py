@@ -31,7 +31,7 @@ import torch
 
 from dcgan_lab.atomic import replaced_atomically
 from dcgan_lab.data.datamodule import to_uint8
-from dcgan_lab.data.sources import IMAGE_SUFFIXES, WIDE_GREY, as_displayed
+from dcgan_lab.data.sources import IMAGE_SUFFIXES, WIDE_GREY, as_displayed, image_files
 from dcgan_lab.errors import ConfigError, DataError, LabError
 
 MANIFEST = "export.json"
@@ -156,8 +156,7 @@ def read_samples(path: str | os.PathLike) -> tuple[torch.Tensor, torch.Tensor | 
     if not path.is_dir():
         raise ConfigError(f"images={path} is neither a folder of images nor a .npz file")
     # By file name first: an export's names are its sample indices, whichever class folder holds them.
-    files = sorted((p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()),
-                   key=lambda p: (p.name, str(p)))
+    files = sorted(image_files(path), key=lambda p: (p.name, str(p)))
     if not files:
         raise DataError(f"images={path} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
     from PIL import Image

@@ -49,3 +49,25 @@ def test_transparent_pixels_are_white_whatever_colour_they_store(tmp_path):
             assert image[:, :, -4:].flatten(1).unique(dim=1).T.tolist() == [white]
             assert image[:, :, :4].float().mean(dim=(1, 2)).tolist() == pytest.approx(
                 [255, 0, 0] if channels == 3 else [76], abs=1)  # opaque red stays red (L: 0.299 * 255)
+
+
+def test_hidden_files_are_left_out_and_symlinked_folders_followed(tmp_path, caplog):
+    """What a real folder holds beside its images: macOS's `._<name>` twin of every file (warned about as
+    unreadable), .DS_Store, a notebook's .ipynb_checkpoints/ copies (trained on twice); and folders linked in
+    from elsewhere (left out), one of them a link back up the tree."""
+    folder, elsewhere = tmp_path / "art", tmp_path / "elsewhere"
+    for where, name, colour in ((folder, "a.PNG", 10), (folder / "sub", "b.jpg", 20), (elsewhere, "c.png", 30)):
+        where.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (8, 8), (colour,) * 3).save(where / name)
+    (folder / "._a.PNG").write_bytes(b"\x00\x05\x16\x07" + bytes(60))
+    (folder / ".DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1")
+    (folder / ".ipynb_checkpoints").mkdir()
+    Image.new("RGB", (8, 8), (99,) * 3).save(folder / ".ipynb_checkpoints" / "a-checkpoint.png")
+    (folder / "linked").symlink_to(elsewhere, target_is_directory=True)
+    (folder / "sub" / "up").symlink_to(folder, target_is_directory=True)
+    with caplog.at_level("WARNING"):
+        images, _ = image_folder(str(folder), image_size=8, cache_dir=str(tmp_path / "cache"))
+    assert images[:, 0, 0, 0].tolist() == [10, 30, 20]  # a.PNG, linked/c.png, sub/b.jpg
+    assert "unreadable" not in caplog.text
+    read, _ = read_samples(folder)  # evaluate.py images=: the same files
+    assert sorted(read[:, 0, 0, 0].tolist()) == [10, 20, 30]

@@ -15,6 +15,7 @@ import functools
 import hashlib
 import json
 import logging
+import os
 import weakref
 from pathlib import Path
 
@@ -168,17 +169,35 @@ def photo_patches(split: str = "train", image_size: int = 64, channels: int = 3,
 
 def image_folder(path: str, split: str = "train", cache_dir: str = ".cache", image_size: int = 64,
                  channels: int = 3, on_corrupt: str = "skip", crop: int | None = None, **_):
-    """Every image under `path` (recursively); unlabelled. There is one split: train and test are the same."""
+    """Every image under `path` (`image_files`: recursively, hidden files left out); unlabelled, subfolders are
+    not classes. There is one split: train and test are the same."""
     folder = Path(path).expanduser()
     if not folder.is_dir():
         raise DataError(f"dataset.path={path} is not a folder; point dataset.path at a folder of images")
-    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    files = image_files(folder)
     if not files:
         raise DataError(
             f"dataset.path={path} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))}); "
             "point dataset.path at a folder of images"
         )
     return decode_files(files, image_size, channels, cache_dir, on_corrupt, crop=crop), None
+
+
+def image_files(folder: Path) -> list[Path]:
+    """The image files under `folder` (any case of suffix), recursively, sorted. Symlinked folders are followed,
+    each real folder once (a link loop ends). Hidden files and folders are left out: .DS_Store, the `._<name>`
+    copy macOS writes beside every file on a shared drive, .ipynb_checkpoints/, a viewer's .thumbnails/ are
+    nobody's training images (they were decoded as duplicates, or warned about as unreadable)."""
+    files, seen = [], set()
+    for top, folders, names in os.walk(folder, followlinks=True):
+        if (real := os.path.realpath(top)) in seen:
+            folders[:] = []
+            continue
+        seen.add(real)
+        folders[:] = [name for name in folders if not name.startswith(".")]
+        files += [Path(top) / name for name in names
+                  if not name.startswith(".") and Path(name).suffix.lower() in IMAGE_SUFFIXES]
+    return sorted(f for f in files if f.is_file())  # is_file: a dangling link is no image
 
 
 # decode_files' arrays by cache file, while anything holds them: a set whose test split is its training split (an
