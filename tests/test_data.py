@@ -71,3 +71,23 @@ def test_hidden_files_are_left_out_and_symlinked_folders_followed(tmp_path, capl
     assert "unreadable" not in caplog.text
     read, _ = read_samples(folder)  # evaluate.py images=: the same files
     assert sorted(read[:, 0, 0, 0].tolist()) == [10, 20, 30]
+
+
+def test_celeba_whose_partition_file_leaves_a_split_empty_trains_on_all_its_images(make_cfg, tmp_path, caplog):
+    """The first images of CelebA unpacked with its list_eval_partition.txt: all of them are in its training split
+    (1..162770), none in validation. The run stopped at its first evaluation with an IndexError."""
+    folder = tmp_path / "data" / "celeba" / "img_align_celeba"
+    folder.mkdir(parents=True)
+    for i in range(1, 17):
+        Image.fromarray(_halves((255, 0, 0), (0, 0, 255), size=(218, 178))).save(folder / f"{i:06d}.jpg")
+    (folder.parent / "list_eval_partition.txt").write_text("".join(f"{i:06d}.jpg 0\n" for i in range(1, 162771)))
+    cfg = make_cfg("dataset=celeba", f"paths.data_dir={tmp_path / 'data'}", f"paths.cache_dir={tmp_path / 'cache'}",
+                   "dataset.image_size=16", "dataset.batch_size=8", "metrics=default", "metrics.enabled=[d_overfitting]",
+                   "metrics.figures=false", "metrics.n_samples=16")
+    from dcgan_lab.pipeline import train
+
+    with caplog.at_level("WARNING"):
+        result = train(cfg)
+    assert result["g_steps"] == 2
+    assert "list_eval_partition.txt puts none of the 16 images in" in caplog.text
+    assert "in CelebA's validation split; that split is all of them, as without the file" in caplog.text

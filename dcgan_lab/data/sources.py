@@ -97,7 +97,7 @@ def celeba(root: str, split: str = "train", download: bool = True, cache_dir: st
 
     `<root>/celeba/img_align_celeba/` is read directly when it holds images (from torchvision's download or any
     mirror); its list_eval_partition.txt, when present, gives the splits (test = CelebA's validation split),
-    otherwise every image is in both. Otherwise torchvision downloads it from Google Drive, which needs gdown.
+    otherwise (or where it leaves a split empty, with a warning) every image is in both. Otherwise torchvision downloads it from Google Drive, which needs gdown.
     """
     folder = Path(root).expanduser() / "celeba" / "img_align_celeba"
     files = sorted(p for p in folder.glob("*.jpg")) if folder.is_dir() else []
@@ -121,7 +121,13 @@ def _celeba_split(files: list[Path], partition: Path, split: str) -> list[Path]:
         return files
     wanted = "1" if split == "test" else "0"  # CelebA: 0 train, 1 validation, 2 test
     names = {line.split()[0] for line in partition.read_text().splitlines() if line.split()[1:2] == [wanted]}
-    return [f for f in files if f.name in names]
+    chosen = [f for f in files if f.name in names]
+    if not chosen:  # e.g. the first 20,000 images unpacked: CelebA's partition puts all of them in training
+        log.warning("%s puts none of the %d images in %s in CelebA's %s split; that split is all of them, as "
+                    "without the file", partition.name, len(files), files[0].parent,
+                    "validation" if split == "test" else "training")
+        return files
+    return chosen
 
 
 # The offline stand-in for a 64x64 RGB set: square patches of the three photographs that ship inside installed
