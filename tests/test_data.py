@@ -7,6 +7,7 @@ import torch
 from PIL import Image
 
 from dcgan_lab.data.sources import image_folder
+from dcgan_lab.errors import DataError
 from dcgan_lab.export import read_samples
 
 
@@ -91,3 +92,56 @@ def test_celeba_whose_partition_file_leaves_a_split_empty_trains_on_all_its_imag
     assert result["g_steps"] == 2
     assert "list_eval_partition.txt puts none of the 16 images in" in caplog.text
     assert "in CelebA's validation split; that split is all of them, as without the file" in caplog.text
+
+
+def _idx(path, array: np.ndarray) -> None:
+    """An MNIST idx file (big-endian header: magic, then each dimension) of uint8 `array`."""
+    header = np.array([0x800 + array.ndim, *array.shape], dtype=">i4").tobytes()
+    path.write_bytes(header + array.astype(np.uint8).tobytes())
+
+
+@pytest.mark.parametrize("name", ["mnist", "fashion_mnist"])
+def test_mnist_files_already_on_disk_train_offline_with_their_labels_and_pixels(make_cfg, tmp_path, name):
+    from dcgan_lab.pipeline import build
+
+    raw = tmp_path / "data" / {"mnist": "MNIST", "fashion_mnist": "FashionMNIST"}[name] / "raw"
+    raw.mkdir(parents=True)
+    for prefix, n in (("train", 40), ("t10k", 20)):
+        labels = np.arange(n) % 10
+        _idx(raw / f"{prefix}-images-idx3-ubyte", np.repeat(labels * 25, 28 * 28).reshape(n, 28, 28))
+        _idx(raw / f"{prefix}-labels-idx1-ubyte", labels)
+    cfg = make_cfg(f"dataset={name}", f"paths.data_dir={tmp_path / 'data'}", "dataset.source.download=false")
+    datamodule = build(cfg.dataset)
+    for split, n in (("train", 40), ("test", 20)):
+        data = datamodule.split(split)
+        assert data.images.shape == (n, 1, 32, 32) and data.labels.tolist() == [i % 10 for i in range(n)]
+        assert data.images[:, 0, 16, 16].tolist() == [25 * (i % 10) for i in range(n)]  # each digit's own pixels
+        assert data.images[:, :, :2].max() == 0  # 28x28 padded with black to 32
+    (raw / "t10k-labels-idx1-ubyte").unlink()
+    with pytest.raises(DataError) as info:
+        build(make_cfg(f"dataset={name}", f"paths.data_dir={tmp_path / 'data'}", "dataset.source.download=false").dataset).split("test")
+    assert str(info.value).endswith(f"raw/t10k-labels-idx1-ubyte (or t10k-labels-idx1-ubyte.gz) is missing; place the "
+                                    f"4 files of {raw.parent.name} there, or let torchvision download them (it needs a "
+                                    "network connection); offline, use dataset=mnist_mini")
+
+
+def test_cifar10_files_that_are_not_the_originals_are_named_in_one_line(make_cfg, tmp_path):
+    """torchvision reads CIFAR's pickles only once their md5 matches (a pickle can run code) and otherwise says
+    "not found or corrupted" (or tries a download): the line names the file and what to do."""
+    from dcgan_lab.pipeline import build
+
+    folder = tmp_path / "data" / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    for name in ["data_batch_1", "data_batch_2", "test_batch", "batches.meta"]:
+        (folder / name).write_bytes(b"not the original")
+    cfg = make_cfg("dataset=cifar10", f"paths.data_dir={tmp_path / 'data'}", "dataset.source.download=false")
+    with pytest.raises(DataError) as info:
+        build(cfg.dataset).split("train")
+    assert str(info.value) == (
+        f"could not load CIFAR10 from {tmp_path / 'data'}: {folder / 'data_batch_1'} is not the original file (its md5 "
+        "differs from torchvision's): its files are pickles, which can run code, so only the originals are read; "
+        f"unpack the original cifar-10-python.tar.gz into {tmp_path / 'data'}, or delete {folder} to download it "
+        "again; offline, use dataset=mnist_mini")
+    (folder / "data_batch_1").unlink()
+    with pytest.raises(DataError, match=r"cifar-10-batches-py/data_batch_1 is missing; unpack cifar-10-python.tar.gz"):
+        build(cfg.dataset).split("train")

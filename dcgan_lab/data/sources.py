@@ -63,11 +63,47 @@ def _torchvision(name: str, root: str, split: str, download: bool):
             return cls(root, split="valid" if split == "test" else "train", download=download)
         return cls(root, train=split != "test", download=download)
     except Exception as exc:  # torchvision raises RuntimeError, URLError, OSError... for the same cause
+        if (problem := _files_problem(cls, Path(root).expanduser())) is not None:
+            raise DataError(f"could not load {name} from {root}: {problem}; offline, use dataset=mnist_mini") from None
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise DataError(
             f"could not load {name} from {root} ({first_line}); it needs a network connection on first use "
             f"(download=true), or place the files there yourself; offline, use dataset=mnist_mini"
         ) from None
+
+
+def _files_problem(cls, root: Path) -> str | None:
+    """What is wrong with the files torchvision's `cls` needs under `root`, from its own lists of names and md5s:
+    the first one missing or not the original, and what to do. torchvision itself says only "not found or
+    corrupted", or tries a download and reports the network error. None where its lists do not tell (CelebA)."""
+    from torchvision.datasets.utils import check_integrity
+
+    if hasattr(cls, "resources"):  # the MNIST family: raw/<name>, or raw/<name>.gz with torchvision's md5
+        raw = root / cls.__name__ / "raw"
+        for gz_name, md5 in cls.resources if raw.is_dir() else ():  # no folder: never downloaded
+            gz = raw / gz_name
+            if (raw / gz.stem).is_file():
+                continue
+            if not gz.is_file():
+                return (f"{raw / gz.stem} (or {gz_name}) is missing; place the {len(cls.resources)} files of "
+                        f"{cls.__name__} there, or let torchvision download them (it needs a network connection)")
+            if check_integrity(str(gz), md5):  # the original, left packed: download=false does not unpack it
+                return f"{gz} is not unpacked; set dataset.source.download=true (it unpacks it, offline too) or gunzip -k it"
+            return (f"{gz} is not the original file (its md5 differs from torchvision's), so torchvision tries to "
+                    f"download it again; unpack it yourself (gunzip -k {gz}) or replace it with the original")
+    if hasattr(cls, "base_folder") and hasattr(cls, "train_list"):  # CIFAR: pickles, read only once their md5 matches
+        folder, archive = root / cls.base_folder, root / cls.filename
+        if archive.is_file() and not check_integrity(str(archive), cls.tgz_md5):
+            return f"{archive} is not the original file (a partial download?); delete it to download it again"
+        for file_name, md5 in [*cls.train_list, *cls.test_list, (cls.meta["filename"], cls.meta["md5"])] if folder.is_dir() else ():
+            path = folder / file_name
+            if not path.is_file():
+                return f"{path} is missing; unpack {cls.filename} into {root} (it makes {cls.base_folder}/)"
+            if not check_integrity(str(path), md5):
+                return (f"{path} is not the original file (its md5 differs from torchvision's): its files are pickles, "
+                        f"which can run code, so only the originals are read; unpack the original {cls.filename} "
+                        f"into {root}, or delete {folder} to download it again")
+    return None
 
 
 def mnist(root: str, split: str = "train", download: bool = True, **_):
