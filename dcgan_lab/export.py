@@ -159,12 +159,18 @@ def read_samples(path: str | os.PathLike) -> tuple[torch.Tensor, torch.Tensor | 
     files = sorted(image_files(path), key=lambda p: (p.name, str(p)))
     if not files:
         raise DataError(f"images={path} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
-    from PIL import Image
+    from PIL import Image, UnidentifiedImageError
 
     arrays = []
     for file in files:
-        with Image.open(file) as image:
-            arrays.append(np.asarray(as_displayed(image, "L" if image.mode in ("1", "L", "LA", *WIDE_GREY) else "RGB")))
+        try:
+            with Image.open(file) as image:
+                arrays.append(np.asarray(as_displayed(image, "L" if image.mode in ("1", "L", "LA", *WIDE_GREY) else "RGB")))
+        except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
+            raise DataError(f"images={path}: cannot read {file} ({type(exc).__name__}); remove it, every image is "
+                            "measured") from None
+    if len({a.ndim for a in arrays}) > 1:  # grey and colour files: all as RGB (grey ones spread over 3 channels)
+        arrays = [np.repeat(a[..., None], 3, axis=-1) if a.ndim == 2 else a for a in arrays]
     shapes = sorted({a.shape for a in arrays})
     if len(shapes) > 1:
         raise DataError(f"images={path} mixes image sizes ({shapes[0]} and {shapes[-1]}, ...); metrics compare one size")

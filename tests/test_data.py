@@ -1,6 +1,8 @@
 """The data path as a user meets it: folders of their own images and torchvision sets already on disk."""
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -145,3 +147,40 @@ def test_cifar10_files_that_are_not_the_originals_are_named_in_one_line(make_cfg
     (folder / "data_batch_1").unlink()
     with pytest.raises(DataError, match=r"cifar-10-batches-py/data_batch_1 is missing; unpack cifar-10-python.tar.gz"):
         build(cfg.dataset).split("train")
+
+
+def test_evaluate_reads_grey_samples_saved_as_rgb_and_names_a_file_it_cannot_read(tmp_path, capsys):
+    """torchvision's save_image writes a grey sample as an RGB PNG (R = G = B): another code base's MNIST samples
+    were refused as "32x32 RGB but dataset=mnist_mini is 32x32 grey"; a folder mixing grey and RGB files was
+    "mixes image sizes ((32, 32) and (32, 32, 3))"; a broken file was a PIL traceback."""
+    from torchvision.utils import save_image
+
+    from dcgan_lab.config import compose_run_config
+    from dcgan_lab.metrics.checkpoints import main as evaluate_main
+    from tests.conftest import ROOT
+
+    folder = tmp_path / "samples"
+    folder.mkdir()
+    digits = torch.rand(30, 1, 32, 32, generator=torch.Generator().manual_seed(0))
+    for i, digit in enumerate(digits):
+        save_image(digit, folder / f"{i:03d}.png")
+    Image.fromarray((digits[0, 0].numpy() * 255).astype(np.uint8)).save(folder / "030.png")  # one saved as grey
+    assert Image.open(folder / "000.png").mode == "RGB"
+    images, _ = read_samples(folder)
+    assert images.shape == (31, 3, 32, 32)
+
+    def evaluate(*overrides):
+        cfg = compose_run_config(tmp_path, [f"images={folder}", "dataset=mnist_mini", "metrics.enabled=[clustering]",
+                                            "metrics.figures=false", "device=cpu", *overrides], root_dir=ROOT,
+                                 config_name="evaluate")
+        return evaluate_main(cfg)
+
+    evaluate()
+    entry = json.loads((tmp_path / "samples_metrics" / "metrics.json").read_text())["samples"]
+    assert entry["metrics/n_samples"] == 31 and "cluster/silhouette" in entry
+    (folder / "031.png").write_bytes((folder / "000.png").read_bytes()[:60])  # cut short: a copy that failed
+    with pytest.raises(SystemExit) as stopped:
+        evaluate()
+    assert stopped.value.code == 2
+    assert capsys.readouterr().err.strip() == (f"error: images={folder}: cannot read {folder / '031.png'} (OSError); "
+                                               "remove it, every image is measured")

@@ -221,7 +221,7 @@ def test_folders_and_npz_files_from_other_tools_are_read_or_refused_with_one_lin
     assert labels.tolist() == [0, 11] and images[:, 0, 0, 0].tolist() == [0, 11]
 
     Image.fromarray(np.zeros((8, 8), np.uint8)).save(folder / "d.png")
-    with pytest.raises(DataError, match=r"mixes image sizes \(\(8, 8\) and \(16, 16, 3\)"):
+    with pytest.raises(DataError, match=r"mixes image sizes \(\(8, 8, 3\) and \(16, 16, 3\)"):
         read_samples(folder)
 
     floats, objects, text = tmp_path / "floats.npz", tmp_path / "objects.npz", tmp_path / "text.npz"

@@ -203,6 +203,8 @@ def evaluate_images(cfg: DictConfig, settings: dict, device: torch.device) -> di
     path = Path(str(cfg.images)).expanduser().resolve()
     images, labels = read_samples(path)
     datamodule = instantiate(cfg.dataset)
+    if datamodule.channels == 1 and images.shape[1] == 3 and torch.equal(images.amin(1), images.amax(1)):
+        images = images[:, :1]  # grey samples saved as RGB (torchvision's save_image writes grey images so)
     found, expected = tuple(images.shape[1:]), (datamodule.channels, datamodule.image_size, datamodule.image_size)
     if found != expected:
         raise DataError(f"images={cfg.images} are {_shape(found)} but dataset={datamodule.name} is {_shape(expected)}; "
