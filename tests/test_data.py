@@ -184,3 +184,21 @@ def test_evaluate_reads_grey_samples_saved_as_rgb_and_names_a_file_it_cannot_rea
     assert stopped.value.code == 2
     assert capsys.readouterr().err.strip() == (f"error: images={folder}: cannot read {folder / '031.png'} (OSError); "
                                                "remove it, every image is measured")
+
+
+def test_a_cache_folder_that_cannot_be_written_warns_and_trains(make_cfg, tmp_path, caplog):
+    """A read-only (shared) cache folder stopped the run with a traceback after every image was decoded."""
+    from dcgan_lab.pipeline import train
+
+    folder = tmp_path / "art"
+    folder.mkdir()
+    for i in range(8):
+        Image.new("RGB", (20, 20), (30 * i, 0, 0)).save(folder / f"{i}.png")
+    (tmp_path / "readonly").write_text("")  # a file where a folder should be: unwritable even for root
+    cache = tmp_path / "readonly" / "cache"
+    cfg = make_cfg("dataset=image_folder", f"dataset.path={folder}", "dataset.image_size=16", "dataset.batch_size=4",
+                   f"paths.cache_dir={cache}")
+    with caplog.at_level("WARNING"):
+        assert train(cfg)["g_steps"] == 2
+    assert (f"cannot write the decoded images to {cache / 'images'} (Not a directory); they are decoded again by the "
+            "next run: set paths.cache_dir=<a writable folder> to keep them") in caplog.text

@@ -318,10 +318,14 @@ def decode_files(files: list[Path], image_size: int, channels: int, cache_dir: s
     array = np.stack(decoded)
     array = array[:, None] if array.ndim == 3 else array.transpose(0, 3, 1, 2)
     array = np.ascontiguousarray(array)
-    with replaced_atomically(unreadable_file) as tmp:  # first: an array on disk always has its list beside it
-        tmp.write_text(json.dumps({"unreadable": unreadable}))
-    with replaced_atomically(cache) as tmp:  # a killed run never leaves a half-written cache
-        np.save(tmp, array)
+    try:
+        with replaced_atomically(unreadable_file) as tmp:  # first: an array on disk always has its list beside it
+            tmp.write_text(json.dumps({"unreadable": unreadable}))
+        with replaced_atomically(cache) as tmp:  # a killed run never leaves a half-written cache
+            np.save(tmp, array)
+    except OSError as exc:  # a read-only (shared) cache folder: the decoded images still serve this run
+        log.warning("cannot write the decoded images to %s (%s); they are decoded again by the next run: set "
+                    "paths.cache_dir=<a writable folder> to keep them", cache.parent, exc.strerror or exc)
     images = _DECODED[str(cache)] = torch.from_numpy(array)
     _UNREADABLE[str(cache)] = unreadable
     return images
