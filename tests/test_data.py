@@ -202,3 +202,21 @@ def test_a_cache_folder_that_cannot_be_written_warns_and_trains(make_cfg, tmp_pa
         assert train(cfg)["g_steps"] == 2
     assert (f"cannot write the decoded images to {cache / 'images'} (Not a directory); they are decoded again by the "
             "next run: set paths.cache_dir=<a writable folder> to keep them") in caplog.text
+
+
+def test_celeba_as_kaggle_unpacks_it_nested_folder_and_csv_partition(tmp_path):
+    """Kaggle's CelebA archive.zip unpacks to img_align_celeba/img_align_celeba/*.jpg with list_eval_partition.csv
+    (a header, commas) beside it: dataset=celeba found no images there and asked for gdown."""
+    from dcgan_lab.data.sources import celeba
+
+    celeba_dir = tmp_path / "data" / "celeba"
+    folder = celeba_dir / "img_align_celeba" / "img_align_celeba"
+    folder.mkdir(parents=True)
+    for i in range(1, 6):
+        Image.fromarray(_halves((255, 0, 0), (0, 0, 255), size=(218, 178))).save(folder / f"{i:06d}.jpg")
+    (celeba_dir / "list_eval_partition.csv").write_text("image_id,partition\n" + "".join(
+        f"{i:06d}.jpg,{[0, 0, 0, 1, 2][i - 1]}\n" for i in range(1, 6)))
+    train, _ = celeba(str(tmp_path / "data"), split="train", download=False, cache_dir=str(tmp_path / "cache"), image_size=16)
+    valid, _ = celeba(str(tmp_path / "data"), split="test", download=False, cache_dir=str(tmp_path / "cache"), image_size=16)
+    assert (len(train), len(valid)) == (3, 1)
+    assert train[:, 0, :, :4].float().mean() > 240 and train[:, 2, :, -4:].float().mean() > 240  # red left, blue right

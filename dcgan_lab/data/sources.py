@@ -122,8 +122,8 @@ def cifar10(root: str, split: str = "train", download: bool = True, **_):
 
 
 CELEBA_HELP = (
-    "or unpack img_align_celeba.zip from any mirror into {root}/celeba/img_align_celeba/ (read as it is, no other "
-    "file needed), or use dataset=image_folder dataset.path=<that folder> dataset.crop=178"
+    "or unpack img_align_celeba.zip from any mirror into {root}/celeba/img_align_celeba/ (Kaggle's archive.zip: "
+    "into {root}/celeba/; read as it is, no other file needed), or use dataset=image_folder dataset.path=<that folder> dataset.crop=178"
 )
 
 
@@ -132,11 +132,15 @@ def celeba(root: str, split: str = "train", download: bool = True, cache_dir: st
     """CelebA's aligned 178x218 faces, centre square `crop` (178: the PyTorch DCGAN tutorial's framing), resized.
 
     `<root>/celeba/img_align_celeba/` is read directly when it holds images (from torchvision's download or any
-    mirror); its list_eval_partition.txt, when present, gives the splits (test = CelebA's validation split),
-    otherwise (or where it leaves a split empty, with a warning) every image is in both. Otherwise torchvision downloads it from Google Drive, which needs gdown.
+    mirror; Kaggle's archive nests the folder in itself, img_align_celeba/img_align_celeba/); the
+    list_eval_partition.txt (or Kaggle's .csv) beside it, when present, gives the splits (test = CelebA's
+    validation split), otherwise (or where it leaves a split empty, with a warning) every image is in both.
+    Otherwise torchvision downloads it from Google Drive, which needs gdown.
     """
     folder = Path(root).expanduser() / "celeba" / "img_align_celeba"
-    files = sorted(p for p in folder.glob("*.jpg")) if folder.is_dir() else []
+    if not _jpgs(folder) and _jpgs(folder / "img_align_celeba"):
+        folder = folder / "img_align_celeba"
+    files = _jpgs(folder)
     if not files:
         if not download:
             raise DataError(f"dataset=celeba: no images in {folder}; set dataset.source.download=true, "
@@ -147,16 +151,24 @@ def celeba(root: str, split: str = "train", download: bool = True, cache_dir: st
             raise DataError("dataset=celeba downloads through gdown, which is not installed: pip install -e '.[celeba]' "
                             "(Google Drive is often over quota), " + CELEBA_HELP.format(root=root)) from None
         _torchvision("CelebA", root, split, download)
-        files = sorted(folder.glob("*.jpg"))
-    files = _celeba_split(files, folder.parent / "list_eval_partition.txt", split)
+        files = _jpgs(folder)
+    celeba_dir = Path(root).expanduser() / "celeba"
+    partition = next((p for p in (celeba_dir / "list_eval_partition.txt", celeba_dir / "list_eval_partition.csv")
+                      if p.is_file()), None)
+    files = _celeba_split(files, partition, split)
     return decode_files(files, image_size, channels, cache_dir, on_corrupt="error", crop=crop), None
 
 
-def _celeba_split(files: list[Path], partition: Path, split: str) -> list[Path]:
-    if not partition.is_file():
+def _jpgs(folder: Path) -> list[Path]:
+    return sorted(folder.glob("*.jpg")) if folder.is_dir() else []
+
+
+def _celeba_split(files: list[Path], partition: Path | None, split: str) -> list[Path]:
+    if partition is None:
         return files
     wanted = "1" if split == "test" else "0"  # CelebA: 0 train, 1 validation, 2 test
-    names = {line.split()[0] for line in partition.read_text().splitlines() if line.split()[1:2] == [wanted]}
+    rows = [line.replace(",", " ").split() for line in partition.read_text().splitlines()]  # .csv: Kaggle's copy
+    names = {row[0] for row in rows if row[1:2] == [wanted]}
     chosen = [f for f in files if f.name in names]
     if not chosen:  # e.g. the first 20,000 images unpacked: CelebA's partition puts all of them in training
         log.warning("%s puts none of the %d images in %s in CelebA's %s split; that split is all of them, as "
