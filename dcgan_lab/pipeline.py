@@ -82,11 +82,11 @@ def console_form(cfg: DictConfig) -> str:
         return "lines"
     chosen = cfg.get("console", "auto")
     if chosen == "auto":  # Lightning's bar writes to stdout
-        return "bar" if _redraws_in_place(sys.stdout) else "lines"
+        return "bar" if redraws_in_place(sys.stdout) else "lines"
     return chosen
 
 
-def _redraws_in_place(stream) -> bool:
+def redraws_in_place(stream) -> bool:
     """A terminal, or a notebook cell's output (ipykernel's stream, which tqdm redraws in place, though not a tty)."""
     return stream.isatty() or type(stream).__module__.startswith("ipykernel.")
 

@@ -220,3 +220,21 @@ def test_celeba_as_kaggle_unpacks_it_nested_folder_and_csv_partition(tmp_path):
     valid, _ = celeba(str(tmp_path / "data"), split="test", download=False, cache_dir=str(tmp_path / "cache"), image_size=16)
     assert (len(train), len(valid)) == (3, 1)
     assert train[:, 0, :, :4].float().mean() > 240 and train[:, 2, :, -4:].float().mean() > 240  # red left, blue right
+
+
+def test_decoding_a_folder_in_a_log_file_writes_two_lines_not_a_bar(make_cfg, tmp_path, capfd, caplog):
+    """In a SLURM log or under nohup the decoding bar's redraws piled up on one line (thousands of them for
+    CelebA), where the lab's own progress logs lines."""
+    from dcgan_lab.pipeline import train
+
+    folder = tmp_path / "art"
+    folder.mkdir()
+    for i in range(8):
+        Image.new("RGB", (20, 20), (30 * i, 0, 0)).save(folder / f"{i}.png")
+    cfg = make_cfg("dataset=image_folder", f"dataset.path={folder}", "dataset.image_size=16", "dataset.batch_size=4",
+                   f"paths.cache_dir={tmp_path / 'cache'}")
+    with caplog.at_level("INFO", logger="dcgan_lab.data.sources"):
+        train(cfg)
+    assert "\r" not in capfd.readouterr().err
+    assert [r.getMessage().split(" in ")[0] for r in caplog.records if r.name == "dcgan_lab.data.sources"] == [
+        "decoding 8 image files once, into " + str(tmp_path / "cache" / "images"), "decoded 8 images"]

@@ -16,6 +16,8 @@ import hashlib
 import json
 import logging
 import os
+import sys
+import time
 import weakref
 from pathlib import Path
 
@@ -313,9 +315,15 @@ def decode_files(files: list[Path], image_size: int, channels: int, cache_dir: s
     from PIL.Image import DecompressionBombError
     from tqdm import tqdm
 
+    from dcgan_lab.pipeline import redraws_in_place
+
     mode = "L" if channels == 1 else "RGB"
     decoded, unreadable = [], []
-    for f in tqdm(files, desc="decoding images (once; cached)", unit="img", leave=False):
+    # A bar where it redraws in place; in a log file (SLURM, nohup) its redraws would pile up on one line: two lines
+    log.info("decoding %d image files once, into %s", len(files), cache.parent)
+    started = time.monotonic()
+    for f in tqdm(files, desc="decoding images (once; cached)", unit="img", leave=False,
+                  disable=not redraws_in_place(sys.stderr)):
         try:
             with Image.open(f) as img:
                 decoded.append(_center_crop_resize(as_displayed(img, mode), image_size, crop))
@@ -330,6 +338,7 @@ def decode_files(files: list[Path], image_size: int, channels: int, cache_dir: s
     array = np.stack(decoded)
     array = array[:, None] if array.ndim == 3 else array.transpose(0, 3, 1, 2)
     array = np.ascontiguousarray(array)
+    log.info("decoded %d images in %.0f s", len(array), time.monotonic() - started)
     try:
         with replaced_atomically(unreadable_file) as tmp:  # first: an array on disk always has its list beside it
             tmp.write_text(json.dumps({"unreadable": unreadable}))
