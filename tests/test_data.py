@@ -238,3 +238,20 @@ def test_decoding_a_folder_in_a_log_file_writes_two_lines_not_a_bar(make_cfg, tm
     assert "\r" not in capfd.readouterr().err
     assert [r.getMessage().split(" in ")[0] for r in caplog.records if r.name == "dcgan_lab.data.sources"] == [
         "decoding 8 image files once, into " + str(tmp_path / "cache" / "images"), "decoded 8 images"]
+
+
+def test_celeba_as_pngs_with_the_jpeg_names_of_its_partition_file(tmp_path):
+    """CelebA's own Drive also has img_align_celeba_png.7z: the same faces as PNGs, while list_eval_partition.txt
+    names .jpg files. dataset=celeba read only *.jpg, found nothing and asked for gdown."""
+    from dcgan_lab.data.sources import celeba
+
+    folder = tmp_path / "data" / "celeba" / "img_align_celeba"
+    folder.mkdir(parents=True)
+    for i in range(1, 5):
+        Image.fromarray(_halves((255, 0, 0), (0, 0, 255), size=(218, 178))).save(folder / f"{i:06d}.png")
+        (folder / f"._{i:06d}.png").write_bytes(b"\x00\x05\x16\x07")  # macOS's twin on a shared drive
+    (folder.parent / "list_eval_partition.txt").write_text("000001.jpg 0\n000002.jpg 0\n000003.jpg 1\n000004.jpg 2\n")
+    train, _ = celeba(str(tmp_path / "data"), split="train", download=False, cache_dir=str(tmp_path / "cache"), image_size=16)
+    valid, _ = celeba(str(tmp_path / "data"), split="test", download=False, cache_dir=str(tmp_path / "cache"), image_size=16)
+    assert (len(train), len(valid)) == (2, 1)
+    assert train[:, 0, :, :4].float().mean() > 250 and train[:, 2, :, -4:].float().mean() > 250  # red left, blue right

@@ -134,15 +134,15 @@ def celeba(root: str, split: str = "train", download: bool = True, cache_dir: st
     """CelebA's aligned 178x218 faces, centre square `crop` (178: the PyTorch DCGAN tutorial's framing), resized.
 
     `<root>/celeba/img_align_celeba/` is read directly when it holds images (from torchvision's download or any
-    mirror; Kaggle's archive nests the folder in itself, img_align_celeba/img_align_celeba/); the
+    mirror, JPEG or PNG; Kaggle's archive nests the folder in itself, img_align_celeba/img_align_celeba/); the
     list_eval_partition.txt (or Kaggle's .csv) beside it, when present, gives the splits (test = CelebA's
     validation split), otherwise (or where it leaves a split empty, with a warning) every image is in both.
     Otherwise torchvision downloads it from Google Drive, which needs gdown.
     """
     folder = Path(root).expanduser() / "celeba" / "img_align_celeba"
-    if not _jpgs(folder) and _jpgs(folder / "img_align_celeba"):
+    if not _faces(folder) and _faces(folder / "img_align_celeba"):
         folder = folder / "img_align_celeba"
-    files = _jpgs(folder)
+    files = _faces(folder)
     if not files:
         if not download:
             raise DataError(f"dataset=celeba: no images in {folder}; set dataset.source.download=true, "
@@ -153,7 +153,7 @@ def celeba(root: str, split: str = "train", download: bool = True, cache_dir: st
             raise DataError("dataset=celeba downloads through gdown, which is not installed: pip install -e '.[celeba]' "
                             "(Google Drive is often over quota), " + CELEBA_HELP.format(root=root)) from None
         _torchvision("CelebA", root, split, download)
-        files = _jpgs(folder)
+        files = _faces(folder)
     celeba_dir = Path(root).expanduser() / "celeba"
     partition = next((p for p in (celeba_dir / "list_eval_partition.txt", celeba_dir / "list_eval_partition.csv")
                       if p.is_file()), None)
@@ -161,8 +161,11 @@ def celeba(root: str, split: str = "train", download: bool = True, cache_dir: st
     return decode_files(files, image_size, channels, cache_dir, on_corrupt="error", crop=crop), None
 
 
-def _jpgs(folder: Path) -> list[Path]:
-    return sorted(folder.glob("*.jpg")) if folder.is_dir() else []
+def _faces(folder: Path) -> list[Path]:
+    """CelebA's images in `folder`: the JPEGs, or the PNGs of its img_align_celeba_png.7z (not macOS's ._ twins)."""
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if p.suffix in (".jpg", ".png") and not p.name.startswith("."))
 
 
 def _celeba_split(files: list[Path], partition: Path | None, split: str) -> list[Path]:
@@ -170,8 +173,8 @@ def _celeba_split(files: list[Path], partition: Path | None, split: str) -> list
         return files
     wanted = "1" if split == "test" else "0"  # CelebA: 0 train, 1 validation, 2 test
     rows = [line.replace(",", " ").split() for line in partition.read_text().splitlines()]  # .csv: Kaggle's copy
-    names = {row[0] for row in rows if row[1:2] == [wanted]}
-    chosen = [f for f in files if f.name in names]
+    stems = {Path(row[0]).stem for row in rows if row[1:2] == [wanted]}  # it names the .jpg files, PNGs too
+    chosen = [f for f in files if f.stem in stems]
     if not chosen:  # e.g. the first 20,000 images unpacked: CelebA's partition puts all of them in training
         log.warning("%s puts none of the %d images in %s in CelebA's %s split; that split is all of them, as "
                     "without the file", partition.name, len(files), files[0].parent,
