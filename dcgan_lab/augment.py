@@ -38,8 +38,9 @@ def _per_sample(x: torch.Tensor) -> torch.Tensor:
     return torch.rand(x.shape[0], 1, 1, 1, device=x.device, dtype=x.dtype)
 
 
-def random_brightness(x: torch.Tensor, strength: float = 1.0) -> torch.Tensor:
-    # DiffAugment: + U(-0.5, 0.5) on [0, 1] images = + U(-1, 1) on [-1, 1] images
+def random_brightness(x: torch.Tensor, strength: float = 0.5) -> torch.Tensor:
+    # + U(-strength, strength) per image. DiffAugment's 0.5 is on the [-1, 1] images D sees: its reference code
+    # (mit-han-lab/data-efficient-gans) adds rand - 0.5 to StyleGAN2's and BigGAN's [-1, 1] inputs.
     return x + strength * 2 * (_per_sample(x) - 0.5)
 
 
@@ -55,8 +56,9 @@ def random_contrast(x: torch.Tensor, strength: float = 1.0) -> torch.Tensor:
     return (x - mean) * (1 + strength * (_per_sample(x) - 0.5)) + mean
 
 
-def random_translation(x: torch.Tensor, ratio: float = 0.125, fill: float = -1.0) -> torch.Tensor:
-    """Shift each image by up to ratio * size pixels in x and y; uncovered pixels get `fill` (black)."""
+def random_translation(x: torch.Tensor, ratio: float = 0.125, fill: float = 0.0) -> torch.Tensor:
+    """Shift each image by up to ratio * size pixels in x and y; uncovered pixels get `fill` (0 = mid grey: DiffAugment
+    pads with zeros, as its cutout fills)."""
     b, _, h, w = x.shape
     max_dy, max_dx = int(h * ratio + 0.5), int(w * ratio + 0.5)
     dy = torch.randint(-max_dy, max_dy + 1, (b, 1, 1), device=x.device)
@@ -97,7 +99,7 @@ class DiffAugment:
         if (problem := policy_problem(policy)) is not None:
             raise ConfigError(f"augment.diff.policy={policy!r} {problem}.")
         available = {
-            "color": lambda x: random_contrast(random_saturation(random_brightness(x))),
+            "color": lambda x: random_contrast(random_saturation(random_brightness(x, 0.5))),
             "translation": lambda x: random_translation(x, translation_ratio),
             "cutout": lambda x: random_cutout(x, cutout_ratio),
         }

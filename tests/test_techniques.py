@@ -65,6 +65,20 @@ def test_cutout_fills_one_square_and_brightness_shifts_each_image():
     assert torch.allclose(moved, moved[:, :, :1, :1].expand_as(moved)) and moved.abs().max() <= 0.5
 
 
+def test_diffaugment_ops_have_the_reference_code_magnitudes_on_images_in_minus_one_one():
+    """Zhao et al. 2020's reference DiffAugment (mit-han-lab/data-efficient-gans) runs on the [-1, 1] images D sees:
+    brightness + U(-0.5, 0.5), saturation x U(0, 2), contrast x U(0.5, 1.5), translation and cutout filling with 0."""
+    torch.manual_seed(0)
+    flat = torch.rand(4000, 1, 1, 1).expand(4000, 1, 8, 8) * 0.2 - 0.1  # flat grey images: color moves only brightness
+    shifts = (DiffAugment("color")(flat) - flat)[:, 0, 0, 0]
+    assert 0.49 < shifts.abs().max() <= 0.5 and abs(float(shifts.mean())) < 0.02
+    x = torch.rand(64, 3, 16, 16) * 0.5 + 0.5  # no pixel is 0
+    translated = DiffAugment("translation")(x)
+    moved = ~torch.isclose(translated, x).all(dim=(1, 2, 3))
+    uncovered = translated[moved] == 0  # the border a shift uncovers (all shifts are at most 2 pixels at 16x16)
+    assert moved.any() and uncovered.any() and set(translated[translated < 0.5].unique().tolist()) == {0.0}
+
+
 def test_diffaugment_policy_is_checked_and_takes_a_list_or_a_comma_string():
     with pytest.raises(ConfigError, match=r"^augment.diff.policy='color,rotate' must be DiffAugment ops from color, "
                                           r"translation, cutout \('rotate' is not among them\), as a list or a comma string.$"):
