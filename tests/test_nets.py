@@ -42,6 +42,32 @@ def test_generator_stems_and_spectral_norm(stem):
     assert any(hasattr(m, "parametrizations") for m in g.modules())
 
 
+def largest_singular_values(net: nn.Module) -> dict[str, float]:
+    """The largest singular value of each spectrally normalised weight as the layer uses it (the weight reshaped to
+    a matrix as torch's spectral_norm does: output channels first; a transposed conv's are its dim 1)."""
+    found = {}
+    for name, m in net.named_modules():
+        if hasattr(m, "parametrizations"):
+            weight = m.weight.detach()
+            matrix = (weight.transpose(0, 1) if isinstance(m, nn.ConvTranspose2d) else weight).flatten(1)
+            found[name] = torch.linalg.matrix_norm(matrix, ord=2).item()
+    return found
+
+
+def test_spectral_norm_holds_the_dcgan_init_weights_to_one():
+    """DCGAN re-initialises its weights after spectral norm wrapped them; the power-iteration vectors must follow,
+    or the stored ones (what eval mode, i.e. grids and metrics, reads) belong to the discarded weights: each layer's
+    largest singular value was 8 to 68 in D and up to 317 in G before the first training step (1.3 after it)."""
+    torch.manual_seed(0)
+    g = Generator(latent_dim=16, image_size=32, channels=1, width=8, norm=blocks.batch_norm, activation=nn.ReLU,
+                  attention=True, attention_res=8, spectral_norm=True).eval()
+    d = Discriminator(image_size=32, channels=1, width=8, norm=blocks.batch_norm, activation=partial(nn.LeakyReLU, 0.2),
+                      attention=True, attention_res=8, spectral_norm=True, num_classes=10).eval()
+    for net in (g, d):
+        sigmas = largest_singular_values(net)
+        assert len(sigmas) >= 5 and all(0.99 < s < 1.05 for s in sigmas.values()), sigmas
+
+
 def test_depth_follows_image_size():
     # One stride-2 block per doubling from 4x4: log2(S) - 2 strided convs in D before the 4x4 head.
     for size in SIZES:

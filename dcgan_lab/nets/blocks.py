@@ -7,6 +7,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.utils import parametrize
 
 NormFactory = Callable[[int], nn.Module]
 ActivationFactory = Callable[[], nn.Module]
@@ -79,8 +80,11 @@ def dcgan_init(module: nn.Module) -> None:
     """Radford et al.: conv weights ~ N(0, 0.02), norm scales ~ N(1, 0.02), biases 0."""
     for m in module.modules():
         if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
-            weight = m.parametrizations.weight.original if hasattr(m, "parametrizations") else m.weight
-            nn.init.normal_(weight, 0.0, 0.02)
+            spectral = hasattr(m, "parametrizations")
+            if spectral:  # spectral norm's u, v were estimated for the weight it wrapped: unwrap, re-init, wrap again
+                parametrize.remove_parametrizations(m, "weight", leave_parametrized=False)
+            nn.init.normal_(m.weight, 0.0, 0.02)
+            maybe_spectral(m, spectral)  # 15 power iterations on the new weight (torch's spectral_norm)
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
         elif isinstance(m, (nn.BatchNorm2d, nn.GroupNorm)) and m.weight is not None:
