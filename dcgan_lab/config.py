@@ -1,9 +1,12 @@
 """Checks on the composed config before anything runs: every value against its domain (dcgan_lab/schema.py),
-then what relates several groups. Each failure is one line naming the key, the bad value and what to use.
+then what relates several groups. Each failure is one line naming the key, the bad value and what to use; an override
+that changes nothing in its run (a key whose switch is off) is one warning line.
 """
 from __future__ import annotations
 
+from fnmatch import fnmatch
 from pathlib import Path
+from typing import Callable
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -98,6 +101,33 @@ def _validate_across_groups(cfg: DictConfig) -> None:
         from dcgan_lab.metrics.suite import settings_from  # the metrics options' own checks (evaluate.py runs them too)
 
         settings_from(OmegaConf.to_container(cfg.metrics, resolve=True))
+
+
+# Keys that act only when another setting turns them on. Given on the command line without it they change nothing,
+# and a sweep over one trains the same run again and again: a warning, not an error (a sweep may cross the switch).
+ACTS_ONLY_WITH: dict[str, tuple[Callable[[DictConfig], bool], str]] = {
+    "model.attention_res": (lambda cfg: cfg.model.get("attention", False), "model.attention=true"),
+    "model.attention_d": (lambda cfg: cfg.model.get("attention", False), "model.attention=true"),
+    "model.g_conditioning": (lambda cfg: cfg.model.conditional, "model.conditional=true"),
+    "model.d_conditioning": (lambda cfg: cfg.model.conditional, "model.conditional=true"),
+    "model.embed_dim": (lambda cfg: cfg.model.conditional and cfg.model.g_conditioning == "concat",
+                        "model.conditional=true and model.g_conditioning=concat"),
+    "model.ema_warmup_steps": (lambda cfg: cfg.model.ema_decay > 0, "model.ema_decay above 0 (e.g. 0.999)"),
+    "training.instance_noise_anneal_steps": (lambda cfg: cfg.training.instance_noise > 0,
+                                             "training.instance_noise above 0 (e.g. 0.1)"),
+    "loss.perceptual.*": (lambda cfg: cfg.loss.perceptual_weight > 0, "loss.perceptual_weight above 0"),
+}
+
+
+def inert_overrides(cfg: DictConfig, overrides: list[str]) -> list[str]:
+    """One line for each command-line override (`key=value`) that changes nothing in this run (ACTS_ONLY_WITH)."""
+    lines = []
+    for override in overrides:
+        key = override.split("=", 1)[0].lstrip("+~")
+        for pattern, (acts, switch) in ACTS_ONLY_WITH.items():
+            if fnmatch(key, pattern) and not acts(cfg):
+                lines.append(f"{override} changes nothing in this run: it acts only with {switch}.")
+    return lines
 
 
 def compose_run_config(run_dir: str | Path, overrides: list[str] = (), root_dir: str | Path | None = None,

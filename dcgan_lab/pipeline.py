@@ -7,6 +7,7 @@ import warnings
 from pathlib import Path
 
 import lightning as L
+from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from lightning.fabric.utilities.exceptions import MisconfigurationException
@@ -17,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from dcgan_lab.callbacks.progress import EpochLines
 from dcgan_lab.checkpoint_io import (AtomicCheckpointIO, RaiseFailedCheckpointWrites, check_architecture,
                                     optimizer_setting_changes, read_checkpoint)
-from dcgan_lab.config import validate
+from dcgan_lab.config import inert_overrides, validate
 from dcgan_lab.errors import AlreadyFinished, ConfigError, lab_error_behind
 from dcgan_lab.loggers import FlushLogsWithCheckpoints, log_run_config, run_csv_logger, summarize_wandb_run
 from dcgan_lab.module import GANModule
@@ -143,6 +144,8 @@ def train(cfg: DictConfig) -> dict:
     validate(cfg)
     _route_lightning_logs_to_hydra()
     _quiet_third_party_warnings()
+    for line in inert_overrides(cfg, HydraConfig.get().overrides.task if HydraConfig.initialized() else []):
+        log.warning(line)
     output_dir = Path(cfg.paths.output_dir)
     # DDP ranks > 0 re-run this function in the folder rank 0 has already claimed.
     first_process = rank_zero_only.rank == 0

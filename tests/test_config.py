@@ -94,3 +94,35 @@ def test_experiment_wgan_gp_sets_the_recipe(tmp_path):
     assert cfg.loss.gp_weight == 10.0 and cfg.training.n_critic == 5
     assert list(cfg.optimizer.betas) == [0.0, 0.9]
     assert cfg.norm.d._target_.endswith("layer_norm") and cfg.norm.g._target_.endswith("batch_norm")
+
+
+def test_an_override_whose_switch_is_off_is_one_warning_and_the_run_trains(make_cfg, caplog):
+    """`model.attention_res=8` without `model.attention=true` (or an annealing span without instance noise) changed
+    nothing, silently: a sweep over it trained one run again and again. Each such override is one warning line."""
+    from dcgan_lab.config import inert_overrides
+    from dcgan_lab.pipeline import train
+
+    with caplog.at_level("WARNING", logger="dcgan_lab.pipeline"):
+        result = train(make_cfg("model.attention_res=8", "training.instance_noise_anneal_steps=100",
+                                "trainer.limit_train_batches=2"))
+    assert result["g_steps"] == 2
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING" and r.name == "dcgan_lab.pipeline"]
+    assert warnings == [
+        "model.attention_res=8 changes nothing in this run: it acts only with model.attention=true.",
+        "training.instance_noise_anneal_steps=100 changes nothing in this run: it acts only with training.instance_noise "
+        "above 0 (e.g. 0.1).",
+    ]
+
+    def inert(*overrides):
+        cfg = make_cfg(*overrides)
+        return inert_overrides(cfg, list(cfg.hydra.overrides.task))
+
+    # resnet's G takes labels through its norms (cbn): the label embedding's size is not used
+    assert inert("model=resnet", "model.conditional=true", "model.embed_dim=64") == [
+        "model.embed_dim=64 changes nothing in this run: it acts only with model.conditional=true and "
+        "model.g_conditioning=concat."]
+    assert inert("model.d_conditioning=projection")[0].startswith("model.d_conditioning=projection changes nothing")
+    assert inert("loss.perceptual.network=resnet18")[0].endswith("it acts only with loss.perceptual_weight above 0.")
+    assert inert("model.attention=true", "model.attention_res=8", "model.conditional=true", "model.embed_dim=64",
+                 "model.ema_decay=0.9", "model.ema_warmup_steps=10", "training.instance_noise=0.1",
+                 "training.instance_noise_anneal_steps=100") == []
