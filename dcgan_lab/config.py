@@ -86,6 +86,12 @@ def _validate_across_groups(cfg: DictConfig) -> None:
         )
     growth = m.get("growth")
     if growth is not None:
+        # Growth past the data's size crashed mid-run (G has no such layers); short of it, G never reached the data's size.
+        _check(
+            growth.final_resolution == size,
+            f"model.growth.final_resolution={growth.final_resolution} must be dataset.image_size={size}: progressive "
+            "growing ends at the data's size; set dataset.image_size and leave model.growth.final_resolution to follow it.",
+        )
         _check(
             growth.start_resolution in [2**k for k in range(2, size.bit_length())],
             f"model.growth.start_resolution={growth.start_resolution} must be a power of two from 4 to dataset.image_size={size}.",

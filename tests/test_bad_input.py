@@ -77,6 +77,9 @@ CASES = [
      "model=mlp cannot use norm.d=group_norm: on the MLP's 1x1 feature maps it normalises each of its 8 features "
      "over a single value, so its output is constant and every sample would be the same; "
      "with model=mlp use norm=batch, layer or none (norm=group needs a width of 3 or more: model.ndf >= 3)."),
+    ("progressive growth past the data's size", ["model=progressive", "model.growth.final_resolution=64"],
+     "model.growth.final_resolution=64 must be dataset.image_size=32: progressive growing ends at the data's size; "
+     "set dataset.image_size and leave model.growth.final_resolution to follow it."),
     ("misspelt DiffAugment op", ["augment=diffaugment", "augment.diff.policy=colour"],
      "augment.diff.policy='colour' must be DiffAugment ops from color, translation, cutout ('colour' is not among "
      "them), as a list or a comma string, e.g. 'augment.diff.policy=[color,translation]'."),
