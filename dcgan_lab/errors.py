@@ -30,3 +30,16 @@ def lab_error_behind(exc: BaseException) -> LabError | None:
 def is_refused_input(exc: BaseException) -> bool:
     """Whether `exc` says the run's input was refused (a config value, the data, a checkpoint), not that it failed while running."""
     return isinstance(lab_error_behind(exc), (ConfigError, DataError))
+
+
+class Interrupted(SystemExit):
+    """The run was stopped by a signal, not by an error: Ctrl-C (SIGINT), or a scheduler's stop or preemption
+    (SIGTERM, what SLURM sends). status.json records it as `interrupted`, and the process exits with 128 + the
+    signal's number (130, 143), as a shell reports a process that a signal ended; a sweep stops there too."""
+
+    def __init__(self, signum: int, message: str, g_steps: int, train_time_s: float):
+        super().__init__(128 + signum)
+        self.signum, self.message, self.g_steps, self.train_time_s = signum, message, g_steps, train_time_s
+
+    def __str__(self) -> str:
+        return self.message

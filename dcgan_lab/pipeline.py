@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import signal
 import sys
 import warnings
 from pathlib import Path
@@ -13,17 +14,18 @@ from hydra.utils import instantiate
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.fabric.utilities.rank_zero import rank_zero_only
 from lightning.pytorch.callbacks import Checkpoint, ProgressBar
+from lightning.pytorch.trainer.states import TrainerStatus
 from omegaconf import DictConfig, OmegaConf
 
 from dcgan_lab.callbacks.progress import EpochLines
 from dcgan_lab.checkpoint_io import (AtomicCheckpointIO, RaiseFailedCheckpointWrites, check_architecture,
                                     optimizer_setting_changes, read_checkpoint)
 from dcgan_lab.config import inert_overrides, validate
-from dcgan_lab.errors import AlreadyFinished, ConfigError, lab_error_behind
+from dcgan_lab.errors import AlreadyFinished, ConfigError, Interrupted, lab_error_behind
 from dcgan_lab.loggers import FlushLogsWithCheckpoints, log_run_config, run_csv_logger, summarize_wandb_run
 from dcgan_lab.module import GANModule
 from dcgan_lab.run_folder import keep_metrics_on_resume, refuse_taken_folder, resolve_resume, run_recorded
-from dcgan_lab.sweep import folder_not_given, job_name, jobs_at_once, sweep_return
+from dcgan_lab.sweep import folder_not_given, job_name, jobs_at_once, resume_command, sweep_return
 
 log = logging.getLogger(__name__)
 
@@ -185,6 +187,10 @@ def train(cfg: DictConfig) -> dict:
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
         failed = False
+    except SystemExit:  # how Lightning ends a fit that Ctrl-C (exit 1) or SIGTERM (SIGTERMException) stopped
+        if trainer.state.status != TrainerStatus.INTERRUPTED:
+            raise
+        raise interruption(trainer, module, output_dir) from None
     finally:
         train_time_s = module.train_time_s  # a resume's earlier parts too, as its checkpoints store it
         finish_wandb_run(output_dir, train_time_s, failed=failed)
@@ -195,6 +201,18 @@ def train(cfg: DictConfig) -> dict:
     metrics["train_time_s"] = train_time_s  # the W&B summary's too
     log.info("Run folder: %s", output_dir)
     return {"output_dir": str(output_dir), "metrics": metrics, "g_steps": module.g_step}
+
+
+def interruption(trainer: L.Trainer, module: GANModule, output_dir: Path) -> Interrupted:
+    """The run's stop by a signal, with where it can continue from, said once in the log (and by run_folder in
+    status.json)."""
+    signum = signal.SIGTERM if trainer.received_sigterm else signal.SIGINT
+    last = output_dir / "checkpoints" / "last.ckpt"
+    then = (f"continue from {last} with {resume_command(output_dir)}" if last.is_file()
+            else "no checkpoint was saved: the command starts afresh")
+    message = f"interrupted by {signum.name} after G step {module.g_step}; {then}"
+    log.warning(message)
+    return Interrupted(signum, message, g_steps=module.g_step, train_time_s=module.train_time_s)
 
 
 def refuse_finished(cfg: DictConfig, checkpoint: dict, source: str) -> None:

@@ -64,8 +64,11 @@ class Job:
 
     @property
     def state(self) -> str:
-        """ok, failed, or unfinished (no status.json yet: killed, or still running when the report is made)."""
-        return "unfinished" if self.status is None else ("ok" if self.status.get("status") == "ok" else "failed")
+        """ok, failed, or unfinished (no status.json yet: killed, or still running when the report is made; or
+        interrupted by Ctrl-C or SIGTERM, to be continued with resume=true)."""
+        if self.status is None or self.status.get("status") == "interrupted":
+            return "unfinished"
+        return "ok" if self.status.get("status") == "ok" else "failed"
 
     @property
     def error(self) -> str:

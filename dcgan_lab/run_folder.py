@@ -10,13 +10,14 @@ import csv
 import io
 import json
 import logging
+import signal
 import time
 import traceback
 from datetime import datetime
 from pathlib import Path
 
 from dcgan_lab.atomic import remove_stale_temp_files, write_text_atomically
-from dcgan_lab.errors import AlreadyFinished, ConfigError, is_refused_input, lab_error_behind
+from dcgan_lab.errors import AlreadyFinished, ConfigError, Interrupted, is_refused_input, lab_error_behind
 
 log = logging.getLogger(__name__)
 
@@ -207,7 +208,8 @@ def write_status(run_dir: str | Path, status: dict) -> Path:
 
 
 def run_recorded(train, cfg, output_dir: str) -> dict | None:
-    """Run train(cfg) and write <output_dir>/status.json: ok with times and final metrics, or failed with the error.
+    """Run train(cfg) and write <output_dir>/status.json: ok with times and final metrics, failed with the error, or
+    interrupted (Ctrl-C, SIGTERM) with the G steps done and where to continue (the process then stops, a sweep too).
 
     A single run whose input is refused (a ConfigError or DataError: a bad value, unusable data or checkpoint)
     records nothing: bad input leaves nothing that looks like a run behind. In a multirun every job records its
@@ -230,6 +232,17 @@ def run_recorded(train, cfg, output_dir: str) -> dict | None:
     }
     try:
         result = train(cfg)
+    except Interrupted as stop:  # a signal, not an error: recorded, then the process stops (a sweep too)
+        record(output_dir, {
+            **common,
+            "status": "interrupted",
+            "signal": signal.Signals(stop.signum).name,
+            "error": str(stop),
+            "wall_time_s": time.perf_counter() - started,
+            "train_time_s": stop.train_time_s,
+            "g_steps": stop.g_steps,
+        })
+        raise
     except Exception as exc:
         cause = lab_error_behind(exc) or exc
         error = f"{type(cause).__name__}: {cause}"

@@ -61,6 +61,15 @@ def folder_not_given() -> str | None:
     return None if any(o.startswith(f"{option}=") for o in hydra.overrides.hydra) else option
 
 
+def resume_command(run_dir: str | Path) -> str:
+    """What continues this run where its last.ckpt stopped: resume=true in its folder, or for a sweep's job the
+    sweep's command again with resume=true in the sweep's folder (finished jobs are skipped, the others continue)."""
+    hydra = _hydra()
+    if hydra is not None and in_multirun():
+        return f"the sweep's command plus resume=true hydra.sweep.dir={hydra.sweep.dir}"
+    return f"resume=true hydra.run.dir={run_dir}"
+
+
 def jobs_at_once() -> int:
     """How many jobs of this multirun run at once on the one console: the joblib launcher's n_jobs
     (hydra/launcher=local or gpu; -1 = one per core). 1 for a single run, for sequential jobs, and for SLURM,

@@ -57,15 +57,16 @@ def poison(network: str, at_batch: int) -> list[str]:
 
 
 class InterruptAt(L.Callback):
-    """Ctrl-C for real: sends SIGINT to this process before batch `at_batch`."""
+    """Ctrl-C for real: sends SIGINT (or `signal_name`, e.g. SIGTERM: a scheduler's stop) to this process before
+    batch `at_batch`."""
 
-    def __init__(self, at_batch: int):
-        self.at_batch = at_batch
+    def __init__(self, at_batch: int, signal_name: str = "SIGINT"):
+        self.at_batch, self.signum = at_batch, getattr(signal, signal_name)
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
         if pl_module.batches_seen == self.at_batch:
-            os.kill(os.getpid(), signal.SIGINT)
-            time.sleep(1)  # the KeyboardInterrupt arrives here
+            os.kill(os.getpid(), self.signum)
+            time.sleep(1)  # the signal's handler runs here
 
 
 # ---- resume ----------------------------------------------------------------------------------

@@ -126,6 +126,18 @@ def test_a_report_made_mid_sweep_calls_running_jobs_unfinished_not_failed(sweep)
     assert "failed" not in md.split("## Failed or unfinished jobs")[0]
 
 
+def test_a_job_stopped_by_a_signal_is_unfinished_with_how_to_continue(sweep):
+    """Ctrl-C or SIGTERM (a preempted SLURM job): status.json says `interrupted`, its checkpoint continues it."""
+    said = "interrupted by SIGTERM after G step 10; continue from last.ckpt with the sweep's command plus resume=true"
+    (sweep / "ablation=lr_1e-4,seed=0" / "status.json").write_text(json.dumps(
+        {"status": "interrupted", "signal": "SIGTERM", "error": said, "g_steps": 10}))
+    build_report(sweep)
+    md = (sweep / "report.md").read_text()
+    assert "| `ablation=lr_1e-4` | optimizer.lr_d=0.0001; optimizer.lr_g=0.0001 | 0/2 | unfinished |" in md
+    assert f"| `ablation=lr_1e-4,seed=0` | unfinished: {said} |" in md
+    assert read_report_csv(sweep / "report.csv")["ablation=lr_1e-4"]["unfinished"] == "2"
+
+
 def test_markdown_marks_best_failed_jobs_and_shared_overrides(sweep):
     build_report(sweep)
     md = (sweep / "report.md").read_text()

@@ -1,4 +1,5 @@
-"""Ctrl-C writes a checkpoint at the next batch boundary: `resume=true` then continues exactly where it stopped."""
+"""Ctrl-C or SIGTERM writes a checkpoint at the next batch boundary: `resume=true` then continues exactly where it
+stopped."""
 from __future__ import annotations
 
 import logging
@@ -13,26 +14,35 @@ from dcgan_lab.checkpoint_io import wait_for_checkpoint_writes
 
 log = logging.getLogger(__name__)
 
+# What each signal means to the user; SIGTERM is what SLURM (and most schedulers, `kill`, `docker stop`) send before
+# they kill a job, e.g. on preemption or at its time limit, usually with some 30 s to spare.
+STOP_SIGNALS = {
+    signal.SIGINT: "Ctrl-C: finishing this batch, then saving checkpoints/last.ckpt (Ctrl-C again to stop at once)",
+    signal.SIGTERM: "SIGTERM (a scheduler's stop, e.g. SLURM preemption): finishing this batch, then saving "
+                    "checkpoints/last.ckpt",
+}
+
 
 class SaveOnInterrupt(L.Callback):
-    """The first Ctrl-C (SIGINT) lets the batch in progress finish, saves `checkpoints/last.ckpt` at its end (the
-    point Lightning resumes from, with the data order and RNG states of that moment), then stops. A second Ctrl-C
-    stops at once without saving. A diverged (NaN/Inf) state is never saved over the last good one."""
+    """The first Ctrl-C (SIGINT) or SIGTERM lets the batch in progress finish, saves `checkpoints/last.ckpt` at its
+    end (the point Lightning resumes from, with the data order and RNG states of that moment), then stops. A second
+    signal stops at once without saving. A diverged (NaN/Inf) state is never saved over the last good one.
+    (Lightning's own SIGTERM handler, which ends the fit at that batch's end, runs beside this one.)"""
 
     def __init__(self):
         self._requested = self._stop = False
-        self._previous_handler = None
+        self._previous_handlers: dict[int, object] = {}
 
     def on_fit_start(self, trainer, pl_module) -> None:
         self._requested = self._stop = False
         if threading.current_thread() is threading.main_thread():  # signal handlers live in the main thread
-            self._previous_handler = signal.signal(signal.SIGINT, self._request)
+            self._previous_handlers = {signum: signal.signal(signum, self._request) for signum in STOP_SIGNALS}
 
     def _request(self, signum, frame) -> None:
         if self._requested:
             raise KeyboardInterrupt
         self._requested = True
-        log.warning("Ctrl-C: finishing this batch, then saving checkpoints/last.ckpt (Ctrl-C again to stop at once)")
+        log.warning(STOP_SIGNALS[signum])
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         if self._stop:  # the interrupted batch's metrics were written; Lightning's own shutdown from here
@@ -47,14 +57,13 @@ class SaveOnInterrupt(L.Callback):
             callback = trainer.checkpoint_callback
             folder = Path(callback.dirpath) if callback is not None and callback.dirpath else Path(trainer.default_root_dir) / "checkpoints"
             path = folder / "last.ckpt"
-            trainer.save_checkpoint(path)
+            trainer.save_checkpoint(path, weights_only=False)  # the full state, as every checkpoint of the run
             wait_for_checkpoint_writes(trainer)  # on disk before the line below says so
-            if trainer.is_global_zero:
-                log.warning("interrupted after G step %d: saved %s; continue with resume=true hydra.run.dir=%s",
-                            pl_module.g_step, path, folder.parent)
+            if trainer.is_global_zero:  # how to continue: pipeline.interruption's line, next
+                log.warning("saved %s at G step %d", path, pl_module.g_step)
         self._stop = True
 
     def teardown(self, trainer, pl_module, stage) -> None:
-        if self._previous_handler is not None:
-            signal.signal(signal.SIGINT, self._previous_handler)
-            self._previous_handler = None
+        for signum, handler in self._previous_handlers.items():
+            signal.signal(signum, handler)
+        self._previous_handlers = {}
