@@ -358,6 +358,27 @@ def test_long_epochs_report_the_batches_done_between_epoch_lines(make_cfg, caplo
     assert len(lines) == 5
 
 
+def test_a_run_resumed_mid_epoch_times_the_rest_of_that_epoch(make_cfg, tmp_path, caplog):
+    """Lightning skips on_train_epoch_start when it resumes inside an epoch: the lines once timed it from 0, i.e.
+    the machine's uptime ("epoch 0 (1 of 2): 32/70 batches (45%), 12 h 02 min, about 14 h 18 min left")."""
+    import signal
+
+    run, lines = tmp_path / "run", "+callbacks.lines={_target_:dcgan_lab.callbacks.progress.EpochLines,every_s:0}"
+    previous_handlers = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        with pytest.raises(SystemExit):
+            train(make_cfg("resume=true", "+callbacks.interrupt._target_=tests.test_reliability.InterruptAt",
+                           "+callbacks.interrupt.at_batch=1", run_dir=run))  # Ctrl-C: saved after batch 1 of 4
+    finally:
+        for signum, handler in previous_handlers.items():
+            signal.signal(signum, handler)
+    with caplog.at_level("INFO", logger="dcgan_lab.callbacks.progress"):
+        train(make_cfg("resume=true", lines, "trainer.max_epochs=2", run_dir=run))
+    said = [r.getMessage() for r in caplog.records if r.name == "dcgan_lab.callbacks.progress"][:2]
+    assert [re.sub(r"\b\d s\b", "T", line) for line in said] == [
+        f"epoch 0 (1 of 2): {done}/4 batches ({25 * done}%), T, about T left in the epoch" for done in (3, 4)], said
+
+
 def test_durations_read_as_a_person_writes_them():
     from dcgan_lab.callbacks.progress import _duration
 

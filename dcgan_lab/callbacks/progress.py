@@ -101,6 +101,7 @@ class EpochLines(L.Callback):
         self.prefix = f"[{job}] " if job else ""
         self.show, self.every_s = tuple(show), every_s
         self._epoch_started = self._last_line = 0.0
+        self._first_batch: int | None = None  # the epoch's first batch this process trained (a resume's: mid-epoch)
 
     @staticmethod
     def _epoch(trainer) -> tuple[str, str]:
@@ -109,18 +110,25 @@ class EpochLines(L.Callback):
         epoch, planned = trainer.current_epoch, trainer.max_epochs
         return f"epoch {epoch}", (f" ({epoch + 1} of {planned})" if planned and planned > 0 else "")
 
+    def on_train_start(self, trainer, pl_module) -> None:
+        # A run resumed mid-epoch starts inside an epoch, and Lightning skips that epoch's on_train_epoch_start.
+        self.on_train_epoch_start(trainer, pl_module)
+
     def on_train_epoch_start(self, trainer, pl_module) -> None:
         self._epoch_started = self._last_line = time.monotonic()
+        self._first_batch = None
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if self._first_batch is None:
+            self._first_batch = batch_idx
         now = time.monotonic()
         if now - self._last_line < self.every_s or not trainer.is_global_zero:  # DDP: one process speaks for all
             return
         self._last_line = now
         done, total = batch_idx + 1, trainer.num_training_batches
-        elapsed = now - self._epoch_started
+        elapsed = now - self._epoch_started  # since this process began the epoch: a resume's part of it
         if isinstance(total, int) and total > 0:
-            left = elapsed / done * (total - done)
+            left = elapsed / (done - self._first_batch) * (total - done)
             log.info("%s%s%s: %d/%d batches (%d%%), %s, about %s left in the epoch", self.prefix, *self._epoch(trainer),
                      done, total, 100 * done // total, _duration(elapsed), _duration(left))
         else:  # an iterable dataset of unknown length
