@@ -128,6 +128,13 @@ def _quiet_third_party_warnings() -> None:
     warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated", category=FutureWarning)
     # GANModule lowers the cadence to once an epoch itself, and says so in one line of its own.
     warnings.filterwarnings("ignore", message=r"The number of training batches \(\d+\) is smaller than the logging interval")
+    # Resumes: a run folder holds checkpoints only when this run continues it (run_folder.refuse_taken_folder); a
+    # resume mid-epoch (Ctrl-C, SIGTERM) continues exactly, since the epoch's data order travels in the checkpoint
+    # (ImageDataModule.state_dict); a continuation in a new folder (ckpt_path=<another run>) starts that folder's own
+    # best.ckpt, which is what Lightning's "won't be reloaded" means.
+    warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
+    warnings.filterwarnings("ignore", message=r"You're resuming from a checkpoint that ended before the epoch ended")
+    warnings.filterwarnings("ignore", message=r"The dirpath has changed from .* won't be reloaded")
 
 
 class _NothingForUsers(logging.Filter):
