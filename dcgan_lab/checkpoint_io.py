@@ -18,6 +18,7 @@ import io
 import os
 import pickle
 import re
+import warnings
 import weakref
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -198,7 +199,9 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
     if not path.is_file():
         raise ConfigError(f"checkpoint {path} does not exist; pass the path of a .ckpt file (e.g. <run>/checkpoints/last.ckpt)")
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch's note on a pickle protocol it does not expect: the line below says it
+            warnings.simplefilter("ignore", UserWarning)
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         unsafe = re.search(r"GLOBAL (\S+)", str(exc))
         if unsafe:
@@ -208,11 +211,19 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
             ) from None
         raise DataError(f"cannot read checkpoint {path} (not a torch file); it is truncated or not a checkpoint") from None
     except Exception as exc:  # truncated zip, not a torch file: all "unreadable"
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise DataError(f"cannot read checkpoint {path} ({reason[:160]}); it is truncated or not a checkpoint") from None
+        raise DataError(f"cannot read checkpoint {path} ({_unreadable_because(exc)}); it is truncated or not a checkpoint") from None
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
         raise DataError(f"{path} is not a Lightning checkpoint of this lab (no state_dict)")
     return checkpoint
+
+
+def _unreadable_because(exc: Exception) -> str:
+    """The first sentence of torch's reason ("PytorchStreamReader failed reading zip archive: failed finding central
+    directory"), without its advice to file a bug; "not a torch file" where torch's says nothing (a text file's
+    first byte read as a pickle opcode: `KeyError: 101`)."""
+    lines = str(exc).strip().splitlines()
+    first = lines[0].split(". ")[0].rstrip(".") if lines else ""
+    return first[:160] if isinstance(exc, RuntimeError) and first else "not a torch file"
 
 
 def _listing(keys: list[str], limit: int = 4) -> str:

@@ -5,6 +5,7 @@ Trainer's own restore and by evaluate.py, and the object's code never runs; the 
 never runs such code either.
 """
 import logging
+import pickle
 from pathlib import Path
 
 import numpy as np
@@ -86,6 +87,27 @@ def test_resume_and_evaluate_refuse_a_checkpoint_carrying_a_pickled_object(booby
     # The trap is real: an unsafe load (weights_only=False) runs the object's code.
     torch.load(trapped, weights_only=False)
     assert marker.exists()
+
+
+def test_a_file_that_is_no_checkpoint_is_one_plain_line(make_cfg, tmp_path, capsys):
+    """ckpt_path= at a text file, a PNG or a plain pickle (of an object whose code would run): one line, without
+    torch's warning about the pickle protocol or its reason for a text file (`KeyError: 101`), and nothing runs."""
+    from PIL import Image
+
+    from dcgan_lab.pipeline import main as train_main
+
+    marker = tmp_path / "code_ran"
+    files = {"notes.txt": lambda path: path.write_text("hello\n"),
+             "grid.png": lambda path: Image.new("L", (8, 8)).save(path),
+             "object.pkl": lambda path: path.write_bytes(pickle.dumps(RunsCodeWhenUnpickled(marker), protocol=4))}
+    for name, write in files.items():
+        write(tmp_path / name)
+        with pytest.raises(SystemExit) as exit_info:
+            train_main(make_cfg(f"ckpt_path={tmp_path / name}", run_dir=tmp_path / f"run_{name}"))
+        assert exit_info.value.code == 2
+        assert capsys.readouterr().err.splitlines() == [
+            f"error: cannot read checkpoint {tmp_path / name} (not a torch file); it is truncated or not a checkpoint"]
+    assert not marker.exists()
 
 
 def test_evaluate_reads_a_checkpoint_of_this_lab_and_samples_from_the_ema_generator_when_there_is_one(booby_trapped, tmp_path):
