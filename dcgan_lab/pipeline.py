@@ -5,6 +5,7 @@ import logging
 import signal
 import sys
 import warnings
+from contextlib import nullcontext
 from pathlib import Path
 
 import lightning as L
@@ -24,7 +25,8 @@ from dcgan_lab.config import inert_overrides, validate
 from dcgan_lab.errors import AlreadyFinished, ConfigError, Interrupted, lab_error_behind
 from dcgan_lab.loggers import FlushLogsWithCheckpoints, log_run_config, run_csv_logger, summarize_wandb_run
 from dcgan_lab.module import GANModule
-from dcgan_lab.run_folder import keep_metrics_on_resume, refuse_taken_folder, resolve_resume, run_recorded
+from dcgan_lab.run_folder import (keep_metrics_on_resume, refuse_taken_folder, resolve_resume, run_recorded,
+                                  writing_into)
 from dcgan_lab.sweep import folder_not_given, job_name, jobs_at_once, resume_command, sweep_return
 
 log = logging.getLogger(__name__)
@@ -259,11 +261,14 @@ def main(cfg: DictConfig) -> dict | None:
     sweep (-m), where a failed job is recorded and the sweep goes on with the others. A single run whose input is
     refused writes nothing (see run_folder.run_recorded).
     """
+    output_dir = Path(cfg.paths.output_dir)
     try:
-        # Before anything is recorded: a new run must not write (even status.json) into another run's folder.
-        if rank_zero_only.rank == 0:
-            refuse_taken_folder(cfg, Path(cfg.paths.output_dir))
-        return sweep_return(cfg, run_recorded(train, cfg, cfg.paths.output_dir))
+        # DDP ranks > 0 write into the folder rank 0 holds.
+        with writing_into(output_dir) if rank_zero_only.rank == 0 else nullcontext():
+            # Before anything is recorded: a new run must not write (even status.json) into another run's folder.
+            if rank_zero_only.rank == 0:
+                refuse_taken_folder(cfg, output_dir)
+            return sweep_return(cfg, run_recorded(train, cfg, cfg.paths.output_dir))
     except Exception as exc:
         lab_error = lab_error_behind(exc)
         if lab_error is None:

@@ -10,11 +10,15 @@ import csv
 import io
 import json
 import logging
+import os
 import signal
+import socket
 import time
 import traceback
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
+from typing import Iterator
 
 from dcgan_lab.atomic import remove_stale_temp_files, write_text_atomically
 from dcgan_lab.errors import AlreadyFinished, ConfigError, Interrupted, is_refused_input, lab_error_behind
@@ -53,6 +57,59 @@ def continues_in_place(cfg, output_dir: Path) -> bool:
         return True
     ckpt_path = cfg.get("ckpt_path")
     return ckpt_path is not None and Path(ckpt_path).resolve().is_relative_to(output_dir.resolve())
+
+
+LOCK_FILE = ".lock"  # held (flock) by the run writing into the folder, removed when it ends
+
+
+@contextmanager
+def writing_into(output_dir: Path) -> Iterator[None]:
+    """Holds an exclusive lock on <output_dir>/.lock while this process's run writes into the folder: a second run
+    in the same folder at the same time (the same resume=true command started twice, two fresh runs given one
+    hydra.run.dir) is refused with one line instead of mixing its checkpoints, grids and metrics.csv rows with the
+    first's. The OS drops the lock when the process ends, however it ends (kill -9 too). Where the file system
+    cannot lock (some network mounts), the run goes on unguarded."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX
+        yield
+        return
+    created = not output_dir.exists()  # Hydra makes the folder; a direct caller of main may not have
+    output_dir.mkdir(parents=True, exist_ok=True)
+    path = output_dir / LOCK_FILE
+    while True:
+        handle = open(path, "a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "?"
+            handle.close()
+            raise ConfigError(
+                f"{output_dir} is being written by another run right now ({holder}): two runs in one folder would mix "
+                "their files. Let that one finish, or stop it (Ctrl-C saves a checkpoint) and then resume=true"
+            ) from None
+        except OSError:  # no locks on this file system
+            handle.close()
+            yield
+            return
+        try:
+            if os.stat(path).st_ino == os.fstat(handle.fileno()).st_ino:
+                break  # else the run that held it removed it as we opened it: lock the file now there
+        except FileNotFoundError:
+            pass
+        handle.close()
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
+    handle.flush()
+    try:
+        yield
+    finally:
+        path.unlink(missing_ok=True)  # before the lock goes: nothing is left behind in the folder
+        handle.close()
+        if created and not any(output_dir.iterdir()):  # a run refused before it wrote anything
+            output_dir.rmdir()
 
 
 def refuse_taken_folder(cfg, output_dir: Path) -> None:

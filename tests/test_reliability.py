@@ -502,6 +502,34 @@ def test_a_new_run_never_writes_into_another_runs_folder(make_cfg, tmp_path):
     assert {p: digest(p) for p in run.rglob("*") if p.is_file()} == before
 
 
+def test_a_second_run_in_a_folder_a_run_is_writing_into_is_one_line(make_cfg, tmp_path, capsys):
+    """The same resume=true command started twice (a job resubmitted while the first still runs): the second used
+    to train beside the first in the folder, both writing last.ckpt, grids and status.json, and metrics.csv lost
+    rows (G step 150 of 210 was missing). Two fresh runs given one hydra.run.dir raced the same way."""
+    import fcntl
+
+    from dcgan_lab.pipeline import main
+
+    run = tmp_path / "run"
+    main(make_cfg("resume=true", run_dir=run))
+    assert not (run / ".lock").exists()  # released and removed when the run ended
+    before = {p: digest(p) for p in run.rglob("*") if p.is_file()}
+    for command in (["resume=true", "trainer.max_epochs=2"], []):
+        with open(run / ".lock", "a+") as first:  # the first run, still training (as another process holds it)
+            fcntl.flock(first, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            first.write("pid 4242 on node7\n")
+            first.flush()
+            with pytest.raises(SystemExit) as exit_info:
+                main(make_cfg(*command, run_dir=run))
+        assert exit_info.value.code == 2
+        assert capsys.readouterr().err.splitlines() == [
+            f"error: {run} is being written by another run right now (pid 4242 on node7): two runs in one folder would "
+            "mix their files. Let that one finish, or stop it (Ctrl-C saves a checkpoint) and then resume=true"]
+        (run / ".lock").unlink()  # as the first run does when it ends
+        assert {p: digest(p) for p in run.rglob("*") if p.is_file()} == before
+    assert main(make_cfg("resume=true", "trainer.max_epochs=2", run_dir=run))["g_steps"] == 8  # once it has ended
+
+
 def test_two_runs_started_in_the_same_second_get_their_own_folders(tmp_path):
     taken = tmp_path / "outputs/2024-01-01/12-00-00"
     taken.mkdir(parents=True)
