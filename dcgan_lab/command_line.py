@@ -141,8 +141,11 @@ def command_line_problem(args: list[str], config_name: str = "config") -> str | 
 
 
 # Values that are file paths. A sweep job's folder is named by its overrides (`ablation=hinge,seed=0`), and '=' or ','
-# in an unquoted value is override syntax to Hydra (a parse error, or a sweep over path pieces): such a path is quoted.
-PATH_KEYS = ("ckpt", "ckpt_path", "images", "dataset.path", "metrics.inception_weights")
+# in an unquoted value is override syntax to Hydra (a parse error, or a sweep over path pieces), as is any letter
+# beyond ASCII (`hydra.run.dir=runs/été`: LexerNoViableAltException): such a path is quoted (interpolations such as
+# ${now:...} still resolve inside the quotes).
+PATH_KEYS = ("ckpt", "ckpt_path", "images", "dataset.path", "metrics.inception_weights", "hydra.run.dir",
+             "hydra.sweep.dir")
 HYDRA_SYNTAX = set("=,[]{}()'\" ")
 
 
@@ -156,7 +159,7 @@ def quote_paths(args: list[str]) -> list[str]:
         is_quoted = len(value) > 1 and value[0] in "'\"" and value[-1] == value[0]
         # A path holding an apostrophe (`/data/Van Gogh's letters`) is quoted with double quotes.
         quote = '"' if "'" in value else "'"
-        if (sep and key.lstrip("+~") in PATH_KEYS and HYDRA_SYNTAX & set(value) and quote not in value
+        if (sep and key.lstrip("+~") in PATH_KEYS and (HYDRA_SYNTAX & set(value) or not value.isascii()) and quote not in value
                 and not is_quoted and not is_list):
             arg = f"{key}={quote}{value}{quote}"
         quoted.append(arg)

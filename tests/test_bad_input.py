@@ -299,6 +299,13 @@ def test_paths_with_override_syntax_are_quoted_and_lists_stay_lists(tmp_path):
         cfg = compose("config", overrides=quote_paths(["dataset=image_folder", f"dataset.path={art}"]))
     GlobalHydra.instance().clear()
     assert cfg.dataset.path == art
+    # Run folders too (how resume=true names its run), and letters beyond ASCII were Hydra's lexer error as well.
+    mine, sweep, ckpt = "/home/José/runs/été, 2", "multirun/a=b/Straße", "/home/José/last.ckpt"
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("config", overrides=quote_paths([f"hydra.run.dir={mine}", f"hydra.sweep.dir={sweep}",
+                                                       f"ckpt_path={ckpt}"]), return_hydra_config=True)
+    GlobalHydra.instance().clear()
+    assert (cfg.hydra.run.dir, cfg.hydra.sweep.dir, cfg.ckpt_path) == (mine, sweep, ckpt)
 
 
 def test_a_bad_value_is_refused_before_the_training_stack_loads(tmp_path):
