@@ -28,6 +28,7 @@ from dcgan_lab.module import GANModule
 from dcgan_lab.run_folder import (keep_metrics_on_resume, refuse_taken_folder, resolve_resume, run_recorded,
                                   writing_into)
 from dcgan_lab.sweep import folder_not_given, job_name, jobs_at_once, resume_command, sweep_return
+from dcgan_lab.terminal import redraws_in_place
 
 log = logging.getLogger(__name__)
 
@@ -89,11 +90,6 @@ def console_form(cfg: DictConfig) -> str:
     if chosen == "auto":  # Lightning's bar writes to stdout
         return "bar" if redraws_in_place(sys.stdout) else "lines"
     return chosen
-
-
-def redraws_in_place(stream) -> bool:
-    """A terminal, or a notebook cell's output (ipykernel's stream, which tqdm redraws in place, though not a tty)."""
-    return stream.isatty() or type(stream).__module__.startswith("ipykernel.")
 
 
 def console_callbacks(cfg: DictConfig, callbacks: list) -> tuple[list, dict]:

@@ -26,6 +26,7 @@ import torch
 
 from dcgan_lab.atomic import replaced_atomically
 from dcgan_lab.errors import DataError
+from dcgan_lab.terminal import redraws_in_place
 
 log = logging.getLogger(__name__)
 
@@ -317,8 +318,6 @@ def decode_files(files: list[Path], image_size: int, channels: int, cache_dir: s
     from PIL import Image, UnidentifiedImageError
     from PIL.Image import DecompressionBombError
     from tqdm import tqdm
-
-    from dcgan_lab.pipeline import redraws_in_place
 
     mode = "L" if channels == 1 else "RGB"
     decoded, unreadable = [], []
