@@ -124,6 +124,8 @@ def _quiet_third_party_warnings() -> None:
     """Warnings a user can do nothing about (Lightning's own use of an API that torch has deprecated), or that the lab
     answers itself."""
     warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated", category=FutureWarning)
+    # The EMA copy of G is in eval mode on purpose (nets.ema.make_ema: it is only sampled from); Lightning counts it.
+    warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode at the start of training")
     # GANModule lowers the cadence to once an epoch itself, and says so in one line of its own.
     warnings.filterwarnings("ignore", message=r"The number of training batches \(\d+\) is smaller than the logging interval")
     # Resumes: a run folder holds checkpoints only when this run continues it (run_folder.refuse_taken_folder); a

@@ -21,6 +21,14 @@ def column(rows: list[dict], name: str) -> list[float]:
     return [float(r[name]) for r in rows if r.get(name)]
 
 
+def test_an_ema_run_prints_no_lightning_warning_about_modules_in_eval_mode(make_cfg, recwarn):
+    # The EMA copy of G is frozen in eval mode by design: Lightning's "Found 16 module(s) in eval mode at the start
+    # of training. This may lead to unexpected behavior" was printed by every run with model.ema_decay > 0.
+    result = train(make_cfg("model.ema_decay=0.999", "trainer.limit_train_batches=2"))
+    assert result["g_steps"] == 2
+    assert [str(w.message) for w in recwarn if "eval mode" in str(w.message)] == []
+
+
 def test_run_leaves_config_metrics_samples_checkpoint(make_cfg, tmp_path, recwarn):
     result = train(make_cfg("trainer.log_every_n_steps=1"))
     # The run folder holds config.yaml when the CSV starts: no warning that log files "will be deleted".
