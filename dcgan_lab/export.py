@@ -31,7 +31,7 @@ import torch
 
 from dcgan_lab.atomic import replaced_atomically
 from dcgan_lab.data.datamodule import to_uint8
-from dcgan_lab.data.sources import IMAGE_SUFFIXES, WIDE_GREY, as_displayed, image_files
+from dcgan_lab.data.sources import IMAGE_SUFFIXES, UNREADABLE_IMAGE, WIDE_GREY, as_displayed, image_files
 from dcgan_lab.errors import ConfigError, DataError, LabError
 
 MANIFEST = "export.json"
@@ -159,14 +159,14 @@ def read_samples(path: str | os.PathLike) -> tuple[torch.Tensor, torch.Tensor | 
     files = sorted(image_files(path), key=lambda p: (p.name, str(p)))
     if not files:
         raise DataError(f"images={path} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
     arrays = []
     for file in files:
         try:
             with Image.open(file) as image:
                 arrays.append(np.asarray(as_displayed(image, "L" if image.mode in ("1", "L", "LA", *WIDE_GREY) else "RGB")))
-        except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
+        except UNREADABLE_IMAGE as exc:
             raise DataError(f"images={path}: cannot read {file} ({type(exc).__name__}); remove it, every image is "
                             "measured") from None
     if len({a.ndim for a in arrays}) > 1:  # grey and colour files: all as RGB (grey ones spread over 3 channels)

@@ -23,12 +23,18 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import UnidentifiedImageError
+from PIL.Image import DecompressionBombError
 
 from dcgan_lab.atomic import replaced_atomically
 from dcgan_lab.errors import DataError
 from dcgan_lab.terminal import redraws_in_place
 
 log = logging.getLogger(__name__)
+
+# What opening and decoding an unreadable image file raises: not an image, truncated, or over twice PIL's
+# MAX_IMAGE_PIXELS (DecompressionBombError: a gigapixel scan, which PIL refuses to decode).
+UNREADABLE_IMAGE = (UnidentifiedImageError, OSError, ValueError, DecompressionBombError)
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 
@@ -315,8 +321,7 @@ def decode_files(files: list[Path], image_size: int, channels: int, cache_dir: s
         _UNREADABLE[str(cache)] = unreadable
         return images
 
-    from PIL import Image, UnidentifiedImageError
-    from PIL.Image import DecompressionBombError
+    from PIL import Image
     from tqdm import tqdm
 
     mode = "L" if channels == 1 else "RGB"
@@ -329,8 +334,7 @@ def decode_files(files: list[Path], image_size: int, channels: int, cache_dir: s
         try:
             with Image.open(f) as img:
                 decoded.append(_center_crop_resize(as_displayed(img, mode), image_size, crop))
-        # DecompressionBombError: over twice PIL's MAX_IMAGE_PIXELS (a gigapixel scan), which PIL refuses to decode
-        except (UnidentifiedImageError, OSError, ValueError, DecompressionBombError) as exc:
+        except UNREADABLE_IMAGE as exc:
             unreadable.append([str(f), type(exc).__name__])
             if on_corrupt == "error":
                 _report_unreadable(unreadable, on_corrupt)
