@@ -125,11 +125,16 @@ ACTS_ONLY_WITH: dict[str, tuple[Callable[[DictConfig], bool], str]] = {
 }
 
 
+def override_key(override: str) -> str:
+    """The config key an override sets: `model.attention` for `model.attention=true`, `+loss.x=1` or `~loss.x`."""
+    return override.split("=", 1)[0].lstrip("+~")
+
+
 def inert_overrides(cfg: DictConfig, overrides: list[str]) -> list[str]:
     """One line for each command-line override (`key=value`) that changes nothing in this run (ACTS_ONLY_WITH)."""
     lines = []
     for override in overrides:
-        key = override.split("=", 1)[0].lstrip("+~")
+        key = override_key(override)
         for pattern, (acts, switch) in ACTS_ONLY_WITH.items():
             if fnmatch(key, pattern) and not acts(cfg):
                 lines.append(f"{override} changes nothing in this run: it acts only with {switch}.")

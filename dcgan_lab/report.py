@@ -27,7 +27,7 @@ from pathlib import Path
 import yaml
 
 from dcgan_lab import reference_study
-from dcgan_lab.config import flatten
+from dcgan_lab.config import flatten, override_key
 from dcgan_lab.errors import DataError, LabError
 from dcgan_lab.metrics import registry
 from dcgan_lab.plots import headless_pyplot
@@ -78,7 +78,7 @@ class Job:
 
     @property
     def seed(self) -> str:
-        return next((o.split("=", 1)[1] for o in self.overrides if _key(o) == "seed"), "")
+        return next((o.split("=", 1)[1] for o in self.overrides if override_key(o) == "seed"), "")
 
 
 @dataclass
@@ -110,10 +110,6 @@ class Variant:
             return None
         std = statistics.stdev(values) if len(values) > 1 else 0.0
         return statistics.fmean(values), std, len(values)
-
-
-def _key(override: str) -> str:
-    return override.split("=", 1)[0].lstrip("+~")
 
 
 def find_jobs(sweep_dir: Path, epochs: int | None = None) -> list[Job]:
@@ -181,7 +177,7 @@ def _job_num(job_dir: Path) -> int:
 
 def group_variants(jobs: list[Job]) -> tuple[list[Variant], list[str]]:
     """Variants in sweep order, and the overrides shared by every job (the sweep's fixed settings)."""
-    defining = [[o for o in job.overrides if _key(o) not in NOT_A_VARIANT] for job in jobs]
+    defining = [[o for o in job.overrides if override_key(o) not in NOT_A_VARIANT] for job in jobs]
     common = [o for o in defining[0] if all(o in d for d in defining)] if defining else []
     variants: dict[str, Variant] = {}
     for job, overrides in zip(jobs, defining):
@@ -623,7 +619,7 @@ def write_markdown(path: Path, sweep_dir: Path, variants, columns, common, jobs,
            "image's forward pass and parameters, of G and of D (report.csv: `cost/*`)."
            if any(cost_against_baseline(t, v) for t in tables for v in t.variants) else ""),
     ]
-    sweep_names = sorted({o.split("=", 1)[1] for job in jobs for o in job.overrides if _key(o) == "sweep"})
+    sweep_names = sorted({o.split("=", 1)[1] for job in jobs for o in job.overrides if override_key(o) == "sweep"})
     if sweep_names:
         lines.append(f"Named sweep: {', '.join(sweep_names)} (conf/sweep/).")
     if common:
