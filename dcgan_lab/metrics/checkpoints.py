@@ -24,6 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 from dcgan_lab.atomic import replaced_atomically, write_text_atomically
 from dcgan_lab.callbacks.samples import save_png, walk_grid
 from dcgan_lab.checkpoint_io import check_architecture, read_checkpoint
+from dcgan_lab.config import override_key
 from dcgan_lab.errors import ConfigError, DataError, LabError
 from dcgan_lab.metrics.suite import MetricSuite, defaults, fewest_samples, generate
 from dcgan_lab.nets.ema import sampling_generator
@@ -98,7 +99,7 @@ def run_metrics_seed(config: dict) -> int:
 
 def seed_given() -> bool:
     """Whether the command line chose metrics.seed (then it applies to every checkpoint, whatever its run used)."""
-    return any(override.lstrip("+~").split("=", 1)[0] == "metrics.seed" for override in job_overrides())
+    return any(override_key(override) == "metrics.seed" for override in job_overrides())
 
 
 def write_walk(saved: SavedGAN, path: Path, batch_size: int, device) -> Path | None:
