@@ -132,11 +132,13 @@ class GANModule(L.LightningModule):
         return 0 < trainer.max_steps <= steps_after
 
     def _update(self, optimizer, network: nn.Module, name: str, scalars: dict) -> None:
-        if self.grad_clip:
-            self.clip_gradients(optimizer, gradient_clip_val=self.grad_clip, gradient_clip_algorithm="norm")
+        # The norm is read before clipping (clip_grad_norm_'s convention): after it, a clipped run would log a flat
+        # line at training.grad_clip and hide how far, and how often, the gradients went past it.
         if scalars is not None:
             grads = [p.grad.detach() for p in network.parameters() if p.grad is not None]
             scalars[f"grad_norm/{name}"] = torch.stack(torch._foreach_norm(grads)).norm()
+        if self.grad_clip:
+            self.clip_gradients(optimizer, gradient_clip_val=self.grad_clip, gradient_clip_algorithm="norm")
         optimizer.step()
 
     def g_backward_inputs(self) -> list[Tensor] | None:
