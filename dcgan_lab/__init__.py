@@ -12,6 +12,18 @@ if not OmegaConf.has_resolver("and"):
 if not OmegaConf.has_resolver("if"):
     OmegaConf.register_new_resolver("if", lambda condition, then, otherwise: then if condition else otherwise)
 
+# conf/dataset/image_folder.yaml: `class_names: ${folder_classes:${dataset.path},${dataset.labels}}` (its
+# subfolders' names with labels=subfolders) and `num_classes: ${len:${dataset.class_names}}`.
+if not OmegaConf.has_resolver("folder_classes"):
+    def _folder_classes(path: str, labels: str) -> list[str]:
+        from dcgan_lab.data.sources import folder_classes  # torch and PIL: only when a config asks
+
+        return folder_classes(path, labels)
+
+    OmegaConf.register_new_resolver("folder_classes", _folder_classes)
+if not OmegaConf.has_resolver("len"):
+    OmegaConf.register_new_resolver("len", len)
+
 if not OmegaConf.has_resolver("unique_dir"):
     from dcgan_lab.run_folder import unique_dir
 

@@ -54,6 +54,22 @@ def labelled_datasets() -> list[str]:
     return options
 
 
+def _no_classes(dataset: DictConfig) -> str:
+    """What model.conditional=true on a dataset without classes says: which labelled datasets there are, or, for a
+    dataset labelled by its folders (a `labels` key: conf/dataset/image_folder.yaml), how to give it classes."""
+    head = (f"model.conditional=true needs a labelled dataset, but dataset {dataset.name} has no classes "
+            f"(dataset.num_classes=0): ")
+    if "labels" not in dataset:
+        return head + f"use {' or '.join(labelled_datasets())}, or model.conditional=false."
+    if dataset.labels == "subfolders":  # the folder is missing or has no subfolders: class_names is empty
+        if not Path(dataset.path).expanduser().is_dir():
+            return f"dataset.path={dataset.path} is not a folder; point dataset.path at a folder of images"
+        return head + (f"dataset.labels=subfolders found no class subfolders in dataset.path={dataset.path}; "
+                       "put each class's images in a subfolder of its own, or set model.conditional=false.")
+    return head + ("set dataset.labels=subfolders (each first-level subfolder of dataset.path is a class), "
+                   "or model.conditional=false.")
+
+
 def _check(ok: bool, message: str) -> None:
     if not ok:
         raise ConfigError(message)
@@ -79,11 +95,7 @@ def _validate_across_groups(cfg: DictConfig) -> None:
             f"model.attention_res={m.attention_res} is not a resolution inside the network for image_size={size}: use one of {allowed}.",
         )
     if m.conditional:
-        _check(
-            cfg.dataset.num_classes > 0,
-            f"model.conditional=true needs a labelled dataset, but dataset {cfg.dataset.name} has no classes "
-            f"(dataset.num_classes=0): use {' or '.join(labelled_datasets())}, or model.conditional=false.",
-        )
+        _check(cfg.dataset.num_classes > 0, _no_classes(cfg.dataset))
     growth = m.get("growth")
     if growth is not None:
         # Growth past the data's size crashed mid-run (G has no such layers); short of it, G never reached the data's size.

@@ -258,6 +258,8 @@ SCHEMA: dict[str, Range | PowerOfTwo | OneOf | Flag | Pair | Names] = {
     "dataset.crop": Range(**COUNT, also=(None,), hint=" (the centred square's side in source pixels; CelebA: 178)",
                           needs=("dataset=celeba",)),
     "dataset.on_corrupt": OneOf(("skip", "error"), needs=("dataset=image_folder", "dataset.path=/tmp")),
+    "dataset.labels": OneOf(("none", "subfolders"), hint=" (classes from the folder's first-level subfolders)",
+                            needs=("dataset=image_folder", "dataset.path=/tmp")),
     # metrics (conf/metrics)
     "metrics.enabled": Names(enabled_problem),  # read when checked: a metric registered later (a test's) counts
     "metrics.n_samples": Range(**COUNT),

@@ -94,6 +94,17 @@ CASES = [
     ("more classes than the labels", ["dataset.num_classes=20"],
      "dataset.num_classes=20 does not fit mnist_mini: its train images are labelled 0..9 (10 classes); set "
      "dataset.num_classes=10 (or 0 to use no labels)"),
+    ("conditional image folder without labels", ["dataset=image_folder", "dataset.path={few}", "model.conditional=true"],
+     "model.conditional=true needs a labelled dataset, but dataset image_folder has no classes (dataset.num_classes=0): "
+     "set dataset.labels=subfolders (each first-level subfolder of dataset.path is a class), or model.conditional=false."),
+    ("labels from subfolders, none there", ["dataset=image_folder", "dataset.path={few}", "dataset.labels=subfolders",
+                                            "model.conditional=true"],
+     "model.conditional=true needs a labelled dataset, but dataset image_folder has no classes (dataset.num_classes=0): "
+     "dataset.labels=subfolders found no class subfolders in dataset.path={few}; put each class's images in a "
+     "subfolder of its own, or set model.conditional=false."),
+    ("a class folder without images", ["dataset=image_folder", "dataset.path={classes}", "dataset.labels=subfolders"],
+     "dataset.path={classes}: class folder 'empty' holds no images (1 of the 2 classes in dataset.class_names have "
+     "none); give it images or remove it"),
     pytest.param("fewer images than a batch", ["dataset=image_folder", "dataset.path={few}", "dataset.image_size=16"],
                  "image_folder has 5 training images, fewer than dataset.batch_size=16"),
 ]
@@ -107,12 +118,16 @@ def test_bad_input_gets_one_line_exit_2_and_no_result(case, overrides, message, 
         "ckpt": trained_checkpoint,
         "truncated": trained_checkpoint.parent.parent / "truncated.ckpt",
         "few": tmp_path / "few",
+        "classes": tmp_path / "classes",
     }
     (tmp_path / "empty").mkdir()
     if "{corrupt}" in " ".join(overrides):
         image_folder(tmp_path / "corrupt", corrupt=1)
     if "{few}" in " ".join(overrides):
         image_folder(tmp_path / "few", n=5)
+    if "{classes}" in " ".join(overrides):
+        image_folder(tmp_path / "classes" / "full", n=5)
+        (tmp_path / "classes" / "empty").mkdir()
     overrides = [o.format(**places) for o in overrides]
     cfg = make_cfg(*overrides, f"paths.cache_dir={tmp_path / 'cache'}")
     with pytest.raises(SystemExit) as exit_info:

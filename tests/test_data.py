@@ -6,6 +6,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from hydra.utils import instantiate
 from PIL import Image
 
 from dcgan_lab.data.sources import image_folder
@@ -255,3 +256,82 @@ def test_celeba_as_pngs_with_the_jpeg_names_of_its_partition_file(tmp_path):
     valid, _ = celeba(str(tmp_path / "data"), split="test", download=False, cache_dir=str(tmp_path / "cache"), image_size=16)
     assert (len(train), len(valid)) == (2, 1)
     assert train[:, 0, :, :4].float().mean() > 250 and train[:, 2, :, -4:].float().mean() > 250  # red left, blue right
+
+
+COLOURS = {"red": (255, 0, 0), "green": (0, 255, 0), "blue": (0, 0, 255)}
+
+
+def _colour_classes(folder, per_class: int = 6) -> None:
+    """`folder/<colour>/<i>.png`, one folder per colour of COLOURS, plus a white image directly in `folder` and a
+    hidden `.thumbnails/` folder: neither is a class."""
+    for name, colour in COLOURS.items():
+        (folder / name).mkdir(parents=True)
+        for i in range(per_class):
+            Image.new("RGB", (20, 20), colour).save(folder / name / f"{i}.png")
+    Image.new("RGB", (20, 20), (255, 255, 255)).save(folder / "stray.png")
+    (folder / ".thumbnails").mkdir()
+    Image.new("RGB", (20, 20), (0, 0, 0)).save(folder / ".thumbnails" / "0.png")
+
+
+def test_subfolders_are_the_classes_of_a_conditional_image_folder_run(make_cfg, tmp_path, caplog):
+    """dataset.labels=subfolders: a WikiArt-like `<path>/<style>/<image>` tree trains a conditional GAN, class k =
+    the k-th subfolder by name, and its grids name each row's class. Image folders had no classes at all."""
+    from dcgan_lab.pipeline import train
+
+    folder = tmp_path / "art"
+    _colour_classes(folder)
+    cfg = make_cfg("dataset=image_folder", f"dataset.path={folder}", "dataset.labels=subfolders", "model.conditional=true",
+                   "dataset.image_size=16", "dataset.batch_size=6", f"paths.cache_dir={tmp_path / 'cache'}")
+    assert list(cfg.dataset.class_names) == ["blue", "green", "red"] and cfg.model.num_classes == 3
+    with caplog.at_level("WARNING", logger="dcgan_lab.data.sources"):
+        result = train(cfg)
+    assert result["g_steps"] == 3  # 18 images in class folders, batches of 6
+    assert ("left out 1 image(s) directly in dataset.path=" + str(folder) + ", e.g. stray.png: with "
+            "dataset.labels=subfolders an image's class is the subfolder it is in") in caplog.text
+
+    datamodule = instantiate(cfg.dataset)
+    data = datamodule.split("train")
+    colour_of = {tuple(COLOURS[name]): k for k, name in enumerate(["blue", "green", "red"])}
+    assert [colour_of[tuple(int(v) for v in image[:, 8, 8])] for image in data.images] == data.labels.tolist()
+    assert data.labels.tolist() == [0] * 6 + [1] * 6 + [2] * 6
+
+    grid = np.asarray(Image.open(tmp_path / "run" / "samples" / "last.png").convert("RGB"))
+    assert grid.shape[0] == 3 * (16 + 2) + 2  # one row per class: 64 samples -> 22 per class
+    strip = grid[:, : grid.shape[1] - (22 * 18 + 2)]  # the class names, left of the images
+    rows_with_text = [bool((strip[2 + r * 18: 2 + r * 18 + 16] > 128).any()) for r in range(3)]
+    assert strip.shape[1] > 20 and rows_with_text == [True, True, True]
+    written = (tmp_path / "run" / "config.yaml").read_text()
+    assert "class_names:\n  - blue\n  - green\n  - red\n  num_classes: 3" in written
+
+
+def test_an_image_folder_is_labelled_by_the_class_list_of_its_run_config(tmp_path):
+    """The run's config keeps the classes it trained on, and evaluate.py builds the data from it: a class folder
+    added or emptied afterwards would shift what label k means, and is one line instead."""
+    folder = tmp_path / "art"
+    _colour_classes(folder, per_class=2)
+    common = dict(image_size=8, cache_dir=str(tmp_path / "cache"))
+    images, labels = image_folder(str(folder), classes=["blue", "green", "red"], **common)
+    assert labels.tolist() == [0, 0, 1, 1, 2, 2] and images[:, 2, 4, 4].tolist() == [255, 255, 0, 0, 0, 0]
+    assert image_folder(str(folder), **common)[1] is None  # unlabelled: all 7 images, subfolders mean nothing
+    with pytest.raises(DataError, match=r"^dataset.path=.*: folder 'red' is not one of the 2 classes in "
+                                        r"dataset.class_names \(the run's config keeps the classes it trained on\)"):
+        image_folder(str(folder), classes=["blue", "green"], **common)
+    for f in (folder / "green").iterdir():
+        f.unlink()
+    with pytest.raises(DataError, match=r"^dataset.path=.*: class folder 'green' holds no images \(1 of the 3 classes"):
+        image_folder(str(folder), classes=["blue", "green", "red"], **common)
+
+
+def test_the_metrics_classifier_of_a_labelled_image_folder_says_its_accuracy_is_on_training_images(make_cfg, tmp_path, caplog):
+    """An image folder has one split, so the classifier's "test accuracy" was measured on the images it trained on
+    and logged as a test split's."""
+    from dcgan_lab.metrics.classifier import load_or_train_classifier
+
+    _colour_classes(tmp_path / "art")
+    cfg = make_cfg("dataset=image_folder", f"dataset.path={tmp_path / 'art'}", "dataset.labels=subfolders",
+                   "dataset.image_size=16", f"paths.cache_dir={tmp_path / 'cache'}")
+    with caplog.at_level("INFO", logger="dcgan_lab.metrics.classifier"):
+        _, record = load_or_train_classifier(instantiate(cfg.dataset), tmp_path / "cache", epochs=1)
+    assert record["test_is_train"] is True and record["num_classes"] == 3
+    assert f"metrics classifier: accuracy {record['test_accuracy']:.4f} on image_folder's training images (it has no " \
+           "test split)" in caplog.text

@@ -278,6 +278,6 @@ def test_a_conditional_model_on_unlabelled_data_names_every_labelled_dataset(mak
     """The labelled datasets are read from conf/dataset/ (num_classes > 0): photo_patches was missing from a
     hand-written list, and a newly added labelled dataset would have been too."""
     with pytest.raises(ConfigError) as info:
-        train(make_cfg("dataset=image_folder", "dataset.path=/nowhere", "model.conditional=true"))
+        train(make_cfg("dataset=celeba", "model.conditional=true"))  # (an image folder names dataset.labels instead)
     assert ("use dataset=cifar10 or dataset=fashion_mnist or dataset=mnist or dataset=mnist_mini or "
             "dataset=photo_patches, or model.conditional=false.") in str(info.value)

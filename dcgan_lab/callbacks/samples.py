@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Callable
 
 import lightning as L
+import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageFont
@@ -31,6 +32,23 @@ def uint8_grid(images: torch.Tensor, nrow: int, padding: int = 2) -> torch.Tenso
     grid = tiles.view(rows, cols, 3, h + padding, w + padding).permute(0, 3, 1, 4, 2)
     grid = grid.reshape(rows * (h + padding), cols * (w + padding), 3)
     return F.pad(grid.permute(2, 0, 1), (0, padding, 0, padding)).permute(1, 2, 0)
+
+
+def captioned_rows(grid: torch.Tensor, names: list[str], padding: int = 2, longest: int = 24) -> torch.Tensor:
+    """`uint8_grid`'s (H, W, 3) grid of one row per class with a strip on its left that names each row's class
+    (white on black, names over `longest` characters cut): 27 WikiArt styles read as styles, not as row numbers."""
+    from PIL import ImageFont
+
+    font = ImageFont.load_default()
+    shown = [name if len(name) <= longest else name[: longest - 2] + ".." for name in names]
+    height = grid.shape[0]
+    row = (height - padding) // len(names)  # each row: `padding` above its images, then the images
+    width = max(int(font.getlength(name)) for name in shown) + 2 * padding + 4
+    strip = Image.new("RGB", (width, height))
+    draw = ImageDraw.Draw(strip)
+    for r, name in enumerate(shown):
+        draw.text((padding + 2, padding + r * row + row // 2), name, fill=(255, 255, 255), font=font, anchor="lm")
+    return torch.cat([torch.from_numpy(np.array(strip)), grid.cpu()], dim=1)
 
 
 def interpolate(start: torch.Tensor, end: torch.Tensor, t: torch.Tensor, spherical: bool = True) -> torch.Tensor:
@@ -128,7 +146,8 @@ class SampleGrid(L.Callback):
     (`walk_latents`; `walk_rows=0` turns it off). A smooth walk says G maps the latent space continuously; sharp
     jumps with near copies in between are a sign of memorised samples (Radford et al. 2016, section 6.1).
 
-    Conditional models: one row per class (row k shows label k). Progressive models: grids are at the
+    Conditional models: one row per class (row k shows label k), named in a strip on the left where the data
+    names its classes (an image folder's subfolders: `captioned_rows`). Progressive models: grids are at the
     current resolution, and `samples/res_XXX.png` is written as each resolution's phase ends.
     At the end, `samples/progress.gif` plays the run's epoch grids in order (`progress_gif`; `animation=false`
     turns it off), including those written before a resume.
@@ -146,8 +165,11 @@ class SampleGrid(L.Callback):
         self.animation = animation
         self._last_epoch_drawn: int | None = None  # this fit's: grids after it are from an abandoned timeline
         self._epoch_in_progress = 0  # the end's captions: Lightning has counted past the last epoch by then
+        self._class_names: list[str] | None = None  # row captions of conditional grids (datamodule.class_names)
 
     def on_fit_start(self, trainer, pl_module) -> None:
+        names = getattr(trainer.datamodule, "class_names", None)  # an image folder's class folders
+        self._class_names = names if names and len(names) == pl_module.num_classes else None
         if trainer.is_global_zero:
             self.dir.mkdir(parents=True, exist_ok=True)
             torch.save(pl_module.fixed_z.cpu(), self.dir.parent / "fixed_noise.pt")
@@ -161,6 +183,8 @@ class SampleGrid(L.Callback):
     def _write(self, trainer, pl_module, name: str, key: str = "samples", in_batch_end: bool = False,
                grid: torch.Tensor | None = None) -> Path:
         grid = self.grid(pl_module) if grid is None else grid
+        if self._class_names is not None:  # conditional grids and walks: one row per class, named
+            grid = captioned_rows(grid, self._class_names)
         caption = f"samples/{name}, epoch {self._epoch_in_progress}"
         return write_png_and_show(self.dir / name, lambda tmp: save_png(grid, tmp), trainer.loggers, key,
                                   step=dashboard_step(trainer, in_batch_end), caption=caption)

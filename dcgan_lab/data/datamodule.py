@@ -1,7 +1,7 @@
 """One LightningDataModule for every dataset: the whole split as a uint8 tensor, batched by indexing."""
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Sequence
 
 import lightning as L
 import torch
@@ -104,9 +104,12 @@ def _keep_batch(batch):
 
 class ImageDataModule(L.LightningDataModule):
     def __init__(self, source: Callable, name: str, image_size: int, channels: int, batch_size: int,
-                 num_workers: int = 0, num_classes: int = 0, augment: Callable | None = None, **_):
+                 num_workers: int = 0, num_classes: int = 0, augment: Callable | None = None,
+                 class_names: Sequence[str] | None = None, **_):
         super().__init__()
         self.source, self.name, self.augment = source, name, augment
+        # What label k means, for grids' row captions (an image folder's class folders); None: its number says it
+        self.class_names = [str(name) for name in class_names] if class_names else None
         self.image_size, self.channels = image_size, channels
         self.batch_size, self.num_workers, self.num_classes = batch_size, num_workers, num_classes
         self._splits: dict[str, UInt8Images] = {}

@@ -20,6 +20,7 @@ import sys
 import time
 import weakref
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -165,7 +166,7 @@ def celeba(root: str, split: str = "train", download: bool = True, cache_dir: st
     partition = next((p for p in (celeba_dir / "list_eval_partition.txt", celeba_dir / "list_eval_partition.csv")
                       if p.is_file()), None)
     files = _celeba_split(files, partition, split)
-    return decode_files(files, image_size, channels, cache_dir, on_corrupt="error", crop=crop), None
+    return decode_files(files, image_size, channels, cache_dir, on_corrupt="error", crop=crop)
 
 
 def _faces(folder: Path) -> list[Path]:
@@ -234,9 +235,14 @@ def photo_patches(split: str = "train", image_size: int = 64, channels: int = 3,
 
 
 def image_folder(path: str, split: str = "train", cache_dir: str = ".cache", image_size: int = 64,
-                 channels: int = 3, on_corrupt: str = "skip", crop: int | None = None, **_):
-    """Every image under `path` (`image_files`: recursively, hidden files left out); unlabelled, subfolders are
-    not classes. There is one split: train and test are the same."""
+                 channels: int = 3, on_corrupt: str = "skip", crop: int | None = None,
+                 classes: Sequence[str] = (), **_):
+    """Every image under `path` (`image_files`: recursively, hidden files left out). There is one split: train
+    and test are the same.
+
+    `classes` (the config's dataset.class_names: `folder_classes` when dataset.labels=subfolders) labels each image
+    by the first-level subfolder it is in, class k = classes[k]; the run's config keeps the list, so an evaluation
+    later labels the folder as training did. Without classes the set is unlabelled and subfolders mean nothing."""
     folder = Path(path).expanduser()
     if not folder.is_dir():
         raise DataError(f"dataset.path={path} is not a folder; point dataset.path at a folder of images")
@@ -246,7 +252,43 @@ def image_folder(path: str, split: str = "train", cache_dir: str = ".cache", ima
             f"dataset.path={path} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))}); "
             "point dataset.path at a folder of images"
         )
-    return decode_files(files, image_size, channels, cache_dir, on_corrupt, crop=crop), None
+    if not classes:
+        return decode_files(files, image_size, channels, cache_dir, on_corrupt, crop=crop)
+    files, labels = _labelled_by_subfolder(folder, files, list(classes), path)
+    return decode_files(files, image_size, channels, cache_dir, on_corrupt, crop=crop, labels=labels)
+
+
+def folder_classes(path: str, labels: str) -> list[str]:
+    """dataset.class_names of an image folder: with dataset.labels=subfolders, the names of its first-level
+    subfolders, sorted (torchvision's ImageFolder order), hidden ones (.thumbnails) left out; else none.
+    A config resolver: it never raises (OmegaConf would drop the lab's line), a path that is no folder has none
+    and `image_folder` says what is wrong with it."""
+    folder = Path(str(path)).expanduser()
+    if labels != "subfolders" or not folder.is_dir():
+        return []
+    return sorted(entry.name for entry in os.scandir(folder) if entry.is_dir() and not entry.name.startswith("."))
+
+
+def _labelled_by_subfolder(folder: Path, files: list[Path], classes: list[str], path: str) -> tuple[list[Path], list[int]]:
+    """The files inside class folders and their labels (the index of their first-level folder in `classes`).
+    Images directly in `folder` belong to no class: left out with one warning. The class folders must be
+    `classes` exactly: a class without images, or a folder the list lacks (a style added after training), would
+    shift or break what label k means."""
+    index = {name: k for k, name in enumerate(classes)}
+    found = {f.relative_to(folder).parts[0] for f in files if len(f.relative_to(folder).parts) > 1}
+    if missing := [name for name in classes if name not in found]:
+        raise DataError(f"dataset.path={path}: class folder {missing[0]!r} holds no images ({len(missing)} of the "
+                        f"{len(classes)} classes in dataset.class_names have none); give it images or remove it")
+    if extra := sorted(found - set(index)):
+        raise DataError(f"dataset.path={path}: folder {extra[0]!r} is not one of the {len(classes)} classes in "
+                        f"dataset.class_names (the run's config keeps the classes it trained on); move it out, "
+                        f"or train a new run on the folder as it is")
+    loose = [f for f in files if len(f.relative_to(folder).parts) == 1]
+    if loose:
+        log.warning("left out %d image(s) directly in dataset.path=%s, e.g. %s: with dataset.labels=subfolders an "
+                    "image's class is the subfolder it is in", len(loose), path, loose[0].name)
+    files = [f for f in files if len(f.relative_to(folder).parts) > 1]
+    return files, [index[f.relative_to(folder).parts[0]] for f in files]
 
 
 def image_files(folder: Path) -> list[Path]:
@@ -296,9 +338,10 @@ def _read_unreadable(path: Path) -> list[list[str]] | None:
 
 
 def decode_files(files: list[Path], image_size: int, channels: int, cache_dir: str, on_corrupt: str = "skip",
-                 crop: int | None = None):
+                 crop: int | None = None, labels: Sequence[int] | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Decode, center-crop (a `crop` x `crop` square, or the largest one) and resize every file once; later runs
-    load the cached uint8 array, and this process reuses the one it holds.
+    load the cached uint8 array, and this process reuses the one it holds. Returns the images and the `labels`
+    (one per file) of those that could be read, or None without labels.
 
     The files that could not be read are kept beside the array (`<key>.unreadable.json`), so one cache serves both
     `on_corrupt` settings: a cached read warns again under `skip` and stops with the same line under `error`."""
@@ -314,12 +357,12 @@ def decode_files(files: list[Path], image_size: int, channels: int, cache_dir: s
     unreadable_file = cache.with_name(f"{key.hexdigest()}.unreadable.json")
     if (held := _DECODED.get(str(cache))) is not None:
         _report_unreadable(_UNREADABLE[str(cache)], on_corrupt)
-        return held
+        return held, _kept_labels(files, labels, _UNREADABLE[str(cache)])
     if cache.exists() and (unreadable := _read_unreadable(unreadable_file)) is not None:
         _report_unreadable(unreadable, on_corrupt)
         images = _DECODED[str(cache)] = torch.from_numpy(np.load(cache, mmap_mode="r")[:].copy())
         _UNREADABLE[str(cache)] = unreadable
-        return images
+        return images, _kept_labels(files, labels, unreadable)
 
     from PIL import Image
     from tqdm import tqdm
@@ -355,7 +398,16 @@ def decode_files(files: list[Path], image_size: int, channels: int, cache_dir: s
                     "paths.cache_dir=<a writable folder> to keep them", cache.parent, exc.strerror or exc)
     images = _DECODED[str(cache)] = torch.from_numpy(array)
     _UNREADABLE[str(cache)] = unreadable
-    return images
+    return images, _kept_labels(files, labels, unreadable)
+
+
+def _kept_labels(files: list[Path], labels: Sequence[int] | None, unreadable: list[list[str]]) -> torch.Tensor | None:
+    """The labels of the files that were decoded, in the array's order. A label is the file's class folder, and
+    the files' paths are in the cache key: the cache keeps its array and list of unreadable files, not labels."""
+    if labels is None:
+        return None
+    skipped = {name for name, _ in unreadable}
+    return torch.tensor([label for f, label in zip(files, labels) if str(f) not in skipped], dtype=torch.long)
 
 
 WIDE_GREY = ("I", "I;16", "I;16B", "I;16L", "I;16N")  # PIL's modes of 16-bit (and 32-bit integer) greyscale files

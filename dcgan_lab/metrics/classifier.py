@@ -115,11 +115,17 @@ def load_or_train_classifier(datamodule, cache_dir: str | Path, epochs: int = 4,
         _train(model, train.images, train.labels, epochs, batch_size, seed, device)
     _, probs = classify(model, test.images, device=device)
     accuracy = float((probs.argmax(1) == test.labels).float().mean())
+    # A labelled image folder has one split: its "test" accuracy is on the images the classifier trained on.
+    held_out = len(test) != len(train) or not torch.equal(test.images.cpu(), train.images.cpu())
+    measured_on = "test split" if held_out else "training images (it has no test split)"
     record = {**key_parts, "test_accuracy": accuracy, "test_images": len(test), "train_images": len(train),
-              "train_time_s": round(time.perf_counter() - started, 1), "weights": weights.name}
+              "test_is_train": not held_out, "train_time_s": round(time.perf_counter() - started, 1),
+              "weights": weights.name}
     torch_save_atomically(model.state_dict(), weights)
     write_text_atomically(json.dumps(record, indent=2), record_path)
-    log.info("metrics classifier: test accuracy %.4f in %.0f s, cached at %s", accuracy, record["train_time_s"], weights)
+    log.info("metrics classifier: accuracy %.4f on %s's %s, trained in %.0f s, cached at %s", accuracy,
+             datamodule.name, measured_on, record["train_time_s"], weights)
     if accuracy < 0.9:
-        log.warning("metrics classifier reaches only %.1f%% on %s's test split: its metrics are rough", 100 * accuracy, datamodule.name)
+        log.warning("metrics classifier reaches only %.1f%% on %s's %s: its metrics are rough", 100 * accuracy,
+                    datamodule.name, measured_on)
     return model.eval(), record
