@@ -335,3 +335,53 @@ def test_the_metrics_classifier_of_a_labelled_image_folder_says_its_accuracy_is_
     assert record["test_is_train"] is True and record["num_classes"] == 3
     assert f"metrics classifier: accuracy {record['test_accuracy']:.4f} on image_folder's training images (it has no " \
            "test split)" in caplog.text
+
+
+def test_an_image_replaced_by_cp_p_is_decoded_again(tmp_path):
+    """`cp -p` (or rsync -t) keeps a file's size and mtime: the cache, keyed by path, size and mtime, gave the
+    old image's pixels for the new one. The file's ctime, which no copy can set, is in the key now."""
+    import os
+    import shutil
+
+    folder, new = tmp_path / "art", tmp_path / "new"
+    folder.mkdir()
+    new.mkdir()
+    for i in range(3):
+        Image.new("RGB", (20, 20), (255, 0, 0)).save(folder / f"{i}.bmp")
+    Image.new("RGB", (20, 20), (0, 0, 255)).save(new / "1.bmp")
+    assert (new / "1.bmp").stat().st_size  # BMP: no compression == (folder / "1.bmp").stat().st_size
+    common = dict(image_size=8, cache_dir=str(tmp_path / "cache"))
+    before = image_folder(str(folder), **common)[0]
+    assert before[:, 0, 4, 4].tolist() == [255, 255, 255]
+    mtime_ns = (folder / "1.bmp").stat().st_mtime_ns
+    shutil.copy2(new / "1.bmp", folder / "1.bmp")  # cp -p
+    os.utime(folder / "1.bmp", ns=(mtime_ns, mtime_ns))  # the same mtime, as when both came from one archive
+    after = image_folder(str(folder), **common)[0]
+    assert after[:, 0, 4, 4].tolist() == [255, 0, 255] and after[:, 2, 4, 4].tolist() == [0, 255, 0]
+
+
+def test_a_folder_decoded_again_after_a_change_removes_its_own_older_caches_only(tmp_path):
+    """Each edit of a folder (an image added) left a whole decoded copy of it behind in paths.cache_dir, forever.
+    Now the folder's new cache replaces its older ones; other folders', other sizes' and a writing run's
+    temporary file stay."""
+    art, other = tmp_path / "art", tmp_path / "other"
+    for folder in (art, other):
+        folder.mkdir()
+        for i in range(3):
+            Image.new("RGB", (20, 20), (40 * i, 0, 0)).save(folder / f"{i}.png")
+    cache = tmp_path / "cache"
+    common = dict(cache_dir=str(cache))
+    image_folder(str(other), image_size=8, **common)
+    image_folder(str(art), image_size=16, **common)
+    image_folder(str(art), image_size=8, **common)
+    images = cache / "images"
+    writing = images / f".{sorted(images.glob('*.npy'))[0].stem}.4242.tmp.npy"  # another run's write, under way
+    writing.write_bytes(b"")
+    kept = sorted(p.name for p in images.iterdir())
+    assert len(kept) == 7  # 3 sets x (.npy + .unreadable.json), and the temporary file
+    Image.new("RGB", (20, 20), (0, 255, 0)).save(art / "3.png")
+    assert len(image_folder(str(art), image_size=8, **common)[0]) == 4
+    now = sorted(p.name for p in images.iterdir())
+    assert len(now) == 7 and len(set(now) - set(kept)) == 2  # the 8-pixel art set's two files were replaced
+    assert writing.exists() and len(image_folder(str(art), image_size=16, **common)[0]) == 4
+    assert len(list(images.glob("[!.]*.npy"))) == 3  # art at 8 and 16 pixels, other

@@ -166,7 +166,8 @@ def celeba(root: str, split: str = "train", download: bool = True, cache_dir: st
     partition = next((p for p in (celeba_dir / "list_eval_partition.txt", celeba_dir / "list_eval_partition.csv")
                       if p.is_file()), None)
     files = _celeba_split(files, partition, split)
-    return decode_files(files, image_size, channels, cache_dir, on_corrupt="error", crop=crop)
+    return decode_files(files, image_size, channels, cache_dir, on_corrupt="error", crop=crop,
+                        source=f"celeba|{folder.resolve()}|{split}")
 
 
 def _faces(folder: Path) -> list[Path]:
@@ -252,10 +253,12 @@ def image_folder(path: str, split: str = "train", cache_dir: str = ".cache", ima
             f"dataset.path={path} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))}); "
             "point dataset.path at a folder of images"
         )
+    source = f"image_folder|{folder.resolve()}"
     if not classes:
-        return decode_files(files, image_size, channels, cache_dir, on_corrupt, crop=crop)
+        return decode_files(files, image_size, channels, cache_dir, on_corrupt, crop=crop, source=source)
     files, labels = _labelled_by_subfolder(folder, files, list(classes), path)
-    return decode_files(files, image_size, channels, cache_dir, on_corrupt, crop=crop, labels=labels)
+    return decode_files(files, image_size, channels, cache_dir, on_corrupt, crop=crop, labels=labels,
+                        source=source + "|subfolders")  # without the images directly in the folder
 
 
 def folder_classes(path: str, labels: str) -> list[str]:
@@ -338,10 +341,16 @@ def _read_unreadable(path: Path) -> list[list[str]] | None:
 
 
 def decode_files(files: list[Path], image_size: int, channels: int, cache_dir: str, on_corrupt: str = "skip",
-                 crop: int | None = None, labels: Sequence[int] | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+                 crop: int | None = None, labels: Sequence[int] | None = None,
+                 source: str = "") -> tuple[torch.Tensor, torch.Tensor | None]:
     """Decode, center-crop (a `crop` x `crop` square, or the largest one) and resize every file once; later runs
     load the cached uint8 array, and this process reuses the one it holds. Returns the images and the `labels`
     (one per file) of those that could be read, or None without labels.
+
+    The cache file is `<source>-<files>.npy`: `source` names the set (its folder, split, ...) and the transform,
+    `files` every file's path, size, mtime and ctime (a file replaced by `cp -p` keeps its size and mtime, never
+    its ctime). A set decoded under a new files key (images added, edited, replaced) removes its own older cache
+    files: a folder edited daily left one stale copy of the whole set per edit.
 
     The files that could not be read are kept beside the array (`<key>.unreadable.json`), so one cache serves both
     `on_corrupt` settings: a cached read warns again under `skip` and stops with the same line under `error`."""
@@ -349,18 +358,20 @@ def decode_files(files: list[Path], image_size: int, channels: int, cache_dir: s
         raise DataError(f"dataset.on_corrupt={on_corrupt!r} must be 'skip' or 'error'")
     # v2: 16-bit greyscale scaled to 8 bits (v1 clipped it white); v3: EXIF orientation applied and transparency
     # laid over white (v2 did neither). An older cache of such files is decoded again.
-    key = hashlib.md5(f"v3|{image_size}|{channels}".encode() + (f"|crop{crop}".encode() if crop else b""))
+    transform = f"v3|{image_size}|{channels}" + (f"|crop{crop}" if crop else "")
+    set_key = hashlib.md5(f"{transform}|{source}".encode()).hexdigest()
+    key = hashlib.md5(transform.encode())
     for f in files:
         st = f.stat()
-        key.update(f"{f}|{st.st_size}|{st.st_mtime_ns}".encode())
-    cache = Path(cache_dir) / "images" / f"{key.hexdigest()}.npy"
-    unreadable_file = cache.with_name(f"{key.hexdigest()}.unreadable.json")
+        key.update(f"{f}|{st.st_size}|{st.st_mtime_ns}|{st.st_ctime_ns}".encode())
+    cache = Path(cache_dir) / "images" / f"{set_key}-{key.hexdigest()}.npy"
+    unreadable_file = cache.with_name(f"{cache.stem}.unreadable.json")
     if (held := _DECODED.get(str(cache))) is not None:
         _report_unreadable(_UNREADABLE[str(cache)], on_corrupt)
         return held, _kept_labels(files, labels, _UNREADABLE[str(cache)])
-    if cache.exists() and (unreadable := _read_unreadable(unreadable_file)) is not None:
+    if (unreadable := _read_unreadable(unreadable_file)) is not None and (array := _read_cached(cache)) is not None:
         _report_unreadable(unreadable, on_corrupt)
-        images = _DECODED[str(cache)] = torch.from_numpy(np.load(cache, mmap_mode="r")[:].copy())
+        images = _DECODED[str(cache)] = torch.from_numpy(array)
         _UNREADABLE[str(cache)] = unreadable
         return images, _kept_labels(files, labels, unreadable)
 
@@ -393,12 +404,32 @@ def decode_files(files: list[Path], image_size: int, channels: int, cache_dir: s
             tmp.write_text(json.dumps({"unreadable": unreadable}))
         with replaced_atomically(cache) as tmp:  # a killed run never leaves a half-written cache
             np.save(tmp, array)
+        _remove_older_caches(cache, set_key)
     except OSError as exc:  # a read-only (shared) cache folder: the decoded images still serve this run
         log.warning("cannot write the decoded images to %s (%s); they are decoded again by the next run: set "
                     "paths.cache_dir=<a writable folder> to keep them", cache.parent, exc.strerror or exc)
     images = _DECODED[str(cache)] = torch.from_numpy(array)
     _UNREADABLE[str(cache)] = unreadable
     return images, _kept_labels(files, labels, unreadable)
+
+
+def _read_cached(cache: Path) -> np.ndarray | None:
+    """The cached array, or None where there is none: also where another run, which decoded this set after its
+    files changed, removed it between our look and our read (`_remove_older_caches`); then it is decoded again."""
+    try:
+        return np.load(cache, mmap_mode="r")[:].copy()
+    except FileNotFoundError:
+        return None
+
+
+def _remove_older_caches(cache: Path, set_key: str) -> None:
+    """Removes the set's cache files other than `cache` (`<set_key>-<files key>.npy` and its `.unreadable.json`),
+    never another set's or a temporary file of a run writing now (those start with a dot). A run that has read an
+    older one holds it in memory (np.load copies it), so removing it under that run is safe."""
+    for old in cache.parent.glob(f"{set_key}-*"):
+        if old.name not in (cache.name, f"{cache.stem}.unreadable.json"):
+            old.unlink(missing_ok=True)
+            log.info("removed %s: the decoded images of an earlier state of the same files", old.name)
 
 
 def _kept_labels(files: list[Path], labels: Sequence[int] | None, unreadable: list[list[str]]) -> torch.Tensor | None:
