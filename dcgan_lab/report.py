@@ -737,6 +737,16 @@ def write_curves(path: Path, variants, columns) -> None:
     plt.close(fig)
 
 
+def wrap_label(label: str, width: int) -> str:
+    """A variant's label in lines of about `width` characters, broken at spaces, and a longer override after its
+    `=`, never inside a name or value (textwrap cut `model.d_conditioning=projection` into `...=project` / `ion`)."""
+    lines = []
+    for line in textwrap.wrap(label, width, break_long_words=False, break_on_hyphens=False):
+        cut = line.find("=") + 1
+        lines += [line[:cut], line[cut:]] if len(line) > width and 0 < cut < len(line) else [line]
+    return "\n".join(lines)
+
+
 def write_samples(path: Path, variants, grid_name: str = "last.png") -> None:
     """One panel per variant: its first finished seed's samples/<grid_name>."""
     plt = headless_pyplot()
@@ -745,7 +755,7 @@ def write_samples(path: Path, variants, grid_name: str = "last.png") -> None:
     for ax, variant in zip(axes.flat, variants):
         ax.axis("off")
         grid = next((job for job in variant.ok_jobs if (job.dir / "samples" / grid_name).exists()), None)
-        title = "\n".join(textwrap.wrap(variant.label, 28))
+        title = wrap_label(variant.label, 28)
         if grid is None:
             job = next((j for j in variant.jobs if j.state == "failed"), variant.jobs[0])
             reason = f"{job.state}: {job.error}" if not variant.ok_jobs else f"no samples/{grid_name}"

@@ -192,6 +192,15 @@ def test_curves_are_the_mean_and_std_over_seeds(sweep, drawn):
                 (min(m - s for m, s in zip(mean, std)), max(m + s for m, s in zip(mean, std))))
 
 
+def test_panel_titles_break_between_overrides_and_after_their_equals_sign_never_inside_a_word():
+    from dcgan_lab.report import wrap_label
+
+    assert wrap_label("model.d_conditioning=projection", 28).split("\n") == ["model.d_conditioning=", "projection"]
+    assert wrap_label("loss=hinge model.attention=true optimizer.lr_g=0.0004", 28).split("\n") == [
+        "loss=hinge", "model.attention=true", "optimizer.lr_g=0.0004"]
+    assert wrap_label("ablation=baseline", 28) == "ablation=baseline"
+
+
 def test_samples_show_each_variants_own_grid_side_by_side(sweep, drawn):
     out = build_report(sweep)
     fig, dpi = drawn["samples.png"]
