@@ -18,6 +18,8 @@ from lightning.pytorch.callbacks import Checkpoint, ProgressBar
 from lightning.pytorch.trainer.states import TrainerStatus
 from omegaconf import DictConfig, OmegaConf
 
+from dcgan_lab.atomic import write_text_atomically
+from dcgan_lab.callbacks.interrupt import StopBeforeTraining
 from dcgan_lab.callbacks.progress import EpochLines
 from dcgan_lab.checkpoint_io import (AtomicCheckpointIO, RaiseFailedCheckpointWrites, check_architecture,
                                     optimizer_setting_changes, read_checkpoint)
@@ -27,7 +29,7 @@ from dcgan_lab.loggers import FlushLogsWithCheckpoints, log_run_config, run_csv_
 from dcgan_lab.module import GANModule
 from dcgan_lab.run_folder import (keep_metrics_on_resume, refuse_taken_folder, resolve_resume, run_recorded,
                                   writing_into)
-from dcgan_lab.sweep import folder_not_given, job_name, jobs_at_once, resume_command, sweep_return
+from dcgan_lab.sweep import folder_not_given, in_multirun, job_name, jobs_at_once, resume_command, sweep_return
 from dcgan_lab.terminal import redraws_in_place
 
 log = logging.getLogger(__name__)
@@ -149,8 +151,20 @@ class _NothingForUsers(logging.Filter):
 
 
 def train(cfg: DictConfig) -> dict:
-    """Fit one GAN. Returns the last logged metrics and the run folder."""
+    """Fit one GAN. Returns the last logged metrics and the run folder. Ctrl-C or SIGTERM before training starts
+    stops it at once (StopBeforeTraining); from the fit's start, at a batch's end (SaveOnInterrupt)."""
     validate(cfg)
+    restart = (f"continue with {resume_command(cfg.paths.output_dir)}" if in_multirun()
+               else "run the same command again")
+    with StopBeforeTraining(restart) as before_training:
+        try:
+            return _train(cfg, before_training)
+        except Interrupted:
+            finish_wandb_run(failed=True)  # stopped before the fit: its W&B run (if one began) ends here
+            raise
+
+
+def _train(cfg: DictConfig, before_training: StopBeforeTraining) -> dict:
     _route_lightning_logs_to_hydra()
     _quiet_third_party_warnings()
     for line in inert_overrides(cfg, HydraConfig.get().overrides.task if HydraConfig.initialized() else []):
@@ -160,6 +174,7 @@ def train(cfg: DictConfig) -> dict:
     first_process = rank_zero_only.rank == 0
     ckpt_path, resuming_in_place = resolve_resume(cfg, output_dir, check_folder=first_process,
                                                    folder_not_given=folder_not_given())
+    before_training.g_steps = None if ckpt_path else 0  # a resumed run's: known once its checkpoint is read
     L.seed_everything(cfg.seed, workers=True, verbose=False)
 
     # Bad data, a checkpoint that does not fit or a logger that cannot work fail here, before anything is
@@ -171,6 +186,7 @@ def train(cfg: DictConfig) -> dict:
         log.warning(caveat)
     checkpoint = read_checkpoint(ckpt_path) if ckpt_path else None
     if checkpoint is not None:
+        before_training.g_steps = g_steps_done(cfg, checkpoint)
         check_architecture(module, checkpoint["state_dict"], ckpt_path)
         # Another kind of optimizer is refused here, before anything is written; GANModule applies the other changes.
         optimizer_setting_changes(checkpoint, module.optimizer_factories, ckpt_path)
@@ -180,12 +196,15 @@ def train(cfg: DictConfig) -> dict:
     callbacks, console = console_callbacks(cfg, [instantiate(c) for c in cfg.callbacks.values() if c is not None])
     callbacks.append(FlushLogsWithCheckpoints())  # metrics.csv is always written, and kept up to a resume's checkpoint
     callbacks.append(RaiseFailedCheckpointWrites())  # a checkpoint the background writer could not write stops the run
+    callbacks.append(before_training)  # after SaveOnInterrupt: hands the signals over at the fit's start
     if not any(isinstance(c, Checkpoint) for c in callbacks):  # callbacks=none: no checkpoints, not Lightning's own
         console["enable_checkpointing"] = False
     trainer = build_trainer(cfg, callbacks, loggers, **console)  # settings Lightning refuses: before config.yaml
     output_dir.mkdir(parents=True, exist_ok=True)
     if first_process:
-        (output_dir / "config.yaml").write_text(OmegaConf.to_yaml(run_config))
+        write_text_atomically(OmegaConf.to_yaml(run_config), output_dir / "config.yaml")  # whole, even if stopped
+        # The folder holds a run now: the same command with its own hydra.run.dir would be refused.
+        before_training.restart = f"start it again with {resume_command(output_dir)}"
     log_run_config(loggers, run_config)
     if resuming_in_place and checkpoint is not None and first_process:
         keep_metrics_on_resume(loggers[0], checkpoint)
@@ -194,6 +213,8 @@ def train(cfg: DictConfig) -> dict:
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
         failed = False
+    except Interrupted:  # stopped in Lightning's setup, before training started (StopBeforeTraining)
+        raise
     except SystemExit:  # how Lightning ends a fit that Ctrl-C (exit 1) or SIGTERM (SIGTERMException) stopped
         if trainer.state.status != TrainerStatus.INTERRUPTED:
             raise
@@ -222,19 +243,23 @@ def interruption(trainer: L.Trainer, module: GANModule, output_dir: Path) -> Int
     return Interrupted(signum, message, g_steps=module.g_step, train_time_s=module.train_time_s)
 
 
+def g_steps_done(cfg: DictConfig, checkpoint: dict) -> int:
+    return checkpoint.get("global_step", 0) // (cfg.training.n_critic + 1)  # Lightning counts D and G steps
+
+
 def refuse_finished(cfg: DictConfig, checkpoint: dict, source: str) -> None:
     """One line, before anything is written, for a checkpoint that has already trained all that this run asks
     for: Lightning would stop at once, and the run's status.json and W&B summary would be replaced by an empty one."""
     epoch_progress = checkpoint.get("loops", {}).get("fit_loop", {}).get("epoch_progress", {})
     epochs_done = epoch_progress.get("current", {}).get("processed", 0)  # epochs whose end has run
     max_epochs, max_steps = cfg.trainer.get("max_epochs"), cfg.trainer.get("max_steps", -1)
-    g_steps_done = checkpoint.get("global_step", 0) // (cfg.training.n_critic + 1)  # Lightning counts D and G steps
+    g_steps = g_steps_done(cfg, checkpoint)
     if max_epochs is not None and 0 <= max_epochs <= epochs_done:
         done = f"{epochs_done} epochs, all that trainer.max_epochs={max_epochs} asks for"
         more = f"trainer.max_epochs={2 * max(epochs_done, 1)}"
-    elif max_steps is not None and 0 < max_steps <= g_steps_done:
-        done = f"{g_steps_done} G steps, all that trainer.max_steps={max_steps} asks for"
-        more = f"trainer.max_steps={2 * g_steps_done}"
+    elif max_steps is not None and 0 < max_steps <= g_steps:
+        done = f"{g_steps} G steps, all that trainer.max_steps={max_steps} asks for"
+        more = f"trainer.max_steps={2 * g_steps}"
     else:
         return
     raise AlreadyFinished(f"checkpoint {source} has already trained {done}: nothing to resume, and the run's results "

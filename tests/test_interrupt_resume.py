@@ -1,16 +1,24 @@
 """Ctrl-C or SIGTERM mid-epoch, then resume=true: with trainer.deterministic=true the run ends bit-identical to one
 never interrupted (the data order of the interrupted epoch travels in the checkpoint with the RNG states); in between,
-status.json says `interrupted` and how to continue, and the process exits with 128 + the signal's number."""
+status.json says `interrupted` and how to continue, and the process exits with 128 + the signal's number.
+The same signals before training starts (while the data is decoded): one line, status.json `interrupted`, no traceback."""
 import csv
 import json
+import os
 import signal
+import subprocess
+import time
 import warnings
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
+from dcgan_lab.data.sources import mnist_mini
 from dcgan_lab.pipeline import main, train
+from tests.conftest import PYTHON, ROOT
 
 DETERMINISTIC = ["trainer.deterministic=true", "trainer.limit_train_batches=6", "trainer.max_epochs=2",
                  "trainer.log_every_n_steps=1", "callbacks.model_checkpoint.every_n_epochs=1"]
@@ -55,3 +63,89 @@ def test_a_stop_signal_mid_epoch_then_resume_matches_an_uninterrupted_run(make_c
     different = [k for k in ends[0] if not torch.equal(ends[0][k], ends[1][k])]
     assert not different, different[:5]
     assert loss_rows(run) == loss_rows(whole)
+
+
+# ---- before training starts -------------------------------------------------------------------
+def signalled_while_loading(signal_name: str, **kwargs):
+    """A data source that gets `signal_name` while it loads, as a large image folder does while it is decoded."""
+    os.kill(os.getpid(), getattr(signal, signal_name))
+    time.sleep(1)  # the signal's handler runs here
+    return mnist_mini(**kwargs)
+
+
+def unhandled(signum, frame):
+    raise AssertionError(f"{signal.Signals(signum).name} reached the handler that was there before the run")
+
+
+def stop_before_training(signal_name: str) -> list[str]:
+    return ["dataset.source._target_=tests.test_interrupt_resume.signalled_while_loading",
+            f"+dataset.source.signal_name={signal_name}"]
+
+
+@pytest.mark.parametrize("signal_name, exit_status", [("SIGINT", 130), ("SIGTERM", 143)])
+def test_a_stop_signal_before_training_starts_is_recorded_as_interrupted(make_cfg, tmp_path, caplog, signal_name,
+                                                                          exit_status):
+    run = tmp_path / "run"
+    previous_handlers = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:  # what the process had before: the run hands it back; without the lab's handler, the test fails here
+        for signum in previous_handlers:
+            signal.signal(signum, unhandled)
+        with pytest.raises(SystemExit) as stop:
+            main(make_cfg(*stop_before_training(signal_name), run_dir=run))
+        assert {s: signal.getsignal(s) for s in previous_handlers} == {s: unhandled for s in previous_handlers}
+    finally:
+        for signum, handler in previous_handlers.items():
+            signal.signal(signum, handler)
+    assert stop.value.code == exit_status
+    line = (f"interrupted by {signal_name} before training started (while the data was loaded and the run built): "
+            "nothing was trained or saved; run the same command again")
+    assert [r.getMessage() for r in caplog.records if r.levelname == "WARNING"] == [line]
+    status = json.loads((run / "status.json").read_text())
+    assert (status["status"], status["signal"], status["error"], status["g_steps"], status["train_time_s"]) == (
+        "interrupted", signal_name, line, 0, 0.0)
+    assert sorted(p.name for p in run.iterdir()) == ["status.json"]  # no config.yaml, checkpoint or lock
+
+
+def test_a_run_stopped_before_training_runs_again_with_the_same_command(make_cfg, tmp_path):
+    run = tmp_path / "run"
+    previous_handler = signal.getsignal(signal.SIGTERM)
+    try:
+        signal.signal(signal.SIGTERM, unhandled)
+        with pytest.raises(SystemExit):
+            main(make_cfg("resume=true", *stop_before_training("SIGTERM"), run_dir=run))
+    finally:
+        signal.signal(signal.SIGTERM, previous_handler)
+    main(make_cfg("resume=true", run_dir=run))
+    status = json.loads((run / "status.json").read_text())
+    assert (status["status"], status["g_steps"]) == ("ok", 4)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signal_name, exit_status", [("SIGINT", 130), ("SIGTERM", 143)])
+def test_a_stop_signal_while_an_image_folder_is_decoded_is_one_line(tmp_path, signal_name, exit_status):
+    """Ctrl-C at the terminal, or SLURM's SIGTERM, while `python train.py` decodes a folder of images (minutes for
+    CelebA uncached): no traceback, no half-written cache."""
+    images = tmp_path / "images"
+    images.mkdir()
+    pixels = np.random.default_rng(0).integers(0, 256, (192, 192, 3), dtype=np.uint8)
+    for i in range(1500):  # about 2 s to decode on a laptop core; written fast (no compression)
+        Image.fromarray(np.roll(pixels, i, axis=0)).save(images / f"{i:04d}.png", compress_level=0)
+    run, cache = tmp_path / "run", tmp_path / "cache"
+    args = ["dataset=image_folder", f"dataset.path={images}", "dataset.image_size=32", f"paths.cache_dir={cache}",
+            f"hydra.run.dir={run}", "logger=csv", "metrics=none", "model.ngf=8", "model.ndf=8"]
+    process = subprocess.Popen([PYTHON, str(ROOT / "train.py"), *args], cwd=tmp_path, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    for line in process.stdout:
+        if "decoding 1500 image files" in line:
+            process.send_signal(getattr(signal, signal_name))
+            break
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == exit_status, err
+    assert "Traceback" not in out + err
+    line = (f"interrupted by {signal_name} before training started (while the data was loaded and the run built): "
+            "nothing was trained or saved; run the same command again")
+    assert out.strip().endswith(line)
+    assert (run / "train.log").read_text().strip().endswith(line)
+    status = json.loads((run / "status.json").read_text())
+    assert (status["status"], status["signal"], status["error"]) == ("interrupted", signal_name, line)
+    assert not (cache / "images").exists() or not any((cache / "images").iterdir())

@@ -11,6 +11,7 @@ import lightning as L
 
 from dcgan_lab.callbacks.guard import diverged_weights
 from dcgan_lab.checkpoint_io import wait_for_checkpoint_writes
+from dcgan_lab.errors import Interrupted
 
 log = logging.getLogger(__name__)
 
@@ -67,3 +68,54 @@ class SaveOnInterrupt(L.Callback):
         for signum, handler in self._previous_handlers.items():
             signal.signal(signum, handler)
         self._previous_handlers = {}
+
+
+class StopBeforeTraining(L.Callback):
+    """Ctrl-C or SIGTERM before training starts, while the data is decoded and the run is built (minutes for a large
+    uncached image folder): nothing is trained yet, so there is no batch to finish and nothing to save. The run stops
+    at once as `Interrupted` (one line, status.json `interrupted`, exit 128 + the signal's number) instead of Python's
+    traceback (SIGINT) or a silent death (SIGTERM). `pipeline.train` installs it at its start (a context manager) and
+    appends it to the Trainer's callbacks: at the fit's start SaveOnInterrupt (before it in the list) and Lightning
+    take the signals over, and this one hands them back to what was there before."""
+
+    def __init__(self, restart: str, g_steps: int | None = 0):
+        self.restart = restart  # what to type to run it again
+        self.g_steps = g_steps  # G steps done before this process (a resumed run's), None while not known
+        self.armed = False
+        self._previous_handlers: dict[int, object] = {}
+
+    def __enter__(self) -> "StopBeforeTraining":
+        if threading.current_thread() is threading.main_thread():  # signal handlers live in the main thread
+            self._previous_handlers = {signum: signal.signal(signum, self._stop) for signum in STOP_SIGNALS}
+        self.armed = True
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.armed = False
+        for signum, handler in self._previous_handlers.items():
+            signal.signal(signum, handler)
+        self._previous_handlers = {}
+
+    def _stop(self, signum, frame) -> None:
+        if not self.armed:  # training has started (SaveOnInterrupt gave this handler back at its end): as before
+            self._pass_on(signum, frame)
+            return
+        self.armed = False  # a second signal while this one unwinds: Python's default, not a second message
+        message = (f"interrupted by {signal.Signals(signum).name} before training started (while the data was loaded "
+                   f"and the run built): nothing was trained or saved; {self.restart}")
+        log.warning(message)
+        raise Interrupted(signum, message, g_steps=self.g_steps, train_time_s=0.0)
+
+    def _pass_on(self, signum, frame) -> None:
+        previous = self._previous_handlers.get(signum, signal.SIG_DFL)
+        if callable(previous):  # SIGINT's default: KeyboardInterrupt
+            previous(signum, frame)
+        elif previous == signal.SIG_DFL:  # SIGTERM's default: the process ends
+            signal.signal(signum, signal.SIG_DFL)
+            signal.raise_signal(signum)
+
+    def on_fit_start(self, trainer, pl_module) -> None:
+        self.armed = False
+        for signum, handler in self._previous_handlers.items():
+            if signal.getsignal(signum) == self._stop:  # no SaveOnInterrupt took it over (callbacks=none)
+                signal.signal(signum, handler)
