@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import signal
 import sys
 import warnings
@@ -19,6 +20,7 @@ from lightning.pytorch.trainer.states import TrainerStatus
 from omegaconf import DictConfig, OmegaConf
 
 from dcgan_lab.atomic import write_text_atomically
+from dcgan_lab.callbacks.guard import DivergenceGuard
 from dcgan_lab.callbacks.interrupt import StopBeforeTraining
 from dcgan_lab.callbacks.progress import EpochLines
 from dcgan_lab.checkpoint_io import (AtomicCheckpointIO, RaiseFailedCheckpointWrites, check_architecture,
@@ -225,10 +227,15 @@ def _train(cfg: DictConfig, before_training: StopBeforeTraining) -> dict:
     if 0 < cfg.trainer.max_steps <= module.g_step:  # Lightning's own line names its count of optimizer steps
         log.info("Stopped at trainer.max_steps=%d G steps (%d batches, %d D steps each)",
                  cfg.trainer.max_steps, module.batches_seen, module.n_critic)
+    guard = next((c for c in callbacks if isinstance(c, DivergenceGuard)), None)
+    rollbacks = guard.history if guard is not None else []
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    if rollbacks:  # a guarded run ends finite: a NaN/Inf left is a discarded batch's (a rollback at the last epoch's end)
+        metrics = {k: v for k, v in metrics.items() if math.isfinite(v)}
+        log.warning("%s", guard.summary(module.g_step))
     metrics["train_time_s"] = train_time_s  # the W&B summary's too
     log.info("Run folder: %s", output_dir)
-    return {"output_dir": str(output_dir), "metrics": metrics, "g_steps": module.g_step}
+    return {"output_dir": str(output_dir), "metrics": metrics, "g_steps": module.g_step, "rollbacks": rollbacks}
 
 
 def interruption(trainer: L.Trainer, module: GANModule, output_dir: Path) -> Interrupted:

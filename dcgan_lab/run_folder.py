@@ -324,6 +324,7 @@ def run_recorded(train, cfg, output_dir: str) -> dict | None:
         "wall_time_s": time.perf_counter() - started,
         "train_time_s": result["metrics"].get("train_time_s"),
         "g_steps": result.get("g_steps"),
+        "rollbacks": result.get("rollbacks", []),  # the divergence guard's (action=rollback): where, and to what
         "final_metrics": result["metrics"],
     })
     return result

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import json
 import logging
+import math
 import os
 import resource
 import shutil
@@ -20,7 +22,7 @@ from dcgan_lab.callbacks.guard import DivergenceError
 from dcgan_lab.callbacks.host_read import HostRead
 from dcgan_lab.checkpoint_io import AtomicCheckpointIO, CheckpointWriteError, wait_for_checkpoint_writes
 from dcgan_lab.errors import ConfigError
-from dcgan_lab.pipeline import train
+from dcgan_lab.pipeline import main, train
 from dcgan_lab.run_folder import rows_before_checkpoint, unique_dir
 from tests.conftest import FAST, PYTHON, ROOT, compose_config
 
@@ -464,7 +466,7 @@ def test_rollback_reloads_last_good_checkpoint_with_lower_learning_rate(make_cfg
                    *poison("generator", at_batch=3), run_dir=run)
     with caplog.at_level(logging.WARNING, logger="dcgan_lab.callbacks.guard"):
         result = train(cfg)
-    rolled = [r.getMessage() for r in caplog.records if "rolled back" in r.getMessage()]
+    rolled = [r.getMessage() for r in caplog.records if r.name == "dcgan_lab.callbacks.guard" and "rolled back" in r.getMessage()]
     assert len(rolled) == 1
     assert rolled[0].startswith("divergence: generator weights became NaN/Inf (generator.")
     assert f"at G step 3 (epoch 1, batch 3); rolled back to {run / 'checkpoints/last.ckpt'} with learning rates x0.5" in rolled[0]
@@ -472,7 +474,31 @@ def test_rollback_reloads_last_good_checkpoint_with_lower_learning_rate(make_cfg
     last = torch.load(run / "checkpoints/last.ckpt", weights_only=True)
     assert all(torch.isfinite(v).all() for v in last["state_dict"].values())
     assert [g["lr"] for s in last["optimizer_states"] for g in s["param_groups"]] == [pytest.approx(1e-4)] * 2
-    assert last["callbacks"]["DivergenceGuard"] == {"lr_scale": 0.5, "rollbacks": 1}
+    assert last["callbacks"]["DivergenceGuard"] == {
+        "lr_scale": 0.5, "rollbacks": 1,
+        "history": [{"diverged_at_g_step": 3, "at_g_step": 4, "to": str(run / "checkpoints/last.ckpt"), "to_g_step": 2}]}
+    assert [r["diverged_at_g_step"] for r in result["rollbacks"]] == [3]
+
+
+def test_a_rollback_at_the_last_epochs_end_leaves_no_nan_in_the_final_numbers(make_cfg, tmp_path, caplog):
+    """The NaN at G step 3 is seen at the last epoch's end: the weights go back to epoch 0's last.ckpt and the run
+    ends. Its final numbers are not the discarded batch's NaN, and status.json and the end line say it rolled back."""
+    run = tmp_path / "run"
+    cfg = make_cfg(*EVERY_EPOCH, "trainer.max_epochs=2", "trainer.log_every_n_steps=1",
+                   "callbacks.divergence_guard.action=rollback", *poison("generator", at_batch=3), run_dir=run)
+    with caplog.at_level(logging.WARNING, logger="dcgan_lab.pipeline"):
+        main(cfg)
+    status = json.loads((run / "status.json").read_text())
+    assert status["status"] == "ok"
+    assert status["rollbacks"] == [{"diverged_at_g_step": 3, "at_g_step": 4, "to": str(run / "checkpoints/last.ckpt"),
+                                    "to_g_step": 2}]
+    final = status["final_metrics"]
+    assert all(math.isfinite(v) for v in final.values()), final
+    assert "loss/d" not in final and "loss/g" not in final
+    assert [r.getMessage() for r in caplog.records if r.name == "dcgan_lab.pipeline"] == [
+        f"rolled back 1 time(s) (divergence at G step 3), last to {run / 'checkpoints/last.ckpt'} (G step 2), learning "
+        "rates now x0.5; the run ended there: its final weights are those of G step 2, and the discarded steps' NaN/Inf "
+        "losses are left out of its final metrics"]
 
 
 # ---- Ctrl-C --------------------------------------------------------------------------------------

@@ -68,7 +68,10 @@ class DivergenceGuard(L.Callback):
         self.every_n_batches = max(int(every_n_batches), 1)
         self.rollbacks = 0
         self.lr_scale = 1.0  # product of the lr_factors applied so far; saved with checkpoints
+        # Each rollback: where the divergence began and the state it went back to (status.json, the end line).
+        self.history: list[dict] = []
         self._start_snapshot: dict | None = None
+        self._start_g_step = 0
         self._owners: dict[int, int] = {}  # id(optimizer) -> index into NETWORKS
         # When each network's weights, or the gradients of its update, were first seen NaN/Inf: an event time
         # 2 * (2 * batch + index of the stepping network) + (0 weights, 1 gradients), -1 while none. Kept on
@@ -80,17 +83,32 @@ class DivergenceGuard(L.Callback):
 
     # ---- checkpointed state ----------------------------------------------------------------
     def state_dict(self) -> dict:
-        return {"lr_scale": self.lr_scale, "rollbacks": self.rollbacks}
+        return {"lr_scale": self.lr_scale, "rollbacks": self.rollbacks, "history": self.history}
 
     def load_state_dict(self, state_dict: dict) -> None:
         self.lr_scale = state_dict.get("lr_scale", 1.0)
         self.rollbacks = state_dict.get("rollbacks", 0)
+        self.history = list(state_dict.get("history", []))
+
+    def summary(self, g_step_now: int) -> str | None:
+        """The run's rollbacks in one line, or None when there were none."""
+        if not self.history:
+            return None
+        steps = ", ".join(str(r["diverged_at_g_step"]) for r in self.history)
+        last = self.history[-1]
+        line = (f"rolled back {len(self.history)} time(s) (divergence at G step {steps}), last to {last['to']} "
+                f"(G step {last['to_g_step']}), learning rates now x{self.lr_scale:g}")
+        if last["at_g_step"] == g_step_now:  # at the last epoch's end: no step trained after it
+            line += (f"; the run ended there: its final weights are those of G step {last['to_g_step']}, and the "
+                     "discarded steps' NaN/Inf losses are left out of its final metrics")
+        return line
 
     # ---- detection, on the device ----------------------------------------------------------
     def on_train_start(self, trainer, pl_module) -> None:
         self._first_bad = torch.full((len(NETWORKS), 2), -1, dtype=torch.long, device=pl_module.device)
         self._batch = torch.zeros((), dtype=torch.long, device=pl_module.device)
         if self.action == "rollback":
+            self._start_g_step = pl_module.g_step
             self._start_snapshot = {
                 "state_dict": copy.deepcopy(pl_module.state_dict()),
                 "optimizer_states": [copy.deepcopy(opt.state_dict()) for opt in trainer.optimizers],
@@ -130,8 +148,8 @@ class DivergenceGuard(L.Callback):
         weights_bad = ~torch.stack([all_finite(getattr(pl_module, n).parameters()) for n in NETWORKS])
         return torch.cat([self._first_bad.flatten(), weights_bad.long()])
 
-    def _verdict(self, trainer, pl_module, flags: list[int], batch_now: int) -> str | None:
-        """None while everything was finite, else the one-line problem and where it began."""
+    def _verdict(self, trainer, pl_module, flags: list[int], batch_now: int) -> tuple[str, int] | None:
+        """None while everything was finite, else the one-line problem and where it began, and that G step."""
         n_nets = len(NETWORKS)
         first_bad = [flags[2 * n: 2 * n + 2] for n in range(n_nets)]
         weights_bad = flags[2 * n_nets:]
@@ -147,15 +165,16 @@ class DivergenceGuard(L.Callback):
         bad_param = first_nonfinite(getattr(pl_module, network))
         problem = (f"{network} weights became NaN/Inf ({network}.{bad_param})" if bad_param
                    else f"{network} loss or gradients became NaN/Inf")
-        epoch = batch // max(trainer.num_training_batches, 1)
-        return f"{problem} at G step {batch // pl_module.n_critic} (epoch {epoch}, batch {batch})"
+        epoch, g_step = batch // max(trainer.num_training_batches, 1), batch // pl_module.n_critic
+        return f"{problem} at G step {g_step} (epoch {epoch}, batch {batch})", g_step
 
     def _act(self, trainer, pl_module, flags: list[int], batch_now: int) -> None:
-        problem = self._verdict(trainer, pl_module, flags, batch_now)
-        if problem is None:
+        verdict = self._verdict(trainer, pl_module, flags, batch_now)
+        if verdict is None:
             return
+        problem, g_step = verdict
         if self.action == "rollback" and self.rollbacks < self.max_rollbacks:
-            self._roll_back(trainer, pl_module, f"divergence: {problem}")
+            self._roll_back(trainer, pl_module, f"divergence: {problem}", g_step)
         else:
             self._fail(trainer, problem)
 
@@ -196,12 +215,14 @@ class DivergenceGuard(L.Callback):
         path = getattr(callback, "last_model_path", "") or getattr(callback, "best_model_path", "")
         return path if path and Path(path).is_file() else None
 
-    def _roll_back(self, trainer, pl_module, problem: str) -> None:
+    def _roll_back(self, trainer, pl_module, problem: str, g_step: int) -> None:
         path = self._last_good_checkpoint(trainer)
         if path is not None:
             checkpoint, source = read_checkpoint(path), path
+            to_g_step = checkpoint.get("global_step", 0) // (pl_module.n_critic + 1)  # Lightning counts D and G steps
         else:
             checkpoint, source = self._start_snapshot, "the weights at the start of this fit"
+            to_g_step = self._start_g_step
         pl_module.load_state_dict(checkpoint["state_dict"])
         # A checkpoint from before a resume that changed optimizer settings: this run's settings, as on resume.
         apply_optimizer_settings(checkpoint, optimizer_setting_changes(checkpoint, pl_module.optimizer_factories, source))
@@ -216,6 +237,8 @@ class DivergenceGuard(L.Callback):
         self._first_bad.fill_(-1)
         self._pending = None  # read before the rollback
         self.rollbacks += 1
+        self.history.append({"diverged_at_g_step": g_step, "at_g_step": pl_module.g_step, "to": source,
+                             "to_g_step": to_g_step})
         lrs = ", ".join(f"{float(g['lr']):.3g}" for opt in trainer.optimizers for g in opt.param_groups)
         log.warning(
             "%s; rolled back to %s with learning rates x%g (now %s), rollback %d of %d",
