@@ -29,8 +29,8 @@ from dcgan_lab.config import inert_overrides, validate
 from dcgan_lab.errors import AlreadyFinished, ConfigError, Interrupted, lab_error_behind
 from dcgan_lab.loggers import FlushLogsWithCheckpoints, log_run_config, run_csv_logger, summarize_wandb_run
 from dcgan_lab.module import GANModule
-from dcgan_lab.run_folder import (keep_metrics_on_resume, refuse_taken_folder, resolve_resume, run_recorded,
-                                  writing_into)
+from dcgan_lab.run_folder import (keep_metrics_on_resume, read_status, refuse_taken_folder, resolve_resume,
+                                  run_recorded, writing_into)
 from dcgan_lab.sweep import folder_not_given, in_multirun, job_name, jobs_at_once, resume_command, sweep_return
 from dcgan_lab.terminal import redraws_in_place
 
@@ -192,7 +192,7 @@ def _train(cfg: DictConfig, before_training: StopBeforeTraining) -> dict:
         check_architecture(module, checkpoint["state_dict"], ckpt_path)
         # Another kind of optimizer is refused here, before anything is written; GANModule applies the other changes.
         optimizer_setting_changes(checkpoint, module.optimizer_factories, ckpt_path)
-        refuse_finished(cfg, checkpoint, ckpt_path)
+        refuse_finished(cfg, checkpoint, ckpt_path, read_status(output_dir) if resuming_in_place else None)
     run_config = module.lab_config
     loggers = [run_csv_logger(str(output_dir))] + [build(lg) for lg in cfg.logger.values() if lg is not None]
     callbacks, console = console_callbacks(cfg, [instantiate(c) for c in cfg.callbacks.values() if c is not None])
@@ -254,7 +254,7 @@ def g_steps_done(cfg: DictConfig, checkpoint: dict) -> int:
     return checkpoint.get("global_step", 0) // (cfg.training.n_critic + 1)  # Lightning counts D and G steps
 
 
-def refuse_finished(cfg: DictConfig, checkpoint: dict, source: str) -> None:
+def refuse_finished(cfg: DictConfig, checkpoint: dict, source: str, status: dict | None = None) -> None:
     """One line, before anything is written, for a checkpoint that has already trained all that this run asks
     for: Lightning would stop at once, and the run's status.json and W&B summary would be replaced by an empty one."""
     epoch_progress = checkpoint.get("loops", {}).get("fit_loop", {}).get("epoch_progress", {})
@@ -269,6 +269,13 @@ def refuse_finished(cfg: DictConfig, checkpoint: dict, source: str) -> None:
         more = f"trainer.max_steps={2 * g_steps}"
     else:
         return
+    if status is not None and status.get("status") == "interrupted":  # a signal after the last batch
+        last = Path(source)
+        raise AlreadyFinished(
+            f"checkpoint {source} has already trained {done}: the run was interrupted by {status.get('signal', 'a signal')} "
+            "after its last batch, in its end-of-training work (final metrics, samples/interpolation.png, "
+            "progress.gif), which resume cannot redo; its weights are final: measure them with `python evaluate.py "
+            f"ckpt={last}` (its status.json stays interrupted), or train on by raising the limit (e.g. {more})")
     raise AlreadyFinished(f"checkpoint {source} has already trained {done}: nothing to resume, and the run's results "
                           f"stay as they are; to train on, raise the limit (e.g. {more})")
 

@@ -11,6 +11,7 @@ import time
 import warnings
 from pathlib import Path
 
+import lightning as L
 import numpy as np
 import pytest
 import torch
@@ -149,3 +150,38 @@ def test_a_stop_signal_while_an_image_folder_is_decoded_is_one_line(tmp_path, si
     status = json.loads((run / "status.json").read_text())
     assert (status["status"], status["signal"], status["error"]) == ("interrupted", signal_name, line)
     assert not (cache / "images").exists() or not any((cache / "images").iterdir())
+
+
+# ---- after the last batch -----------------------------------------------------------------------
+class SignalAtTheLastEpochsEnd(L.Callback):
+    """SIGTERM while the last epoch's end-work runs (final metrics, grids): a SLURM time limit hit just then."""
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        if trainer.current_epoch + 1 == trainer.max_epochs:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(1)  # the signal's handler runs here
+
+
+def test_resume_of_a_run_stopped_in_its_end_of_training_work_says_what_happened(make_cfg, tmp_path, capsys):
+    run = tmp_path / "run"
+    args = ("trainer.max_epochs=2", "trainer.limit_train_batches=2")
+    previous_handler = signal.getsignal(signal.SIGTERM)
+    try:
+        with pytest.raises(SystemExit) as stop:
+            main(make_cfg(*args, "+callbacks.term._target_=tests.test_interrupt_resume.SignalAtTheLastEpochsEnd",
+                          run_dir=run))
+    finally:
+        signal.signal(signal.SIGTERM, previous_handler)
+    assert stop.value.code == 143
+    assert json.loads((run / "status.json").read_text())["status"] == "interrupted"
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as refused:
+        main(make_cfg(*args, "resume=true", run_dir=run))
+    assert refused.value.code == 2
+    last = run / "checkpoints/last.ckpt"
+    assert capsys.readouterr().err == (
+        f"error: checkpoint {last} has already trained 2 epochs, all that trainer.max_epochs=2 asks for: the run was "
+        "interrupted by SIGTERM after its last batch, in its end-of-training work (final metrics, "
+        "samples/interpolation.png, progress.gif), which resume cannot redo; its weights are final: measure them with "
+        f"`python evaluate.py ckpt={last}` (its status.json stays interrupted), or train on by raising the limit (e.g. "
+        "trainer.max_epochs=4)\n")
