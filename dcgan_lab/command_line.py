@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import functools
+import logging
 import sys
 from dcgan_lab import CONF_DIR
 
@@ -166,9 +167,15 @@ def quote_paths(args: list[str]) -> list[str]:
     return quoted
 
 
-def _refuse(problem) -> None:
-    """The lab's answer to bad input: one `error:` line on stderr, exit status 2."""
-    print(f"error: {problem}", file=sys.stderr)
+def refuse(problem) -> None:
+    """The lab's answer to bad input: one `error:` line on stderr (and in the run's train.log, when Hydra keeps one:
+    a SLURM user reading only the log sees why the run ended), exit status 2."""
+    line = f"error: {problem}"
+    print(line, file=sys.stderr)
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):  # not the console's: the line is printed once there
+            handler.handle(logging.LogRecord("dcgan_lab", logging.ERROR, __file__, 0, line, None, None))
+            handler.flush()
     sys.exit(2)
 
 
@@ -176,7 +183,7 @@ def exit_on_bad_command_line(config_name: str) -> None:
     sys.argv[1:] = quote_paths(sys.argv[1:])
     problem = command_line_problem(sys.argv[1:], config_name)
     if problem is not None:
-        _refuse(problem)
+        refuse(problem)
 
 
 def exit_on_bad_values(cfg) -> None:
@@ -194,4 +201,4 @@ def exit_on_bad_values(cfg) -> None:
     try:
         validate(cfg)
     except ConfigError as exc:
-        _refuse(exc)
+        refuse(exc)

@@ -25,6 +25,7 @@ from dcgan_lab.callbacks.interrupt import StopBeforeTraining
 from dcgan_lab.callbacks.progress import EpochLines
 from dcgan_lab.checkpoint_io import (AtomicCheckpointIO, RaiseFailedCheckpointWrites, check_architecture,
                                     optimizer_setting_changes, read_checkpoint)
+from dcgan_lab.command_line import refuse
 from dcgan_lab.config import inert_overrides, validate
 from dcgan_lab.errors import AlreadyFinished, ConfigError, Interrupted, lab_error_behind
 from dcgan_lab.loggers import FlushLogsWithCheckpoints, log_run_config, run_csv_logger, summarize_wandb_run
@@ -310,5 +311,4 @@ def main(cfg: DictConfig) -> dict | None:
         lab_error = lab_error_behind(exc)
         if lab_error is None:
             raise
-        print(f"error: {lab_error}", file=sys.stderr)
-        sys.exit(2)
+        refuse(lab_error)

@@ -408,3 +408,15 @@ def test_a_folder_of_mixed_image_modes_decodes_each_at_its_own_grey_level(tmp_pa
     files["a/b/grey.png"].save(tmp_path / "art/c/grey.png")
     read, _ = read_samples(tmp_path / "art" / "c")  # evaluate.py images=: the same reading
     assert read.shape == (2, 1, 24, 24) and read.float().mean(dim=(1, 2, 3)).tolist() == [100.0, 100.0]
+
+
+def test_the_error_line_of_a_run_refused_mid_setup_is_in_its_train_log(tmp_path):
+    """A SLURM user reading only <run>/train.log sees why the run ended: the same `error:` line as stderr, once."""
+    run = tmp_path / "run"
+    proc = run_cli(["dataset=image_folder", f"dataset.path={tmp_path / 'no_such_folder'}", f"hydra.run.dir={run}",
+                    "logger=csv", "metrics=none"], cwd=tmp_path, timeout=120)
+    assert proc.returncode == 2
+    line = f"error: dataset.path={tmp_path / 'no_such_folder'} is not a folder; point dataset.path at a folder of images"
+    assert proc.stderr.strip().splitlines() == [line]
+    assert [entry.split(" - ", 1)[1] for entry in (run / "train.log").read_text().splitlines() if " - error: " in entry] == [line]
+    assert line not in proc.stdout  # the console shows it once
