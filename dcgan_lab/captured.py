@@ -146,7 +146,7 @@ class StaticStep:
     def _before_update(self, optimizer, network: nn.Module, name: str) -> None:
         module = self.module
         grads = [p.grad.detach() for p in network.parameters() if p.grad is not None]
-        self.outputs[f"grad_norm/{name}"].copy_(torch.stack(torch._foreach_norm(grads)).norm())  # before clipping, as eager
+        self.outputs[f"grad_norm/{name}"].copy_(torch.stack(torch._foreach_norm(grads)).norm())  # pre-clip, as eager
         if module.grad_clip:
             nn.utils.clip_grad_norm_(network.parameters(), module.grad_clip, foreach=True)
         call._call_callback_hooks(module.trainer, "on_before_optimizer_step", optimizer)

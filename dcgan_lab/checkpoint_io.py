@@ -217,6 +217,11 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
     return checkpoint
 
 
+def g_steps_done(checkpoint: dict, n_critic: int) -> int:
+    """The G steps a checkpoint has trained: Lightning's global_step counts every optimizer step, D's and G's."""
+    return checkpoint.get("global_step", 0) // (n_critic + 1)
+
+
 def _unreadable_because(exc: Exception) -> str:
     """The first sentence of torch's reason ("PytorchStreamReader failed reading zip archive: failed finding central
     directory"), without its advice to file a bug; "not a torch file" where torch's says nothing (a text file's

@@ -23,7 +23,7 @@ from dcgan_lab.atomic import write_text_atomically
 from dcgan_lab.callbacks.guard import DivergenceGuard
 from dcgan_lab.callbacks.interrupt import StopBeforeTraining
 from dcgan_lab.callbacks.progress import EpochLines
-from dcgan_lab.checkpoint_io import (AtomicCheckpointIO, RaiseFailedCheckpointWrites, check_architecture,
+from dcgan_lab.checkpoint_io import (AtomicCheckpointIO, RaiseFailedCheckpointWrites, check_architecture, g_steps_done,
                                     optimizer_setting_changes, read_checkpoint)
 from dcgan_lab.command_line import refuse
 from dcgan_lab.config import inert_overrides, validate
@@ -189,7 +189,7 @@ def _train(cfg: DictConfig, before_training: StopBeforeTraining) -> dict:
         log.warning(caveat)
     checkpoint = read_checkpoint(ckpt_path) if ckpt_path else None
     if checkpoint is not None:
-        before_training.g_steps = g_steps_done(cfg, checkpoint)
+        before_training.g_steps = g_steps_done(checkpoint, cfg.training.n_critic)
         check_architecture(module, checkpoint["state_dict"], ckpt_path)
         # Another kind of optimizer is refused here, before anything is written; GANModule applies the other changes.
         optimizer_setting_changes(checkpoint, module.optimizer_factories, ckpt_path)
@@ -251,17 +251,13 @@ def interruption(trainer: L.Trainer, module: GANModule, output_dir: Path) -> Int
     return Interrupted(signum, message, g_steps=module.g_step, train_time_s=module.train_time_s)
 
 
-def g_steps_done(cfg: DictConfig, checkpoint: dict) -> int:
-    return checkpoint.get("global_step", 0) // (cfg.training.n_critic + 1)  # Lightning counts D and G steps
-
-
 def refuse_finished(cfg: DictConfig, checkpoint: dict, source: str, status: dict | None = None) -> None:
     """One line, before anything is written, for a checkpoint that has already trained all that this run asks
     for: Lightning would stop at once, and the run's status.json and W&B summary would be replaced by an empty one."""
     epoch_progress = checkpoint.get("loops", {}).get("fit_loop", {}).get("epoch_progress", {})
     epochs_done = epoch_progress.get("current", {}).get("processed", 0)  # epochs whose end has run
     max_epochs, max_steps = cfg.trainer.get("max_epochs"), cfg.trainer.get("max_steps", -1)
-    g_steps = g_steps_done(cfg, checkpoint)
+    g_steps = g_steps_done(checkpoint, cfg.training.n_critic)
     if max_epochs is not None and 0 <= max_epochs <= epochs_done:
         done = f"{epochs_done} epochs, all that trainer.max_epochs={max_epochs} asks for"
         more = f"trainer.max_epochs={2 * max(epochs_done, 1)}"
@@ -271,12 +267,11 @@ def refuse_finished(cfg: DictConfig, checkpoint: dict, source: str, status: dict
     else:
         return
     if status is not None and status.get("status") == "interrupted":  # a signal after the last batch
-        last = Path(source)
         raise AlreadyFinished(
             f"checkpoint {source} has already trained {done}: the run was interrupted by {status.get('signal', 'a signal')} "
             "after its last batch, in its end-of-training work (final metrics, samples/interpolation.png, "
             "progress.gif), which resume cannot redo; its weights are final: measure them with `python evaluate.py "
-            f"ckpt={last}` (its status.json stays interrupted), or train on by raising the limit (e.g. {more})")
+            f"ckpt={source}` (its status.json stays interrupted), or train on by raising the limit (e.g. {more})")
     raise AlreadyFinished(f"checkpoint {source} has already trained {done}: nothing to resume, and the run's results "
                           f"stay as they are; to train on, raise the limit (e.g. {more})")
 

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from dcgan_lab.callbacks.host_read import HostRead
-from dcgan_lab.checkpoint_io import (apply_optimizer_settings, optimizer_setting_changes, read_checkpoint,
+from dcgan_lab.checkpoint_io import (apply_optimizer_settings, g_steps_done, optimizer_setting_changes, read_checkpoint,
                                     wait_for_checkpoint_writes)
 from dcgan_lab.errors import LabError
 
@@ -219,7 +219,7 @@ class DivergenceGuard(L.Callback):
         path = self._last_good_checkpoint(trainer)
         if path is not None:
             checkpoint, source = read_checkpoint(path), path
-            to_g_step = checkpoint.get("global_step", 0) // (pl_module.n_critic + 1)  # Lightning counts D and G steps
+            to_g_step = g_steps_done(checkpoint, pl_module.n_critic)
         else:
             checkpoint, source = self._start_snapshot, "the weights at the start of this fit"
             to_g_step = self._start_g_step
