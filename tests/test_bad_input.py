@@ -410,6 +410,7 @@ def test_a_folder_of_mixed_image_modes_decodes_each_at_its_own_grey_level(tmp_pa
     assert read.shape == (2, 1, 24, 24) and read.float().mean(dim=(1, 2, 3)).tolist() == [100.0, 100.0]
 
 
+@pytest.mark.slow  # over 10 s on 2 cores: make test-slow
 def test_the_error_line_of_a_run_refused_mid_setup_is_in_its_train_log(tmp_path):
     """A SLURM user reading only <run>/train.log sees why the run ended: the same `error:` line as stderr, once."""
     run = tmp_path / "run"

@@ -356,6 +356,7 @@ def digit_folder(tmp_path_factory):
     return folder
 
 
+@pytest.mark.slow  # over 10 s on 2 cores: make test-slow
 def test_inception_features_give_precision_recall_density_coverage_without_labels(
         make_cfg, tmp_path, digit_folder, random_weights_without_classifier):
     # A user's unlabelled folder: the classifier's pr/* is skipped, pr_inception/* is measured on the features FID
@@ -436,6 +437,7 @@ def test_conditional_concat_d_measures_itself_without_the_classifier(make_cfg):
 
 
 # ---- Inception during a CPU training run ------------------------------------------------------------------
+@pytest.mark.slow  # over 10 s on 2 cores: make test-slow
 def test_inception_at_the_end_of_a_cpu_run(make_cfg, tmp_path, random_inception_weights):
     cfg = make_cfg("metrics=default", "metrics.every_n_epochs=1", "trainer.max_epochs=2", "metrics.n_samples=30",
                    "metrics.figures=false", "metrics.inception_during_training=end",

@@ -185,6 +185,7 @@ def test_metrics_during_training_of_a_generator_that_draws_one_constant_image(kn
     assert row["pr/density"] == 0 and row["pr/coverage"] == 0
 
 
+@pytest.mark.slow  # over 10 s on 2 cores: make test-slow
 def test_training_run_logs_metrics_and_writes_figures_then_evaluate_reproduces_them(make_cfg, tmp_path):
     cfg = make_cfg("metrics=default", "metrics.n_samples=200", "metrics.every_n_epochs=1",
                    "trainer.max_epochs=2", "trainer.log_every_n_steps=1")

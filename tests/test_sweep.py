@@ -137,6 +137,7 @@ def test_a_run_that_failed_while_training_is_failed_on_wandb_too(make_cfg, tmp_p
     assert exit_code(tmp_path / "ok") == 0
 
 
+@pytest.mark.slow  # over 10 s on 2 cores: make test-slow
 def test_real_multirun_with_a_failing_variant_then_report(tmp_path):
     """4 jobs: flip_prob 0.0 (2 seeds, trained) and flip_prob 0.9 (2 seeds, rejected by the config check)."""
     sweep_dir = tmp_path / "multirun" / "2026-01-01" / "12-00-00"

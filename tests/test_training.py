@@ -297,6 +297,7 @@ def test_a_console_that_is_not_a_terminal_gets_a_line_per_epoch(tmp_path):
         assert line.group(0) in log_text
 
 
+@pytest.mark.slow  # over 10 s on 2 cores: make test-slow
 def test_a_terminal_gets_the_bar(tmp_path):
     """The same command in a terminal (a real pseudo-terminal): the bar, redrawn in place, and no epoch lines."""
     import fcntl
@@ -536,6 +537,7 @@ def test_a_resumed_runs_wandb_summary_counts_the_train_time_of_every_part(make_c
     assert json.loads(summary["train_time_s"]) == resumed["metrics"]["train_time_s"]
 
 
+@pytest.mark.slow  # over 10 s on 2 cores: make test-slow
 def test_cli_fast_dev_run(tmp_path):
     proc = run_cli(
         ["loss=hinge", "model.attention=true", "trainer.fast_dev_run=true", "logger=csv", "metrics=none",  # metrics: the sweep CLI test
