@@ -37,8 +37,6 @@ def uint8_grid(images: torch.Tensor, nrow: int, padding: int = 2) -> torch.Tenso
 def captioned_rows(grid: torch.Tensor, names: list[str], padding: int = 2, longest: int = 24) -> torch.Tensor:
     """`uint8_grid`'s (H, W, 3) grid of one row per class with a strip on its left that names each row's class
     (white on black, names over `longest` characters cut): 27 WikiArt styles read as styles, not as row numbers."""
-    from PIL import ImageFont
-
     font = ImageFont.load_default()
     shown = [name if len(name) <= longest else name[: longest - 2] + ".." for name in names]
     height = grid.shape[0]
