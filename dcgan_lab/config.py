@@ -11,7 +11,7 @@ from typing import Callable
 from omegaconf import DictConfig, OmegaConf
 
 from dcgan_lab import CONF_DIR
-from dcgan_lab.errors import ConfigError
+from dcgan_lab.errors import ConfigError, not_a_folder
 from dcgan_lab.schema import problems
 
 def _missing_keys(node, prefix: str = "") -> list[str]:
@@ -63,7 +63,7 @@ def _no_classes(dataset: DictConfig) -> str:
         return head + f"use {' or '.join(labelled_datasets())}, or model.conditional=false."
     if dataset.labels == "subfolders":  # the folder is missing or has no subfolders: class_names is empty
         if not Path(dataset.path).expanduser().is_dir():
-            return f"dataset.path={dataset.path} is not a folder; point dataset.path at a folder of images"
+            return not_a_folder(dataset.path)
         return head + (f"dataset.labels=subfolders found no class subfolders in dataset.path={dataset.path}; "
                        "put each class's images in a subfolder of its own, or set model.conditional=false.")
     return head + ("set dataset.labels=subfolders (each first-level subfolder of dataset.path is a class), "

@@ -13,6 +13,12 @@ class DataError(LabError):
     pass
 
 
+def not_a_folder(path) -> str:
+    """The line for a dataset.path that is no folder: the data source's and the config check's (a conditional run
+    whose folder is missing has no classes, and is refused before the data is read)."""
+    return f"dataset.path={path} is not a folder; point dataset.path at a folder of images"
+
+
 class AlreadyFinished(ConfigError):
     """The checkpoint to resume has trained all that the run asks for: a single run says so; a sweep job resubmitted
     with resume=true keeps its record and the sweep goes on."""

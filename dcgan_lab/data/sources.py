@@ -28,7 +28,7 @@ from PIL import UnidentifiedImageError
 from PIL.Image import DecompressionBombError
 
 from dcgan_lab.atomic import replaced_atomically
-from dcgan_lab.errors import DataError
+from dcgan_lab.errors import DataError, not_a_folder
 from dcgan_lab.terminal import redraws_in_place
 
 log = logging.getLogger(__name__)
@@ -246,7 +246,7 @@ def image_folder(path: str, split: str = "train", cache_dir: str = ".cache", ima
     later labels the folder as training did. Without classes the set is unlabelled and subfolders mean nothing."""
     folder = Path(path).expanduser()
     if not folder.is_dir():
-        raise DataError(f"dataset.path={path} is not a folder; point dataset.path at a folder of images")
+        raise DataError(not_a_folder(path))
     files = image_files(folder)
     if not files:
         raise DataError(
