@@ -70,6 +70,7 @@ class GANModule(L.LightningModule):
         fixed_labels = torch.arange(self.num_classes).repeat_interleave(self.samples_per_class) if self.num_classes else None
         self.register_buffer("fixed_labels", fixed_labels)
         self.batches_seen = 0  # training batches over the whole run, restored on resume
+        self.step_scalar_names: set[str] = set()  # what training_step has logged: a rollback discards these values
         # Training time of the run's earlier parts (a resumed run's checkpoint), and when this part's fit began.
         self.train_time_before_s, self._fit_clock = 0.0, None
         # Progressive growing: `growth(images_seen) -> (resolution, alpha)` for G, D and the EMA copy.
@@ -188,7 +189,7 @@ class GANModule(L.LightningModule):
         objective, g_step = self.objective, self.g_step
         opt_d, opt_g = self.optimizers()
         g_turn = (self.batches_seen + 1) % self.n_critic == 0
-        scalars: dict[str, Tensor] | None = self._learning_rates() if self._logging_now(g_turn) else None
+        scalars: dict[str, Tensor] | None = self.learning_rates() if self._logging_now(g_turn) else None
         chunks = real.chunk(self.accumulate)
         n_chunks = len(chunks)
         real_ys = labels.chunk(self.accumulate) if self.num_classes else [None] * n_chunks
@@ -238,7 +239,7 @@ class GANModule(L.LightningModule):
         real, labels = batch
         g_turn = (self.batches_seen + 1) % self.n_critic == 0
         logging_now = self._logging_now(g_turn)
-        rates = self._learning_rates() if logging_now else {}
+        rates = self.learning_rates() if logging_now else {}
         sigma = self.objective.noise_sigma(self.g_step) if self.objective.instance_noise else None
         outputs = self.static_step(real, labels, g_turn)
         opt_d, opt_g = self.optimizers()
@@ -255,7 +256,7 @@ class GANModule(L.LightningModule):
             names = ["loss/d", "D(x)", "D(G(z))", "grad_norm/d"] + (["loss/g", "grad_norm/g"] if g_turn else [])
             self._log_step({**rates, **{name: outputs[name].clone() for name in names}}, {}, sigma)
 
-    def _learning_rates(self) -> dict:
+    def learning_rates(self) -> dict:
         """lr/d and lr/g as this batch's updates use them: read before a schedule steps, after a divergence
         rollback's cut. A captured run's scheduled rate is a device buffer that the next step rewrites: a copy."""
         opt_d, opt_g = self.optimizers(use_pl_optimizer=False)
@@ -270,6 +271,7 @@ class GANModule(L.LightningModule):
             scalars["progressive/alpha"] = float(self.growth_state[1])
         if sigma is not None:  # instance noise configured: logged down to 0 as it anneals
             scalars["instance_noise"] = sigma
+        self.step_scalar_names.update(scalars)
         # Under DDP each rank sees other images: scalars are averaged over ranks before they are logged.
         self.log_dict(scalars, sync_dist=self.trainer.world_size > 1)
 

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import logging
-import math
 import signal
 import sys
 import warnings
@@ -231,8 +230,7 @@ def _train(cfg: DictConfig, before_training: StopBeforeTraining) -> dict:
     guard = next((c for c in callbacks if isinstance(c, DivergenceGuard)), None)
     rollbacks = guard.history if guard is not None else []
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
-    if rollbacks:  # a guarded run ends finite: a NaN/Inf left is a discarded batch's (a rollback at the last epoch's end)
-        metrics = {k: v for k, v in metrics.items() if math.isfinite(v)}
+    if rollbacks:
         log.warning("%s", guard.summary(module.g_step))
     metrics["train_time_s"] = train_time_s  # the W&B summary's too
     log.info("Run folder: %s", output_dir)

@@ -482,11 +482,13 @@ def test_rollback_reloads_last_good_checkpoint_with_lower_learning_rate(make_cfg
 
 def test_a_rollback_at_the_last_epochs_end_leaves_no_nan_in_the_final_numbers(make_cfg, tmp_path, caplog):
     """The NaN at G step 3 is seen at the last epoch's end: the weights go back to epoch 0's last.ckpt and the run
-    ends. Its final numbers are not the discarded batch's NaN, and status.json and the end line say it rolled back."""
+    ends. Its final numbers are none of the discarded steps' (NaN or not), and status.json, the end line and the
+    epoch's console line say it rolled back."""
     run = tmp_path / "run"
     cfg = make_cfg(*EVERY_EPOCH, "trainer.max_epochs=2", "trainer.log_every_n_steps=1",
-                   "callbacks.divergence_guard.action=rollback", *poison("generator", at_batch=3), run_dir=run)
-    with caplog.at_level(logging.WARNING, logger="dcgan_lab.pipeline"):
+                   "callbacks.divergence_guard.action=rollback", *poison("generator", at_batch=3),
+                   "+callbacks.lines._target_=dcgan_lab.callbacks.progress.EpochLines", run_dir=run)
+    with caplog.at_level(logging.INFO):
         main(cfg)
     status = json.loads((run / "status.json").read_text())
     assert status["status"] == "ok"
@@ -494,11 +496,17 @@ def test_a_rollback_at_the_last_epochs_end_leaves_no_nan_in_the_final_numbers(ma
                                     "to_g_step": 2}]
     final = status["final_metrics"]
     assert all(math.isfinite(v) for v in final.values()), final
-    assert "loss/d" not in final and "loss/g" not in final
-    assert [r.getMessage() for r in caplog.records if r.name == "dcgan_lab.pipeline"] == [
+    # None of the discarded steps' numbers (the finite D outputs and gradient norms beside the NaN losses either),
+    # and the learning rates the weights kept will train on: the cut ones.
+    assert not {"loss/d", "loss/g", "D(x)", "D(G(z))", "grad_norm/d", "grad_norm/g"} & set(final), final
+    assert (final["lr/d"], final["lr/g"]) == (pytest.approx(1e-4), pytest.approx(1e-4))
+    assert [r.getMessage() for r in caplog.records if r.name == "dcgan_lab.pipeline" and r.levelno == logging.WARNING] == [
         f"rolled back 1 time(s) (divergence at G step 3), last to {run / 'checkpoints/last.ckpt'} (G step 2), learning "
-        "rates now x0.5; the run ended there: its final weights are those of G step 2, and the discarded steps' NaN/Inf "
-        "losses are left out of its final metrics"]
+        "rates now x0.5; the run ended there: its final weights are those of G step 2, and the discarded steps' losses "
+        "and D outputs are left out of its final metrics"]
+    epoch_lines = [r.getMessage() for r in caplog.records if r.name == "dcgan_lab.callbacks.progress" and " done (" in r.getMessage()]
+    assert epoch_lines[0].startswith("epoch 0 done (1 of 2), G step 2: loss/d=")
+    assert epoch_lines[1].startswith("epoch 1 done (2 of 2), G step 4: no losses: a rollback discarded its steps"), epoch_lines
 
 
 # ---- Ctrl-C --------------------------------------------------------------------------------------

@@ -100,7 +100,7 @@ class DivergenceGuard(L.Callback):
                 f"(G step {last['to_g_step']}), learning rates now x{self.lr_scale:g}")
         if last["at_g_step"] == g_step_now:  # at the last epoch's end: no step trained after it
             line += (f"; the run ended there: its final weights are those of G step {last['to_g_step']}, and the "
-                     "discarded steps' NaN/Inf losses are left out of its final metrics")
+                     "discarded steps' losses and D outputs are left out of its final metrics")
         return line
 
     # ---- detection, on the device ----------------------------------------------------------
@@ -234,6 +234,11 @@ class DivergenceGuard(L.Callback):
                 group["lr"] *= self.lr_scale / saved_scale
         for config in trainer.lr_scheduler_configs:  # schedules recompute lr from base_lrs each step
             config.scheduler.base_lrs = [lr * self.lr_factor for lr in config.scheduler.base_lrs]
+        # The step scalars on hand are the discarded steps' (a NaN loss, a D(x), the rates before the cut): after a
+        # rollback at the last epoch's end they would be the run's final numbers. The next logged batch refills them.
+        for name in pl_module.step_scalar_names:
+            trainer.callback_metrics.pop(name, None)
+        trainer.callback_metrics.update({name: torch.tensor(float(lr)) for name, lr in pl_module.learning_rates().items()})
         self._first_bad.fill_(-1)
         self._pending = None  # read before the rollback
         self.rollbacks += 1

@@ -138,7 +138,9 @@ class EpochLines(L.Callback):
         if not trainer.is_global_zero:
             return
         logged = trainer.callback_metrics  # an epoch's end: the guard has already waited for the device
-        values = ", ".join(f"{name}={float(logged[name]):.3g}" for name in self.show if name in logged)
+        # Every epoch logs its last batch's losses; none are on hand when a rollback at its end discarded them.
+        values = (", ".join(f"{name}={float(logged[name]):.3g}" for name in self.show if name in logged)
+                  or "no losses: a rollback discarded its steps")
         if "perf/images_per_s" in logged:  # Throughput's, recorded at this epoch's end before this callback
             values += f" ({float(logged['perf/images_per_s']):.0f} img/s)"
         epoch, count = self._epoch(trainer)
