@@ -77,6 +77,11 @@ class Job:
         return self.status.get("error", "")
 
     @property
+    def rollbacks(self) -> list[dict]:
+        """The divergence guard's rollbacks (status.json): each divergence's G step and the G step it went back to."""
+        return (self.status or {}).get("rollbacks") or []
+
+    @property
     def seed(self) -> str:
         return next((o.split("=", 1)[1] for o in self.overrides if override_key(o) == "seed"), "")
 
@@ -590,7 +595,9 @@ def table_lines(table: Table, columns: list[str]) -> tuple[list[str], list[str]]
         changes = variant.changes.replace("|", "\\|") or "—"
         if cost := cost_against_baseline(table, variant):
             changes += f" · cost: {cost}"
-        cells = [f"`{variant.label}`", changes, f"{len(variant.ok_jobs)}/{len(variant.jobs)}"]
+        rolled_back = sum(bool(job.rollbacks) for job in variant.ok_jobs)
+        seeds = f"{len(variant.ok_jobs)}/{len(variant.jobs)}" + (f", {rolled_back} rolled back" if rolled_back else "")
+        cells = [f"`{variant.label}`", changes, seeds]
         cells += [_cell(table, variant, metric, bold[metric]) for metric in columns]
         lines.append("| " + " | ".join(cells) + " |")
     return lines, missing
@@ -660,6 +667,15 @@ def write_markdown(path: Path, sweep_dir: Path, variants, columns, common, jobs,
         for job in failed:
             error = " ".join(job.error.split())[:300] or "unknown error"  # one line, even for chained errors
             lines.append(f"| `{job.dir.relative_to(sweep_dir)}` | {job.state}: {error.replace('|', '/')} |")
+    rolled_back = [job for job in jobs if job.ok and job.rollbacks]
+    if rolled_back:  # diverged, yet ok: its numbers measure the weights it went back to, trained on at cut rates
+        lines += ["", "## Jobs that diverged and were rolled back", "",
+                  "Each finished, but a NaN/Inf made the divergence guard reload an earlier checkpoint and cut the "
+                  "learning rates (`callbacks.divergence_guard.action=rollback`): an instability of its variant.", "",
+                  "| job | variant | seed | rollbacks (divergence at G step → back to G step) |", "|---|---|---|---|"]
+        for job in rolled_back:
+            steps = ", ".join(f"{r.get('diverged_at_g_step')} → {r.get('to_g_step')}" for r in job.rollbacks)
+            lines.append(f"| `{job.dir.relative_to(sweep_dir)}` | `{job.variant}` | {job.seed or '–'} | {steps} |")
     lines += ["", "Figures: `curves.png` (losses and metrics over G steps, mean ± std over seeds), "
               "`samples.png` (last sample grid of each variant's first finished seed)."]
     path.write_text("\n".join(lines) + "\n")
@@ -673,12 +689,13 @@ def write_csv(path: Path, variants, columns, correction: str = "holm") -> None:
         writer = csv.writer(handle)
         per_metric = ("mean", "std", "n", "p", "p_adjusted", "diff", "diff_ci_low", "diff_ci_high", "ref")
         states = ("ok", "failed", "unfinished")
-        writer.writerow(["variant", "changes", "jobs", *states, *[f"{m}_{s}" for m in columns for s in per_metric],
+        writer.writerow(["variant", "changes", "jobs", *states, "rolled_back", *[f"{m}_{s}" for m in columns for s in per_metric],
                          "best_in", "significant_best_in"])
         for variant in variants:
             table = tables[variant.label]
             counts = Counter(job.state for job in variant.jobs)
-            row = [variant.label, variant.changes, len(variant.jobs), *(counts[state] for state in states)]
+            row = [variant.label, variant.changes, len(variant.jobs), *(counts[state] for state in states),
+                   sum(bool(job.rollbacks) for job in variant.ok_jobs)]
             for metric in columns:
                 stats = variant.stats(metric)
                 comparison = table.comparison(variant, metric)

@@ -154,6 +154,29 @@ def test_markdown_marks_best_failed_jobs_and_shared_overrides(sweep):
     assert float(read_report_csv(sweep / "report.csv")["ablation=baseline"]["cluster/balance_mean"]) == pytest.approx(0.9)
 
 
+
+def test_a_job_that_rolled_back_counts_as_finished_and_the_report_says_where_it_diverged(sweep):
+    """A guarded run that diverged and went back to a checkpoint (action=rollback) ends ok: its numbers count,
+    and the table and a section of its own say the variant was unstable (status.json's `rollbacks`, as the
+    pipeline writes them: tests/test_reliability.py)."""
+    job = sweep / "ablation=hinge,seed=1"
+    status = json.loads((job / "status.json").read_text())
+    status["rollbacks"] = [{"diverged_at_g_step": 13, "at_g_step": 15, "to": str(job / "checkpoints/last.ckpt"), "to_g_step": 10},
+                           {"diverged_at_g_step": 18, "at_g_step": 20, "to": str(job / "checkpoints/last.ckpt"), "to_g_step": 10}]
+    (job / "status.json").write_text(json.dumps(status))
+    build_report(sweep)
+    md = (sweep / "report.md").read_text()
+    assert "| `ablation=hinge` | loss=hinge | 3/3, 1 rolled back | 8.5 ± 0.7071 (2) · n.s. (p=0.16) |" in md, md
+    assert "| `ablation=baseline` | — | 3/3 | 13 ± 3.606 (3) |" in md
+    section = md.split("## Jobs that diverged and were rolled back")[1]
+    assert "| `ablation=hinge,seed=1` | `ablation=hinge` | 1 | 13 → 10, 18 → 10 |" in section
+    assert "ablation=hinge,seed=0" not in section and "ablation=baseline" not in section
+    table = read_report_csv(sweep / "report.csv")
+    assert (table["ablation=hinge"]["ok"], table["ablation=hinge"]["rolled_back"]) == ("3", "1")
+    assert table["ablation=baseline"]["rolled_back"] == "0"
+    assert float(table["ablation=hinge"]["classifier/fid_mean"]) == pytest.approx(8.5)  # its numbers still count
+
+
 @pytest.fixture
 def drawn(monkeypatch) -> dict:
     """The matplotlib figures the report saves, by file name, kept open for their numbers and layout."""
