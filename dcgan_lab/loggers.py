@@ -263,8 +263,11 @@ def show_animation(loggers: Iterable[Logger], key: str, path: str | os.PathLike,
     _show_file(ANIMATION_WRITERS, loggers, key, path, step, caption)
 
 
-def summarize_wandb_run(run, output_dir: str, train_time_s: float | None = None) -> None:
-    """Final summary of the W&B run: `last/<metric>` and `best/<metric>` from the run's metrics.csv."""
+def summarize_wandb_run(run, output_dir: str, train_time_s: float | None = None, rollbacks: list[dict] | None = None
+                        ) -> None:
+    """Final summary of the W&B run: `last/<metric>` and `best/<metric>` from the run's metrics.csv; with the
+    divergence guard on, `rollbacks` (how many, 0 too: a column the runs table sorts and filters by) and the G
+    steps where they began, as status.json's `rollbacks` records them."""
     metrics_csv = Path(output_dir) / "metrics.csv"
     if not metrics_csv.exists():
         return
@@ -273,4 +276,8 @@ def summarize_wandb_run(run, output_dir: str, train_time_s: float | None = None)
     summary.update({f"best/{k}": v for k, v in best_values(series).items()})
     if train_time_s is not None:
         summary["train_time_s"] = train_time_s
+    if rollbacks is not None:
+        summary["rollbacks"] = len(rollbacks)
+        if rollbacks:
+            summary["rollbacks_diverged_at_g_step"] = [r["diverged_at_g_step"] for r in rollbacks]
     run.summary.update(summary)

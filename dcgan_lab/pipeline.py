@@ -211,6 +211,7 @@ def _train(cfg: DictConfig, before_training: StopBeforeTraining) -> dict:
     if resuming_in_place and checkpoint is not None and first_process:
         keep_metrics_on_resume(loggers[0], checkpoint)
 
+    guard = next((c for c in callbacks if isinstance(c, DivergenceGuard)), None)
     failed = True
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
@@ -223,11 +224,10 @@ def _train(cfg: DictConfig, before_training: StopBeforeTraining) -> dict:
         raise interruption(trainer, module, output_dir) from None
     finally:
         train_time_s = module.train_time_s  # a resume's earlier parts too, as its checkpoints store it
-        finish_wandb_run(output_dir, train_time_s, failed=failed)
+        finish_wandb_run(output_dir, train_time_s, failed=failed, rollbacks=guard.history if guard is not None else None)
     if 0 < cfg.trainer.max_steps <= module.g_step:  # Lightning's own line names its count of optimizer steps
         log.info("Stopped at trainer.max_steps=%d G steps (%d batches, %d D steps each)",
                  cfg.trainer.max_steps, module.batches_seen, module.n_critic)
-    guard = next((c for c in callbacks if isinstance(c, DivergenceGuard)), None)
     rollbacks = guard.history if guard is not None else []
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     if rollbacks:
@@ -274,13 +274,15 @@ def refuse_finished(cfg: DictConfig, checkpoint: dict, source: str, status: dict
                           f"stay as they are; to train on, raise the limit (e.g. {more})")
 
 
-def finish_wandb_run(output_dir: Path | None = None, train_time_s: float | None = None, failed: bool = False) -> None:
-    """One W&B run per job, so multirun never mixes runs; its summary gets the best and last metrics. A run that
-    failed finishes with exit code 1: W&B marks it failed (its exit code 0 would show it as finished)."""
+def finish_wandb_run(output_dir: Path | None = None, train_time_s: float | None = None, failed: bool = False,
+                     rollbacks: list[dict] | None = None) -> None:
+    """One W&B run per job, so multirun never mixes runs; its summary gets the best and last metrics (and the
+    divergence guard's rollbacks). A run that failed finishes with exit code 1: W&B marks it failed (its exit code
+    0 would show it as finished)."""
     wandb = sys.modules.get("wandb")
     if wandb is not None and wandb.run is not None:
         if output_dir is not None:
-            summarize_wandb_run(wandb.run, output_dir, train_time_s)
+            summarize_wandb_run(wandb.run, output_dir, train_time_s, rollbacks)
         # finish() runs here before the exception reaches W&B's exit hook, so it would record 0: say so.
         wandb.finish(exit_code=1 if failed else 0)
 

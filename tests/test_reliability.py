@@ -487,7 +487,7 @@ def test_a_rollback_at_the_last_epochs_end_leaves_no_nan_in_the_final_numbers(ma
     run = tmp_path / "run"
     cfg = make_cfg(*EVERY_EPOCH, "trainer.max_epochs=2", "trainer.log_every_n_steps=1",
                    "callbacks.divergence_guard.action=rollback", *poison("generator", at_batch=3),
-                   "+callbacks.lines._target_=dcgan_lab.callbacks.progress.EpochLines", run_dir=run)
+                   "+callbacks.lines._target_=dcgan_lab.callbacks.progress.EpochLines", "logger=wandb", run_dir=run)
     with caplog.at_level(logging.INFO):
         main(cfg)
     status = json.loads((run / "status.json").read_text())
@@ -507,6 +507,11 @@ def test_a_rollback_at_the_last_epochs_end_leaves_no_nan_in_the_final_numbers(ma
     epoch_lines = [r.getMessage() for r in caplog.records if r.name == "dcgan_lab.callbacks.progress" and " done (" in r.getMessage()]
     assert epoch_lines[0].startswith("epoch 0 done (1 of 2), G step 2: loss/d=")
     assert epoch_lines[1].startswith("epoch 1 done (2 of 2), G step 4: no losses: a rollback discarded its steps"), epoch_lines
+    # The W&B run's summary says so too (its runs table sorts and filters by it).
+    from tests.wandb_records import offline_run, the_offline_run
+
+    summary = offline_run(the_offline_run(run)[1])["summary"]
+    assert (json.loads(summary["rollbacks"]), json.loads(summary["rollbacks_diverged_at_g_step"])) == (1, [3])
 
 
 # ---- Ctrl-C --------------------------------------------------------------------------------------

@@ -535,6 +535,7 @@ def test_a_resumed_runs_wandb_summary_counts_the_train_time_of_every_part(make_c
     summary = offline_run(the_offline_run(resumed["output_dir"])[1])["summary"]
     assert resumed["metrics"]["train_time_s"] > first["metrics"]["train_time_s"]
     assert json.loads(summary["train_time_s"]) == resumed["metrics"]["train_time_s"]
+    assert json.loads(summary["rollbacks"]) == 0 and "rollbacks_diverged_at_g_step" not in summary  # guarded, none
 
 
 @pytest.mark.slow  # over 10 s on 2 cores: make test-slow
