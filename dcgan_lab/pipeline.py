@@ -31,6 +31,7 @@ from dcgan_lab.loggers import FlushLogsWithCheckpoints, log_run_config, run_csv_
 from dcgan_lab.module import GANModule
 from dcgan_lab.run_folder import (keep_metrics_on_resume, read_status, refuse_taken_folder, resolve_resume,
                                   run_recorded, writing_into)
+from dcgan_lab.runs import final_logged
 from dcgan_lab.sweep import folder_not_given, in_multirun, job_name, jobs_at_once, resume_command, sweep_return
 from dcgan_lab.terminal import redraws_in_place
 
@@ -192,7 +193,9 @@ def _train(cfg: DictConfig, before_training: StopBeforeTraining) -> dict:
         check_architecture(module, checkpoint["state_dict"], ckpt_path)
         # Another kind of optimizer is refused here, before anything is written; GANModule applies the other changes.
         optimizer_setting_changes(checkpoint, module.optimizer_factories, ckpt_path)
-        refuse_finished(cfg, checkpoint, ckpt_path, read_status(output_dir) if resuming_in_place else None)
+        finishing = refuse_finished(cfg, checkpoint, ckpt_path, read_status(output_dir) if resuming_in_place else None)
+    else:
+        finishing = False
     run_config = module.lab_config
     loggers = [run_csv_logger(str(output_dir))] + [build(lg) for lg in cfg.logger.values() if lg is not None]
     callbacks, console = console_callbacks(cfg, [instantiate(c) for c in cfg.callbacks.values() if c is not None])
@@ -230,6 +233,8 @@ def _train(cfg: DictConfig, before_training: StopBeforeTraining) -> dict:
                  cfg.trainer.max_steps, module.batches_seen, module.n_critic)
     rollbacks = guard.history if guard is not None else []
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    if finishing:  # nothing was logged in this process: the final numbers are those logged up to the checkpoint
+        metrics = {**final_logged(output_dir / "metrics.csv"), **metrics}
     if rollbacks:
         log.warning("%s", guard.summary(module.g_step))
     metrics["train_time_s"] = train_time_s  # the W&B summary's too
@@ -249,9 +254,14 @@ def interruption(trainer: L.Trainer, module: GANModule, output_dir: Path) -> Int
     return Interrupted(signum, message, g_steps=module.g_step, train_time_s=module.train_time_s)
 
 
-def refuse_finished(cfg: DictConfig, checkpoint: dict, source: str, status: dict | None = None) -> None:
+def refuse_finished(cfg: DictConfig, checkpoint: dict, source: str, status: dict | None = None) -> bool:
     """One line, before anything is written, for a checkpoint that has already trained all that this run asks
-    for: Lightning would stop at once, and the run's status.json and W&B summary would be replaced by an empty one."""
+    for: Lightning would stop at once, and the run's status.json and W&B summary would be replaced by an empty one.
+
+    True for the run's own checkpoint when a signal stopped the run after its last batch, in its end-of-training
+    work: the fit then only finishes that work. Lightning skips the training loop of a finished checkpoint but
+    still ends the fit (on_fit_end: samples/last.png, interpolation.png, progress.gif), and the final metrics are
+    the last ones metrics.csv holds up to the checkpoint (the last epoch's evaluation ran before the stop)."""
     epoch_progress = checkpoint.get("loops", {}).get("fit_loop", {}).get("epoch_progress", {})
     epochs_done = epoch_progress.get("current", {}).get("processed", 0)  # epochs whose end has run
     max_epochs, max_steps = cfg.trainer.get("max_epochs"), cfg.trainer.get("max_steps", -1)
@@ -263,13 +273,12 @@ def refuse_finished(cfg: DictConfig, checkpoint: dict, source: str, status: dict
         done = f"{g_steps} G steps, all that trainer.max_steps={max_steps} asks for"
         more = f"trainer.max_steps={2 * g_steps}"
     else:
-        return
+        return False
     if status is not None and status.get("status") == "interrupted":  # a signal after the last batch
-        raise AlreadyFinished(
-            f"checkpoint {source} has already trained {done}: the run was interrupted by {status.get('signal', 'a signal')} "
-            "after its last batch, in its end-of-training work (final metrics, samples/interpolation.png, "
-            "progress.gif), which resume cannot redo; its weights are final: measure them with `python evaluate.py "
-            f"ckpt={source}` (its status.json stays interrupted), or train on by raising the limit (e.g. {more})")
+        log.info("checkpoint %s has already trained %s: the run was interrupted by %s in its end-of-training work; "
+                 "nothing is left to train, so this only finishes that work (final metrics, samples/last.png, "
+                 "interpolation.png, progress.gif)", source, done, status.get("signal", "a signal"))
+        return True
     raise AlreadyFinished(f"checkpoint {source} has already trained {done}: nothing to resume, and the run's results "
                           f"stay as they are; to train on, raise the limit (e.g. {more})")
 

@@ -78,6 +78,19 @@ def logged_epochs(rows: list[dict[str, str]]) -> int:
     return int(max(epochs)) + 1 if epochs else 0
 
 
+def final_logged(path: str | Path) -> dict[str, float]:
+    """What a fit's final metrics (trainer.callback_metrics at its end) held, read back from the metrics.csv it
+    wrote: each column's last finite value, g_step too; not Lightning's step and epoch, nor the networks' cost/*,
+    which NetworkSummary hands to the loggers only."""
+    final = {}
+    for row in read_rows(path):
+        for name, cell in row.items():
+            if name is not None and name not in ("step", "epoch") and not name.startswith("cost/") \
+                    and (value := _float(cell)) is not None:
+                final[name] = value
+    return final
+
+
 def last_values(series: dict[str, list[tuple[float, float]]]) -> dict[str, float]:
     return {name: points[-1][1] for name, points in series.items() if points}
 

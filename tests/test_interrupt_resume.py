@@ -162,9 +162,15 @@ class SignalAtTheLastEpochsEnd(L.Callback):
             time.sleep(1)  # the signal's handler runs here
 
 
-def test_resume_of_a_run_stopped_in_its_end_of_training_work_says_what_happened(make_cfg, tmp_path, capsys):
+def test_resume_of_a_run_stopped_in_its_end_of_training_work_finishes_it_as_if_never_stopped(make_cfg, tmp_path, capsys,
+                                                                                                 caplog):
+    """SIGTERM (a SLURM time limit) while the last epoch's end-work runs: all is trained, but the end of the fit
+    (last.png, interpolation.png, progress.gif, status.json's final metrics) never happened. resume=true finishes
+    it without training a step: the same pictures and numbers as a run that was never stopped."""
+    args = (*DETERMINISTIC, "metrics.enabled=[clustering]", "metrics.at_end=true", "metrics.kmeans_k=2", "metrics.n_samples=64")
+    whole = tmp_path / "whole"
+    main(make_cfg(*args, run_dir=whole))
     run = tmp_path / "run"
-    args = ("trainer.max_epochs=2", "trainer.limit_train_batches=2")
     previous_handler = signal.getsignal(signal.SIGTERM)
     try:
         with pytest.raises(SystemExit) as stop:
@@ -174,14 +180,34 @@ def test_resume_of_a_run_stopped_in_its_end_of_training_work_says_what_happened(
         signal.signal(signal.SIGTERM, previous_handler)
     assert stop.value.code == 143
     assert json.loads((run / "status.json").read_text())["status"] == "interrupted"
+    assert not (run / "samples/interpolation.png").exists() and not (run / "samples/progress.gif").exists()
+    weights = torch.load(run / "checkpoints/last.ckpt", weights_only=True)["state_dict"]
     capsys.readouterr()
+
+    with caplog.at_level("INFO", logger="dcgan_lab.pipeline"):
+        main(make_cfg(*args, "resume=true", run_dir=run))
+    out = "\n".join(r.getMessage() for r in caplog.records if r.name == "dcgan_lab.pipeline")
+    last = run / "checkpoints/last.ckpt"
+    assert (f"checkpoint {last} has already trained 2 epochs, all that trainer.max_epochs=2 asks for: the run was "
+            "interrupted by SIGTERM in its end-of-training work; nothing is left to train, so this only finishes that "
+            "work (final metrics, samples/last.png, interpolation.png, progress.gif)") in out
+    status, uninterrupted = (json.loads((folder / "status.json").read_text()) for folder in (run, whole))
+    assert status["status"] == "ok" and status["g_steps"] == uninterrupted["g_steps"] == 12
+    timing = ("train_time_s", "perf/", "metrics/eval_time_s")  # clocks differ; every other final number is the uninterrupted run's
+    numbers = {k: v for k, v in status["final_metrics"].items() if not k.startswith(timing)}
+    expected = {k: v for k, v in uninterrupted["final_metrics"].items() if not k.startswith(timing)}
+    assert set(numbers) == set(expected) and "cluster/silhouette" in numbers and "loss/d" in numbers, (numbers, expected)
+    assert numbers == pytest.approx(expected, rel=1e-5)
+    for picture in ("last.png", "interpolation.png"):
+        assert np.array_equal(np.asarray(Image.open(run / "samples" / picture)),
+                              np.asarray(Image.open(whole / "samples" / picture))), picture
+    assert Image.open(run / "samples/progress.gif").n_frames == Image.open(whole / "samples/progress.gif").n_frames == 2
+    after = torch.load(last, weights_only=True)["state_dict"]
+    assert all(torch.equal(after[k], weights[k]) for k in weights)  # not a step trained
+    # Now it is finished like any other run: another resume leaves its record alone.
     with pytest.raises(SystemExit) as refused:
         main(make_cfg(*args, "resume=true", run_dir=run))
     assert refused.value.code == 2
-    last = run / "checkpoints/last.ckpt"
-    assert capsys.readouterr().err == (
-        f"error: checkpoint {last} has already trained 2 epochs, all that trainer.max_epochs=2 asks for: the run was "
-        "interrupted by SIGTERM after its last batch, in its end-of-training work (final metrics, "
-        "samples/interpolation.png, progress.gif), which resume cannot redo; its weights are final: measure them with "
-        f"`python evaluate.py ckpt={last}` (its status.json stays interrupted), or train on by raising the limit (e.g. "
-        "trainer.max_epochs=4)\n")
+    assert capsys.readouterr().err.startswith(f"error: checkpoint {last} has already trained 2 epochs, all that "
+                                              "trainer.max_epochs=2 asks for: nothing to resume")
+    assert json.loads((run / "status.json").read_text())["final_metrics"] == status["final_metrics"]
