@@ -277,7 +277,7 @@ def run_recorded(train, cfg, output_dir: str) -> dict | None:
     import torch  # here, not at module level: this module stays free of torch/lightning imports
     from lightning.fabric.utilities.rank_zero import rank_zero_only
 
-    from dcgan_lab.sweep import in_multirun, job_overrides
+    from dcgan_lab.sweep import in_multirun, job_overrides, jobs_at_once, resume_command, sweep_stopped
 
     # Under DDP every rank runs this job; only rank 0 writes the job's status.
     record = write_status if rank_zero_only.rank == 0 else (lambda *_: None)
@@ -287,6 +287,12 @@ def run_recorded(train, cfg, output_dir: str) -> dict | None:
         "started_at": datetime.now().isoformat(timespec="seconds"),
         "torch_threads": torch.get_num_threads(),  # parallel jobs (hydra/launcher=local) should share the cores
     }
+    if (stopped_by := sweep_stopped()) is not None:  # a parallel sweep stopped before this job began
+        message = f"not started: {stopped_by} stopped the sweep before this job began; continue with {resume_command(output_dir)}"
+        log.warning(message)
+        record(output_dir, {**common, "status": "interrupted", "signal": stopped_by, "error": message, "not_started": True,
+                            "wall_time_s": 0.0, "train_time_s": 0.0, "g_steps": 0})
+        return None
     try:
         result = train(cfg)
     except Interrupted as stop:  # a signal, not an error: recorded, then the process stops (a sweep too)
@@ -299,6 +305,8 @@ def run_recorded(train, cfg, output_dir: str) -> dict | None:
             "train_time_s": stop.train_time_s,
             "g_steps": stop.g_steps,
         })
+        if jobs_at_once() > 1:  # a parallel job: its worker goes on (an exception would make joblib kill the others
+            return None         # mid-save); the sweep's own handler ends the sweep (sweep.SweepSummary)
         raise
     except Exception as exc:
         cause = lab_error_behind(exc) or exc

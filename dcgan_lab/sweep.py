@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
+import threading
 from pathlib import Path
 
 from hydra.core.hydra_config import HydraConfig
@@ -66,8 +68,12 @@ def resume_command(run_dir: str | Path) -> str:
     sweep's command again with resume=true in the sweep's folder (finished jobs are skipped, the others continue)."""
     hydra = _hydra()
     if hydra is not None and in_multirun():
-        return f"the sweep's command plus resume=true hydra.sweep.dir={hydra.sweep.dir}"
+        return sweep_resume_command(hydra.sweep.dir)
     return f"resume=true hydra.run.dir={run_dir}"
+
+
+def sweep_resume_command(sweep_dir: str | Path) -> str:
+    return f"the sweep's command plus resume=true hydra.sweep.dir={sweep_dir}"
 
 
 def jobs_at_once() -> int:
@@ -75,18 +81,105 @@ def jobs_at_once() -> int:
     (hydra/launcher=local or gpu; -1 = one per core). 1 for a single run, for sequential jobs, and for SLURM,
     where each job writes its own log."""
     hydra = _hydra()
-    if hydra is None or not in_multirun() or "joblib" not in str(hydra.launcher.get("_target_", "")).lower():
+    if hydra is None or not in_multirun():
         return 1
-    n_jobs = int(hydra.launcher.get("n_jobs") or 1)
+    return parallel_jobs(hydra.launcher)
+
+
+def parallel_jobs(launcher) -> int:
+    """How many jobs the launcher config `launcher` (hydra.launcher) runs at once: joblib's n_jobs, else 1."""
+    if "joblib" not in str(launcher.get("_target_", "")).lower():
+        return 1
+    n_jobs = int(launcher.get("n_jobs") or 1)
     return n_jobs if n_jobs > 0 else max((os.cpu_count() or 1) + 1 + n_jobs, 1)  # joblib: -1 = all cores
 
 
+# In a sweep's folder while a signal stops it: the signal's name. Jobs that have not started yet read it and end at once.
+STOP_MARKER = ".stopping"
+
+
+def sweep_stopped() -> str | None:
+    """The signal that is stopping this job's parallel sweep (SIGINT, SIGTERM), or None."""
+    hydra = _hydra()
+    if hydra is None or not in_multirun():
+        return None
+    marker = Path(hydra.sweep.dir) / STOP_MARKER
+    try:
+        return marker.read_text().strip() or "a signal"
+    except OSError:
+        return None
+
+
+def _worker_pids() -> list[int]:
+    """This process's joblib (loky) workers, from /proc (Linux); none elsewhere."""
+    me, pids = os.getpid(), []
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            command = (entry / "cmdline").read_bytes()
+        except (OSError, IndexError, ValueError):
+            continue
+        if ppid == me and b"loky" in command and b"resource_tracker" not in command:
+            pids.append(int(entry.name))
+    return pids
+
+
 class SweepSummary(Callback):
-    """Hydra callback: at the end of a sweep, one line saying how many jobs failed and where to look."""
+    """Hydra callback: at the end of a sweep, one line saying how many jobs failed and where to look.
+
+    A sweep whose jobs run in parallel (hydra/launcher=local or gpu) is stopped as a sequential one is: the first
+    Ctrl-C or SIGTERM reaches every running job (a terminal's Ctrl-C already has; `kill` and `docker stop` signal
+    only this process, so it passes the signal on; a job takes a repeat within a second for the same stop), each
+    finishes its batch, saves last.ckpt and records `interrupted`; jobs not started yet record that they were not
+    started; then one line and exit 128 + the signal's number. Without this, joblib ended the sweep with a
+    traceback and killed the workers mid-save. A second signal stops at once."""
+
+    def __init__(self):
+        self._stopped_by: int | None = None
+        self._previous_handlers: dict[int, object] = {}
+        self._sweep_dir: Path | None = None
+
+    def on_multirun_start(self, config, **kwargs) -> None:
+        self._sweep_dir = Path(config.hydra.sweep.dir)
+        (self._sweep_dir / STOP_MARKER).unlink(missing_ok=True)  # a resumed sweep's, from its stop
+        if parallel_jobs(config.hydra.launcher) > 1 and threading.current_thread() is threading.main_thread():
+            self._previous_handlers = {signum: signal.signal(signum, self._stop) for signum in (signal.SIGINT, signal.SIGTERM)}
+
+    def _stop(self, signum, frame) -> None:
+        name = signal.Signals(signum).name
+        if self._stopped_by is not None:  # the second: at once (joblib ends the workers)
+            self._restore()
+            log.warning("%s again: the sweep stops at once; running jobs may lose the batches since their last checkpoint", name)
+            raise SystemExit(128 + signum)
+        self._stopped_by = signum
+        log.warning("%s: each running job finishes its batch and saves checkpoints/last.ckpt; jobs not started yet are "
+                    "skipped (%s again to stop at once)", name, "Ctrl-C" if signum == signal.SIGINT else name)
+        self._sweep_dir.mkdir(parents=True, exist_ok=True)
+        (self._sweep_dir / STOP_MARKER).write_text(name)
+        for pid in _worker_pids():
+            try:
+                os.kill(pid, signum)
+            except ProcessLookupError:
+                pass
+
+    def _restore(self) -> None:
+        for signum, handler in self._previous_handlers.items():
+            signal.signal(signum, handler)
+        self._previous_handlers = {}
 
     def on_multirun_end(self, config, **kwargs) -> None:
+        self._restore()
         sweep_dir = Path(config.hydra.sweep.dir)
         statuses = {path.parent: read_status(path.parent) for path in sweep_dir.rglob(STATUS_FILE)}
+        if self._stopped_by is not None:
+            (sweep_dir / STOP_MARKER).unlink(missing_ok=True)
+            states = [s.get("status") if s else None for s in statuses.values()]
+            not_started = sum(bool(s and s.get("not_started")) for s in statuses.values())
+            log.warning("the sweep was stopped by %s: %d of %d jobs finished, %d interrupted, %d not started; continue "
+                        "with %s", signal.Signals(self._stopped_by).name, states.count("ok"), len(statuses),
+                        states.count("interrupted") - not_started, not_started,
+                        sweep_resume_command(sweep_dir))
+            raise SystemExit(128 + self._stopped_by)
         failed = {job: s for job, s in statuses.items() if s and s.get("status") != "ok"}
         if failed:
             first_job, first = next(iter(sorted(failed.items())))

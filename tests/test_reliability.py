@@ -62,12 +62,15 @@ class InterruptAt(L.Callback):
     """Ctrl-C for real: sends SIGINT (or `signal_name`, e.g. SIGTERM: a scheduler's stop) to this process before
     batch `at_batch`."""
 
-    def __init__(self, at_batch: int, signal_name: str = "SIGINT"):
-        self.at_batch, self.signum = at_batch, getattr(signal, signal_name)
+    def __init__(self, at_batch: int, signal_name: str = "SIGINT", again_after_s: float | None = None):
+        self.at_batch, self.signum, self.again_after_s = at_batch, getattr(signal, signal_name), again_after_s
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
         if pl_module.batches_seen == self.at_batch:
             os.kill(os.getpid(), self.signum)
+            if self.again_after_s is not None:  # the signal once more: a second Ctrl-C, or a sweep passing it on
+                time.sleep(self.again_after_s)
+                os.kill(os.getpid(), self.signum)
             time.sleep(1)  # the signal's handler runs here
 
 
@@ -530,6 +533,25 @@ def test_ctrl_c_saves_a_checkpoint_that_resume_continues(make_cfg, tmp_path):
     result = train(make_cfg("trainer.limit_train_batches=6", "resume=true", run_dir=run))
     assert result["g_steps"] == 6
 
+
+
+@pytest.mark.parametrize("again_after_s, saved", [(0.0, True), (1.2, False)], ids=["same_stop", "stop_at_once"])
+def test_a_repeated_signal_within_a_second_is_the_same_stop_and_a_later_one_stops_at_once(make_cfg, tmp_path,
+                                                                                         again_after_s, saved):
+    """A parallel sweep passes the signal on to its jobs, which a terminal's Ctrl-C has reached too: a job gets it
+    twice within milliseconds and must still finish its batch and save. A second Ctrl-C later means "at once"."""
+    run = tmp_path / "run"
+    cfg = make_cfg("trainer.limit_train_batches=6", "+callbacks.interrupt._target_=tests.test_reliability.InterruptAt",
+                   "+callbacks.interrupt.at_batch=3", f"+callbacks.interrupt.again_after_s={again_after_s}", run_dir=run)
+    previous_handler = signal.getsignal(signal.SIGINT)
+    try:
+        with pytest.raises((SystemExit, KeyboardInterrupt)):
+            train(cfg)
+    finally:
+        signal.signal(signal.SIGINT, previous_handler)
+    assert (run / "checkpoints/last.ckpt").is_file() == saved
+    if saved:
+        assert torch.load(run / "checkpoints/last.ckpt", weights_only=True)["batches_seen"] == 4
 
 # ---- run folders -------------------------------------------------------------------------------
 def test_a_new_run_never_writes_into_another_runs_folder(make_cfg, tmp_path):

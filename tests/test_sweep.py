@@ -5,6 +5,7 @@ import json
 import os
 import re
 import statistics
+import sys
 from pathlib import Path
 
 import pytest
@@ -320,6 +321,112 @@ def test_jobs_running_at_once_report_one_line_per_epoch_instead_of_bars(tmp_path
             assert line.group(0) in (job / "train.log").read_text()
     assert "Epoch 0:" not in console and "\r" not in console  # no bar, no redraws
 
+
+# ---- a parallel sweep stopped by a signal (sweep.SweepSummary passes it on; each job records its part) -------------
+def test_a_parallel_sweeps_job_that_a_signal_stops_records_it_and_lets_its_worker_go_on(make_cfg, tmp_path):
+    """Its exception would make joblib kill the other jobs' workers mid-save: it returns; a sequential sweep's job
+    raises, which stops that sweep."""
+    import signal
+
+    args = ("trainer.limit_train_batches=6", "+callbacks.interrupt._target_=tests.test_reliability.InterruptAt",
+            "+callbacks.interrupt.at_batch=3")
+    previous_handler = signal.getsignal(signal.SIGINT)
+    try:
+        for launcher, run in ((["hydra/launcher=local", "hydra.launcher.n_jobs=2"], tmp_path / "parallel"),
+                              ([], tmp_path / "sequential")):
+            cfg = as_multirun_job(make_cfg(*args, *launcher, run_dir=run), tmp_path / "multirun")
+            try:
+                if launcher:
+                    assert main(cfg) is None
+                else:
+                    with pytest.raises(SystemExit):
+                        main(cfg)
+            finally:
+                HydraConfig.instance().cfg = None
+            status = read_status(run)
+            assert (status["status"], status["signal"], status["g_steps"]) == ("interrupted", "SIGINT", 4), launcher
+            assert (run / "checkpoints/last.ckpt").is_file()
+    finally:
+        signal.signal(signal.SIGINT, previous_handler)
+
+
+def test_a_job_that_a_stopped_parallel_sweep_had_not_started_trains_nothing_and_says_so(make_cfg, tmp_path):
+    from dcgan_lab.sweep import STOP_MARKER, sweep_resume_command
+
+    sweep_dir = tmp_path / "multirun"
+    sweep_dir.mkdir()
+    (sweep_dir / STOP_MARKER).write_text("SIGTERM")  # what SweepSummary writes on the first signal
+    cfg = as_multirun_job(make_cfg("hydra/launcher=local", "hydra.launcher.n_jobs=2"), sweep_dir)
+    try:
+        assert main(cfg) is None
+    finally:
+        HydraConfig.instance().cfg = None
+    status = read_status(tmp_path / "run")
+    assert (status["status"], status["signal"], status["not_started"], status["g_steps"]) == ("interrupted", "SIGTERM", True, 0)
+    assert status["error"] == (f"not started: SIGTERM stopped the sweep before this job began; continue with "
+                               f"{sweep_resume_command(sweep_dir)}")
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["status.json"]  # nothing trained or written
+
+
+@pytest.mark.slow  # two real 4-job parallel sweeps stopped by signals: ~40 s
+@pytest.mark.parametrize("signal_name, to_the_group", [("SIGINT", True), ("SIGTERM", False)],
+                         ids=["ctrl_c_in_a_terminal", "kill_of_the_sweep_process"])
+def test_a_parallel_sweep_stopped_by_a_signal_ends_with_one_line_and_every_job_recorded(tmp_path, signal_name,
+                                                                                        to_the_group):
+    """Ctrl-C in a terminal reaches the sweep and its workers; `kill` (or `docker stop`) only the sweep's process,
+    which passes it on. Either way: no traceback, exit 128 + the signal, no worker left, every job recorded, and
+    the sweep's resume command finishes them."""
+    import signal
+    import subprocess
+    import time
+
+    sweep_dir = tmp_path / "sweep"
+    args = ["-m", "hydra/launcher=local", "hydra.launcher.n_jobs=2", "seed=0,1,2,3", "trainer.max_epochs=12",
+            "trainer.limit_train_batches=10", "metrics=none", "logger=csv", "model.ngf=8", "model.ndf=8",
+            f"hydra.sweep.dir={sweep_dir}"]
+    env = {**os.environ, "WANDB_MODE": "offline", "OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *args], cwd=tmp_path, env=env, text=True,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    console = []
+    for line in process.stdout:
+        console.append(line)
+        if "epoch 1 done" in line:  # both workers are training
+            break
+    os.killpg(process.pid, getattr(signal, signal_name)) if to_the_group else process.send_signal(getattr(signal, signal_name))
+    console.append(process.communicate(timeout=120)[0])
+    console = "".join(console)
+    assert process.returncode == 128 + getattr(signal, signal_name), console[-3000:]
+    assert "Traceback" not in console
+    for _ in range(20):  # loky's workers see their parent gone and end within seconds
+        left = subprocess.run(["pgrep", "-a", "-g", str(process.pid)], capture_output=True, text=True).stdout
+        if not left:
+            break
+        time.sleep(0.5)
+    assert not left, f"workers left behind: {left}"
+    statuses = [json.loads((job / "status.json").read_text()) for job in sorted(sweep_dir.glob("*seed=*"))]
+    assert len(statuses) == 4 and all(s["status"] in ("ok", "interrupted") for s in statuses)
+    running = [s for s in statuses if s["status"] == "interrupted" and not s.get("not_started")]
+    assert len(running) == 2  # the two jobs that were training: each saved its batch's checkpoint
+    for job in sorted(sweep_dir.glob("*seed=*")):
+        status = json.loads((job / "status.json").read_text())
+        if status in running:
+            assert torch_load_batches(job / "checkpoints/last.ckpt") == status["g_steps"]
+    ends = [line for line in console.splitlines() if "the sweep was stopped by" in line]
+    assert len(ends) == 1 and ends[0].endswith(
+        f"the sweep was stopped by {signal_name}: 0 of 4 jobs finished, 2 interrupted, 2 not started; continue with "
+        f"the sweep's command plus resume=true hydra.sweep.dir={sweep_dir}")
+    assert not (sweep_dir / ".stopping").exists()
+    if to_the_group:  # the sweep's resume command finishes every job
+        resumed = run_cli([*args[:-1], f"hydra.sweep.dir={sweep_dir}", "resume=true"], cwd=tmp_path,
+                          env={"OMP_NUM_THREADS": "1"})
+        assert resumed.returncode == 0, resumed.stderr[-3000:]
+        assert [read_status(job)["g_steps"] for job in sorted(sweep_dir.glob("*seed=*"))] == [120] * 4
+
+
+def torch_load_batches(path: Path) -> int:
+    import torch
+
+    return torch.load(path, weights_only=True)["batches_seen"]
 
 def test_only_a_joblib_launcher_with_several_workers_shares_the_console(tmp_path):
     from dcgan_lab.sweep import jobs_at_once

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+import time
 from pathlib import Path
 
 import lightning as L
@@ -17,6 +18,9 @@ log = logging.getLogger(__name__)
 
 # What each signal means to the user; SIGTERM is what SLURM (and most schedulers, `kill`, `docker stop`) send before
 # they kill a job, e.g. on preemption or at its time limit, usually with some 30 s to spare.
+# A second signal within this many seconds of the first is the same stop, not "stop at once": a parallel sweep
+# passes the signal on to its jobs (sweep.SweepSummary), which a terminal's Ctrl-C or SLURM may have reached already.
+SAME_STOP_S = 1.0
 STOP_SIGNALS = {
     signal.SIGINT: "Ctrl-C: finishing this batch, then saving checkpoints/last.ckpt (Ctrl-C again to stop at once)",
     signal.SIGTERM: "SIGTERM (a scheduler's stop, e.g. SLURM preemption): finishing this batch, then saving "
@@ -32,6 +36,7 @@ class SaveOnInterrupt(L.Callback):
 
     def __init__(self):
         self._requested = self._stop = False
+        self._requested_at = 0.0
         self._previous_handlers: dict[int, object] = {}
 
     def on_fit_start(self, trainer, pl_module) -> None:
@@ -41,8 +46,10 @@ class SaveOnInterrupt(L.Callback):
 
     def _request(self, signum, frame) -> None:
         if self._requested:
+            if time.monotonic() - self._requested_at < SAME_STOP_S:  # e.g. a parallel sweep passing on the Ctrl-C
+                return                                                # the terminal has sent to its jobs already
             raise KeyboardInterrupt
-        self._requested = True
+        self._requested, self._requested_at = True, time.monotonic()
         log.warning(STOP_SIGNALS[signum])
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
@@ -82,6 +89,7 @@ class StopBeforeTraining(L.Callback):
         self.restart = restart  # what to type to run it again
         self.g_steps = g_steps  # G steps done before this process (a resumed run's), None while not known
         self.armed = False
+        self._stopped_at = -SAME_STOP_S
         self._previous_handlers: dict[int, object] = {}
 
     def __enter__(self) -> "StopBeforeTraining":
@@ -98,9 +106,12 @@ class StopBeforeTraining(L.Callback):
 
     def _stop(self, signum, frame) -> None:
         if not self.armed:  # training has started (SaveOnInterrupt gave this handler back at its end): as before
+            if time.monotonic() - self._stopped_at < SAME_STOP_S:  # the same stop, passed on by a parallel sweep
+                return
             self._pass_on(signum, frame)
             return
         self.armed = False  # a second signal while this one unwinds: Python's default, not a second message
+        self._stopped_at = time.monotonic()
         message = (f"interrupted by {signal.Signals(signum).name} before training started (while the data was loaded "
                    f"and the run built): nothing was trained or saved; {self.restart}")
         log.warning(message)
