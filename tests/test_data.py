@@ -337,6 +337,15 @@ def test_the_metrics_classifier_of_a_labelled_image_folder_says_its_accuracy_is_
            "test split)" in caplog.text
 
 
+def test_the_clustering_study_looks_for_as_many_clusters_as_a_labelled_folder_has_classes(make_cfg, tmp_path):
+    """metrics.kmeans_k was 10 whatever the data: KMeans looked for 10 clusters in a 3-style (or 27-style) WikiArt."""
+    _colour_classes(tmp_path / "art")
+    folder = ["dataset=image_folder", f"dataset.path={tmp_path / 'art'}"]
+    assert make_cfg(*folder, "dataset.labels=subfolders").metrics.kmeans_k == 3
+    assert make_cfg(*folder).metrics.kmeans_k == 10  # unlabelled: the default
+    assert make_cfg(*folder, "dataset.labels=subfolders", "metrics.kmeans_k=5").metrics.kmeans_k == 5  # a choice wins
+    assert make_cfg("dataset=mnist_mini").metrics.kmeans_k == make_cfg("dataset=photo_patches").metrics.kmeans_k == 10
+
 def test_an_image_replaced_by_cp_p_is_decoded_again(tmp_path):
     """`cp -p` (or rsync -t) keeps a file's size and mtime: the cache, keyed by path, size and mtime, gave the
     old image's pixels for the new one. The file's ctime, which no copy can set, is in the key now."""
