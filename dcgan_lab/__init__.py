@@ -23,6 +23,8 @@ if not OmegaConf.has_resolver("folder_classes"):
     OmegaConf.register_new_resolver("folder_classes", _folder_classes)
 if not OmegaConf.has_resolver("len"):
     OmegaConf.register_new_resolver("len", len)
+if not OmegaConf.has_resolver("max"):  # image_folder.yaml: `${max:2,...}`, KMeans' least k
+    OmegaConf.register_new_resolver("max", max)
 
 if not OmegaConf.has_resolver("unique_dir"):
     from dcgan_lab.run_folder import unique_dir

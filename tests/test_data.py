@@ -345,6 +345,10 @@ def test_the_clustering_study_looks_for_as_many_clusters_as_a_labelled_folder_ha
     assert make_cfg(*folder).metrics.kmeans_k == 10  # unlabelled: the default
     assert make_cfg(*folder, "dataset.labels=subfolders", "metrics.kmeans_k=5").metrics.kmeans_k == 5  # a choice wins
     assert make_cfg("dataset=mnist_mini").metrics.kmeans_k == make_cfg("dataset=photo_patches").metrics.kmeans_k == 10
+    one = tmp_path / "one"
+    (one / "only").mkdir(parents=True)
+    Image.new("RGB", (20, 20), (255, 0, 0)).save(one / "only" / "0.png")
+    assert make_cfg("dataset=image_folder", f"dataset.path={one}", "dataset.labels=subfolders").metrics.kmeans_k == 2
 
 def test_an_image_replaced_by_cp_p_is_decoded_again(tmp_path):
     """`cp -p` (or rsync -t) keeps a file's size and mtime: the cache, keyed by path, size and mtime, gave the
