@@ -398,3 +398,21 @@ def test_a_folder_decoded_again_after_a_change_removes_its_own_older_caches_only
     assert len(now) == 7 and len(set(now) - set(kept)) == 2  # the 8-pixel art set's two files were replaced
     assert writing.exists() and len(image_folder(str(art), image_size=16, **common)[0]) == 4
     assert len(list(images.glob("[!.]*.npy"))) == 3  # art at 8 and 16 pixels, other
+
+
+def test_caches_named_the_way_of_an_earlier_version_are_removed(tmp_path):
+    """Before sets had their own part, a cache was `<md5>.npy` (+ `.unreadable.json`): no run reads those now, and
+    nothing removed them."""
+    art = tmp_path / "art"
+    art.mkdir()
+    Image.new("RGB", (20, 20), (255, 0, 0)).save(art / "0.png")
+    images = tmp_path / "cache" / "images"
+    images.mkdir(parents=True)
+    old = [images / "0123456789abcdef0123456789abcdef.npy", images / "0123456789abcdef0123456789abcdef.unreadable.json"]
+    for path in old:
+        path.write_bytes(b"stale")
+    unrelated = images / "notes.npy"
+    unrelated.write_bytes(b"kept")
+    image_folder(str(art), image_size=8, cache_dir=str(tmp_path / "cache"))
+    assert not any(path.exists() for path in old) and unrelated.exists()
+    assert len(list(images.glob("*-*.npy"))) == 1  # the folder's own, named <set>-<files>.npy

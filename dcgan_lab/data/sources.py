@@ -16,6 +16,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import sys
 import time
 import weakref
@@ -425,11 +426,16 @@ def _read_cached(cache: Path) -> np.ndarray | None:
 def _remove_older_caches(cache: Path, set_key: str) -> None:
     """Removes the set's cache files other than `cache` (`<set_key>-<files key>.npy` and its `.unreadable.json`),
     never another set's or a temporary file of a run writing now (those start with a dot). A run that has read an
-    older one holds it in memory (np.load copies it), so removing it under that run is safe."""
+    older one holds it in memory (np.load copies it), so removing it under that run is safe. Files named the way
+    before sets had their own part (`<files key>.npy`: one md5, no dash) are removed too: no run reads them now."""
     for old in cache.parent.glob(f"{set_key}-*"):
         if old.name not in (cache.name, f"{cache.stem}.unreadable.json"):
             old.unlink(missing_ok=True)
             log.info("removed %s: the decoded images of an earlier state of the same files", old.name)
+    for old in cache.parent.glob("[0-9a-f]*"):
+        if re.fullmatch(r"[0-9a-f]{32}(\.unreadable\.json|\.npy)", old.name):
+            old.unlink(missing_ok=True)
+            log.info("removed %s: decoded images cached under the naming of an earlier version", old.name)
 
 
 def _kept_labels(files: list[Path], labels: Sequence[int] | None, unreadable: list[list[str]]) -> torch.Tensor | None:
