@@ -288,10 +288,11 @@ def run_recorded(train, cfg, output_dir: str) -> dict | None:
         "torch_threads": torch.get_num_threads(),  # parallel jobs (hydra/launcher=local) should share the cores
     }
     if (stopped_by := sweep_stopped()) is not None:  # a parallel sweep stopped before this job began
-        message = f"not started: {stopped_by} stopped the sweep before this job began; continue with {resume_command(output_dir)}"
+        message = (f"not started: {stopped_by} stopped the sweep before this job began; continue with "
+                   f"{resume_command(output_dir)}")
         log.warning(message)
-        record(output_dir, {**common, "status": "interrupted", "signal": stopped_by, "error": message, "not_started": True,
-                            "wall_time_s": 0.0, "train_time_s": 0.0, "g_steps": 0})
+        record(output_dir, {**common, "status": "interrupted", "signal": stopped_by, "error": message,
+                            "not_started": True, "wall_time_s": 0.0, "train_time_s": 0.0, "g_steps": 0})
         return None
     try:
         result = train(cfg)

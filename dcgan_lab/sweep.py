@@ -143,13 +143,15 @@ class SweepSummary(Callback):
         self._sweep_dir = Path(config.hydra.sweep.dir)
         (self._sweep_dir / STOP_MARKER).unlink(missing_ok=True)  # a resumed sweep's, from its stop
         if parallel_jobs(config.hydra.launcher) > 1 and threading.current_thread() is threading.main_thread():
-            self._previous_handlers = {signum: signal.signal(signum, self._stop) for signum in (signal.SIGINT, signal.SIGTERM)}
+            self._previous_handlers = {signum: signal.signal(signum, self._stop)
+                                       for signum in (signal.SIGINT, signal.SIGTERM)}
 
     def _stop(self, signum, frame) -> None:
         name = signal.Signals(signum).name
         if self._stopped_by is not None:  # the second: at once (joblib ends the workers)
             self._restore()
-            log.warning("%s again: the sweep stops at once; running jobs may lose the batches since their last checkpoint", name)
+            log.warning("%s again: the sweep stops at once; running jobs may lose the batches since their last "
+                        "checkpoint", name)
             raise SystemExit(128 + signum)
         self._stopped_by = signum
         log.warning("%s: each running job finishes its batch and saves checkpoints/last.ckpt; jobs not started yet are "
@@ -175,9 +177,10 @@ class SweepSummary(Callback):
             (sweep_dir / STOP_MARKER).unlink(missing_ok=True)
             states = [s.get("status") if s else None for s in statuses.values()]
             not_started = sum(bool(s and s.get("not_started")) for s in statuses.values())
-            log.warning("the sweep was stopped by %s: %d of %d jobs finished, %d interrupted, %d not started; continue "
-                        "with %s", signal.Signals(self._stopped_by).name, states.count("ok"), len(statuses),
-                        states.count("interrupted") - not_started, not_started,
+            failed = len(states) - states.count("ok") - states.count("interrupted")
+            log.warning("the sweep was stopped by %s: %d of %d jobs finished, %d interrupted, %d not started%s; "
+                        "continue with %s", signal.Signals(self._stopped_by).name, states.count("ok"), len(statuses),
+                        states.count("interrupted") - not_started, not_started, f", {failed} failed" if failed else "",
                         sweep_resume_command(sweep_dir))
             raise SystemExit(128 + self._stopped_by)
         failed = {job: s for job, s in statuses.items() if s and s.get("status") != "ok"}

@@ -16,11 +16,11 @@ from dcgan_lab.errors import Interrupted
 
 log = logging.getLogger(__name__)
 
-# What each signal means to the user; SIGTERM is what SLURM (and most schedulers, `kill`, `docker stop`) send before
-# they kill a job, e.g. on preemption or at its time limit, usually with some 30 s to spare.
 # A second signal within this many seconds of the first is the same stop, not "stop at once": a parallel sweep
 # passes the signal on to its jobs (sweep.SweepSummary), which a terminal's Ctrl-C or SLURM may have reached already.
 SAME_STOP_S = 1.0
+# What each signal means to the user; SIGTERM is what SLURM (and most schedulers, `kill`, `docker stop`) send before
+# they kill a job, e.g. on preemption or at its time limit, usually with some 30 s to spare.
 STOP_SIGNALS = {
     signal.SIGINT: "Ctrl-C: finishing this batch, then saving checkpoints/last.ckpt (Ctrl-C again to stop at once)",
     signal.SIGTERM: "SIGTERM (a scheduler's stop, e.g. SLURM preemption): finishing this batch, then saving "
