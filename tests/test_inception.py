@@ -188,6 +188,7 @@ def test_inception_features_split_metric_batches_keep_their_order_and_estimate_t
 
 
 # ---- weights without a classifier: FID/KID, no IS, metadata ---------------------------------------------
+@pytest.mark.slow  # over 10 s on 2 cores (17 s): make test-slow
 def test_weights_without_classifier_give_fid_kid_one_is_line_metadata_and_a_cached_reference(
         make_cfg, tmp_path, caplog, random_weights_without_classifier):
     cfg = make_cfg()
@@ -218,6 +219,7 @@ def test_weights_without_classifier_give_fid_kid_one_is_line_metadata_and_a_cach
     assert second.scalars["fid/4"] == first.scalars["fid/4"]
 
 
+@pytest.mark.slow  # over 10 s on 2 cores (17 s): make test-slow
 def test_missing_broken_or_pickled_weights_warn_once_and_other_metrics_still_run(make_cfg, tmp_path, caplog):
     broken = tmp_path / "broken.pth"
     broken.write_bytes(b"not a torch file")

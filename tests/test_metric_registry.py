@@ -9,6 +9,7 @@ import logging
 import pytest
 import torch
 import yaml
+from omegaconf import OmegaConf
 from hydra.utils import instantiate
 
 from dcgan_lab.errors import ConfigError
@@ -125,10 +126,12 @@ def test_every_option_default_has_one_owner_the_yaml():
     """Each entry names its options; their defaults are conf/metrics/default.yaml's and nowhere else."""
     from dcgan_lab.metrics.suite import DEFAULTS_FILE
 
-    on_file = yaml.safe_load(DEFAULTS_FILE.read_text())
+    # As a direct suite reads it: resolved on its own (kmeans_k's `${oc.select:dataset.kmeans_k,10}` gives 10).
+    on_file = OmegaConf.to_container(OmegaConf.load(DEFAULTS_FILE), resolve=True)
     assert registry.option_names() <= set(on_file)
     assert settings_from(None) == on_file  # a direct suite gets exactly the file's values
     assert settings_from({"kmeans_k": 4})["kmeans_k"] == 4
+    assert on_file["kmeans_k"] == 10
 
 
 def test_a_new_metric_whose_option_has_no_default_is_one_line():
