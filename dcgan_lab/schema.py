@@ -168,6 +168,8 @@ SCHEMA: dict[str, Range | PowerOfTwo | OneOf | Flag | Pair | Names] = {
     "dataset.batch_size": Range(**COUNT),
     "dataset.channels": OneOf((1, 3), hint=" (grayscale or RGB)"),
     "dataset.num_workers": Range(low=0, integer=True),
+    "dataset.distinct_images": Flag(hint=" (false: the images are near-copies of one another)",
+                                    needs=("dataset=photo_patches",)),
     "dataset.source.download": Flag(needs=("dataset=cifar10",)),
     # model
     "model.latent_dim": Range(**COUNT),

@@ -106,6 +106,22 @@ def test_an_image_folder_holds_nothing_out_and_says_so(tmp_path):
     assert datamodule.split("test").images is datamodule.split("train").images
 
 
+def test_photo_patches_overlap_one_another_so_copy_and_overfitting_metrics_skip_with_their_line(tmp_path):
+    """Its patches are cut from three photographs on an overlapping grid, and mirrored: a held-out or test patch has
+    near-copies among the training patches, so memorization and d_overfitting would not measure copying there."""
+    from .conftest import compose_config
+
+    cfg = compose_config(tmp_path / "run", ["logger=csv", "dataset=photo_patches", "dataset.image_size=16"])
+    suite = MetricSuite({"enabled": ["memorization", "d_overfitting"], "n_samples": 12,
+                         "batch_size": 12, "kmeans_k": 3, "pr_k": 2}, instantiate(cfg.dataset), tmp_path / "cache")
+    report = suite.evaluate(ImageBank(torch.zeros(12, 3, 16, 16)), StandInDiscriminator())
+    assert not [name for name in report.scalars if name.startswith(("memorization/", "d_overfit/"))]
+    for family in ("memorization", "d_overfitting"):
+        assert report.extras[f"{family}_skipped"] == (f"{family} skipped: it needs real images that are not near-copies "
+                                                      "of one another, and the images of dataset photo_patches overlap "
+                                                      "(dataset.distinct_images=false)")
+
+
 def test_a_training_run_logs_the_auc_of_its_own_discriminator(make_cfg):
     result = train(make_cfg("metrics=default", "metrics.n_samples=100", "metrics.every_n_epochs=1",
                             "metrics.enabled=[d_overfitting]", "trainer.max_epochs=2"))

@@ -105,9 +105,12 @@ def _keep_batch(batch):
 class ImageDataModule(L.LightningDataModule):
     def __init__(self, source: Callable, name: str, image_size: int, channels: int, batch_size: int,
                  num_workers: int = 0, num_classes: int = 0, augment: Callable | None = None,
-                 class_names: Sequence[str] | None = None, **_):
+                 class_names: Sequence[str] | None = None, distinct_images: bool = True, **_):
         super().__init__()
         self.source, self.name, self.augment = source, name, augment
+        # False: the images are near-copies of one another (photo_patches' overlapping, mirrored patches), so no
+        # real image is unseen by a run or far from its neighbours; metrics that compare with unseen images skip.
+        self.distinct_images = distinct_images
         # What label k means, for grids' row captions (an image folder's class folders); None: its number says it
         self.class_names = [str(name) for name in class_names] if class_names else None
         self.image_size, self.channels = image_size, channels

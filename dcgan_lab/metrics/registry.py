@@ -33,6 +33,8 @@ NEEDS = {
     "d_features": "the discriminator's features (training runs and checkpoints have them)",
     "discriminator": "the discriminator itself (training runs and checkpoints have it)",
     "held_out": "real images the run did not train on (the dataset's test split, where it is not the training data)",
+    "distinct_images": "real images that are not near-copies of one another (dataset.distinct_images; photo_patches' "
+                       "overlapping, mirrored patches are not)",
 }
 
 
@@ -241,6 +243,7 @@ def precision_recall(ctx: "MetricContext") -> dict[str, float]:
 
 @register_metric(
     scalars={"memorization/copies": -1, "memorization/nn_ratio": 0, "memorization/ct": 0},
+    needs=("distinct_images",),
     options=("copy_quantile", "copy_cells"),
     headline=("memorization/copies",),
     report=("memorization/copies",),
@@ -263,7 +266,7 @@ def memorization(ctx: "MetricContext") -> dict[str, float]:
     # The AUC itself has no better side: below 0.5 is chance too (D does not favour held-out images), so ranking it
     # lower-is-better would crown noise. What is ranked is its excess over chance.
     scalars={"d_overfit/auc": 0, "d_overfit/auc_excess": -1},
-    needs=("discriminator", "held_out"),
+    needs=("discriminator", "held_out", "distinct_images"),
     headline=("d_overfit/auc",),
     report=("d_overfit/auc_excess",),
 )

@@ -401,6 +401,9 @@ class MetricSuite:
                 return f"{metric.name} skipped: it needs class labels and dataset {self.datamodule.name} has none"
             if need in ("d_features", "discriminator") and discriminator is None:
                 return f"{metric.name} skipped: it needs the discriminator and none was given"
+            if need == "distinct_images" and not self.datamodule.distinct_images:
+                return (f"{metric.name} skipped: it needs real images that are not near-copies of one another, and "
+                        f"the images of dataset {self.datamodule.name} overlap (dataset.distinct_images=false)")
             if need == "held_out" and not self.has_held_out():
                 return (f"{metric.name} skipped: it needs real images the run did not train on, and dataset "
                         f"{self.datamodule.name} has no test split apart from its training images")
