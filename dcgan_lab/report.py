@@ -108,12 +108,13 @@ class Variant:
     def ok_jobs(self) -> list[Job]:
         return [job for job in self.jobs if job.ok]
 
-    def stats(self, metric: str) -> tuple[float, float, int] | None:
-        """(mean, sample std, n) over the seeds that finished; std is 0 for a single seed."""
+    def stats(self, metric: str) -> tuple[float, float | None, int] | None:
+        """(mean, sample std, n) over the seeds that finished; std is None for a single seed (one seed says
+        nothing of the spread: a 0 would read as seeds that agree)."""
         values = self.values(metric)
         if not values:
             return None
-        std = statistics.stdev(values) if len(values) > 1 else 0.0
+        std = statistics.stdev(values) if len(values) > 1 else None
         return statistics.fmean(values), std, len(values)
 
 
@@ -574,7 +575,7 @@ def _cell(table: Table, variant: Variant, metric: str, bold: set[str]) -> str:
             missing = "failed" if any(job.state == "failed" for job in variant.jobs) else "unfinished"
         return missing + ref
     mean, std, n = stats
-    text = f"{_fmt(mean)} ± {_fmt(std)} ({n})"
+    text = f"{_fmt(mean)} ({n})" if std is None else f"{_fmt(mean)} ± {_fmt(std)} ({n})"
     if variant.label in bold:
         text = f"**{text}**"
     comparison = table.comparison(variant, metric)
@@ -611,8 +612,8 @@ def write_markdown(path: Path, sweep_dir: Path, variants, columns, common, jobs,
     lines = [
         f"# Sweep report: {sweep_dir}",
         "",
-        f"{len(jobs)} jobs, {len(variants)} variants. Cells: mean ± sample std (n seeds) of each job's last "
-        f"logged value{f' within its first {epochs} epochs (not its last value: the report after {epochs} epochs)' if epochs else ''}; beside it, Welch's t-test against the baseline row over seeds (two-sided; `p=` when "
+        f"{len(jobs)} jobs, {len(variants)} variants. Cells: mean ± sample std (n seeds; the value alone "
+        f"for one seed) of each job's last logged value{f' within its first {epochs} epochs (not its last value: the report after {epochs} epochs)' if epochs else ''}; beside it, Welch's t-test against the baseline row over seeds (two-sided; `p=` when "
         f"p < {ALPHA}, `n.s.` otherwise, `n<2: no test` with fewer than 2 seeds on either side; "
         + ("where a table tests several variants, each metric's p-values are corrected together by Holm's method "
            f"and `Holm p` < {ALPHA} is what counts as significant: `n.s. after Holm` marks a p < {ALPHA} that "
@@ -700,7 +701,7 @@ def write_csv(path: Path, variants, columns, correction: str = "holm") -> None:
                 stats = variant.stats(metric)
                 comparison = table.comparison(variant, metric)
                 reference = table.reference(variant, metric)
-                row += list(stats) if stats else ["", "", 0]
+                row += [stats[0], "" if stats[1] is None else stats[1], stats[2]] if stats else ["", "", 0]
                 tested = comparison is not None and comparison.p is not None
                 row += [comparison.p if tested else "", comparison.p_adjusted if tested else ""]
                 row += [comparison.difference, *comparison.interval] if tested else ["", "", ""]
