@@ -1,10 +1,12 @@
-"""A Hydra sweep folder -> report.md, report.csv, curves.png, samples.png (written into that folder).
+"""A sweep's report (a Hydra multirun folder, or any folder of runs) -> report.md, report.csv, curves.png, samples.png.
+
+Written into that folder: `multirun/<date>/<time>`, or e.g. `outputs/<date>` to compare separate runs.
 
     python -m dcgan_lab.report multirun/<date>/<time> [--wandb auto|online|offline|off] [--baseline loss=bce]
 
 A variant is a job's overrides minus its seed; seeds are aggregated as mean ± std (n). When the sweep has a
-baseline variant (`ablation=baseline`, or the one `--baseline` names), every other variant is compared with it per metric by Welch's t-test
-over seeds. Variants on different datasets form separate tables, each with its own baseline. Where a variant runs
+baseline variant (`ablation=baseline`, or the one `--baseline` names, else the jobs that ran only the overrides every
+job shares), every other variant is compared with it per metric by Welch's t-test over seeds. Variants on different datasets form separate tables, each with its own baseline. Where a variant runs
 a setting of the reference study (dcgan_lab/reference_study.py), its published number is shown beside the lab's.
 Jobs that failed (status.json) are listed with their error and left out of the numbers. Where evaluate.py has
 measured every finished job's last checkpoint (`python evaluate.py ckpt=<sweep folder>`), its numbers are used.
@@ -43,6 +45,7 @@ TRAILING_COLUMNS = ("train_time_s", "loss/d", "loss/g")
 CURVE_METRICS = ("loss/d", "loss/g", "D(x)", "D(G(z))")
 # Overrides that never define a variant: the seed is what gets aggregated, the sweep name is on every job.
 NOT_A_VARIANT = ("seed", "sweep")
+SHARED_ONLY = "(no override)"  # the variant of the jobs that ran only the overrides every job shares
 # Config keys that differ per job folder or say how, not what, is trained.
 NOT_A_CHANGE = ("paths", "hydra", "logger", "callbacks", "ckpt_path", "seed", "trainer")
 
@@ -187,7 +190,7 @@ def group_variants(jobs: list[Job]) -> tuple[list[Variant], list[str]]:
     common = [o for o in defining[0] if all(o in d for d in defining)] if defining else []
     variants: dict[str, Variant] = {}
     for job, overrides in zip(jobs, defining):
-        job.variant = ", ".join(sorted(o for o in overrides if o not in common)) or "(no override)"
+        job.variant = ", ".join(sorted(o for o in overrides if o not in common)) or SHARED_ONLY
         variants.setdefault(job.variant, Variant(job.variant, [])).jobs.append(job)
     result = list(variants.values())
     for variant in result:
@@ -395,7 +398,10 @@ class Table:
 
     @property
     def baseline(self) -> Variant | None:
-        return next((v for v in self.variants if v.is_baseline), None)
+        # A table without ablation=baseline (and no --baseline) compares with the jobs that ran only the settings
+        # every job shares: separate runs `python train.py` and `python train.py loss=hinge` put the first there.
+        return next((v for v in self.variants if v.is_baseline), None) or next(
+            (v for v in self.variants if v.label == SHARED_ONLY and v.named_baseline is None), None)
 
     def comparison(self, variant: Variant, metric: str) -> Comparison | None:
         if metric not in self._comparisons:
@@ -641,12 +647,15 @@ def write_markdown(path: Path, sweep_dir: Path, variants, columns, common, jobs,
         if table.variants[0].choices.get("dataset") or table.variants[0].dataset.get("name"):
             lines += ["", f"Data: {describe_data(table.variants[0])}."]
         if table.baseline is None and len(table.variants) > 1:
-            first = next(v for v in table.variants if v.label != "(no override)")
+            first = next(v for v in table.variants if v.label != SHARED_ONLY)
             flags = " ".join(f"--baseline {o}" for o in first.label.split(", "))  # exactly that variant
             lines += ["", "No baseline variant (`ablation=baseline`) in this table: no tests, no bold. Name one with "
                           f"`python -m dcgan_lab.report {sweep_dir} {flags}`."]
         elif table.baseline is not None and table.baseline.named_baseline:
             lines += ["", f"Baseline (`--baseline`): `{table.baseline.label}`."]
+        elif table.baseline is not None and table.baseline.label == SHARED_ONLY and len(table.variants) > 1:
+            lines += ["", f"Baseline: `{SHARED_ONLY}`, the jobs that ran only the settings every job shares (no "
+                          "`ablation=baseline` in this table; `--baseline <override>` names another)."]
         rows, missing = table_lines(table, table_columns_here)
         lines += [""] + rows
         if "fid/*" in missing:
@@ -833,7 +842,8 @@ def build_report(sweep_dir: str | Path, epochs: int | None = None, baseline: lis
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m dcgan_lab.report", description=__doc__.splitlines()[0])
-    parser.add_argument("sweep_dir", help="a Hydra multirun folder, e.g. multirun/2026-01-31/12-00-00")
+    parser.add_argument("sweep_dir", help="a Hydra multirun folder, e.g. multirun/2026-01-31/12-00-00, or any "
+                                          "folder of run folders, e.g. outputs/2026-01-31")
     parser.add_argument("--wandb", choices=WANDB_CHOICES, default="auto",
                         help="the report as a run in the sweep's W&B group: auto (when the jobs logged to W&B, "
                              "in their mode), online, offline, or off")

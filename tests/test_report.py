@@ -410,6 +410,30 @@ def test_baseline_named_on_the_command_line_gets_the_tests(plain_sweep, capsys):
         assert capsys.readouterr().err.strip() == line
 
 
+def test_separate_runs_compare_with_the_runs_of_the_shared_settings_alone(tmp_path):
+    """`python -m dcgan_lab.report outputs/<date>` over runs started one by one (`python train.py [seed=1]`, then
+    `python train.py loss=hinge [seed=1]`): the runs without an override of their own are the baseline."""
+    from scipy.stats import ttest_ind
+
+    day = tmp_path / "outputs" / "2026-01-31"
+    for time, overrides, fid in (("10-00-00", [], 10), ("10-30-00", ["seed=1"], 12),
+                                 ("11-00-00", ["loss=hinge"], 20), ("11-30-00", ["loss=hinge", "seed=1"], 23)):
+        write_job(day, time, 0, overrides, rows_for([50, fid], 0.5), {"status": "ok"}, "left")
+    assert main([str(day), "--wandb", "off"]) == 0
+    md = (day / "report.md").read_text()
+    assert ("Baseline: `(no override)`, the jobs that ran only the settings every job shares (no `ablation=baseline` "
+            "in this table; `--baseline <override>` names another).") in md and "No baseline variant" not in md
+    table = read_report_csv(day / "report.csv")
+    assert float(table["loss=hinge"]["classifier/fid_p"]) == pytest.approx(
+        ttest_ind([20, 23], [10, 12], equal_var=False).pvalue)
+    assert table["(no override)"]["classifier/fid_p"] == ""  # the baseline is not tested against itself
+
+    assert main([str(day), "--wandb", "off", "--baseline", "loss=hinge"]) == 0  # another one, named
+    table = read_report_csv(day / "report.csv")
+    assert table["loss=hinge"]["classifier/fid_p"] == "" and table["(no override)"]["classifier/fid_p"] != ""
+    assert "Baseline (`--baseline`): `loss=hinge`." in (day / "report.md").read_text()
+
+
 def test_holm_adjusts_p_values_step_down():
     from dcgan_lab.report import holm
 
