@@ -6,8 +6,9 @@ Written into that folder: `multirun/<date>/<time>`, or e.g. `outputs/<date>` to 
 
 A variant is a job's overrides minus its seed; seeds are aggregated as mean ± std (n). When the sweep has a
 baseline variant (`ablation=baseline`, or the one `--baseline` names, else the jobs that ran only the overrides every
-job shares), every other variant is compared with it per metric by Welch's t-test over seeds. Variants on different datasets form separate tables, each with its own baseline. Where a variant runs
-a setting of the reference study (dcgan_lab/reference_study.py), its published number is shown beside the lab's.
+job shares), every other variant is compared with it per metric by Welch's t-test over seeds. Variants on different
+datasets form separate tables, each with its own baseline. Where a variant runs a setting of the reference study
+(dcgan_lab/reference_study.py), its published number is shown beside the lab's.
 Jobs that failed (status.json) are listed with their error and left out of the numbers. Where evaluate.py has
 measured every finished job's last checkpoint (`python evaluate.py ckpt=<sweep folder>`), its numbers are used.
 """
