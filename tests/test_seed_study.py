@@ -190,9 +190,7 @@ def test_each_dataset_is_its_own_table_with_its_own_baseline_and_a_named_stand_i
     assert base[-1] == "not logged · ref 128.01" and silu[-1] == "not logged · ref 237.24"
     assert "52 ± 2.828 (2)" in base  # tested against its own baseline, not Table 1's
     assert "80 (1) · n<2: no test" in silu  # one seed: no spread to show (not "± 0")
-    with open(study / "report.csv") as handle:
-        rows = {row["variant"]: row for row in csv.DictReader(handle)}
-    one_seed = rows["+seed_study=faces_silu"]
+    one_seed = read_csv(study / "report.csv")["+seed_study=faces_silu"]
     assert (one_seed["classifier/fid_mean"], one_seed["classifier/fid_std"], one_seed["classifier/fid_n"]) == ("80.0", "", "1")
     assert "was not logged by these jobs" in faces
     assert "5,000 real MNIST digits" in md[: md.index("## Table 2")]
