@@ -2,7 +2,7 @@
 
 Conventions: `real_logits = D(x)`, `fake_logits = D(G(z))`, shape (B,). D minimises `*_d`, G minimises `*_g`.
 Losses that take `real_target` / `fake_target` support label smoothing and flipping; the others do not.
-A G loss that takes `real_logits` (relativistic losses, e.g. RaGAN) is also given D(x) of the batch, without
+A G loss that takes `real_logits` (the relativistic `ragan_g`, `ralsgan_g`) is also given D(x) of the batch, without
 gradient: `def ragan_g(fake_logits, real_logits)`.
 """
 from __future__ import annotations
@@ -49,6 +49,30 @@ def lsgan_d(real_logits, fake_logits, real_target=1.0, fake_target=0.0):
 def lsgan_g(fake_logits):
     # 1/2 E[(D(G(z)) - c)^2], c=1
     return 0.5 * (fake_logits - 1.0).pow(2).mean()
+
+
+# Relativistic average losses (Jolicoeur-Martineau 2018): D judges how much more real x looks than the average
+# fake, and the reverse; so G also lowers D(x) relative to its fakes, which the other losses give it no gradient for.
+# C = D's logit; the means are over the batch, and D's loss differentiates through both of them.
+def ragan_d(real_logits, fake_logits):
+    # RaSGAN: -E_x[log s(C(x) - E C(x_f))] - E_f[log(1 - s(C(x_f) - E C(x)))]   (-log s(t) = softplus(-t))
+    return F.softplus(-(real_logits - fake_logits.mean())).mean() + F.softplus(fake_logits - real_logits.mean()).mean()
+
+
+def ragan_g(fake_logits, real_logits):
+    # -E_f[log s(C(x_f) - E C(x))] - E_x[log(1 - s(C(x) - E C(x_f)))]: D's loss with real and fake swapped
+    return ragan_d(fake_logits, real_logits)
+
+
+def ralsgan_d(real_logits, fake_logits):
+    # RaLSGAN: E_x[(C(x) - E C(x_f) - 1)^2] + E_f[(C(x_f) - E C(x) + 1)^2]
+    return ((real_logits - fake_logits.mean() - 1).pow(2).mean()
+            + (fake_logits - real_logits.mean() + 1).pow(2).mean())
+
+
+def ralsgan_g(fake_logits, real_logits):
+    # E_f[(C(x_f) - E C(x) - 1)^2] + E_x[(C(x) - E C(x_f) + 1)^2]: D's loss with real and fake swapped
+    return ralsgan_d(fake_logits, real_logits)
 
 
 def _bce(logits, target):

@@ -73,9 +73,10 @@ class GANObjective:
         self.real_label, self.fake_label, self.flip_prob = real_label, fake_label, flip_prob
         self.uses_label_targets = (real_label, fake_label, flip_prob) != (1.0, 0.0, 0.0)
         if self.uses_label_targets and "real_target" not in inspect.signature(self.loss_d).parameters:
+            d_name = getattr(getattr(self.loss_d, "func", self.loss_d), "__name__", "the chosen one")
             raise ConfigError(
                 "label smoothing/flipping (training.real_label, fake_label, flip_prob) needs a loss with targets "
-                "(loss=bce or loss=lsgan); the chosen loss has none."
+                f"(loss=bce or loss=lsgan); the chosen loss's D loss, {d_name}, has none."
             )
         self.instance_noise, self.instance_noise_anneal_steps = instance_noise, instance_noise_anneal_steps
         self.augment = augment

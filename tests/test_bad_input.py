@@ -54,6 +54,9 @@ CASES = [
      "model.attention_res=64 is not a resolution inside the network for image_size=32: use one of [4, 8, 16]."),
     ("n_critic < 1", ["training.n_critic=0"], "training.n_critic=0 must be an integer >= 1."),
     ("max_epochs 0", ["trainer.max_epochs=0"], "trainer.max_epochs=0 must be an integer >= 1, or -1 for no limit."),
+    ("label smoothing with a loss without targets", ["loss=ragan", "training.real_label=0.9"],
+     "label smoothing/flipping (training.real_label, fake_label, flip_prob) needs a loss with targets (loss=bce or "
+     "loss=lsgan); the chosen loss's D loss, ragan_d, has none."),
     ("guard lr_factor", ["callbacks.divergence_guard.lr_factor=2"], "callbacks.divergence_guard.lr_factor=2 must be in (0, 1)"),
     ("required folder not given", ["dataset=image_folder"], "dataset.path must be set: add `dataset.path=...` to the command line."),
     ("missing dataset folder", ["dataset=image_folder", "dataset.path=/no/such/folder"],

@@ -57,6 +57,17 @@ def test_static_step_reproduces_the_pinned_eager_numbers(tmp_path, name):
     assert last["global_step"] == 6 + 6 // n_critic
 
 
+def test_static_step_trains_a_relativistic_loss_as_the_eager_step_does(tmp_path):
+    """loss=ragan's G loss also runs D on the real batch (no gradient): the static step gives it the same D(x)."""
+    runs = {}
+    for mode, extra in (("eager", []), ("static", ["+callbacks.static={_target_:tests.test_captured.UseStaticStep}"])):
+        runs[mode] = metrics(Path(train(compose_config(tmp_path / mode, BASE + ["loss=ragan", *extra]))["output_dir"]))
+    for name in ("loss/d", "loss/g"):
+        eager = [float(r[name]) for r in runs["eager"] if r.get(name)]
+        assert len(eager) == 6
+        assert [float(r[name]) for r in runs["static"] if r.get(name)] == pytest.approx(eager, rel=1e-5)
+
+
 def test_static_step_logs_the_rates_each_batch_used(make_cfg):
     """lr/d and lr/g from the static step's path equal the eager path's (test_training's linear-decay case)."""
     run = Path(train(make_cfg("schedule=linear", "training.n_critic=2", "trainer.limit_train_batches=8",
@@ -133,7 +144,9 @@ def exact_fp32():
     ["loss=lsgan", "model.attention=true", "model.spectral_norm_d=true", "training.real_label=0.9",
      "training.flip_prob=0.1", "training.instance_noise=0.1", "training.instance_noise_anneal_steps=8",
      "model.conditional=true", "activation=silu"],
-], ids=["default", "wgan_gp_mix", "lsgan_attention_sn_label_tricks_noise_conditional"])
+    # G's relativistic loss runs D on the real batch too, without gradient, inside the graph
+    ["loss=ragan", "loss.feature_matching_weight=1", "model.ema_decay=0.9"],
+], ids=["default", "wgan_gp_mix", "lsgan_attention_sn_label_tricks_noise_conditional", "ragan_feature_matching_ema"])
 def test_captured_step_trains_like_the_eager_step(tmp_path, overrides, caplog, exact_fp32):
     """The eager run uses the optimizers' capturable arithmetic too (float32 bias corrections on the device; the
     default computes them as float64 on the host): measured on an H200, that rounding alone grows to 1.5e-2 in

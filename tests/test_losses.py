@@ -39,6 +39,38 @@ def test_losses_at_zero_logits_match_log2():
     assert_close(losses.hinge_d(zeros, zeros), torch.tensor(2.0))
 
 
+def test_relativistic_losses_at_hand_computed_logits():
+    """D(x) = [2, 4] (mean 3), D(G(z)) = [-1, 1] (mean 0): each term of Jolicoeur-Martineau's formulas by hand."""
+    real, fake = torch.tensor([2.0, 4.0]), torch.tensor([-1.0, 1.0])
+    sp = softplus
+    # RaSGAN D: mean softplus(-(C(x) - 0)) + mean softplus(C(x_f) - 3); G: the same with real and fake swapped
+    assert_close(losses.ragan_d(real, fake), torch.tensor((sp(-2) + sp(-4)) / 2 + (sp(-4) + sp(-2)) / 2))
+    assert_close(losses.ragan_g(fake, real), torch.tensor((sp(4) + sp(2)) / 2 + (sp(2) + sp(4)) / 2))
+    # RaLSGAN D: mean (C(x) - 0 - 1)^2 + mean (C(x_f) - 3 + 1)^2 = (1 + 9)/2 + (9 + 1)/2
+    assert_close(losses.ralsgan_d(real, fake), torch.tensor(10.0))
+    # G: mean (C(x_f) - 3 - 1)^2 + mean (C(x) - 0 + 1)^2 = (25 + 9)/2 + (9 + 25)/2
+    assert_close(losses.ralsgan_g(fake, real), torch.tensor(34.0))
+    zeros = torch.zeros(8)  # undecided D: log 2 per term, as BCE's; LSGAN's squares give 1 per term
+    assert_close(losses.ragan_d(zeros, zeros), torch.tensor(2 * LOG2))
+    assert_close(losses.ralsgan_g(zeros, zeros), torch.tensor(2.0))
+
+
+@pytest.mark.parametrize("pair", ["ragan", "ralsgan"])
+def test_relativistic_losses_judge_each_side_against_the_other_sides_mean(pair):
+    """What makes them relativistic: D's gradient on a fake logit moves with the real logits, and G's loss, for the
+    same fakes, changes with D(x) (BCE's G loss ignores it)."""
+    d_loss, g_loss = getattr(losses, f"{pair}_d"), getattr(losses, f"{pair}_g")
+    fake = torch.tensor([0.5, -0.5], requires_grad=True)
+    grads = [torch.autograd.grad(d_loss(torch.tensor([r, r]), fake), fake)[0] for r in (0.0, 2.0)]
+    assert (grads[0] - grads[1]).abs().min() > 1e-3
+    with torch.no_grad():
+        assert abs(float(g_loss(fake, torch.tensor([0.0, 0.0])) - g_loss(fake, torch.tensor([2.0, 2.0])))) > 1e-3
+    # Shifting every logit by the same amount changes nothing: only differences between real and fake count.
+    real = torch.tensor([1.0, 3.0])
+    assert_close(d_loss(real + 5, fake + 5), d_loss(real, fake))
+    assert_close(g_loss(fake - 7, real - 7), g_loss(fake, real))
+
+
 def test_wasserstein_is_fake_minus_real_mean():
     real, fake = torch.tensor([1.0, 3.0]), torch.tensor([-2.0, 0.0])
     assert_close(losses.wasserstein_d(real, fake), torch.tensor(-1.0 - 2.0))

@@ -47,12 +47,16 @@ def g_loss(objective, discriminator, real, fake, g_step=0, seed=1):
     return objective.g_loss(discriminator, real, fake, None, None, g_step)
 
 
-@pytest.mark.parametrize("name, pair", [("bce", "bce"), ("hinge", "hinge"), ("wgan_gp", "wasserstein"), ("lsgan", "lsgan")])
-def test_each_loss_option_is_its_loss_pair(parts, name, pair):
+@pytest.mark.parametrize("name, pair, relativistic", [
+    ("bce", "bce", False), ("hinge", "hinge", False), ("wgan_gp", "wasserstein", False), ("lsgan", "lsgan", False),
+    ("ragan", "ragan", True), ("ralsgan", "ralsgan", True),
+])
+def test_each_loss_option_is_its_loss_pair(parts, name, pair, relativistic):
     objective, D, real, fake = parts(f"loss={name}", "loss.gp_weight=0")
     loss, stats = d_loss(objective, D, real, fake)
     assert_close(loss, getattr(losses, f"{pair}_d")(D(real), D(fake)))
-    assert_close(g_loss(objective, D, real, fake), getattr(losses, f"{pair}_g")(D(fake)))
+    with_real = {"real_logits": D(real)} if relativistic else {}  # a relativistic G judges its fakes against D(x)
+    assert_close(g_loss(objective, D, real, fake), getattr(losses, f"{pair}_g")(D(fake), **with_real))
     assert_close(stats["D(x)"], D(real).mean())
     assert_close(stats["D(G(z))"], D(fake).mean())
 
@@ -226,24 +230,21 @@ def test_every_ablation_changes_the_composed_config(make_cfg, tmp_path, name):
     assert changed, f"ablation={name} composes to the baseline's config"
 
 
-def test_a_g_loss_that_takes_real_logits_gets_d_of_the_real_batch_without_gradient(parts):
-    """A relativistic loss pair (RaGAN: fakes judged against the real batch) is a function pair and a YAML like any
-    other: a G loss that names `real_logits` is given D(x) (it was called with the fake logits alone: a TypeError)."""
-    from dcgan_lab.objective import GANObjective
-
-    _, D, real, fake = parts()
-    seen = []
-
-    def ragan_g(fake_logits, real_logits):
-        seen.append(real_logits.requires_grad)
-        return (nn.functional.softplus(-(fake_logits - real_logits.mean())).mean()
-                + nn.functional.softplus(real_logits - fake_logits.mean()).mean())
-
+def test_a_relativistic_g_loss_gets_d_of_the_real_batch_as_a_constant(parts):
+    """loss=ragan's G loss names `real_logits`, so the objective gives it D(x) of the batch (called with the fake
+    logits alone it was a TypeError), with feature matching too; G's loss reaches D's weights only through D(G(z))."""
+    objective, D, real, fake = parts("loss=ragan")
     with torch.no_grad():
-        expected = ragan_g(D(fake), D(real))
+        expected = losses.ragan_g(D(fake), D(real))
         fm = losses.feature_matching(D(real, with_features=True)[1], D(fake, with_features=True)[1])
-    seen.clear()
-    assert_close(g_loss(GANObjective(d=losses.bce_d, g=ragan_g), D, real, fake), expected)
-    with_fm = GANObjective(d=losses.bce_d, g=ragan_g, feature_matching_weight=2.0)
+    assert_close(g_loss(objective, D, real, fake), expected)
+    with_fm = parts("loss=ragan", "loss.feature_matching_weight=2")[0]
     assert_close(g_loss(with_fm, D, real, fake), expected + 2.0 * fm)
-    assert seen == [False, False]  # D(x) is a constant to G's update
+
+    weights = list(D.parameters())
+    through_fakes_only = torch.autograd.grad(losses.ragan_g(D(fake), D(real).detach()), weights)
+    through_both = torch.autograd.grad(losses.ragan_g(D(fake), D(real)), weights)
+    for got, want, other in zip(torch.autograd.grad(g_loss(objective, D, real, fake), weights), through_fakes_only,
+                                through_both):
+        assert_close(got, want)
+    assert any((a - b).abs().max() > 1e-6 for a, b in zip(through_fakes_only, through_both))  # the check can fail
