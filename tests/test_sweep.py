@@ -33,9 +33,10 @@ def sweep_params(name: str) -> dict[str, list[str]]:
     return {key: str(values).split(",") for key, values in params.items()}
 
 
-def test_the_three_named_sweeps_exist():
-    assert {"mnist_ablation", "arch_ablation", "stabilizers"} <= set(SWEEPS)
+def test_the_named_sweeps_exist():
+    assert {"mnist_ablation", "arch_ablation", "stabilizers", "losses"} <= set(SWEEPS)
     assert sweep_params("mnist_ablation")["ablation"] == ["baseline", "beta1_0.3", "lr_1e-4", "hinge"]
+    assert sweep_params("losses")["ablation"] == ["baseline", "hinge", "lsgan", "wgan_gp", "ragan", "ralsgan"]
     assert all(len(sweep_params(name)["seed"]) >= 2 for name in SWEEPS)
 
 
@@ -51,7 +52,8 @@ def test_every_variant_of_every_sweep_composes_and_builds(sweep, tmp_path):
 def test_variants_change_what_they_say(tmp_path):
     compose = lambda variant: compose_config(tmp_path, [f"ablation={variant}"])  # noqa: E731
     assert list(compose("beta1_0.3").optimizer.betas) == [0.3, 0.999]
-    assert compose("hinge").loss.d._target_ == "dcgan_lab.losses.hinge_d"
+    for loss in ("hinge", "lsgan", "ragan", "ralsgan"):
+        assert compose(loss).loss.d._target_ == f"dcgan_lab.losses.{loss}_d", loss
     ttur = compose("ttur").optimizer
     assert (ttur.lr_g, ttur.lr_d) == (1e-4, 4e-4)
     wgan = compose("wgan_gp")
