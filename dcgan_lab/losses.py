@@ -52,8 +52,9 @@ def lsgan_g(fake_logits):
 
 
 # Relativistic average losses (Jolicoeur-Martineau 2018): D judges how much more real x looks than the average
-# fake, and the reverse; so G also lowers D(x) relative to its fakes, which the other losses give it no gradient for.
-# C = D's logit; the means are over the batch, and D's loss differentiates through both of them.
+# fake, and the reverse. G's loss mirrors D's, so it has a term for the real images too (raise the fakes' mean score
+# above each D(x)), which the other G losses lack. C = D's logit; the means are over the batch. Only differences of
+# C count, so a shift of every output leaves both losses unchanged.
 def ragan_d(real_logits, fake_logits):
     # RaSGAN: -E_x[log s(C(x) - E C(x_f))] - E_f[log(1 - s(C(x_f) - E C(x)))]   (-log s(t) = softplus(-t))
     return F.softplus(-(real_logits - fake_logits.mean())).mean() + F.softplus(fake_logits - real_logits.mean()).mean()
