@@ -4,10 +4,12 @@ that changes nothing in its run (a key whose switch is off) is one warning line.
 """
 from __future__ import annotations
 
+import inspect
 from fnmatch import fnmatch
 from pathlib import Path
 from typing import Callable
 
+from hydra.utils import get_method
 from omegaconf import DictConfig, OmegaConf
 
 from dcgan_lab import CONF_DIR
@@ -51,6 +53,17 @@ def labelled_datasets() -> list[str]:
         classes = OmegaConf.to_container(OmegaConf.load(path)).get("num_classes")
         if isinstance(classes, int) and classes > 0:
             options.append(f"dataset={path.stem}")
+    return options
+
+
+def losses_with_targets() -> list[str]:
+    """The loss options whose D loss takes label targets (`real_target`: smoothing and flipping): read from
+    conf/loss/, as labelled_datasets reads conf/dataset/, so a new such loss is named where label tricks are refused."""
+    options = []
+    for path in sorted((CONF_DIR / "loss").glob("*.yaml")):
+        target = OmegaConf.to_container(OmegaConf.load(path)).get("d", {}).get("_target_")
+        if target and "real_target" in inspect.signature(get_method(target)).parameters:
+            options.append(f"loss={path.stem}")
     return options
 
 

@@ -27,6 +27,7 @@ from typing import Callable
 import torch
 from torch import Tensor, nn
 
+from dcgan_lab.config import losses_with_targets
 from dcgan_lab.errors import ConfigError
 from dcgan_lab.losses import feature_matching, gradient_penalty, r1_penalty
 
@@ -76,7 +77,7 @@ class GANObjective:
             d_name = getattr(getattr(self.loss_d, "func", self.loss_d), "__name__", "the chosen one")
             raise ConfigError(
                 "label smoothing/flipping (training.real_label, fake_label, flip_prob) needs a loss with targets "
-                f"(loss=bce or loss=lsgan); the chosen loss's D loss, {d_name}, has none."
+                f"({' or '.join(losses_with_targets())}); the chosen loss's D loss, {d_name}, has none."
             )
         self.instance_noise, self.instance_noise_anneal_steps = instance_noise, instance_noise_anneal_steps
         self.augment = augment

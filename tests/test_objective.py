@@ -248,3 +248,21 @@ def test_a_relativistic_g_loss_gets_d_of_the_real_batch_as_a_constant(parts):
                                 through_both):
         assert_close(got, want)
     assert any((a - b).abs().max() > 1e-6 for a, b in zip(through_fakes_only, through_both))  # the check can fail
+
+
+def test_the_label_tricks_refusal_names_every_loss_option_with_targets(tmp_path, monkeypatch):
+    """The loss options that take label targets are read from conf/loss/: a new one is named in the refusal line
+    without a second list to keep up to date."""
+    from dcgan_lab.errors import ConfigError
+    from dcgan_lab.objective import GANObjective
+
+    (tmp_path / "loss").mkdir()
+    for path in (Path(CONF_DIR) / "loss").glob("*.yaml"):
+        (tmp_path / "loss" / path.name).write_text(path.read_text())
+    (tmp_path / "loss" / "smooth_bce.yaml").write_text(
+        "d: {_target_: dcgan_lab.losses.bce_d, _partial_: true}\ng: {_target_: dcgan_lab.losses.bce_g, _partial_: true}\n")
+    monkeypatch.setattr("dcgan_lab.config.CONF_DIR", tmp_path)
+    with pytest.raises(ConfigError) as refused:
+        GANObjective(d=losses.hinge_d, g=losses.hinge_g, flip_prob=0.1)
+    assert "needs a loss with targets (loss=bce or loss=lsgan or loss=smooth_bce); the chosen loss's D loss, hinge_d, " \
+           "has none." in str(refused.value)
