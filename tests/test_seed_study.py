@@ -20,6 +20,7 @@ from dcgan_lab.errors import DataError
 from dcgan_lab.pipeline import main
 from dcgan_lab.report import build_report, welch
 from tests.conftest import FAST, compose_config, run_cli
+from tests.test_report import read_report_csv
 
 COLUMNS = ["epoch", "g_step", "loss/d", "loss/g", "cluster/silhouette", "cluster/compactness",
            "classifier/classes_covered", "classifier/fid"]
@@ -101,11 +102,6 @@ def test_welch_matches_the_formula_and_scipy_on_a_clear_and_an_unclear_case():
     assert welch([6, 6, 6], [10, 10, 10]).p is None  # no spread on either side: t is undefined
 
 
-def read_csv(path: Path) -> dict[str, dict]:
-    with open(path) as handle:
-        return {row["variant"]: row for row in csv.DictReader(handle)}
-
-
 def row_of(md: str, label: str) -> list[str]:
     line = next(line for line in md.splitlines() if line.startswith(f"| `{label}` |"))
     return [cell.strip() for cell in line.strip("|").split("|")]
@@ -125,7 +121,7 @@ def test_table_1_shows_mean_std_n_the_test_and_the_reference_beside_each_metric(
     # lr_1e-4 is not a row of the reference study (its change was lr 2e-4): no reference number beside it.
     trap = row_of(md, "+seed_study=mnist_lr_1e-4")
     assert "ref" not in " ".join(trap)
-    table = read_csv(study / "report.csv")
+    table = read_report_csv(study / "report.csv")
     p = float(table["+seed_study=mnist_hinge"]["cluster/silhouette_p"])
     assert p == pytest.approx(stats.ttest_ind(SILHOUETTE["hinge"], SILHOUETTE["baseline"], equal_var=False).pvalue)
     assert float(table["+seed_study=mnist_hinge"]["cluster/silhouette_ref"]) == 0.1074
@@ -140,7 +136,7 @@ def test_bold_only_for_the_best_mean_that_is_also_significant(study):
     hinge_fid = stats.ttest_ind(CLASSIFIER_FID["hinge"], CLASSIFIER_FID["baseline"], equal_var=False).pvalue
     assert hinge_fid < 0.05 and f"**16 ± 1 (3)** · p={hinge_fid:.2g}" in md
     # classes covered: baseline and hinge tie at 10 -> no single winner, nothing bold in that column.
-    classes = read_csv(study / "report.csv")
+    classes = read_report_csv(study / "report.csv")
     assert not any("classifier/classes_covered" in row["significant_best_in"] for row in classes.values())
 
 
@@ -190,7 +186,7 @@ def test_each_dataset_is_its_own_table_with_its_own_baseline_and_a_named_stand_i
     assert base[-1] == "not logged · ref 128.01" and silu[-1] == "not logged · ref 237.24"
     assert "52 ± 2.828 (2)" in base  # tested against its own baseline, not Table 1's
     assert "80 (1) · n<2: no test" in silu  # one seed: no spread to show (not "± 0")
-    one_seed = read_csv(study / "report.csv")["+seed_study=faces_silu"]
+    one_seed = read_report_csv(study / "report.csv")["+seed_study=faces_silu"]
     assert (one_seed["classifier/fid_mean"], one_seed["classifier/fid_std"], one_seed["classifier/fid_n"]) == ("80.0", "", "1")
     assert "was not logged by these jobs" in faces
     assert "5,000 real MNIST digits" in md[: md.index("## Table 2")]
