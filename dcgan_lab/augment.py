@@ -114,9 +114,11 @@ class DiffAugment:
 class RealAugment:
     """Classic data augmentation of real images: pad-and-crop, horizontal flip, brightness/contrast jitter."""
 
-    def __init__(self, crop_padding: int = 0, flip: bool = False, brightness: float = 0.0, contrast: float = 0.0):
+    def __init__(self, crop_padding: int = 0, flip: bool = False, brightness: float = 0.0, contrast: float = 0.0,
+                 clamp: bool = True):
         self.crop_padding, self.flip = crop_padding, flip
         self.brightness, self.contrast = brightness, contrast
+        self.clamp = clamp  # False: the consistency term's T, which moves images D was shown without clipping them
 
     @torch.no_grad()
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
@@ -135,4 +137,4 @@ class RealAugment:
             x = random_brightness(x, self.brightness)  # + U(-brightness, brightness)
         if self.contrast:
             x = random_contrast(x, 2 * self.contrast)  # factor U(1 - contrast, 1 + contrast)
-        return x.clamp(-1, 1)
+        return x.clamp(-1, 1) if self.clamp else x

@@ -101,3 +101,10 @@ def feature_matching(real_features: torch.Tensor, fake_features: torch.Tensor) -
     # Salimans et al. 2016: ||E_x f(x) - E_z f(G(z))||^2 over features f (B, F), here divided by F so the
     # weight does not depend on the width of D. Real features carry no gradient.
     return (real_features.detach().mean(0) - fake_features.mean(0)).pow(2).mean()
+
+
+def consistency_penalty(discriminator, images: torch.Tensor, logits: torch.Tensor, transform) -> torch.Tensor:
+    # Consistency regularisation (Zhang et al. 2020; on fakes too: bCR, Zhao et al. 2021): E[(D(x) - D(T(x)))^2]
+    # for a semantics-preserving T (a shift of a few pixels). `logits` = D(images), already computed by the D loss;
+    # both sides carry D's gradient, as in the papers. Images carry none: the term trains D only.
+    return (discriminator(transform(images.detach())) - logits).pow(2).mean()

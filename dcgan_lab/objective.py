@@ -9,6 +9,9 @@ With x a real batch, G(z) a fake one, and x~ what D is shown of an image x:
                                                            sample with probability flip_prob (label flipping)
          + gp_weight * E[(||grad_x D(x^)||_2 - 1)^2]       x^ = a x~ + (1 - a) G(z)~, a ~ U(0, 1) (WGAN-GP)
          + r1_weight * 1/2 E[||grad_x D(x~)||^2]           R1 on real data (Mescheder et al. 2018)
+         + consistency_real_weight * E[(D(x~) - D(T(x~)))^2]              consistency regularisation (CR-GAN, Zhang
+         + consistency_fake_weight * E[(D(G(z)~) - D(T(G(z)~)))^2]        et al. 2020); on fakes too: bCR (Zhao et
+                                                           al. 2021); T = consistency_augment, a shift of a few pixels
     L_G  = g(D(G(z)~)[, D(x~)])                            the loss pair's G side; a g that takes `real_logits`
                                                            also gets D(x~), constant for G (relativistic losses)
          + feature_matching_weight * ||E f(x~) - E f(G(z)~)||^2 / F     f = D's last features (Salimans et al. 2016)
@@ -29,7 +32,7 @@ from torch import Tensor, nn
 
 from dcgan_lab.config import losses_with_targets
 from dcgan_lab.errors import ConfigError
-from dcgan_lab.losses import feature_matching, gradient_penalty, r1_penalty
+from dcgan_lab.losses import consistency_penalty, feature_matching, gradient_penalty, r1_penalty
 
 
 def plain_callable(fn: Callable) -> Callable:
@@ -53,6 +56,9 @@ class GANObjective:
         g: Callable,
         gp_weight: float = 0.0,
         r1_weight: float = 0.0,
+        consistency_real_weight: float = 0.0,
+        consistency_fake_weight: float = 0.0,
+        consistency_augment: Callable | None = None,
         feature_matching_weight: float = 0.0,
         perceptual_weight: float = 0.0,
         perceptual: Callable | None = None,
@@ -67,6 +73,12 @@ class GANObjective:
         # A relativistic G loss (RaGAN: fakes judged against the real batch) names D(x) as `real_logits`.
         self.g_takes_real = "real_logits" in inspect.signature(self.loss_g).parameters
         self.gp_weight, self.r1_weight = gp_weight, r1_weight
+        self.consistency_real_weight, self.consistency_fake_weight = consistency_real_weight, consistency_fake_weight
+        self.consistency_augment = consistency_augment
+        if (consistency_real_weight or consistency_fake_weight) and consistency_augment is None:
+            raise ConfigError("loss.consistency_real_weight / consistency_fake_weight need a transform T to be "
+                              "consistent under: set loss.consistency_augment (conf/config.yaml's default shifts by "
+                              "up to 4 pixels), or set both weights to 0.")
         self.feature_matching_weight = feature_matching_weight
         # `perceptual` is a factory (it loads a frozen network from disk): built only when the term is on.
         self.perceptual_weight = perceptual_weight
@@ -135,6 +147,12 @@ class GANObjective:
             loss = loss + self.gp_weight * gradient_penalty(critic, real, fake)
         if self.r1_weight:
             loss = loss + self.r1_weight * r1_penalty(critic, real)
+        if self.consistency_real_weight:
+            loss = loss + self.consistency_real_weight * consistency_penalty(critic, real, real_logits,
+                                                                             self.consistency_augment)
+        if self.consistency_fake_weight:
+            loss = loss + self.consistency_fake_weight * consistency_penalty(
+                conditioned(discriminator, fake_labels), fake, fake_logits, self.consistency_augment)
         return loss, {"D(x)": real_logits.detach().mean(), "D(G(z))": fake_logits.detach().mean()}
 
     def g_loss(self, discriminator: nn.Module, real: Tensor, fake: Tensor, real_labels: Tensor | None,

@@ -203,6 +203,9 @@ SCHEMA: dict[str, Range | PowerOfTwo | OneOf | Flag | Pair | Names] = {
     "schedule.period": Range(**COUNT, needs=("schedule=cyclic",)),
     # loss
     "loss.*_weight": Range(low=0, hint=" (0 = off)"),  # every regulariser's weight, a new one included
+    "loss.consistency_augment.crop_padding": Range(low=0, integer=True, hint=" (pixels of shift)"),
+    "loss.consistency_augment.flip": Flag(),
+    "loss.consistency_augment.clamp": Flag(),
     # augment
     "augment.real.crop_padding": Range(low=0, integer=True, needs=("augment=real",)),
     "augment.real.flip": Flag(needs=("augment=real",)),

@@ -57,6 +57,11 @@ CASES = [
     ("label smoothing with a loss without targets", ["loss=ragan", "training.real_label=0.9"],
      "label smoothing/flipping (training.real_label, fake_label, flip_prob) needs a loss with targets (loss=bce or "
      "loss=lsgan); the chosen loss's D loss, ragan_d, has none."),
+    ("consistency regularisation without its transform", ["loss.consistency_real_weight=10", "loss.consistency_augment=null"],
+     "loss.consistency_real_weight / consistency_fake_weight need a transform T to be consistent under: set "
+     "loss.consistency_augment (conf/config.yaml's default shifts by up to 4 pixels), or set both weights to 0."),
+    ("consistency shift of negative pixels", ["loss.consistency_fake_weight=10", "loss.consistency_augment.crop_padding=-2"],
+     "loss.consistency_augment.crop_padding=-2 must be an integer >= 0 (pixels of shift)."),
     ("guard lr_factor", ["callbacks.divergence_guard.lr_factor=2"], "callbacks.divergence_guard.lr_factor=2 must be in (0, 1)"),
     ("required folder not given", ["dataset=image_folder"], "dataset.path must be set: add `dataset.path=...` to the command line."),
     ("missing dataset folder", ["dataset=image_folder", "dataset.path=/no/such/folder"],

@@ -57,11 +57,15 @@ def test_static_step_reproduces_the_pinned_eager_numbers(tmp_path, name):
     assert last["global_step"] == 6 + 6 // n_critic
 
 
-def test_static_step_trains_a_relativistic_loss_as_the_eager_step_does(tmp_path):
-    """loss=ragan's G loss also runs D on the real batch (no gradient): the static step gives it the same D(x)."""
+@pytest.mark.parametrize("overrides", [
+    ["loss=ragan"],  # G's loss also runs D on the real batch (no gradient): the static step gives it the same D(x)
+    # bCR runs D on shifted reals and fakes, drawn after instance noise's draws, in the same order as the eager step
+    ["ablation=bcr", "training.instance_noise=0.1"],
+], ids=["ragan", "bcr_noise"])
+def test_static_step_trains_as_the_eager_step_does(tmp_path, overrides):
     runs = {}
     for mode, extra in (("eager", []), ("static", ["+callbacks.static={_target_:tests.test_captured.UseStaticStep}"])):
-        runs[mode] = metrics(Path(train(compose_config(tmp_path / mode, BASE + ["loss=ragan", *extra]))["output_dir"]))
+        runs[mode] = metrics(Path(train(compose_config(tmp_path / mode, BASE + overrides + extra))["output_dir"]))
     for name in ("loss/d", "loss/g"):
         eager = [float(r[name]) for r in runs["eager"] if r.get(name)]
         assert len(eager) == 6
@@ -144,9 +148,9 @@ def exact_fp32():
     ["loss=lsgan", "model.attention=true", "model.spectral_norm_d=true", "training.real_label=0.9",
      "training.flip_prob=0.1", "training.instance_noise=0.1", "training.instance_noise_anneal_steps=8",
      "model.conditional=true", "activation=silu"],
-    # G's relativistic loss runs D on the real batch too, without gradient, inside the graph
-    ["loss=ragan", "loss.feature_matching_weight=1", "model.ema_decay=0.9"],
-], ids=["default", "wgan_gp_mix", "lsgan_attention_sn_label_tricks_noise_conditional", "ragan_feature_matching_ema"])
+    # G's relativistic loss runs D on the real batch too, without gradient, inside the graph; bCR runs D on shifts
+    ["loss=ragan", "loss.feature_matching_weight=1", "model.ema_decay=0.9", "ablation=bcr"],
+], ids=["default", "wgan_gp_mix", "lsgan_attention_sn_label_tricks_noise_conditional", "ragan_feature_matching_ema_bcr"])
 def test_captured_step_trains_like_the_eager_step(tmp_path, overrides, caplog, exact_fp32):
     """The eager run uses the optimizers' capturable arithmetic too (float32 bias corrections on the device; the
     default computes them as float64 on the host): measured on an H200, that rounding alone grows to 1.5e-2 in

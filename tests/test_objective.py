@@ -75,6 +75,47 @@ def test_r1_is_its_weight_times_the_penalty(parts):
     assert_close(d_loss(objective, D, real, fake)[0], expected)
 
 
+def test_consistency_terms_are_their_weights_times_d_s_change_under_a_shift(parts):
+    """bCR: D's loss + 10 E[(D(x) - D(T(x)))^2] + 5 E[(D(G(z)) - D(T(G(z))))^2], T the shift the config names
+    (drawn in that order: reals, then fakes)."""
+    objective, D, real, fake = parts("loss.consistency_real_weight=10", "loss.consistency_fake_weight=5")
+    with torch.no_grad():  # a freshly initialised D gives every image nearly the same logit: spread them out
+        for weight in D.parameters():
+            weight.mul_(5)
+    shift = RealAugment(crop_padding=4, clamp=False)
+    torch.manual_seed(1)
+    on_real = (D(shift(real)) - D(real)).pow(2).mean()
+    on_fake = (D(shift(fake)) - D(fake)).pow(2).mean()
+    expected = losses.bce_d(D(real), D(fake)) + 10 * on_real + 5 * on_fake
+    assert_close(d_loss(objective, D, real, fake)[0], expected)
+    assert on_real > 1e-2 and on_fake > 1e-2  # both terms count
+    real_only, *_ = parts("loss.consistency_real_weight=10")  # CR-GAN: reals only
+    assert_close(d_loss(real_only, D, real, fake)[0], losses.bce_d(D(real), D(fake)) + 10 * on_real)
+    assert_close(g_loss(objective, D, real, fake), losses.bce_g(D(fake)))  # G's loss has no consistency term
+
+
+def test_consistency_trains_d_only_and_its_shift_moves_without_clipping(make_cfg):
+    """The term's gradient reaches D's weights, never the images (G is not pushed by it, even through a
+    differentiable T), and the config's T only moves pixels: every output pixel is an input pixel of the same image,
+    shifted by at most 4 in x and y, edges repeated, values outside [-1, 1] (instance noise) kept."""
+    torch.manual_seed(0)
+    D = nn.Sequential(nn.Flatten(), nn.Linear(64, 1))
+    images = (torch.randn(6, 1, 8, 8) * 2).requires_grad_(True)
+    penalty = losses.consistency_penalty(D, images, D(images).detach(), DiffAugment("translation"))
+    penalty.backward()
+    assert images.grad is None and D[1].weight.grad.abs().sum() > 0
+    shift = instantiate(make_cfg().loss.consistency_augment)
+    torch.manual_seed(3)
+    moved = shift(images.detach())
+    padded = torch.nn.functional.pad(images.detach(), (4, 4, 4, 4), mode="replicate")
+    for i in range(6):
+        offsets = [(dy, dx) for dy in range(9) for dx in range(9)
+                   if torch.equal(moved[i], padded[i, :, dy:dy + 8, dx:dx + 8])]
+        assert len(offsets) == 1
+    assert moved.abs().max() > 1  # not clamped
+    assert len({tuple(moved[i].flatten()[:3].tolist()) for i in range(6)}) > 1
+
+
 def test_feature_matching_adds_its_weight_times_the_feature_distance(parts):
     objective, D, real, fake = parts("loss.feature_matching_weight=3")
     fake_logits, fake_features = D(fake, with_features=True)

@@ -432,8 +432,9 @@ def test_instance_noise_anneals_to_zero_over_its_g_steps(make_cfg):
         ["loss=lsgan", "training.real_label=0.9", "training.flip_prob=0.1"],
         ["training.accumulate=2", "schedule=linear", "loss.r1_weight=1.0"],
         ["loss=ragan", "loss.feature_matching_weight=1.0", "model.ema_decay=0.9"],
+        ["ablation=bcr", "augment=diffaugment", "model.conditional=true"],
     ],
-    ids=["wgan_gp", "lsgan_smooth_flip", "accumulate_schedule_r1", "ragan_feature_matching_ema"],
+    ids=["wgan_gp", "lsgan_smooth_flip", "accumulate_schedule_r1", "ragan_feature_matching_ema", "bcr_diffaugment_conditional"],
 )
 def test_stabilisers_train(make_cfg, overrides):
     """Each mix trains through Lightning (the objective's terms are checked against hand sums in test_objective)."""
