@@ -93,7 +93,8 @@ class StaticStep:
     """One D step (and a G step on G's turns) on fixed input buffers; replayed from CUDA graphs when `capture`.
 
     `__call__(real, labels, g_turn)` runs the batch and returns the step's scalars as device tensors (rewritten
-    by the next batch): loss/d, D(x), D(G(z)), grad_norm/d, and after G's turns loss/g, grad_norm/g.
+    by the next batch): loss/d, D(x), D(G(z)), grad_norm/d, and after G's turns loss/g, grad_norm/g; the
+    objective's `penalty/*` of each network's turn.
     """
 
     def __init__(self, module, capture: bool):
@@ -111,7 +112,8 @@ class StaticStep:
         self.real, self.labels = torch.empty_like(real), torch.empty_like(labels)
         self.sigma = torch.zeros((), device=device)
         self.beta = torch.zeros((), device=device)
-        names = ("loss/d", "D(x)", "D(G(z))", "grad_norm/d", "loss/g", "grad_norm/g")
+        penalties = self.module.objective.penalty_names
+        names = ("loss/d", "D(x)", "D(G(z))", "grad_norm/d", "loss/g", "grad_norm/g", *penalties["d"], *penalties["g"])
         self.outputs = {name: torch.zeros((), device=device) for name in names}
         self.graphs, self.eager_runs = {}, {False: 0, True: 0}
         self.lr_tensors = make_capturable(self._raw_optimizers(), device, bool(self.module._schedulers())) if self.capture else []
@@ -165,18 +167,18 @@ class StaticStep:
         loss_d.backward()
         self._before_update(opt_d, module.discriminator, "d")
         opt_d.step()
-        out["loss/d"].copy_(loss_d.detach())
-        out["D(x)"].copy_(stats["D(x)"])
-        out["D(G(z))"].copy_(stats["D(G(z))"])
+        for name, value in {"loss/d": loss_d.detach(), **stats}.items():
+            out[name].copy_(value)
         if g_turn:
             opt_g.zero_grad(set_to_none=True)
-            loss_g = objective.g_loss(module.discriminator, real, fake, real_y, fake_y, module.g_step, sigma=sigma)
+            loss_g, stats = objective.g_loss(module.discriminator, real, fake, real_y, fake_y, module.g_step, sigma=sigma)
             loss_g.backward(inputs=module.g_backward_inputs())
             self._before_update(opt_g, module.generator, "g")
             opt_g.step()
             if module.ema is not None:
                 ema_update(module.generator_ema, module.generator, beta)
-            out["loss/g"].copy_(loss_g.detach())
+            for name, value in {"loss/g": loss_g.detach(), **stats}.items():
+                out[name].copy_(value)
 
     def _autocast(self):
         # Inside a graph, autocast must not reuse casts made outside it (they would go stale).

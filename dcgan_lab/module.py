@@ -214,20 +214,22 @@ class GANModule(L.LightningModule):
         if g_turn:
             opt_g.zero_grad(set_to_none=True)
             g_inputs = self.g_backward_inputs()
-            loss_g_sum = 0
+            g_logs: dict[str, Tensor] = {}
             for chunk, fake, real_y, fake_y in zip(chunks, fakes, real_ys, fake_ys):
                 if not reuse_fake:
                     fake = self._g(self.generator.sample_latent(len(chunk), self.device), fake_y)
-                loss_g = objective.g_loss(self.discriminator, chunk, fake, real_y, fake_y, g_step)
+                loss_g, stats = objective.g_loss(self.discriminator, chunk, fake, real_y, fake_y, g_step)
                 self.manual_backward(loss_g / n_chunks, inputs=g_inputs)
-                loss_g_sum = loss_g_sum + loss_g.detach() / n_chunks
+                if scalars is not None:
+                    for name, value in {"loss/g": loss_g.detach(), **stats}.items():
+                        g_logs[name] = g_logs.get(name, 0) + value / n_chunks
             self._update(opt_g, self.generator, "g", scalars)
             if self.ema is not None:
                 ema_update(self.generator_ema, self.generator, self.ema.beta(self.g_step))
             for scheduler in self._schedulers():
                 scheduler.step()
             if scalars is not None:
-                scalars["loss/g"] = loss_g_sum
+                scalars.update(g_logs)
         self.batches_seen += 1
         self.images_seen += len(real)
         if scalars is not None:
@@ -253,7 +255,9 @@ class GANModule(L.LightningModule):
         self.batches_seen += 1
         self.images_seen += len(real)
         if logging_now:
-            names = ["loss/d", "D(x)", "D(G(z))", "grad_norm/d"] + (["loss/g", "grad_norm/g"] if g_turn else [])
+            penalties = self.objective.penalty_names
+            names = ["loss/d", "D(x)", "D(G(z))", "grad_norm/d", *penalties["d"]] + (
+                ["loss/g", "grad_norm/g", *penalties["g"]] if g_turn else [])
             self._log_step({**rates, **{name: outputs[name].clone() for name in names}}, {}, sigma)
 
     def learning_rates(self) -> dict:

@@ -17,7 +17,8 @@ With x a real batch, G(z) a fake one, and x~ what D is shown of an image x:
          + feature_matching_weight * ||E f(x~) - E f(G(z)~)||^2 / F     f = D's last features (Salimans et al. 2016)
          + perceptual_weight * ||E phi(x) - E phi(G(z))||^2 / F         phi = a frozen pretrained network
 
-t counts G steps. Penalties see D conditioned on the real labels. The module owns the optimisation loop
+t counts G steps. Penalties see D conditioned on the real labels. Each term that is on is also logged before its weight,
+as `penalty/<name>` (`penalty_names`): how large it is is what tells whether its weight does anything. The module owns the optimisation loop
 (which batch, which network steps, accumulation, clipping); this object owns only the numbers it minimises.
 A new regulariser is one more weight and term here, plus its default in conf/config.yaml's `loss:` block.
 """
@@ -94,6 +95,15 @@ class GANObjective:
         self.instance_noise, self.instance_noise_anneal_steps = instance_noise, instance_noise_anneal_steps
         self.augment = augment
 
+    @property
+    def penalty_names(self) -> dict[str, list[str]]:
+        """The scalars d_loss ("d") and g_loss ("g") log beside the losses: each term that is on, before its weight."""
+        on = lambda terms: [f"penalty/{name}" for name, weight in terms if weight]  # noqa: E731
+        return {"d": on([("gradient", self.gp_weight), ("r1", self.r1_weight),
+                         ("consistency_real", self.consistency_real_weight),
+                         ("consistency_fake", self.consistency_fake_weight)]),
+                "g": on([("feature_matching", self.feature_matching_weight), ("perceptual", self.perceptual is not None)])}
+
     def caveats(self, discriminator: nn.Module) -> list[str]:
         """What this objective's own assumptions say about the chosen D: lines to warn with, not errors (a user
         may run the combination on purpose, as an ablation)."""
@@ -136,45 +146,57 @@ class GANObjective:
     # ---- the two losses ------------------------------------------------------------------------
     def d_loss(self, discriminator: nn.Module, real: Tensor, fake: Tensor, real_labels: Tensor | None,
                fake_labels: Tensor | None, g_step: int, sigma: float | Tensor | None = None) -> tuple[Tensor, dict[str, Tensor]]:
-        """L_D for one (micro-)batch and the detached scalars to log (D(x), D(G(z)) means). `fake` is detached.
+        """L_D for one (micro-)batch and the detached scalars to log (D(x), D(G(z)) means, each penalty before its
+        weight). `fake` is detached.
         `sigma` overrides the instance-noise std of G step `g_step` (a captured step passes a device buffer)."""
         sigma = self.noise_sigma(g_step) if sigma is None else sigma
         real, fake = self.seen_by_d(real, sigma), self.seen_by_d(fake.detach(), sigma)
         critic = conditioned(discriminator, real_labels)
         real_logits, fake_logits = critic(real), conditioned(discriminator, fake_labels)(fake)
         loss = self.loss_d(real_logits, fake_logits, **self._label_targets(len(real), real.device))
+        stats = {"D(x)": real_logits.detach().mean(), "D(G(z))": fake_logits.detach().mean()}
+        penalties = {}
         if self.gp_weight:
-            loss = loss + self.gp_weight * gradient_penalty(critic, real, fake)
+            penalties["gradient"] = (self.gp_weight, gradient_penalty(critic, real, fake))
         if self.r1_weight:
-            loss = loss + self.r1_weight * r1_penalty(critic, real)
+            penalties["r1"] = (self.r1_weight, r1_penalty(critic, real))
         if self.consistency_real_weight:
-            loss = loss + self.consistency_real_weight * consistency_penalty(critic, real, real_logits,
-                                                                             self.consistency_augment)
+            penalties["consistency_real"] = (self.consistency_real_weight,
+                                             consistency_penalty(critic, real, real_logits, self.consistency_augment))
         if self.consistency_fake_weight:
-            loss = loss + self.consistency_fake_weight * consistency_penalty(
-                conditioned(discriminator, fake_labels), fake, fake_logits, self.consistency_augment)
-        return loss, {"D(x)": real_logits.detach().mean(), "D(G(z))": fake_logits.detach().mean()}
+            penalties["consistency_fake"] = (self.consistency_fake_weight, consistency_penalty(
+                conditioned(discriminator, fake_labels), fake, fake_logits, self.consistency_augment))
+        return self._add(loss, penalties, stats)
+
+    @staticmethod
+    def _add(loss: Tensor, penalties: dict[str, tuple[float, Tensor]], stats: dict) -> tuple[Tensor, dict[str, Tensor]]:
+        """loss + each weight * penalty; the penalties, detached and before their weights, join the scalars to log."""
+        for name, (weight, value) in penalties.items():
+            loss = loss + weight * value
+            stats[f"penalty/{name}"] = value.detach()
+        return loss, stats
 
     def g_loss(self, discriminator: nn.Module, real: Tensor, fake: Tensor, real_labels: Tensor | None,
-               fake_labels: Tensor | None, g_step: int, sigma: float | Tensor | None = None) -> Tensor:
-        """L_G for one (micro-)batch; gradients flow into G through `fake`. `sigma` as in d_loss."""
+               fake_labels: Tensor | None, g_step: int, sigma: float | Tensor | None = None) -> tuple[Tensor, dict[str, Tensor]]:
+        """L_G for one (micro-)batch and its penalties to log, as d_loss; gradients flow into G through `fake`.
+        `sigma` as in d_loss."""
         sigma = self.noise_sigma(g_step) if sigma is None else sigma
         seen = self.seen_by_d(fake, sigma)
         on_fakes = conditioned(discriminator, fake_labels)
+        penalties = {}
         if self.feature_matching_weight:
             fake_logits, fake_features = on_fakes(seen, with_features=True)
             with torch.no_grad():
                 real_logits, real_features = conditioned(discriminator, real_labels)(self.seen_by_d(real, sigma),
                                                                                      with_features=True)
             with_real = {"real_logits": real_logits} if self.g_takes_real else {}
-            loss = (self.loss_g(fake_logits, **with_real)
-                    + self.feature_matching_weight * feature_matching(real_features, fake_features))
+            penalties["feature_matching"] = (self.feature_matching_weight,
+                                             feature_matching(real_features, fake_features))
         else:
             fake_logits, with_real = on_fakes(seen), {}
             if self.g_takes_real:
                 with torch.no_grad():
                     with_real["real_logits"] = conditioned(discriminator, real_labels)(self.seen_by_d(real, sigma))
-            loss = self.loss_g(fake_logits, **with_real)
         if self.perceptual is not None:
-            loss = loss + self.perceptual_weight * self.perceptual(real, fake)
-        return loss
+            penalties["perceptual"] = (self.perceptual_weight, self.perceptual(real, fake))
+        return self._add(self.loss_g(fake_logits, **with_real), penalties, {})

@@ -57,18 +57,20 @@ def test_static_step_reproduces_the_pinned_eager_numbers(tmp_path, name):
     assert last["global_step"] == 6 + 6 // n_critic
 
 
-@pytest.mark.parametrize("overrides", [
-    ["loss=ragan"],  # G's loss also runs D on the real batch (no gradient): the static step gives it the same D(x)
+@pytest.mark.parametrize("overrides, penalties", [
+    # G's loss also runs D on the real batch (no gradient): the static step gives it the same D(x)
+    (["loss=ragan", "loss.feature_matching_weight=1"], ["penalty/feature_matching"]),
     # bCR runs D on shifted reals and fakes, drawn after instance noise's draws, in the same order as the eager step
-    ["ablation=bcr", "training.instance_noise=0.1"],
-], ids=["ragan", "bcr_noise"])
-def test_static_step_trains_as_the_eager_step_does(tmp_path, overrides):
+    (["ablation=bcr", "training.instance_noise=0.1"], ["penalty/consistency_real", "penalty/consistency_fake"]),
+], ids=["ragan_feature_matching", "bcr_noise"])
+def test_static_step_trains_and_logs_as_the_eager_step_does(tmp_path, overrides, penalties):
     runs = {}
     for mode, extra in (("eager", []), ("static", ["+callbacks.static={_target_:tests.test_captured.UseStaticStep}"])):
         runs[mode] = metrics(Path(train(compose_config(tmp_path / mode, BASE + overrides + extra))["output_dir"]))
-    for name in ("loss/d", "loss/g"):
+    assert [n for n in runs["static"][0] if n.startswith("penalty/")] == sorted(penalties)
+    for name in ("loss/d", "loss/g", *penalties):
         eager = [float(r[name]) for r in runs["eager"] if r.get(name)]
-        assert len(eager) == 6
+        assert len(eager) == 6 and all(value > 0 for value in eager)
         assert [float(r[name]) for r in runs["static"] if r.get(name)] == pytest.approx(eager, rel=1e-5)
 
 

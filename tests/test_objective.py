@@ -44,7 +44,7 @@ def d_loss(objective, discriminator, real, fake, g_step=0, seed=1):
 
 def g_loss(objective, discriminator, real, fake, g_step=0, seed=1):
     torch.manual_seed(seed)
-    return objective.g_loss(discriminator, real, fake, None, None, g_step)
+    return objective.g_loss(discriminator, real, fake, None, None, g_step)[0]
 
 
 @pytest.mark.parametrize("name, pair, relativistic", [
@@ -64,15 +64,18 @@ def test_each_loss_option_is_its_loss_pair(parts, name, pair, relativistic):
 def test_gradient_penalty_is_its_weight_times_the_penalty_on_the_same_interpolates(parts):
     objective, D, real, fake = parts("loss=wgan_gp", "loss.gp_weight=10")
     torch.manual_seed(1)
-    expected = losses.wasserstein_d(D(real), D(fake)) + 10 * losses.gradient_penalty(D, real, fake)
-    assert_close(d_loss(objective, D, real, fake)[0], expected)
+    penalty = losses.gradient_penalty(D, real, fake)
+    loss, stats = d_loss(objective, D, real, fake)
+    assert_close(loss, losses.wasserstein_d(D(real), D(fake)) + 10 * penalty)
+    assert_close(stats["penalty/gradient"], penalty)  # logged before its weight
     assert objective.gp_weight == 10 and (10 * losses.gradient_penalty(D, real, fake)).abs() > 1e-3  # a term that counts
 
 
 def test_r1_is_its_weight_times_the_penalty(parts):
     objective, D, real, fake = parts("loss=hinge", "loss.r1_weight=5")
-    expected = losses.hinge_d(D(real), D(fake)) + 5 * losses.r1_penalty(D, real)
-    assert_close(d_loss(objective, D, real, fake)[0], expected)
+    loss, stats = d_loss(objective, D, real, fake)
+    assert_close(loss, losses.hinge_d(D(real), D(fake)) + 5 * losses.r1_penalty(D, real))
+    assert_close(stats["penalty/r1"], losses.r1_penalty(D, real))
 
 
 def test_consistency_terms_are_their_weights_times_d_s_change_under_a_shift(parts):
@@ -87,7 +90,10 @@ def test_consistency_terms_are_their_weights_times_d_s_change_under_a_shift(part
     on_real = (D(shift(real)) - D(real)).pow(2).mean()
     on_fake = (D(shift(fake)) - D(fake)).pow(2).mean()
     expected = losses.bce_d(D(real), D(fake)) + 10 * on_real + 5 * on_fake
-    assert_close(d_loss(objective, D, real, fake)[0], expected)
+    loss, stats = d_loss(objective, D, real, fake)
+    assert_close(loss, expected)
+    assert_close(stats["penalty/consistency_real"], on_real)
+    assert_close(stats["penalty/consistency_fake"], on_fake)
     assert on_real > 1e-2 and on_fake > 1e-2  # both terms count
     real_only, *_ = parts("loss.consistency_real_weight=10")  # CR-GAN: reals only
     assert_close(d_loss(real_only, D, real, fake)[0], losses.bce_d(D(real), D(fake)) + 10 * on_real)
@@ -121,7 +127,9 @@ def test_feature_matching_adds_its_weight_times_the_feature_distance(parts):
     fake_logits, fake_features = D(fake, with_features=True)
     _, real_features = D(real, with_features=True)
     expected = losses.bce_g(fake_logits) + 3 * losses.feature_matching(real_features, fake_features)
-    assert_close(g_loss(objective, D, real, fake), expected)
+    loss, stats = objective.g_loss(D, real, fake, None, None, 0)
+    assert_close(loss, expected)
+    assert_close(stats["penalty/feature_matching"], losses.feature_matching(real_features, fake_features))
     assert losses.feature_matching(real_features, fake_features) > 0
 
 
@@ -133,8 +141,27 @@ def test_perceptual_adds_its_weight_times_the_frozen_network_distance(parts, tmp
                                      "loss.perceptual.layer=features.4", f"loss.perceptual.weights_path={weights}")
     reference = PerceptualLoss("squeezenet1_1", "features.4", str(weights))
     expected = losses.bce_g(D(fake)) + 0.5 * reference(real, fake)
-    assert_close(g_loss(objective, D, real, fake), expected)
+    loss, stats = objective.g_loss(D, real, fake, None, None, 0)
+    assert_close(loss, expected)
+    assert_close(stats["penalty/perceptual"], reference(real, fake))
     assert reference(real, fake) > 0
+
+
+@pytest.mark.parametrize("overrides, logged", [
+    ([], []),
+    (["loss=wgan_gp"], ["penalty/gradient"]),
+    (["loss.r1_weight=1", "loss.feature_matching_weight=1"], ["penalty/r1", "penalty/feature_matching"]),
+    (["ablation=bcr", "loss=ragan"], ["penalty/consistency_real", "penalty/consistency_fake"]),
+])
+def test_the_scalars_logged_are_the_penalties_that_are_on(parts, overrides, logged):
+    """d_loss and g_loss log each term that is on, and only those; penalty_names (what the captured step makes
+    room for) names the same."""
+    objective, D, real, fake = parts(*overrides)
+    _, d_stats = d_loss(objective, D, real, fake)
+    _, g_stats = objective.g_loss(D, real, fake, None, None, 0)
+    assert sorted([*d_stats, *g_stats]) == sorted(["D(x)", "D(G(z))", *logged])
+    assert objective.penalty_names == {"d": [n for n in d_stats if n.startswith("penalty/")], "g": list(g_stats)}
+    assert all(torch.isfinite(v) and v.dim() == 0 and not v.requires_grad for v in {**d_stats, **g_stats}.values())
 
 
 def test_without_the_perceptual_term_no_network_is_loaded(parts):

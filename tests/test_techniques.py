@@ -237,7 +237,7 @@ def test_progressive_works_with_every_loss(make_cfg):
         objective = instantiate(make_cfg(f"loss={name}", "loss.gp_weight=1", "loss.r1_weight=1").loss)
         fake = module.generator(module.generator.sample_latent(4))
         loss_d = objective.d_loss(module.discriminator, real, fake, None, None, g_step=0)[0]
-        loss_g = objective.g_loss(module.discriminator, real, fake, None, None, g_step=0)
+        loss_g = objective.g_loss(module.discriminator, real, fake, None, None, g_step=0)[0]
         (loss_d + loss_g).backward()
         assert torch.isfinite(loss_d) and torch.isfinite(loss_g) and fake.shape[-1] == 8, name
 
