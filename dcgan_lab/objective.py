@@ -9,17 +9,18 @@ With x a real batch, G(z) a fake one, and x~ what D is shown of an image x:
                                                            sample with probability flip_prob (label flipping)
          + gp_weight * E[(||grad_x D(x^)||_2 - 1)^2]       x^ = a x~ + (1 - a) G(z)~, a ~ U(0, 1) (WGAN-GP)
          + r1_weight * 1/2 E[||grad_x D(x~)||^2]           R1 on real data (Mescheder et al. 2018)
-         + consistency_real_weight * E[(D(x~) - D(T(x~)))^2]              consistency regularisation (CR-GAN, Zhang
-         + consistency_fake_weight * E[(D(G(z)~) - D(T(G(z)~)))^2]        et al. 2020); on fakes too: bCR (Zhao et
-                                                           al. 2021); T = consistency_augment, a shift of a few pixels
+         + consistency_real_weight * E[(D(x~) - D(T(x~)))^2]          consistency regularisation (Zhang et al. 2020)
+         + consistency_fake_weight * E[(D(G(z)~) - D(T(G(z)~)))^2]    on fakes too: bCR (Zhao et al. 2021); T =
+                                                           consistency_augment, a random shift of a few pixels
     L_G  = g(D(G(z)~)[, D(x~)])                            the loss pair's G side; a g that takes `real_logits`
                                                            also gets D(x~), constant for G (relativistic losses)
          + feature_matching_weight * ||E f(x~) - E f(G(z)~)||^2 / F     f = D's last features (Salimans et al. 2016)
          + perceptual_weight * ||E phi(x) - E phi(G(z))||^2 / F         phi = a frozen pretrained network
 
-t counts G steps. Penalties see D conditioned on the real labels. Each term that is on is also logged before its weight,
-as `penalty/<name>` (`penalty_names`): how large it is is what tells whether its weight does anything. The module owns the optimisation loop
-(which batch, which network steps, accumulation, clipping); this object owns only the numbers it minimises.
+t counts G steps. Penalties see D conditioned on the real labels (bCR's term on fakes: on the fakes' labels). Each
+term that is on is also logged before its weight, as `penalty/<name>` (`penalty_names`): its size tells whether the
+weight does anything. The module owns the optimisation loop (which batch, which network steps, accumulation,
+clipping); this object owns only the numbers it minimises.
 A new regulariser is one more weight and term here, plus its default in conf/config.yaml's `loss:` block.
 """
 from __future__ import annotations
