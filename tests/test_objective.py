@@ -157,11 +157,29 @@ def test_the_scalars_logged_are_the_penalties_that_are_on(parts, overrides, logg
     """d_loss and g_loss log each term that is on, and only those; penalty_names (what the captured step makes
     room for) names the same."""
     objective, D, real, fake = parts(*overrides)
+    d_stats, g_stats = logged_scalars(objective, D, real, fake)
+    assert sorted([*d_stats, *g_stats]) == sorted(["D(x)", "D(G(z))", *logged])
+
+
+def test_every_weight_in_the_loss_block_logs_its_penalty(parts, make_cfg, tmp_path):
+    """Every `loss.*_weight` of conf/config.yaml, a new regulariser's included, set at once: each adds one logged
+    penalty, and penalty_names (which the captured step reads) agrees with what the losses log."""
+    weights = [key for key in make_cfg().loss if key.endswith("_weight")]
+    assert len(weights) >= 6
+    squeezenet = tmp_path / "squeezenet1_1.pth"
+    torch.save(torchvision.models.squeezenet1_1(weights=None).state_dict(), squeezenet)
+    objective, D, real, fake = parts(*[f"loss.{key}=1" for key in weights], "loss.perceptual.network=squeezenet1_1",
+                                     "loss.perceptual.layer=features.4", f"loss.perceptual.weights_path={squeezenet}")
+    d_stats, g_stats = logged_scalars(objective, D, real, fake)
+    assert len([name for name in {**d_stats, **g_stats} if name.startswith("penalty/")]) == len(weights)
+
+
+def logged_scalars(objective, D, real, fake) -> tuple[dict, dict]:
     _, d_stats = d_loss(objective, D, real, fake)
     _, g_stats = objective.g_loss(D, real, fake, None, None, 0)
-    assert sorted([*d_stats, *g_stats]) == sorted(["D(x)", "D(G(z))", *logged])
     assert objective.penalty_names == {"d": [n for n in d_stats if n.startswith("penalty/")], "g": list(g_stats)}
     assert all(torch.isfinite(v) and v.dim() == 0 and not v.requires_grad for v in {**d_stats, **g_stats}.values())
+    return d_stats, g_stats
 
 
 def test_without_the_perceptual_term_no_network_is_loaded(parts):
