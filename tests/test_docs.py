@@ -19,7 +19,6 @@ DOCS = ["README.md", "DEVELOPERS.md", *sorted(str(p.relative_to(ROOT)) for p in 
 COMMAND = re.compile(r"python (train|evaluate)\.py(?P<args>[^`\n]*)")
 TOKEN = re.compile(r"`(\+?[a-z_]+(?:/[a-z_]+)?=[^`\s]+)`")
 PLACEHOLDER = re.compile(r"<[^>]*>")
-NOT_YET = {"loss.consistency_weight=1"}  # DEVELOPERS.md's walk-through: the key its steps add
 
 
 def _concrete(arg: str) -> str:
@@ -40,7 +39,7 @@ def _commands() -> list[tuple[str, str, list[str]]]:
             args = re.split(r"\s#\s", match["args"])[0].strip()  # a trailing comment
             if args.endswith("\\"):
                 continue  # continued on the next line
-            words = [_concrete(w) for w in shlex.split(args) if w not in NOT_YET]  # flags too: -m matters
+            words = [_concrete(w) for w in shlex.split(args)]  # flags too: -m matters
             found.append((doc, match.group(0).strip(), words))
     return found
 
