@@ -182,6 +182,7 @@ SCHEMA: dict[str, Range | PowerOfTwo | OneOf | Flag | Pair | Names] = {
     "model.conditional": Flag(),
     "model.attention": Flag(),
     "model.attention_d": Flag(),
+    "model.minibatch_std": Flag(),
     "model.spectral_norm_g": Flag(),
     "model.spectral_norm_d": Flag(),
     "model.growth.fade_images": Range(**COUNT, needs=("model=progressive",)),

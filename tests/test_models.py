@@ -4,6 +4,7 @@ from functools import partial
 import pytest
 import torch
 import torch.nn.functional as F
+from hydra.utils import instantiate
 from torch import nn
 
 from dcgan_lab.errors import ConfigError
@@ -194,3 +195,25 @@ def test_progressive_d_gradient_penalty_is_finite_under_bf16(tmp_path):
     penalty.backward()
     assert torch.isfinite(penalty)
     assert all(torch.isfinite(p.grad).all() for p in d.parameters() if p.grad is not None)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_minibatch_std_lets_d_see_a_batch_without_variety(make_cfg, family):
+    """`model.minibatch_std=true` (progressive: its default) makes D's logit for an image depend on how varied its
+    batch is: in eval mode, where BatchNorm uses its running statistics and nothing else mixes the batch, the same
+    image scores differently among varied images and among copies of itself (a collapsed G's batch). Off, it does not."""
+    torch.manual_seed(0)
+    varied = torch.rand(4, 1, 32, 32) * 2 - 1
+    copies = varied[:1].expand(4, -1, -1, -1)
+    for minibatch_std in (False, True):
+        cfg = make_cfg(f"model={family}", "model.ndf=8", f"model.minibatch_std={minibatch_std}")
+        d = instantiate(cfg.model.discriminator).eval()
+        if hasattr(d, "grow"):
+            d.grow(32, 1.0)
+        with torch.no_grad():
+            for weight in d.parameters():  # a freshly initialised D hardly reads its input: make it read
+                weight.mul_(4)
+            change = (d(varied)[0] - d(copies)[0]).abs()
+        assert any(isinstance(m, blocks.MinibatchStddev) for m in d.modules()) == minibatch_std
+        assert change > 1e-3 if minibatch_std else change < 1e-5, (family, minibatch_std, float(change))
+    assert make_cfg(f"model={family}").model.minibatch_std == (family == "progressive")

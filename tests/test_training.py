@@ -433,8 +433,11 @@ def test_instance_noise_anneals_to_zero_over_its_g_steps(make_cfg):
         ["training.accumulate=2", "schedule=linear", "loss.r1_weight=1.0"],
         ["loss=ragan", "loss.feature_matching_weight=1.0", "model.ema_decay=0.9"],
         ["ablation=bcr", "augment=diffaugment", "model.conditional=true"],
+        # the projection term reads D's features with the batch's std among them
+        ["ablation=minibatch_std", "model.conditional=true", "model.d_conditioning=projection", "loss.feature_matching_weight=1"],
     ],
-    ids=["wgan_gp", "lsgan_smooth_flip", "accumulate_schedule_r1", "ragan_feature_matching_ema", "bcr_diffaugment_conditional"],
+    ids=["wgan_gp", "lsgan_smooth_flip", "accumulate_schedule_r1", "ragan_feature_matching_ema", "bcr_diffaugment_conditional",
+         "minibatch_std_projection_feature_matching"],
 )
 def test_stabilisers_train(make_cfg, overrides):
     """Each mix trains through Lightning (the objective's terms are checked against hand sums in test_objective)."""

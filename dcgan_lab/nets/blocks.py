@@ -76,6 +76,18 @@ class SelfAttention(nn.Module):
         return x + self.gamma * out
 
 
+class MinibatchStddev(nn.Module):
+    """(B, C, H, W) -> (B, C + 1, H, W), or (B, F) -> (B, F + 1): appends the std over the batch, averaged over
+    features and positions (Karras et al. 2018, sec. 3): one number per batch that lets D see a batch without
+    variety (a collapsing G)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # sqrt(var + eps), not std(): where a feature is the same across the batch (common in bf16), std's
+        # gradient is 0/0 = NaN, and the gradient penalty's double backward carries it into D's weights.
+        std = torch.sqrt(x.float().var(dim=0, unbiased=False) + 1e-8).mean().to(x.dtype)
+        return torch.cat([x, std.expand(x.shape[0], 1, *x.shape[2:])], dim=1)
+
+
 def dcgan_init(module: nn.Module) -> None:
     """Radford et al.: conv weights ~ N(0, 0.02), norm scales ~ N(1, 0.02), biases 0."""
     for m in module.modules():

@@ -15,14 +15,15 @@ embed_dim=32, plus the family's own (conf/model/shared/contract.yaml passes thes
   (per-class gain and bias, taking the labels) when G is conditioned through its norms.
 
 Discriminator (DiscriminatorBase), keyword arguments image_size, channels, num_classes=0, conditioning,
-plus the family's own:
+minibatch_std=False, plus the family's own:
     image_size, channels, num_classes                 attributes
     forward(x, labels=None, with_features=False)      x (B, channels, S, S) -> logits (B,), no sigmoid;
                                                       with_features=True: (logits (B,), features (B, F)), flat
   The family implements `trunk(x)`: x (B, in_channels, S, S) -> h, either flat (B, F) or a map (B, F, H, W),
-  and ends its constructor with `self.end_with_head(F, spectral_norm)`. The head reads h (a linear layer on
-  (B, F) unless the family gives its own); the projection term reads h summed over positions (B, F); the
-  features are h flattened.
+  and ends its constructor with `self.end_with_head(F, spectral_norm)`. With minibatch_std, the batch's mean
+  feature std joins h as one more channel (or feature), so what follows reads F' = `self.head_features(F)` = F + 1
+  (a family that gives its own head sizes it so). The head reads h (a linear layer on (B, F') unless the family
+  gives its own); the projection term reads h summed over positions (B, F'); the features are h flattened.
 
 Unconditional nets (num_classes=0) ignore labels; conditional ones refuse to run without them.
 A family that grows (progressive) also mixes in Grows: `grow(resolution, alpha)`, S = the current resolution.
@@ -35,7 +36,7 @@ from typing import Callable, Iterator, NotRequired, TypedDict
 import torch
 from torch import nn
 
-from dcgan_lab.nets.blocks import NormFactory, maybe_spectral, resolutions
+from dcgan_lab.nets.blocks import MinibatchStddev, NormFactory, maybe_spectral, resolutions
 from dcgan_lab.nets.conditioning import ImageWithLabel, LatentWithLabel, Projection, conditional_norm
 
 
@@ -57,6 +58,7 @@ class DiscriminatorArgs(TypedDict):
     channels: int
     num_classes: NotRequired[int]
     conditioning: NotRequired[str]  # projection (Miyato & Koyama 2018) | concat (one-hot maps joined to x)
+    minibatch_std: NotRequired[bool]  # the batch's feature std joins D's last features (Karras et al. 2018)
 
 
 def _check_labels(net: nn.Module, labels: torch.Tensor | None) -> None:
@@ -95,18 +97,26 @@ class GeneratorBase(nn.Module):
 class DiscriminatorBase(nn.Module):
     """x (B, channels, S, S) [+ labels (B,)] -> logits (B,) [, features (B, F)]; the family builds `trunk`."""
 
-    def __init__(self, *, image_size: int, channels: int, num_classes: int = 0, conditioning: str = "projection"):
+    def __init__(self, *, image_size: int, channels: int, num_classes: int = 0, conditioning: str = "projection",
+                 minibatch_std: bool = False):
         super().__init__()
         self.image_size, self.channels, self.num_classes = image_size, channels, num_classes
         self.conditioning = conditioning
         self.label_input = ImageWithLabel(num_classes, conditioning)
         self.in_channels = channels + self.label_input.extra_channels  # what the trunk's first layer sees
+        # A batch without variety (a collapsing G's) shows in one number that D's head can read.
+        self.minibatch_std = MinibatchStddev() if minibatch_std else None
+
+    def head_features(self, features: int) -> int:
+        """What D's head and projection read, given the trunk's `features` (channels of a map, or a flat width)."""
+        return features + (self.minibatch_std is not None)
 
     def end_with_head(self, features: int, spectral_norm: bool, head: nn.Module | None = None,
                       init: Callable[[nn.Module], None] | None = None) -> None:
         """D's ending, after the trunk is built: the head (default: linear (B, features) -> (B, 1)) and the
         projection term. `init` (e.g. dcgan_init) re-initialises the net before the projection embedding is
         made, which keeps its own N(0, 0.02)."""
+        features = self.head_features(features)
         self.head = head if head is not None else maybe_spectral(nn.Linear(features, 1), spectral_norm)
         if init is not None:
             init(self)
@@ -118,6 +128,8 @@ class DiscriminatorBase(nn.Module):
     def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None, with_features: bool = False):
         _check_labels(self, labels)
         h = self.trunk(self.label_input(x, labels))
+        if self.minibatch_std is not None:
+            h = self.minibatch_std(h)  # (B, F, ...) -> (B, F + 1, ...)
         pooled = h.sum(dim=(2, 3)) if h.dim() == 4 else h  # (B, F, H, W) -> (B, F)
         logits = self.head(h).flatten() + self.projection(pooled, labels)
         return (logits, h.flatten(1)) if with_features else logits

@@ -11,7 +11,8 @@ from dcgan_lab.nets.contract import DiscriminatorArgs, DiscriminatorBase
 
 
 class Discriminator(DiscriminatorBase):
-    """image (B, channels, S, S) -> logits (B,); with_features=True also returns the 4x4 map flattened (B, 16 c4)."""
+    """image (B, channels, S, S) -> logits (B,); with_features=True also returns the 4x4 map flattened (B, 16 c4;
+    16 (c4 + 1) with minibatch_std)."""
 
     def __init__(self, *, width: int, norm: NormFactory, activation: ActivationFactory, attention: bool = False,
                  attention_res: int = 16, spectral_norm: bool = False, dropout: float = 0.0,
@@ -37,7 +38,8 @@ class Discriminator(DiscriminatorBase):
         self.features = nn.Sequential(*layers)
         # The head reads the whole 4x4 map: (B, c4, 4, 4) -> (B, 1, 1, 1)
         c4 = channels_at(4, image_size, width, max_channels)
-        self.end_with_head(c4, spectral_norm, head=maybe_spectral(nn.Conv2d(c4, 1, 4, 1, 0), spectral_norm), init=dcgan_init)
+        head = maybe_spectral(nn.Conv2d(self.head_features(c4), 1, 4, 1, 0), spectral_norm)
+        self.end_with_head(c4, spectral_norm, head=head, init=dcgan_init)
 
     def trunk(self, x: torch.Tensor) -> torch.Tensor:
         return self.features(x)  # (B, c4, 4, 4)

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dcgan_lab.nets.blocks import ActivationFactory, NormFactory, maybe_spectral, resolutions
+from dcgan_lab.nets.blocks import ActivationFactory, MinibatchStddev, NormFactory, maybe_spectral, resolutions
 from dcgan_lab.nets.conditioning import LabelledSequential
 from dcgan_lab.nets.contract import DiscriminatorArgs, DiscriminatorBase, GeneratorArgs, GeneratorBase, Grows
 from dcgan_lab.nets.resnet import residual_channels
@@ -85,23 +85,14 @@ class ProgressiveGenerator(Grows, GeneratorBase):
         return torch.tanh(out)
 
 
-class MinibatchStddev(nn.Module):
-    """(B, C, H, W) -> (B, C + 1, H, W): appends the std over the batch, averaged over features and positions."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # sqrt(var + eps), not std(): where a feature is the same across the batch (common in bf16), std's
-        # gradient is 0/0 = NaN, and the gradient penalty's double backward carries it into D's weights.
-        std = torch.sqrt(x.float().var(dim=0, unbiased=False) + 1e-8).mean().to(x.dtype)
-        return torch.cat([x, std.expand(x.shape[0], 1, *x.shape[2:])], dim=1)
-
-
 class ProgressiveDiscriminator(Grows, DiscriminatorBase):
     """image (B, channels, r', r') -> logits (B,), run from the current resolution r (inputs larger than r
     are average-pooled to r); with_features=True also returns the pooled 4x4 features (B, F)."""
 
     def __init__(self, *, width: int, norm: NormFactory, activation: ActivationFactory, spectral_norm: bool = False,
-                 dropout: float = 0.0, max_channels: int = 512, **contract: Unpack[DiscriminatorArgs]):
-        super().__init__(**contract)
+                 dropout: float = 0.0, minibatch_std: bool = True, max_channels: int = 512,
+                 **contract: Unpack[DiscriminatorArgs]):
+        super().__init__(**contract)  # minibatch_std: ProGAN's place, inside the trunk below, not the contract's
         self._init_growth()
         image_size = self.image_size
 
@@ -123,7 +114,8 @@ class ProgressiveDiscriminator(Grows, DiscriminatorBase):
             self.blocks[str(r)] = nn.Sequential(*layers, nn.AvgPool2d(2))
         # minibatch stddev (Karras et al. sec. 3): one extra 4x4 map holding the batch's mean feature std, so D
         # can see a batch without variety; (B, ch4 + 1, 4, 4) -> (B, ch4, 4, 4) -> pooled (B, ch4)
-        self.final = nn.Sequential(MinibatchStddev(), conv(ch(4) + 1, ch(4)), activation())
+        std = [MinibatchStddev()] if minibatch_std else []
+        self.final = nn.Sequential(*std, conv(ch(4) + minibatch_std, ch(4)), activation())
         self.end_with_head(ch(4), spectral_norm)
 
     def trunk(self, x: torch.Tensor) -> torch.Tensor:
