@@ -44,6 +44,9 @@ log = logging.getLogger(__name__)
 # logged; report.csv adds every other metric with a direction; then these.
 TRAILING_COLUMNS = ("train_time_s", "loss/d", "loss/g")
 CURVE_METRICS = ("loss/d", "loss/g", "D(x)", "D(G(z))")
+# The objective's regularisers, each logged before its weight as penalty/<term> (GANObjective.penalty_names): a curve
+# each, after the losses, for the variants that have the term on.
+PENALTY_PREFIX = "penalty/"
 # Overrides that never define a variant: the seed is what gets aggregated, the sweep name is on every job.
 NOT_A_VARIANT = ("seed", "sweep")
 SHARED_ONLY = "(no override)"  # the variant of the jobs that ran only the overrides every job shares
@@ -737,7 +740,8 @@ def write_curves(path: Path, variants, columns) -> None:
     plt = headless_pyplot()
 
     logged = {m for v in variants for job in v.ok_jobs for m in job.curves}
-    metrics = [m for m in CURVE_METRICS if m in logged] + [m for m in columns if m in logged and m not in CURVE_METRICS]
+    metrics = ([m for m in CURVE_METRICS if m in logged] + sorted(m for m in logged if m.startswith(PENALTY_PREFIX))
+               + [m for m in columns if m in logged and m not in CURVE_METRICS])
     if not metrics:
         metrics = ["loss/d"]  # an empty panel that says so, rather than no file
     ncols = min(3, len(metrics))

@@ -26,7 +26,7 @@ PATTERNS = {"left": (slice(None), slice(None, 9)), "right": (slice(None), slice(
 
 
 def write_job(sweep: Path, name: str, num: int, overrides: list[str], rows: list[dict] | None, status: dict | None,
-              pattern: str, composed=None):
+              pattern: str, composed=None, header: list[str] = HEADER):
     job = sweep / name
     (job / ".hydra").mkdir(parents=True)
     (job / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
@@ -37,7 +37,7 @@ def write_job(sweep: Path, name: str, num: int, overrides: list[str], rows: list
         (job / ".hydra" / "config.yaml").write_text(OmegaConf.to_yaml({k: v for k, v in composed.items() if k != "hydra"}))
     if rows is not None:
         with open(job / "metrics.csv", "w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=HEADER)
+            writer = csv.DictWriter(handle, fieldnames=header)
             writer.writeheader()
             writer.writerows(rows)
     if status is not None:
@@ -190,6 +190,27 @@ def drawn(monkeypatch) -> dict:
 
     monkeypatch.setattr(matplotlib.figure.Figure, "savefig", keep)
     return figures
+
+
+def test_each_penalty_gets_a_curve_for_the_variants_that_have_it_on(tmp_path, composed, drawn):
+    """A variant with R1 on logs penalty/r1: curves.png gets its panel, after the losses, with that variant's mean
+    over seeds and no line for the baseline, which never logged it."""
+    root = tmp_path / "multirun"
+    ok = {"status": "ok", "train_time_s": 1}
+    for seed in (0, 1):
+        write_job(root, f"ablation=baseline,seed={seed}", seed, ["ablation=baseline", f"seed={seed}"],
+                  rows_for([30, 20], 0.5), ok, "left", composed["baseline"])
+        rows = [{**row, "penalty/r1": 0.1 * (seed + 1) * row["g_step"]} if "loss/d" in row else row
+                for row in rows_for([25, 15], 0.6)]
+        write_job(root, f"loss.r1_weight=5,seed={seed}", 2 + seed, ["loss.r1_weight=5", f"seed={seed}"], rows, ok,
+                  "left", composed["baseline"], header=HEADER + ["penalty/r1"])
+    build_report(root)
+    fig, _ = drawn["curves.png"]
+    titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
+    assert titles[:3] == ["loss/d", "loss/g", "penalty/r1"]  # (these rows have no D(x) or D(G(z)))
+    panel = next(ax for ax in fig.axes if ax.get_title() == "penalty/r1")
+    assert [line.get_label() for line in panel.lines] == ["loss.r1_weight=5"]
+    assert list(panel.lines[0].get_ydata()) == pytest.approx([1.5, 3.0])  # mean of 1 and 2, of 2 and 4
 
 
 def test_curves_are_the_mean_and_std_over_seeds(sweep, drawn):
