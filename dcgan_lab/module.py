@@ -20,6 +20,12 @@ from dcgan_lab.objective import GANObjective
 log = logging.getLogger(__name__)
 
 
+def add_micro_batch(logs: dict[str, Tensor], scalars: dict[str, Tensor], n_chunks: int) -> None:
+    """Adds one micro-batch's scalars to `logs`, which ends as the whole batch's mean over its micro-batches."""
+    for name, value in scalars.items():
+        logs[name] = logs.get(name, 0) + value / n_chunks
+
+
 class GANModule(L.LightningModule):
     """One training batch = one D step; every `n_critic`-th batch also takes one G step.
 
@@ -206,9 +212,8 @@ class GANModule(L.LightningModule):
         for chunk, fake, real_y, fake_y in zip(chunks, fakes, real_ys, fake_ys):
             loss_d, stats = objective.d_loss(self.discriminator, chunk, fake, real_y, fake_y, g_step)
             self.manual_backward(loss_d / n_chunks)
-            if scalars is not None:  # the whole batch's mean over micro-batches
-                for name, value in {"loss/d": loss_d.detach(), **stats}.items():
-                    d_logs[name] = d_logs.get(name, 0) + value / n_chunks
+            if scalars is not None:
+                add_micro_batch(d_logs, {"loss/d": loss_d.detach(), **stats}, n_chunks)
         self._update(opt_d, self.discriminator, "d", scalars)
 
         if g_turn:
@@ -221,8 +226,7 @@ class GANModule(L.LightningModule):
                 loss_g, stats = objective.g_loss(self.discriminator, chunk, fake, real_y, fake_y, g_step)
                 self.manual_backward(loss_g / n_chunks, inputs=g_inputs)
                 if scalars is not None:
-                    for name, value in {"loss/g": loss_g.detach(), **stats}.items():
-                        g_logs[name] = g_logs.get(name, 0) + value / n_chunks
+                    add_micro_batch(g_logs, {"loss/g": loss_g.detach(), **stats}, n_chunks)
             self._update(opt_g, self.generator, "g", scalars)
             if self.ema is not None:
                 ema_update(self.generator_ema, self.generator, self.ema.beta(self.g_step))

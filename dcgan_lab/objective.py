@@ -103,7 +103,8 @@ class GANObjective:
         return {"d": on([("gradient", self.gp_weight), ("r1", self.r1_weight),
                          ("consistency_real", self.consistency_real_weight),
                          ("consistency_fake", self.consistency_fake_weight)]),
-                "g": on([("feature_matching", self.feature_matching_weight), ("perceptual", self.perceptual is not None)])}
+                "g": on([("feature_matching", self.feature_matching_weight),
+                         ("perceptual", self.perceptual is not None)])}
 
     def caveats(self, discriminator: nn.Module) -> list[str]:
         """What this objective's own assumptions say about the chosen D: lines to warn with, not errors (a user
@@ -152,8 +153,8 @@ class GANObjective:
         `sigma` overrides the instance-noise std of G step `g_step` (a captured step passes a device buffer)."""
         sigma = self.noise_sigma(g_step) if sigma is None else sigma
         real, fake = self.seen_by_d(real, sigma), self.seen_by_d(fake.detach(), sigma)
-        critic = conditioned(discriminator, real_labels)
-        real_logits, fake_logits = critic(real), conditioned(discriminator, fake_labels)(fake)
+        critic, fake_critic = conditioned(discriminator, real_labels), conditioned(discriminator, fake_labels)
+        real_logits, fake_logits = critic(real), fake_critic(fake)
         loss = self.loss_d(real_logits, fake_logits, **self._label_targets(len(real), real.device))
         stats = {"D(x)": real_logits.detach().mean(), "D(G(z))": fake_logits.detach().mean()}
         penalties = {}
@@ -165,8 +166,8 @@ class GANObjective:
             penalties["consistency_real"] = (self.consistency_real_weight,
                                              consistency_penalty(critic, real, real_logits, self.consistency_augment))
         if self.consistency_fake_weight:
-            penalties["consistency_fake"] = (self.consistency_fake_weight, consistency_penalty(
-                conditioned(discriminator, fake_labels), fake, fake_logits, self.consistency_augment))
+            penalties["consistency_fake"] = (
+                self.consistency_fake_weight, consistency_penalty(fake_critic, fake, fake_logits, self.consistency_augment))
         return self._add(loss, penalties, stats)
 
     @staticmethod
