@@ -1,4 +1,5 @@
-"""A sweep's report (a Hydra multirun folder, or any folder of runs) -> report.md, report.csv, curves.png, samples.png.
+"""A sweep's report (a Hydra multirun folder, or any folder of runs) -> report.md, report.csv, curves.png, effects.png,
+samples.png.
 
 Written into that folder: `multirun/<date>/<time>`, or e.g. `outputs/<date>` to compare separate runs.
 
@@ -690,8 +691,9 @@ def write_markdown(path: Path, sweep_dir: Path, variants, columns, common, jobs,
         for job in rolled_back:
             steps = ", ".join(f"{r.get('diverged_at_g_step')} → {r.get('to_g_step')}" for r in job.rollbacks)
             lines.append(f"| `{job.dir.relative_to(sweep_dir)}` | `{job.variant}` | {job.seed or '–'} | {steps} |")
-    lines += ["", "Figures: `curves.png` (losses and metrics over G steps, mean ± std over seeds), "
-              "`samples.png` (last sample grid of each variant's first finished seed)."]
+    lines += ["", "Figures: `curves.png` (losses and metrics over G steps, mean ± std over seeds), `effects.png` (this "
+              "table as a picture: each seed's final value, the mean, and the interval of the difference from the "
+              "baseline, per metric), `samples.png` (last sample grid of each variant's first finished seed)."]
     path.write_text("\n".join(lines) + "\n")
 
 
@@ -769,6 +771,89 @@ def write_curves(path: Path, variants, columns) -> None:
     plt.close(fig)
 
 
+# effects.png: a variant significantly better (+1) or worse (-1) than the baseline after the correction, or neither (0).
+EFFECT_COLOURS = {1: "tab:green", -1: "tab:red", 0: "0.5"}
+
+
+def effect_sign(table: Table, variant: Variant, metric: str) -> int:
+    """+1 when `variant` is significantly better than the baseline on `metric`, -1 significantly worse, else 0."""
+    comparison = table.comparison(variant, metric) if variant is not table.baseline else None
+    if comparison is None or not comparison.significant:
+        return 0
+    return 1 if comparison.difference * direction(metric) > 0 else -1
+
+
+def _draw_effects(ax, table: Table, metric: str, order: list[Variant]) -> None:
+    """One panel of effects.png: a row per variant in `order`, top to bottom."""
+    base = table.baseline
+    base_mean = statistics.fmean(base.values(metric)) if base is not None and base.values(metric) else None
+    if base_mean is not None:
+        ax.axvline(base_mean, color="black", linestyle="--", linewidth=1, zorder=1)
+    for y, variant in enumerate(order):
+        values = variant.values(metric)
+        if not values:
+            ax.text(0.5, y, "–", ha="center", va="center", transform=ax.get_yaxis_transform())
+            continue
+        colour = "black" if variant is base else EFFECT_COLOURS[effect_sign(table, variant, metric)]
+        ax.scatter(values, [y] * len(values), s=16, color=colour, alpha=0.45, linewidths=0, zorder=2)
+        comparison = table.comparison(variant, metric) if variant is not base else None
+        if comparison is not None and comparison.interval is not None:
+            # The difference's interval around the variant's mean (baseline mean + difference): it crosses the
+            # dashed line exactly when the interval of the difference spans 0.
+            low, high = comparison.interval
+            ax.plot([base_mean + low, base_mean + high], [y, y], color=colour, linewidth=2.2, zorder=3)
+        ax.scatter([statistics.fmean(values)], [y], s=50, marker="D", color=colour, zorder=4)
+    ax.set_ylim(len(order) - 0.5, -0.5)
+    ax.locator_params(axis="x", nbins=5)  # long tick labels (-0.025) ran into each other at matplotlib's default
+    ax.tick_params(axis="x", labelsize=8)
+    ax.grid(axis="x", alpha=0.3)
+
+
+def write_effects(path: Path, variants, columns, correction: str = "holm") -> None:
+    """The table as a picture: a panel per quality metric (a row of panels per table), a row per variant with
+    each seed's final value (small dots), the mean (diamond) and the confidence interval of its difference from
+    the baseline drawn around that mean (the report's intervals: simultaneous over the variants under Holm), so a
+    bar that crosses the baseline's mean (dashed) is a change the seeds cannot tell from none. Green / red:
+    significantly better / worse than the baseline after the correction; grey: neither; black: the baseline."""
+    plt = headless_pyplot()
+
+    metrics = [m for m in columns if direction(m) and m not in TRAILING_COLUMNS]
+    tables = split_tables(variants, correction)
+    ncols = min(3, len(metrics)) or 1
+    rows = []  # (table, its variants baseline first, the metrics of one row of panels)
+    for table in tables:
+        order = sorted(table.variants, key=lambda v: v is not table.baseline)
+        logged = [m for m in metrics if any(v.values(m) for v in table.variants)]
+        rows += [(table, order, logged[i:i + ncols]) for i in range(0, len(logged), ncols)]
+    if not rows:
+        fig, ax = plt.subplots(figsize=(6, 1.5))
+        ax.axis("off")
+        ax.text(0.5, 0.5, "no finished job logged a metric with a better direction: nothing to compare",
+                ha="center", va="center", fontsize=9)
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        return
+    heights = [0.9 + 0.42 * len(order) for _, order, _ in rows]
+    fig, axes = plt.subplots(len(rows), ncols, figsize=(3.8 * ncols + 2.2, sum(heights) + 0.7), squeeze=False,
+                             gridspec_kw={"height_ratios": heights})
+    for (table, order, row_metrics), row_axes in zip(rows, axes):
+        where = f"{table.title or table.variants[0].choices.get('dataset', '')}: " if len(tables) > 1 else ""
+        for column, ax in enumerate(row_axes):
+            if column >= len(row_metrics):
+                ax.axis("off")
+                continue
+            metric = row_metrics[column]
+            _draw_effects(ax, table, metric, order)
+            ax.set_title(f"{where}{metric} ({'lower' if direction(metric) < 0 else 'higher'} is better)", fontsize=9)
+            ax.set_yticks(range(len(order)), [wrap_label(v.label, 30) for v in order] if column == 0 else [],
+                          fontsize=8)
+    fig.text(0.5, 0.005, "dots: seeds' final values; diamond: mean; bar: 95% interval of the difference from the "
+             "baseline (dashed: its mean); green/red: significantly better/worse", ha="center", va="bottom", fontsize=8)
+    fig.tight_layout(rect=(0, 0.03, 1, 1))
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def wrap_label(label: str, width: int) -> str:
     """A variant's label in lines of about `width` characters, broken at spaces, and a longer override after its
     `=`, never inside a name or value (textwrap cut `model.d_conditioning=projection` into `...=project` / `ion`)."""
@@ -804,7 +889,7 @@ def write_samples(path: Path, variants, grid_name: str = "last.png") -> None:
 
 def build_report(sweep_dir: str | Path, epochs: int | None = None, baseline: list[str] | None = None,
                  correction: str = "holm") -> dict[str, Path]:
-    """Write report.md, report.csv, curves.png and samples.png into the sweep folder; return their paths.
+    """Write report.md, report.csv, curves.png, effects.png and samples.png into the sweep folder; return their paths.
 
     With `epochs`: the same report of the values as they stood after that many epochs (e.g. a published
     study's length inside longer runs), written to <sweep>/after_<epochs>_epochs/. With `baseline` (overrides,
@@ -837,10 +922,11 @@ def build_report(sweep_dir: str | Path, epochs: int | None = None, baseline: lis
     every_column = table_columns(variants, every_metric=True)
     folder = sweep_dir if epochs is None else sweep_dir / f"after_{epochs}_epochs"
     folder.mkdir(exist_ok=True)
-    out = {name: folder / name for name in ("report.md", "report.csv", "curves.png", "samples.png")}
+    out = {name: folder / name for name in ("report.md", "report.csv", "curves.png", "effects.png", "samples.png")}
     write_markdown(out["report.md"], sweep_dir, variants, columns, common, jobs, epochs, evaluations, correction)
     write_csv(out["report.csv"], variants, every_column, correction)
     write_curves(out["curves.png"], variants, columns)
+    write_effects(out["effects.png"], variants, columns, correction)
     write_samples(out["samples.png"], variants, "last.png" if epochs is None else f"epoch_{epochs - 1:04d}.png")
     return out
 

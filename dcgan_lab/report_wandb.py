@@ -3,7 +3,7 @@
     python -m dcgan_lab.report <sweep dir> [--wandb auto|online|offline|off]
 
 It holds the table of report.csv as a W&B table (`report/table`) and the report's figures
-(`report/curves`, `report/samples`) as the very PNG files written into the sweep folder. Offline it lands
+(`report/curves`, `report/effects`, `report/samples`) as the very PNG files written into the sweep folder. Offline it lands
 in `<sweep>/wandb/offline-run-*`, for `wandb sync` later, as the jobs' runs do.
 """
 from __future__ import annotations
@@ -110,7 +110,7 @@ def log_report_to_wandb(sweep_dir: str | Path, report_files: dict[str, Path], de
         run.config.update({"sweep_dir": str(sweep_dir.resolve())})
         columns, rows = read_table(report_files["report.csv"])
         logger.log_table("report/table", columns=columns, data=rows)
-        for name in ("curves", "samples"):
+        for name in ("curves", "effects", "samples"):
             show_png([logger], f"report/{name}", report_files[f"{name}.png"], caption=f"{name}.png")
         where = str(Path(run.dir).parent) if run.offline else run.url
     finally:

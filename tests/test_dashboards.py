@@ -223,8 +223,8 @@ def test_the_report_joins_the_sweeps_wandb_group_with_its_table_and_figures(tmp_
     assert fid_mean == 20.0 and isinstance(fid_mean, float)  # numbers stay numbers: sortable on the dashboard
 
     shown = logged_images(run_dir, run_file)
-    assert sorted(shown) == ["report/curves", "report/samples"]
-    for name in ("curves", "samples"):
+    assert sorted(shown) == ["report/curves", "report/effects", "report/samples"]
+    for name in ("curves", "effects", "samples"):
         (media, caption, _row), = shown[f"report/{name}"]
         assert_same_pixels(media, sweep / f"{name}.png", f"W&B report/{name}")
         assert caption == f"{name}.png"

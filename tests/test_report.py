@@ -236,6 +236,98 @@ def test_curves_are_the_mean_and_std_over_seeds(sweep, drawn):
                 (min(m - s for m, s in zip(mean, std)), max(m + s for m, s in zip(mean, std))))
 
 
+def _effect_rows(ax) -> dict[int, dict]:
+    """What an effects.png panel draws in each variant's row (y): the seeds' dots, the mean's diamond, the interval."""
+    rows: dict[int, dict] = {}
+    for collection in ax.collections:
+        points = collection.get_offsets()
+        y = int(points[0][1])
+        kind = "mean" if len(points) == 1 and collection.get_sizes()[0] > 20 else "seeds"
+        rows.setdefault(y, {})[kind] = sorted(float(x) for x, _ in points)
+        rows[y][f"{kind}_colour"] = tuple(collection.get_facecolor()[0][:3])
+    for line in ax.lines:
+        if line.get_linestyle() == "--":
+            rows.setdefault("baseline", list(line.get_xdata()))
+        else:
+            rows[int(line.get_ydata()[0])]["interval"] = sorted(line.get_xdata())
+    return rows
+
+
+def test_effects_show_each_seed_the_mean_and_the_tables_interval_against_the_baseline(sweep, drawn):
+    """effects.png is report.csv as a picture: per metric, each variant's seeds, mean and the interval of its
+    difference from the baseline (drawn around its mean), the baseline's mean dashed; a variant with no value a dash."""
+    from matplotlib.colors import to_rgb
+
+    from dcgan_lab.report import EFFECT_COLOURS, welch_interval
+
+    out = build_report(sweep)
+    table = read_report_csv(out["report.csv"])
+    fig, _ = drawn["effects.png"]
+    panels = {ax.get_title(): ax for ax in fig.axes if ax.get_title()}
+    # report.md's quality columns: no losses or train time, and not cluster/balance, a column of report.csv only.
+    assert list(panels) == ["classifier/fid (lower is better)"]
+    fid = panels["classifier/fid (lower is better)"]
+    assert [t.get_text() for t in fid.get_yticklabels()] == ["ablation=baseline", "ablation=hinge", "ablation=lr_1e-4"]
+    rows = _effect_rows(fid)
+    assert rows["baseline"] == pytest.approx([13.0, 13.0])
+    assert rows[0]["seeds"] == [10, 12, 17] and rows[0]["mean"] == pytest.approx([13.0]) and "interval" not in rows[0]
+    assert rows[1]["seeds"] == [8, 9] and rows[1]["mean"] == pytest.approx([8.5])
+    low, high = welch_interval([8, 9], [10, 12, 17], 0.05)  # one variant tested: nothing to correct
+    assert rows[1]["interval"] == pytest.approx([13 + low, 13 + high])
+    hinge = table["ablation=hinge"]
+    assert rows[1]["interval"] == pytest.approx([13 + float(hinge["classifier/fid_diff_ci_low"]),
+                                                 13 + float(hinge["classifier/fid_diff_ci_high"])])
+    assert float(hinge["classifier/fid_p"]) > 0.05 and rows[1]["mean_colour"] == to_rgb(EFFECT_COLOURS[0])  # n.s.: grey
+    assert rows[0]["mean_colour"] == to_rgb("black")
+    assert 2 not in rows and [t.get_text() for t in fid.texts] == ["–"]  # lr_1e-4: no finished job
+
+
+def test_effects_colour_a_significant_change_by_whether_it_helps(tmp_path, composed, drawn):
+    """Green where a variant is significantly better than the baseline (after Holm), red where worse, grey where
+    neither, in the saved pixels; the intervals are the simultaneous ones of report.md, each at 1 - 0.05/3."""
+    from dcgan_lab.report import welch_interval
+
+    root = tmp_path / "multirun"
+    ok = {"status": "ok", "train_time_s": 1}
+    finals = {"ablation=baseline": [30, 31, 29], "ablation=hinge": [10, 11, 9], "ablation=lr_1e-4": [50, 52, 51],
+              "ablation=beta1_0.3": [28, 35, 31]}
+    num = 0
+    for label, fids in finals.items():
+        for seed, fid in enumerate(fids):
+            write_job(root, f"{label},seed={seed}", num, [label, f"seed={seed}"], rows_for([40, fid], 0.5), ok,
+                      "left", composed["baseline"])
+            num += 1
+    build_report(root)
+    fig, dpi = drawn["effects.png"]
+    pixels = np.asarray(Image.open(root / "effects.png").convert("RGB"), dtype=int)
+    fid = next(ax for ax in fig.axes if ax.get_title().startswith("classifier/fid"))
+    labels = [t.get_text() for t in fid.get_yticklabels()]
+    assert labels == list(finals)
+    rows = _effect_rows(fid)
+    expected = {"ablation=hinge": (44, 160, 44), "ablation=lr_1e-4": (214, 39, 40), "ablation=beta1_0.3": (128, 128, 128)}
+    scale = dpi / fig.dpi
+    for label, rgb in expected.items():
+        y = labels.index(label)
+        low, high = welch_interval(finals[label], finals["ablation=baseline"], 0.05 / 3)
+        assert rows[y]["interval"] == pytest.approx([30 + low, 30 + high])
+        x_px, y_px = fid.transData.transform((rows[y]["mean"][0], y)) * scale
+        centre = pixels[pixels.shape[0] - int(round(y_px)), int(round(x_px))]
+        assert np.abs(centre - rgb).max() <= 3, (label, centre)  # the diamond as the user sees it
+    assert max(rows[1]["interval"]) < 30 < min(rows[2]["interval"])  # hinge's bar left of the dashed line, lr's right
+    assert min(rows[3]["interval"]) < 30 < max(rows[3]["interval"])  # beta1_0.3's bar crosses it: n.s.
+
+
+def test_effects_of_a_sweep_without_a_quality_metric_say_so(tmp_path, composed, drawn):
+    root = tmp_path / "multirun"
+    rows = [row for row in rows_for([30, 20], 0.5) if "loss/d" in row]  # losses only: no metric to compare
+    write_job(root, "ablation=baseline,seed=0", 0, ["ablation=baseline", "seed=0"], rows, {"status": "ok"}, "left",
+              composed["baseline"])
+    build_report(root)
+    fig, _ = drawn["effects.png"]
+    assert [t.get_text() for ax in fig.axes for t in ax.texts] == [
+        "no finished job logged a metric with a better direction: nothing to compare"]
+
+
 def test_panel_titles_break_between_overrides_and_after_their_equals_sign_never_inside_a_word():
     from dcgan_lab.report import wrap_label
 
