@@ -783,10 +783,20 @@ def effect_sign(table: Table, variant: Variant, metric: str) -> int:
     return 1 if comparison.difference * direction(metric) > 0 else -1
 
 
+def _effect_limits(values: list[float]) -> tuple[float, float]:
+    """The x range of an effects panel: every seed's value with a margin. Intervals are not part of it: with 2 seeds
+    and Bonferroni's level they can span a hundred times the seeds' spread, and would squeeze the dots into a line."""
+    low, high = min(values), max(values)
+    pad = 0.12 * (high - low) or 0.1 * abs(high) or 0.05
+    return low - pad, high + pad
+
+
 def _draw_effects(ax, table: Table, metric: str, order: list[Variant]) -> None:
     """One panel of effects.png: a row per variant in `order`, top to bottom."""
     base = table.baseline
     base_mean = statistics.fmean(base.values(metric)) if base is not None and base.values(metric) else None
+    left, right = _effect_limits([x for v in order for x in v.values(metric)])
+    ax.set_xlim(left, right)
     if base_mean is not None:
         ax.axvline(base_mean, color="black", linestyle="--", linewidth=1, zorder=1)
     for y, variant in enumerate(order):
@@ -799,9 +809,12 @@ def _draw_effects(ax, table: Table, metric: str, order: list[Variant]) -> None:
         comparison = table.comparison(variant, metric) if variant is not base else None
         if comparison is not None and comparison.interval is not None:
             # The difference's interval around the variant's mean (baseline mean + difference): it crosses the
-            # dashed line exactly when the interval of the difference spans 0.
-            low, high = comparison.interval
-            ax.plot([base_mean + low, base_mean + high], [y, y], color=colour, linewidth=2.2, zorder=3)
+            # dashed line exactly when the interval of the difference spans 0. Past the panel's edge: an arrowhead.
+            low, high = (base_mean + end for end in comparison.interval)
+            ax.plot([max(low, left), min(high, right)], [y, y], color=colour, linewidth=2.2, zorder=3)
+            for end, edge, head in ((low, left, "<"), (high, right, ">")):
+                if (end < edge) if head == "<" else (end > edge):
+                    ax.plot([edge], [y], marker=head, markersize=7, color=colour, clip_on=False, zorder=3)
         ax.scatter([statistics.fmean(values)], [y], s=50, marker="D", color=colour, zorder=4)
     ax.set_ylim(len(order) - 0.5, -0.5)
     ax.locator_params(axis="x", nbins=5)  # long tick labels (-0.025) ran into each other at matplotlib's default
@@ -848,7 +861,8 @@ def write_effects(path: Path, variants, columns, correction: str = "holm") -> No
             ax.set_yticks(range(len(order)), [wrap_label(v.label, 30) for v in order] if column == 0 else [],
                           fontsize=8)
     fig.text(0.5, 0.005, "dots: seeds' final values; diamond: mean; bar: 95% interval of the difference from the "
-             "baseline (dashed: its mean); green/red: significantly better/worse", ha="center", va="bottom", fontsize=8)
+             "baseline (dashed: its mean), an arrowhead where it runs past the panel; green/red: significantly "
+             "better/worse", ha="center", va="bottom", fontsize=8)
     fig.tight_layout(rect=(0, 0.03, 1, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -248,9 +248,18 @@ def _effect_rows(ax) -> dict[int, dict]:
     for line in ax.lines:
         if line.get_linestyle() == "--":
             rows.setdefault("baseline", list(line.get_xdata()))
+        elif len(line.get_xdata()) == 1:  # an arrowhead: the interval runs on past the panel's edge
+            rows[int(line.get_ydata()[0])].setdefault("arrows", []).append((line.get_marker(), float(line.get_xdata()[0])))
         else:
             rows[int(line.get_ydata()[0])]["interval"] = sorted(line.get_xdata())
     return rows
+
+
+def _drawn_bar(ax, low: float, high: float) -> dict:
+    """The interval [low, high] as a panel shows it: cut at the panel's edges, with an arrowhead at each cut end."""
+    left, right = map(float, ax.get_xlim())
+    arrows = [("<", left)] * int(low < left) + [(">", right)] * int(high > right)
+    return {"interval": pytest.approx([max(low, left), min(high, right)]), "arrows": arrows}
 
 
 def test_effects_show_each_seed_the_mean_and_the_tables_interval_against_the_baseline(sweep, drawn):
@@ -272,11 +281,14 @@ def test_effects_show_each_seed_the_mean_and_the_tables_interval_against_the_bas
     assert rows["baseline"] == pytest.approx([13.0, 13.0])
     assert rows[0]["seeds"] == [10, 12, 17] and rows[0]["mean"] == pytest.approx([13.0]) and "interval" not in rows[0]
     assert rows[1]["seeds"] == [8, 9] and rows[1]["mean"] == pytest.approx([8.5])
+    # The panel spans the seeds' values (8 to 17) with 12% of that range on each side, not the intervals.
+    assert fid.get_xlim() == pytest.approx((8 - 0.12 * 9, 17 + 0.12 * 9))
     low, high = welch_interval([8, 9], [10, 12, 17], 0.05)  # one variant tested: nothing to correct
-    assert rows[1]["interval"] == pytest.approx([13 + low, 13 + high])
     hinge = table["ablation=hinge"]
-    assert rows[1]["interval"] == pytest.approx([13 + float(hinge["classifier/fid_diff_ci_low"]),
-                                                 13 + float(hinge["classifier/fid_diff_ci_high"])])
+    assert (low, high) == pytest.approx((float(hinge["classifier/fid_diff_ci_low"]), float(hinge["classifier/fid_diff_ci_high"])))
+    bar = _drawn_bar(fid, 13 + low, 13 + high)
+    assert bar["arrows"]  # 2 seeds against 3: an interval wider than the panel
+    assert {"interval": rows[1]["interval"], "arrows": rows[1].get("arrows", [])} == bar
     assert float(hinge["classifier/fid_p"]) > 0.05 and rows[1]["mean_colour"] == to_rgb(EFFECT_COLOURS[0])  # n.s.: grey
     assert rows[0]["mean_colour"] == to_rgb("black")
     assert 2 not in rows and [t.get_text() for t in fid.texts] == ["–"]  # lr_1e-4: no finished job
@@ -309,7 +321,7 @@ def test_effects_colour_a_significant_change_by_whether_it_helps(tmp_path, compo
     for label, rgb in expected.items():
         y = labels.index(label)
         low, high = welch_interval(finals[label], finals["ablation=baseline"], 0.05 / 3)
-        assert rows[y]["interval"] == pytest.approx([30 + low, 30 + high])
+        assert {"interval": rows[y]["interval"], "arrows": rows[y].get("arrows", [])} == _drawn_bar(fid, 30 + low, 30 + high)
         x_px, y_px = fid.transData.transform((rows[y]["mean"][0], y)) * scale
         centre = pixels[pixels.shape[0] - int(round(y_px)), int(round(x_px))]
         assert np.abs(centre - rgb).max() <= 3, (label, centre)  # the diamond as the user sees it
