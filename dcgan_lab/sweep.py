@@ -111,17 +111,12 @@ def sweep_stopped() -> str | None:
 
 
 def _worker_pids() -> list[int]:
-    """This process's joblib (loky) workers, from /proc (Linux); none elsewhere."""
-    me, pids = os.getpid(), []
-    for entry in Path("/proc").glob("[0-9]*"):
-        try:
-            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            command = (entry / "cmdline").read_bytes()
-        except (OSError, IndexError, ValueError):
-            continue
-        if ppid == me and b"loky" in command and b"resource_tracker" not in command:
-            pids.append(int(entry.name))
-    return pids
+    """This process's joblib workers, on any OS: the processes of loky's reusable executor, which
+    hydra-joblib-launcher's `Parallel` runs the jobs on (joblib keeps it as `reusable_executor._executor`)."""
+    from joblib.externals.loky import reusable_executor
+
+    processes = getattr(getattr(reusable_executor, "_executor", None), "_processes", None) or {}
+    return [pid for pid, process in list(processes.items()) if process.is_alive()]
 
 
 class SweepSummary(Callback):
