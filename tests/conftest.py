@@ -89,3 +89,18 @@ def run_cli(args: list[str], cwd: Path, timeout: int = 300, env: dict | None = N
         [PYTHON, str(ROOT / "train.py"), *args],
         cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout,
     )
+
+
+@pytest.fixture
+def drawn(monkeypatch) -> dict:
+    """The matplotlib figures the report saves, by file name, kept open for their numbers and layout."""
+    import matplotlib.figure
+
+    figures, save = {}, matplotlib.figure.Figure.savefig
+
+    def keep(fig, path, *args, **kwargs):
+        save(fig, path, *args, **kwargs)
+        figures[Path(path).name] = (fig, kwargs.get("dpi", fig.dpi))
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", keep)
+    return figures

@@ -177,21 +177,6 @@ def test_a_job_that_rolled_back_counts_as_finished_and_the_report_says_where_it_
     assert float(table["ablation=hinge"]["classifier/fid_mean"]) == pytest.approx(8.5)  # its numbers still count
 
 
-@pytest.fixture
-def drawn(monkeypatch) -> dict:
-    """The matplotlib figures the report saves, by file name, kept open for their numbers and layout."""
-    import matplotlib.figure
-
-    figures, save = {}, matplotlib.figure.Figure.savefig
-
-    def keep(fig, path, *args, **kwargs):
-        save(fig, path, *args, **kwargs)
-        figures[Path(path).name] = (fig, kwargs.get("dpi", fig.dpi))
-
-    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", keep)
-    return figures
-
-
 def test_each_penalty_gets_a_curve_for_the_variants_that_have_it_on(tmp_path, composed, drawn):
     """A variant with R1 on logs penalty/r1: curves.png gets its panel, after the losses, with that variant's mean
     over seeds and no line for the baseline, which never logged it."""
@@ -236,7 +221,7 @@ def test_curves_are_the_mean_and_std_over_seeds(sweep, drawn):
                 (min(m - s for m, s in zip(mean, std)), max(m + s for m, s in zip(mean, std))))
 
 
-def _effect_rows(ax) -> dict[int, dict]:
+def effect_rows(ax) -> dict[int, dict]:
     """What an effects.png panel draws in each variant's row (y): the seeds' dots, the mean's diamond, the interval."""
     rows: dict[int, dict] = {}
     for collection in ax.collections:
@@ -255,7 +240,7 @@ def _effect_rows(ax) -> dict[int, dict]:
     return rows
 
 
-def _drawn_bar(ax, low: float, high: float) -> dict:
+def drawn_bar(ax, low: float, high: float) -> dict:
     """The interval [low, high] as a panel shows it: cut at the panel's edges, with an arrowhead at each cut end."""
     left, right = map(float, ax.get_xlim())
     arrows = [("<", left)] * int(low < left) + [(">", right)] * int(high > right)
@@ -277,7 +262,7 @@ def test_effects_show_each_seed_the_mean_and_the_tables_interval_against_the_bas
     assert list(panels) == ["classifier/fid (lower is better)"]
     fid = panels["classifier/fid (lower is better)"]
     assert [t.get_text() for t in fid.get_yticklabels()] == ["ablation=baseline", "ablation=hinge", "ablation=lr_1e-4"]
-    rows = _effect_rows(fid)
+    rows = effect_rows(fid)
     assert rows["baseline"] == pytest.approx([13.0, 13.0])
     assert rows[0]["seeds"] == [10, 12, 17] and rows[0]["mean"] == pytest.approx([13.0]) and "interval" not in rows[0]
     assert rows[1]["seeds"] == [8, 9] and rows[1]["mean"] == pytest.approx([8.5])
@@ -286,7 +271,7 @@ def test_effects_show_each_seed_the_mean_and_the_tables_interval_against_the_bas
     low, high = welch_interval([8, 9], [10, 12, 17], 0.05)  # one variant tested: nothing to correct
     hinge = table["ablation=hinge"]
     assert (low, high) == pytest.approx((float(hinge["classifier/fid_diff_ci_low"]), float(hinge["classifier/fid_diff_ci_high"])))
-    bar = _drawn_bar(fid, 13 + low, 13 + high)
+    bar = drawn_bar(fid, 13 + low, 13 + high)
     assert bar["arrows"]  # 2 seeds against 3: an interval wider than the panel
     assert {"interval": rows[1]["interval"], "arrows": rows[1].get("arrows", [])} == bar
     assert float(hinge["classifier/fid_p"]) > 0.05 and rows[1]["mean_colour"] == to_rgb(EFFECT_COLOURS[0])  # n.s.: grey
@@ -315,13 +300,13 @@ def test_effects_colour_a_significant_change_by_whether_it_helps(tmp_path, compo
     fid = next(ax for ax in fig.axes if ax.get_title().startswith("classifier/fid"))
     labels = [t.get_text() for t in fid.get_yticklabels()]
     assert labels == list(finals)
-    rows = _effect_rows(fid)
+    rows = effect_rows(fid)
     expected = {"ablation=hinge": (44, 160, 44), "ablation=lr_1e-4": (214, 39, 40), "ablation=beta1_0.3": (128, 128, 128)}
     scale = dpi / fig.dpi
     for label, rgb in expected.items():
         y = labels.index(label)
         low, high = welch_interval(finals[label], finals["ablation=baseline"], 0.05 / 3)
-        assert {"interval": rows[y]["interval"], "arrows": rows[y].get("arrows", [])} == _drawn_bar(fid, 30 + low, 30 + high)
+        assert {"interval": rows[y]["interval"], "arrows": rows[y].get("arrows", [])} == drawn_bar(fid, 30 + low, 30 + high)
         x_px, y_px = fid.transData.transform((rows[y]["mean"][0], y)) * scale
         centre = pixels[pixels.shape[0] - int(round(y_px)), int(round(x_px))]
         assert np.abs(centre - rgb).max() <= 3, (label, centre)  # the diamond as the user sees it

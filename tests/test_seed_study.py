@@ -20,7 +20,7 @@ from dcgan_lab.errors import DataError
 from dcgan_lab.pipeline import main
 from dcgan_lab.report import build_report, welch
 from tests.conftest import FAST, compose_config, run_cli
-from tests.test_report import read_report_csv
+from tests.test_report import effect_rows, read_report_csv
 
 COLUMNS = ["epoch", "g_step", "loss/d", "loss/g", "cluster/silhouette", "cluster/compactness",
            "classifier/classes_covered", "classifier/fid"]
@@ -190,6 +190,25 @@ def test_each_dataset_is_its_own_table_with_its_own_baseline_and_a_named_stand_i
     assert (one_seed["classifier/fid_mean"], one_seed["classifier/fid_std"], one_seed["classifier/fid_n"]) == ("80.0", "", "1")
     assert "was not logged by these jobs" in faces
     assert "5,000 real MNIST digits" in md[: md.index("## Table 2")]
+
+
+def test_effects_draw_each_table_against_its_own_baseline(study, drawn):
+    """effects.png gives each table its own rows of panels, titled by the table, each against its own baseline."""
+    build_report(study)
+    fig, _ = drawn["effects.png"]
+    panels = {ax.get_title(): ax for ax in fig.axes if ax.get_title()}
+    assert [t for t in panels if t.startswith("Table 1")][:2] == [
+        "Table 1 of the reference study: classifier/fid (lower is better)",
+        "Table 1 of the reference study: classifier/classes_covered (higher is better)"]
+    faces = panels["Table 2 of the reference study: classifier/fid (lower is better)"]
+    assert [t.get_text() for t in faces.get_yticklabels()] == ["+seed_study=faces_baseline", "+seed_study=faces_silu"]
+    rows = effect_rows(faces)
+    assert rows["baseline"] == pytest.approx([52.0, 52.0])  # its own baseline's mean, not Table 1's
+    assert rows[0]["seeds"] == [50, 54] and rows[1]["seeds"] == [80] and rows[1]["mean"] == [80]
+    assert "interval" not in rows[1]  # one seed: no interval to draw
+    digits = panels["Table 1 of the reference study: classifier/fid (lower is better)"]
+    assert [t.get_text() for t in digits.get_yticklabels()][0] == "+seed_study=mnist_baseline"
+    assert len(digits.get_yticklabels()) == len(SILHOUETTE)
 
 
 def test_seed_study_sweeps_compose_to_the_reference_settings(tmp_path):
