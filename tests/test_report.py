@@ -375,6 +375,10 @@ def test_the_report_after_n_epochs_cuts_every_job_there(sweep, drawn):
     assert "train_time_s_mean" not in table["ablation=baseline"]  # the whole run's time cannot be cut: left out
     md = out["report.md"].read_text()
     assert "last logged value within its first 1 epochs" in md and "| `ablation=baseline` | — | 3/3 | 20 ± 13.23 (3) |" in md
+    effects, _ = drawn["effects.png"]
+    assert out["effects.png"] == sweep / "after_1_epochs" / "effects.png"
+    fid = next(ax for ax in effects.axes if ax.get_title().startswith("classifier/fid"))
+    assert effect_rows(fid)[0]["seeds"] == [5, 25, 30]  # the baseline seeds' FIDs after epoch 0, not their last
     fig, _ = drawn["samples.png"]
     panels = sorted(fig.axes, key=lambda ax: ax.get_position().x0)
     assert panels[0].images and not panels[1].images  # baseline seed 0 has a grid of epoch 0; hinge has none
