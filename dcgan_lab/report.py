@@ -812,9 +812,10 @@ def _draw_effects(ax, table: Table, metric: str, order: list[Variant]) -> None:
             # dashed line exactly when the interval of the difference spans 0. Past the panel's edge: an arrowhead.
             low, high = (base_mean + end for end in comparison.interval)
             ax.plot([max(low, left), min(high, right)], [y, y], color=colour, linewidth=2.2, zorder=3)
-            for end, edge, head in ((low, left, "<"), (high, right, ">")):
-                if (end < edge) if head == "<" else (end > edge):
-                    ax.plot([edge], [y], marker=head, markersize=7, color=colour, clip_on=False, zorder=3)
+            if low < left:
+                ax.plot([left], [y], marker="<", markersize=7, color=colour, clip_on=False, zorder=3)
+            if high > right:
+                ax.plot([right], [y], marker=">", markersize=7, color=colour, clip_on=False, zorder=3)
         ax.scatter([statistics.fmean(values)], [y], s=50, marker="D", color=colour, zorder=4)
     ax.set_ylim(len(order) - 0.5, -0.5)
     ax.locator_params(axis="x", nbins=5)  # long tick labels (-0.025) ran into each other at matplotlib's default
