@@ -252,7 +252,8 @@ def test_effects_show_each_seed_the_mean_and_the_tables_interval_against_the_bas
     difference from the baseline (drawn around its mean), the baseline's mean dashed; a variant with no value a dash."""
     from matplotlib.colors import to_rgb
 
-    from dcgan_lab.report import EFFECT_COLOURS, welch_interval
+    from dcgan_lab.report import welch_interval
+    from dcgan_lab.report_figures import EFFECT_COLOURS
 
     out = build_report(sweep)
     table = read_report_csv(out["report.csv"])
@@ -326,7 +327,7 @@ def test_effects_of_a_sweep_without_a_quality_metric_say_so(tmp_path, composed, 
 
 
 def test_panel_titles_break_between_overrides_and_after_their_equals_sign_never_inside_a_word():
-    from dcgan_lab.report import wrap_label
+    from dcgan_lab.report_figures import wrap_label
 
     assert wrap_label("model.d_conditioning=projection", 28).split("\n") == ["model.d_conditioning=", "projection"]
     assert wrap_label("loss=hinge model.attention=true optimizer.lr_g=0.0004", 28).split("\n") == [
