@@ -1,7 +1,8 @@
 """The report's figures: curves.png, effects.png, samples.png (dcgan_lab/report.py writes them beside report.md).
 
-Each draws what the report has already worked out (its variants, its tables and their tests against the baseline):
-no statistics are computed here, so a figure never disagrees with the table.
+Each draws what the report has already worked out: its variants and its tables. Every test and interval in
+effects.png is the table's own (Table.comparison), so the picture never disagrees with report.md; the only numbers
+made here are means and spreads to draw (a curve's mean ± std over seeds at each step).
 """
 from __future__ import annotations
 
