@@ -465,9 +465,15 @@ def split_tables(variants: list[Variant], correction: str = "holm") -> list[Tabl
     return tables
 
 
+def quality_columns(columns: list[str]) -> list[str]:
+    """The metrics a variant draws better or worse samples by: those with a direction, less the train time (losses
+    have none)."""
+    return [m for m in columns if direction(m) and m != "train_time_s"]
+
+
 def disagreements(table: Table, columns: list[str]) -> list[str]:
     """One line per variant that is the single best by some quality metrics and the single worst by others."""
-    quality = [m for m in columns if direction(m) and m != "train_time_s"]
+    quality = quality_columns(columns)
     best_by: dict[str, list[str]] = {}
     worst_by: dict[str, list[str]] = {}
     for metric in quality:
@@ -610,9 +616,8 @@ def table_lines(table: Table, columns: list[str]) -> tuple[list[str], list[str]]
     return lines, missing
 
 
-def write_markdown(path: Path, sweep_dir: Path, variants, columns, common, jobs, epochs: int | None = None,
-                   evaluations: str | None = None, correction: str = "holm") -> None:
-    tables = split_tables(variants, correction)
+def write_markdown(path: Path, sweep_dir: Path, variants, tables: list[Table], columns, common, jobs,
+                   epochs: int | None = None, evaluations: str | None = None, correction: str = "holm") -> None:
     ways = [f"{word} {', '.join(f'`{m}`' for m in columns if direction(m) == sign)}" for word, sign in (("lower", -1), ("higher", 1))
             if any(direction(m) == sign for m in columns)]  # from the registry (runs.direction)
     lines = [
@@ -692,10 +697,10 @@ def write_markdown(path: Path, sweep_dir: Path, variants, columns, common, jobs,
     path.write_text("\n".join(lines) + "\n")
 
 
-def write_csv(path: Path, variants, columns, correction: str = "holm") -> None:
+def write_csv(path: Path, variants, tables: list[Table], columns) -> None:
     """Every metric's mean, std, n; its p against the baseline (raw and corrected) and the reference value (empty
     when none)."""
-    tables = {v.label: table for table in split_tables(variants, correction) for v in table.variants}
+    table_of = {v.label: table for table in tables for v in table.variants}
     with open(path, "w", newline="") as handle:
         writer = csv.writer(handle)
         per_metric = ("mean", "std", "n", "p", "p_adjusted", "diff", "diff_ci_low", "diff_ci_high", "ref")
@@ -703,7 +708,7 @@ def write_csv(path: Path, variants, columns, correction: str = "holm") -> None:
         writer.writerow(["variant", "changes", "jobs", *states, "rolled_back", *[f"{m}_{s}" for m in columns for s in per_metric],
                          "best_in", "significant_best_in"])
         for variant in variants:
-            table = tables[variant.label]
+            table = table_of[variant.label]
             counts = Counter(job.state for job in variant.jobs)
             row = [variant.label, variant.changes, len(variant.jobs), *(counts[state] for state in states),
                    sum(bool(job.rollbacks) for job in variant.ok_jobs)]
@@ -757,11 +762,11 @@ def build_report(sweep_dir: str | Path, epochs: int | None = None, baseline: lis
     folder = sweep_dir if epochs is None else sweep_dir / f"after_{epochs}_epochs"
     folder.mkdir(exist_ok=True)
     out = {name: folder / name for name in ("report.md", "report.csv", "curves.png", "effects.png", "samples.png")}
-    write_markdown(out["report.md"], sweep_dir, variants, columns, common, jobs, epochs, evaluations, correction)
-    write_csv(out["report.csv"], variants, every_column, correction)
+    tables = split_tables(variants, correction)  # one set of tests, which every file below shows
+    write_markdown(out["report.md"], sweep_dir, variants, tables, columns, common, jobs, epochs, evaluations, correction)
+    write_csv(out["report.csv"], variants, tables, every_column)
     write_curves(out["curves.png"], variants, columns)
-    write_effects(out["effects.png"], split_tables(variants, correction),
-                  [m for m in columns if direction(m) and m not in TRAILING_COLUMNS])
+    write_effects(out["effects.png"], tables, quality_columns(columns))
     write_samples(out["samples.png"], variants, "last.png" if epochs is None else f"epoch_{epochs - 1:04d}.png")
     return out
 

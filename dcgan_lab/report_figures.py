@@ -16,7 +16,7 @@ from dcgan_lab.plots import headless_pyplot
 from dcgan_lab.runs import direction
 
 if TYPE_CHECKING:
-    from dcgan_lab.report import Job, Table, Variant
+    from dcgan_lab.report import Comparison, Job, Table, Variant
 
 CURVE_METRICS = ("loss/d", "loss/g", "D(x)", "D(G(z))")
 # The objective's regularisers, each logged before its weight as penalty/<term> (GANObjective.penalty_names): a curve
@@ -73,9 +73,9 @@ def write_curves(path: Path, variants, columns) -> None:
 EFFECT_COLOURS = {1: "tab:green", -1: "tab:red", 0: "0.5"}
 
 
-def effect_sign(table: Table, variant: Variant, metric: str) -> int:
-    """+1 when `variant` is significantly better than the baseline on `metric`, -1 significantly worse, else 0."""
-    comparison = table.comparison(variant, metric) if variant is not table.baseline else None
+def effect_sign(comparison: Comparison | None, metric: str) -> int:
+    """+1 when a variant's `comparison` with the baseline on `metric` says significantly better, -1 significantly
+    worse, else 0."""
     if comparison is None or not comparison.significant:
         return 0
     return 1 if comparison.difference * direction(metric) > 0 else -1
@@ -102,9 +102,9 @@ def _draw_effects(ax, table: Table, metric: str, order: list[Variant]) -> None:
         if not values:
             ax.text(0.5, y, "–", ha="center", va="center", transform=ax.get_yaxis_transform())
             continue
-        colour = "black" if variant is base else EFFECT_COLOURS[effect_sign(table, variant, metric)]
-        ax.scatter(values, [y] * len(values), s=16, color=colour, alpha=0.45, linewidths=0, zorder=2)
         comparison = table.comparison(variant, metric) if variant is not base else None
+        colour = "black" if variant is base else EFFECT_COLOURS[effect_sign(comparison, metric)]
+        ax.scatter(values, [y] * len(values), s=16, color=colour, alpha=0.45, linewidths=0, zorder=2)
         if comparison is not None and comparison.interval is not None:
             # The difference's interval around the variant's mean (baseline mean + difference): it crosses the
             # dashed line exactly when the interval of the difference spans 0. Past the panel's edge: an arrowhead.
