@@ -156,7 +156,7 @@ class _NothingForUsers(logging.Filter):
 def train(cfg: DictConfig) -> dict:
     """Fit one GAN. Returns the last logged metrics and the run folder. Ctrl-C or SIGTERM before training starts
     stops it at once (StopBeforeTraining); from the fit's start, at a batch's end (SaveOnInterrupt)."""
-    validate(cfg)
+    cfg = validate(cfg)
     restart = (f"continue with {resume_command(cfg.paths.output_dir)}" if in_multirun()
                else "run the same command again")
     with StopBeforeTraining(restart) as before_training:

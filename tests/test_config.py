@@ -32,11 +32,37 @@ def extra_overrides(option: str, tmp_path: Path) -> list[str]:
     return [f"{group}.{key}={tmp_path}" for key in node if OmegaConf.is_missing(node, key)]
 
 
+def _interpolations(node, prefix=""):
+    keys = node.keys() if OmegaConf.is_dict(node) else range(len(node))
+    for key in keys:
+        if OmegaConf.is_interpolation(node, key):
+            yield f"{prefix}{key}"
+        elif key != "hydra" and not OmegaConf.is_missing(node, key) and OmegaConf.is_config(node[key]):
+            yield from _interpolations(node[key], f"{prefix}{key}.")
+
+
+def test_the_run_takes_its_config_settled_values_that_interpolations_gave(tmp_path):
+    """validate hands the pipeline the config with each interpolation read once: the values are those the
+    interpolations give, a misspelt key still fails, and a required value left unset is still its one line."""
+    cfg = compose_config(tmp_path / "run", ["model.attention=true", "dataset.image_size=64", "loss=hinge"])
+    assert {"model.discriminator.attention", "model.num_classes", "loss.flip_prob"} <= set(_interpolations(cfg))
+    run_cfg = validate(cfg)
+    assert list(_interpolations(run_cfg)) == []
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    del resolved["hydra"]  # HydraConfig holds it; @hydra.main's config has none either
+    assert OmegaConf.to_container(run_cfg) == resolved
+    assert run_cfg.model.discriminator.attention is True and run_cfg.loss.real_label == 1.0
+    with pytest.raises(Exception, match="model.atention"):
+        run_cfg.model.atention
+
+    with pytest.raises(ConfigError, match=r"dataset.path must be set"):
+        validate(compose_config(tmp_path / "folder", ["dataset=image_folder"]))
+
+
 @pytest.mark.parametrize("option", list(options()))
 def test_every_option_instantiates(option, tmp_path):
     cfg = compose_config(tmp_path / "run", [option, *extra_overrides(option, tmp_path)])
-    validate(cfg)
-    module = build_module(cfg)
+    module = build_module(validate(cfg))
     assert module.generator is not None and module.discriminator is not None
     module.configure_optimizers  # noqa: B018 (optimizers need a Trainer; their partials must be callables)
     assert callable(module.optimizer_g) and callable(module.optimizer_d)

@@ -2,11 +2,12 @@
 gets one line and exit status 2 with nothing written; every numeric and every yes/no value in conf/ has a domain there."""
 from __future__ import annotations
 
+import copy
+from fnmatch import fnmatch
 from pathlib import Path
 
-from fnmatch import fnmatch
-
 import pytest
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
 from dcgan_lab.config import compose_run_config, flat_values
@@ -34,18 +35,47 @@ KEYS = {key: pattern for pattern in SCHEMA for key in _concrete(pattern)}
 CASES = [(key, value) for key, pattern in KEYS.items() for value in SCHEMA[pattern].bad_values()]
 
 
+@pytest.fixture(scope="module")
+def composed(tmp_path_factory):
+    """composed(overrides) -> the config Hydra composes from them, writing into one run folder of this module.
+
+    A case's bad value is set on a copy, parsed as Hydra parses a command-line value: the cases share a few bases,
+    and composing each of them anew took half the suite's time for this one test."""
+    run_dir = tmp_path_factory.mktemp("schema") / "run"
+    bases = {}
+
+    def compose(overrides: tuple[str, ...]):
+        if overrides not in bases:
+            bases[overrides] = compose_config(run_dir, list(overrides))
+        return copy.deepcopy(bases[overrides]), run_dir
+
+    return compose
+
+
 @pytest.mark.parametrize("key, value", CASES, ids=[f"{k}={v}" for k, v in CASES])
-def test_every_constrained_value_outside_its_domain_is_one_line_and_writes_nothing(tmp_path, capsys, key, value):
+def test_every_constrained_value_outside_its_domain_is_one_line_and_writes_nothing(composed, capsys, key, value):
     base = [o for o in FAST if o.split("=")[0] not in key]  # e.g. keep the progress bar for its own keys
-    cfg = compose_config(tmp_path / "run", base + list(SCHEMA[KEYS[key]].needs) + [_override(key, value)])
+    cfg, run_dir = composed(tuple(base + list(SCHEMA[KEYS[key]].needs)))
     assert OmegaConf.select(cfg, key, default="<absent>") != "<absent>", f"{key} is not in the composed config"
+    override = OverridesParser.create().parse_overrides([_override(key, value)])[0]
+    OmegaConf.update(cfg, key, override.value(), merge=False)
     with pytest.raises(SystemExit) as exit_info:
         main(cfg)
     assert exit_info.value.code == 2
     lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith(f"error: {key}="), lines
     assert "must be" in lines[0] or "is not supported" in lines[0]
-    assert [name for name in RESULTS if (tmp_path / "run" / name).exists()] == []
+    assert [name for name in RESULTS if (run_dir / name).exists()] == []
+
+
+def test_a_bad_value_typed_on_the_command_line_composes_to_the_same_one_line(tmp_path, capsys):
+    """The cases above set their value on a composed config; here one goes through Hydra's whole composition."""
+    cfg = compose_config(tmp_path / "run", FAST + ["loss.r1_weight=-1"])
+    with pytest.raises(SystemExit) as exit_info:
+        main(cfg)
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.strip().startswith("error: loss.r1_weight=-1")
+    assert not (tmp_path / "run" / "metrics.csv").exists()
 
 
 def test_every_default_is_inside_its_domain(make_cfg):
