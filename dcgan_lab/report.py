@@ -43,8 +43,10 @@ log = logging.getLogger(__name__)
 # Table columns: the registered metrics' report columns (dcgan_lab/metrics/registry.py), in registry order, when
 # logged; report.csv adds every other metric with a direction; then these.
 TRAILING_COLUMNS = ("train_time_s", "loss/d", "loss/g")
-# Overrides that never define a variant: the seed is what gets aggregated, the sweep name is on every job.
-NOT_A_VARIANT = ("seed", "sweep")
+# Overrides that never define a variant: the seed is what gets aggregated, the sweep name is on every job, and
+# where a job logs (logger=csv) or how its console looks change no number: seeds added later by another command
+# (`hydra.sweep.dir=<study>/more_seeds`, reported with `<study>`) join their variants.
+NOT_A_VARIANT = ("seed", "sweep", "logger", "console")
 SHARED_ONLY = "(no override)"  # the variant of the jobs that ran only the overrides every job shares
 # Config keys that differ per job folder or say how, not what, is trained.
 NOT_A_CHANGE = ("paths", "hydra", "logger", "callbacks", "ckpt_path", "seed", "trainer")
@@ -186,7 +188,7 @@ def _job_num(job_dir: Path) -> int:
 
 def group_variants(jobs: list[Job]) -> tuple[list[Variant], list[str]]:
     """Variants in sweep order, and the overrides shared by every job (the sweep's fixed settings)."""
-    defining = [[o for o in job.overrides if override_key(o) not in NOT_A_VARIANT] for job in jobs]
+    defining = [[o for o in job.overrides if override_key(o).split(".")[0] not in NOT_A_VARIANT] for job in jobs]
     common = [o for o in defining[0] if all(o in d for d in defining)] if defining else []
     variants: dict[str, Variant] = {}
     for job, overrides in zip(jobs, defining):

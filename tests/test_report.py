@@ -549,6 +549,28 @@ def test_separate_runs_compare_with_the_runs_of_the_shared_settings_alone(tmp_pa
     assert "Baseline (`--baseline`): `loss=hinge`." in (day / "report.md").read_text()
 
 
+def test_seeds_added_later_by_another_command_join_their_variants(tmp_path):
+    """A study's first sweep (`logger=csv`), then more seeds of two of its rows in a folder beside it, run with
+    another logger: the report of the study's folder has each variant once, with all its seeds."""
+    from scipy.stats import ttest_ind
+
+    study = tmp_path / "multirun" / "study"
+    fids = {("baseline", 0): 20, ("baseline", 1): 22, ("layer_norm", 0): 40, ("layer_norm", 1): 38, ("silu", 0): 13,
+            ("silu", 1): 14, ("baseline", 2): 18, ("layer_norm", 2): 41}
+    for num, ((ablation, seed), fid) in enumerate(fids.items()):
+        folder, logger = ("first", ["logger=csv"]) if seed < 2 else ("more_seeds", ["logger=wandb", "console=log"])
+        write_job(study / folder, f"ablation={ablation},seed={seed}", num,
+                  [f"ablation={ablation}", f"seed={seed}", "+sweep=arch_ablation", *logger],
+                  rows_for([60, fid], 0.5), {"status": "ok"}, "left")
+    assert main([str(study), "--wandb", "off", "--correction", "none"]) == 0
+    table = read_report_csv(study / "report.csv")
+    assert list(table) == ["ablation=baseline", "ablation=layer_norm", "ablation=silu"]
+    assert [table[v]["classifier/fid_n"] for v in table] == ["3", "3", "2"]
+    assert float(table["ablation=layer_norm"]["classifier/fid_p"]) == pytest.approx(
+        ttest_ind([40, 38, 41], [20, 22, 18], equal_var=False).pvalue)
+    assert "logger" not in (study / "report.md").read_text().split("| variant |")[0]  # not a shared setting either
+
+
 def test_holm_adjusts_p_values_step_down():
     from dcgan_lab.report import holm
 
