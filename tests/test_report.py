@@ -550,16 +550,16 @@ def test_separate_runs_compare_with_the_runs_of_the_shared_settings_alone(tmp_pa
 
 
 def test_seeds_added_later_by_another_command_join_their_variants(tmp_path):
-    """A study's first sweep (`logger=csv`), then more seeds of two of its rows in a folder beside it, run with
-    another logger: the report of the study's folder has each variant once, with all its seeds."""
+    """A sweep (`logger=csv`), then more seeds of two of its rows run into a folder inside it with another logger
+    (`hydra.sweep.dir=<sweep>/more_seeds`): the sweep's report has each variant once, with all its seeds."""
     from scipy.stats import ttest_ind
 
     study = tmp_path / "multirun" / "study"
     fids = {("baseline", 0): 20, ("baseline", 1): 22, ("layer_norm", 0): 40, ("layer_norm", 1): 38, ("silu", 0): 13,
             ("silu", 1): 14, ("baseline", 2): 18, ("layer_norm", 2): 41}
     for num, ((ablation, seed), fid) in enumerate(fids.items()):
-        folder, logger = ("first", ["logger=csv"]) if seed < 2 else ("more_seeds", ["logger=wandb", "console=log"])
-        write_job(study / folder, f"ablation={ablation},seed={seed}", num,
+        folder, logger = (study, ["logger=csv"]) if seed < 2 else (study / "more_seeds", ["logger=wandb", "console=log"])
+        write_job(folder, f"ablation={ablation},seed={seed}", num,
                   [f"ablation={ablation}", f"seed={seed}", "+sweep=arch_ablation", *logger],
                   rows_for([60, fid], 0.5), {"status": "ok"}, "left")
     assert main([str(study), "--wandb", "off", "--correction", "none"]) == 0
