@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Callable
 
 from hydra.utils import get_method
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from dcgan_lab import CONF_DIR
 from dcgan_lab.errors import ConfigError, not_a_folder
@@ -34,8 +34,11 @@ def settled(cfg: DictConfig) -> DictConfig:
     (HydraConfig holds it). OmegaConf parses an interpolation anew at every read, and a short run read the
     config's hundred-odd interpolations several times over: half a second, a sixth of a 4-batch run. A value left
     missing (`???`) that another interpolates cannot be settled: validate says so first."""
-    values = {key: OmegaConf.to_container(cfg[key], resolve=True) if isinstance(cfg[key], (DictConfig, ListConfig))
-              else cfg[key] for key in cfg if key != "hydra"}
+    values = {}
+    for key in cfg:
+        if key != "hydra":
+            value = cfg[key]  # read once: a top-level interpolation is resolved here
+            values[key] = OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
     out = OmegaConf.create(values)
     OmegaConf.set_struct(out, OmegaConf.is_struct(cfg))
     return out

@@ -45,7 +45,7 @@ log = logging.getLogger(__name__)
 TRAILING_COLUMNS = ("train_time_s", "loss/d", "loss/g")
 # Overrides that never define a variant: the seed is what gets aggregated, the sweep name is on every job, and
 # where a job logs (logger=csv) or how its console looks change no number: seeds added later by another command
-# (`hydra.sweep.dir=<study>/more_seeds`, reported with `<study>`) join their variants.
+# (`hydra.sweep.dir=<sweep>/more_seeds`, reported with `<sweep>`) join their variants.
 NOT_A_VARIANT = ("seed", "sweep", "logger", "console")
 SHARED_ONLY = "(no override)"  # the variant of the jobs that ran only the overrides every job shares
 # Config keys that differ per job folder or say how, not what, is trained.
