@@ -22,6 +22,7 @@ CURVE_METRICS = ("loss/d", "loss/g", "D(x)", "D(G(z))")
 # The objective's regularisers, each logged before its weight as penalty/<term> (GANObjective.penalty_names): a curve
 # each, after the losses, for the variants that have the term on.
 PENALTY_PREFIX = "penalty/"
+LINE_STYLES = ("-", "--", ":", "-.")
 
 
 def _mean_curve(jobs: list[Job], metric: str) -> tuple[list[float], list[float], list[float]]:
@@ -47,23 +48,30 @@ def write_curves(path: Path, variants, columns) -> None:
     ncols = min(3, len(metrics))
     nrows = math.ceil(len(metrics) / ncols)
     fig, axes = plt.subplots(nrows, ncols, figsize=(5 * ncols, 3.4 * nrows), squeeze=False)
+    # One colour (and, past ten variants, dash) per variant in every panel: a panel that only some variants log
+    # (a penalty) would otherwise draw them in the colours the legend gives the first variants.
+    styles = {variant.label: {"color": f"C{i % 10}", "linestyle": LINE_STYLES[i // 10 % len(LINE_STYLES)]}
+              for i, variant in enumerate(variants)}
+    legend: dict[str, object] = {}
     for ax, metric in zip(axes.flat, metrics):
         for variant in variants:
             steps, means, stds = _mean_curve(variant.ok_jobs, metric)
             if not steps:
                 continue
-            line, = ax.plot(steps, means, label=variant.label, marker="o" if len(steps) < 5 else None)
+            style = styles[variant.label]
+            line, = ax.plot(steps, means, label=variant.label, marker="o" if len(steps) < 5 else None, **style)
+            legend.setdefault(variant.label, line)
             ax.fill_between(steps, [m - s for m, s in zip(means, stds)], [m + s for m, s in zip(means, stds)],
-                            color=line.get_color(), alpha=0.15)
+                            color=style["color"], alpha=0.15)
         ax.set_title(metric)
         ax.set_xlabel("G step")
         if not ax.lines:
             ax.text(0.5, 0.5, "not logged", ha="center", va="center", transform=ax.transAxes)
     for ax in list(axes.flat)[len(metrics):]:
         ax.axis("off")
-    handles, labels = axes.flat[0].get_legend_handles_labels()
-    if handles:
-        fig.legend(handles, labels, loc="lower center", ncol=min(4, len(labels)), fontsize=8)
+    labels = [variant.label for variant in variants if variant.label in legend]
+    if labels:
+        fig.legend([legend[label] for label in labels], labels, loc="lower center", ncol=min(4, len(labels)), fontsize=8)
     fig.tight_layout(rect=(0, 0.04 + 0.03 * math.ceil(len(labels) / 4), 1, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)

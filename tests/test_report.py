@@ -177,9 +177,9 @@ def test_a_job_that_rolled_back_counts_as_finished_and_the_report_says_where_it_
     assert float(table["ablation=hinge"]["classifier/fid_mean"]) == pytest.approx(8.5)  # its numbers still count
 
 
-def test_each_penalty_gets_a_curve_for_the_variants_that_have_it_on(tmp_path, composed, drawn):
-    """A variant with R1 on logs penalty/r1: curves.png gets its panel, after the losses, with that variant's mean
-    over seeds and no line for the baseline, which never logged it."""
+def report_with_an_r1_variant(tmp_path, composed) -> None:
+    """The baseline and `loss.r1_weight=5` (which alone logs penalty/r1: seed s logs 0.1 (s + 1) x its G step),
+    2 seeds each, reported."""
     root = tmp_path / "multirun"
     ok = {"status": "ok", "train_time_s": 1}
     for seed in (0, 1):
@@ -190,12 +190,36 @@ def test_each_penalty_gets_a_curve_for_the_variants_that_have_it_on(tmp_path, co
         write_job(root, f"loss.r1_weight=5,seed={seed}", 2 + seed, ["loss.r1_weight=5", f"seed={seed}"], rows, ok,
                   "left", composed["baseline"], header=HEADER + ["penalty/r1"])
     build_report(root)
+
+
+def test_each_penalty_gets_a_curve_for_the_variants_that_have_it_on(tmp_path, composed, drawn):
+    """A variant with R1 on logs penalty/r1: curves.png gets its panel, after the losses, with that variant's mean
+    over seeds and no line for the baseline, which never logged it."""
+    report_with_an_r1_variant(tmp_path, composed)
     fig, _ = drawn["curves.png"]
     titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
     assert titles[:3] == ["loss/d", "loss/g", "penalty/r1"]  # (these rows have no D(x) or D(G(z)))
     panel = next(ax for ax in fig.axes if ax.get_title() == "penalty/r1")
     assert [line.get_label() for line in panel.lines] == ["loss.r1_weight=5"]
     assert list(panel.lines[0].get_ydata()) == pytest.approx([1.5, 3.0])  # mean of 1 and 2, of 2 and 4
+
+
+def test_a_variant_keeps_its_legend_colour_in_a_panel_only_it_logs(tmp_path, composed, drawn):
+    """The penalty/r1 panel has the R1 variant alone: its line and band are drawn in the colour the legend and the
+    loss panels give that variant, not in the first colour of the cycle, which the legend gives the baseline."""
+    from matplotlib.colors import to_rgb
+
+    report_with_an_r1_variant(tmp_path, composed)
+    fig, _ = drawn["curves.png"]
+    panels = {ax.get_title(): ax for ax in fig.axes if ax.get_title()}
+    legend = {text.get_text(): to_rgb(handle.get_color())
+              for text, handle in zip(fig.legends[0].get_texts(), fig.legends[0].legend_handles)}
+    assert list(legend) == ["ablation=baseline", "loss.r1_weight=5"] and len(set(legend.values())) == 2
+    for title in ("loss/d", "loss/g", "penalty/r1"):
+        for line, band in zip(panels[title].lines, panels[title].collections):
+            assert to_rgb(line.get_color()) == legend[line.get_label()]
+            assert to_rgb(band.get_facecolor()[0]) == legend[line.get_label()]
+    assert to_rgb(panels["penalty/r1"].lines[0].get_color()) != legend["ablation=baseline"]
 
 
 def test_curves_are_the_mean_and_std_over_seeds(sweep, drawn):
