@@ -2,6 +2,7 @@
 path: tests/test_inception.py)."""
 from __future__ import annotations
 
+import logging
 import math
 
 import numpy as np
@@ -213,3 +214,22 @@ def test_a_collapsed_generator_has_balance_zero_not_minus_zero():
     same = torch.zeros(50, 16)
     result = cluster_study(same, k=5, pca_components=None)
     assert result.balance == 0.0 and math.copysign(1.0, result.balance) == 1.0
+
+
+def test_a_collapsed_generator_is_one_lab_line_not_sklearns_warning(caplog, recwarn):
+    """Fewer distinct samples than clusters: the user reads that G collapsed, not a ConvergenceWarning about
+    'duplicate points in X' from inside KMeans; distinct samples raise neither."""
+    from dcgan_lab.metrics.clustering import cluster_study
+
+    two_points = torch.cat([torch.zeros(30, 16), torch.ones(20, 16)])
+    with caplog.at_level(logging.INFO, logger="dcgan_lab.metrics.clustering"):
+        result = cluster_study(two_points, k=5, pca_components=None)
+    assert [str(w.message) for w in recwarn] == []
+    assert [r.getMessage() for r in caplog.records] == [
+        "cluster study: the 50 samples are only 2 distinct point(s), fewer than k=5: "
+        "the generator has collapsed (balance and silhouette near 0)"]
+    assert sorted(np.bincount(result.labels)[np.bincount(result.labels) > 0]) == [20, 30]
+
+    caplog.clear()
+    cluster_study(torch.randn(50, 16, generator=torch.Generator().manual_seed(0)), k=5, pca_components=None)
+    assert caplog.records == [] and [str(w.message) for w in recwarn] == []

@@ -8,7 +8,9 @@ Generate N images, optionally reduce with PCA, cluster with KMeans, then report
 """
 from __future__ import annotations
 
+import logging
 import math
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +18,8 @@ import numpy as np
 import torch
 
 from dcgan_lab.plots import headless_pyplot
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -46,7 +50,15 @@ def cluster_study(features: torch.Tensor | np.ndarray, k: int = 10, pca_componen
         # covariance_eigh: one D x D eigendecomposition, much faster than randomized SVD when N >> D
         solver = "covariance_eigh" if x.shape[1] <= 2048 else "auto"
         x = PCA(n_components=min(pca_components, len(x)), svd_solver=solver, random_state=seed).fit_transform(x)
-    kmeans = KMeans(n_clusters=k, n_init=1, random_state=seed).fit(x)  # k-means++ init: one run suffices here
+    points = len(np.unique(x, axis=0))
+    with warnings.catch_warnings():
+        if points < k:
+            # KMeans can only find as many clusters as there are points: say so in the lab's words, not
+            # sklearn's ConvergenceWarning about "duplicate points in X" in the middle of the training output.
+            log.info("cluster study: the %d samples are only %d distinct point(s), fewer than k=%d: "
+                     "the generator has collapsed (balance and silhouette near 0)", len(x), points, k)
+            warnings.filterwarnings("ignore", message="Number of distinct clusters")
+        kmeans = KMeans(n_clusters=k, n_init=1, random_state=seed).fit(x)  # k-means++ init: one run suffices here
     labels = kmeans.labels_
     sq_dist = ((x - kmeans.cluster_centers_[labels]) ** 2).sum(axis=1)
     sizes = np.bincount(labels, minlength=k) / len(labels)
