@@ -188,11 +188,15 @@ def write_samples(path: Path, variants, grid_name: str = "last.png") -> None:
     """One panel per variant: its first finished seed's samples/<grid_name>."""
     plt = headless_pyplot()
 
-    fig, axes = plt.subplots(1, len(variants), figsize=(3.2 * len(variants), 3.8), squeeze=False)
-    for ax, variant in zip(axes.flat, variants):
+    titles = [wrap_label(variant.label, 28) for variant in variants]
+    # The figure grows with the longest title (a variant of several overrides wraps to 5 lines or more), and each
+    # square grid sits at its panel's bottom: centred, it left the room under it and cut the title's first lines.
+    lines = max(title.count("\n") for title in titles) + 2  # + the "(seed N)" line
+    fig, axes = plt.subplots(1, len(variants), figsize=(3.2 * len(variants), 3.3 + 0.16 * lines), squeeze=False)
+    for ax, variant, title in zip(axes.flat, variants, titles):
         ax.axis("off")
+        ax.set_anchor("S")
         grid = next((job for job in variant.ok_jobs if (job.dir / "samples" / grid_name).exists()), None)
-        title = wrap_label(variant.label, 28)
         if grid is None:
             job = next((j for j in variant.jobs if j.state == "failed"), variant.jobs[0])
             reason = f"{job.state}: {job.error}" if not variant.ok_jobs else f"no samples/{grid_name}"
