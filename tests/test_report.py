@@ -359,26 +359,22 @@ def test_panel_titles_break_between_overrides_and_after_their_equals_sign_never_
     assert wrap_label("ablation=baseline", 28) == "ablation=baseline"
 
 
-def test_a_long_variant_name_keeps_every_line_of_its_samples_title(tmp_path):
+def test_a_long_variant_name_keeps_every_line_of_its_samples_title(tmp_path, composed, drawn):
     # A variant of three overrides wraps to 6 title lines: centred grids left them too little room, and the
     # picture began mid-title ("ablation=bcr," cut off above the image's first row).
-    from types import SimpleNamespace
-
-    from dcgan_lab.report_figures import write_samples
-
-    grid = np.zeros((64, 64), dtype=np.uint8)
-    grid[16:48, 16:48] = 255
-    variants = []
-    for n, label in enumerate(["ablation=baseline",
-                               "ablation=bcr, loss.consistency_fake_weight=1, loss.consistency_real_weight=1"]):
-        (tmp_path / str(n) / "samples").mkdir(parents=True)
-        Image.fromarray(grid).save(tmp_path / str(n) / "samples" / "last.png")
-        job = SimpleNamespace(dir=tmp_path / str(n), seed=1)
-        variants.append(SimpleNamespace(label=label, ok_jobs=[job], jobs=[job]))
-    write_samples(tmp_path / "samples.png", variants)
-    pixels = np.asarray(Image.open(tmp_path / "samples.png").convert("L"))
-    right = pixels[:, pixels.shape[1] // 2:]  # the long-named variant's panel
-    grid_top = np.flatnonzero((right < 128).mean(axis=1) > 0.5)[0]  # the first row of its (black) grid
+    root = tmp_path / "multirun"
+    long_name = ["ablation=bcr", "loss.consistency_fake_weight=1", "loss.consistency_real_weight=1"]
+    ok = {"status": "ok", "train_time_s": 1}
+    write_job(root, "ablation=baseline,seed=1", 0, ["ablation=baseline", "seed=1"], rows_for([30, 10], 0.5), ok,
+              "left", composed["baseline"])
+    write_job(root, ",".join(long_name) + ",seed=1", 1, [*long_name, "seed=1"], rows_for([30, 12], 0.5), ok,
+              "bottom", composed["baseline"])
+    out = build_report(root)
+    fig, _ = drawn["samples.png"]
+    assert [ax.get_title().count("\n") + 1 for ax in fig.axes] == [2, 6]  # its label, then "(seed 1)"
+    pixels = np.asarray(Image.open(out["samples.png"]).convert("L"))
+    right = pixels[:, pixels.shape[1] // 2:]  # the long-named variant's panel; its grid's top half is black
+    grid_top = np.flatnonzero((right < 128).mean(axis=1) > 0.5)[0]
     ink = (right[:grid_top] < 128).any(axis=1)
     starts = np.flatnonzero(ink & ~np.concatenate([[False], ink[:-1]]))  # where each band of text begins
     assert len(starts) == 6  # ablation=bcr, / loss.consistency_fake_weight= / 1, / ...real_weight= / 1 / (seed 1)
