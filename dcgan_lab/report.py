@@ -325,9 +325,11 @@ class Comparison:
     text: str        # what the cell shows: "p=0.012", "n.s. (p=0.31)", "n<2: no test", ...
     p_adjusted: float | None = None  # p after the correction for the table's other variants (= p when none applies)
     difference: float | None = None  # variant mean - baseline mean
-    # Its 95% Welch confidence interval, None without a test. With the table's p-values corrected (holm, several
-    # variants), one of m simultaneous intervals (Bonferroni, each at 1 - ALPHA/m): all m hold together 95% of the time.
+    # Its Welch confidence interval, None without a test: at 1 - ALPHA, or, with the table's p-values corrected
+    # (holm, several variants), at the level Holm's test used for it (`holm_levels`), so that it spans 0 exactly
+    # when the cell says n.s.
     interval: tuple[float, float] | None = None
+    confidence: float = 1 - ALPHA  # the interval's level (raised by Holm's correction)
 
     @property
     def significant(self) -> bool:
@@ -344,6 +346,21 @@ def holm(p_values: list[float]) -> list[float]:
         running = max(running, min(1.0, (len(p_values) - rank) * p_values[index]))
         adjusted[index] = running
     return adjusted
+
+
+def holm_levels(p_values: list[float], alpha: float) -> list[float]:
+    """The level at which Holm's step-down test judges each p: the i-th smallest against alpha / (m - i + 1) as long
+    as every smaller one was below its own; from the first that is not, all the rest against that step's level.
+    A Welch interval at 1 - level spans 0 exactly when `holm`'s adjusted p is >= alpha, so the intervals drawn
+    agree with the table. They are not simultaneous: Bonferroni's (all at alpha / m) would be, and are wider."""
+    order = sorted(range(len(p_values)), key=p_values.__getitem__)
+    levels, stopped_at = [alpha] * len(p_values), None
+    for rank, index in enumerate(order):
+        level = stopped_at or alpha / (len(p_values) - rank)
+        if stopped_at is None and p_values[index] >= level:
+            stopped_at = level
+        levels[index] = level
+    return levels
 
 
 def welch(values: list[float], baseline: list[float]) -> Comparison:
@@ -418,14 +435,14 @@ class Table:
             return {}
         compared = [v for v in self.variants if v is not base and v.values(metric)]
         found = {v.label: welch(v.values(metric), base.values(metric)) for v in compared}
-        tested = [c for c in found.values() if c.p is not None]
+        tested = [v for v in compared if found[v.label].p is not None]
         if self.correction == "holm" and len(tested) > 1:
-            for variant in compared:  # intervals that hold together, as the corrected p-values do
-                if found[variant.label].p is not None:
-                    found[variant.label].interval = welch_interval(variant.values(metric), base.values(metric),
-                                                                   ALPHA / len(tested))
-            for comparison, adjusted in zip(tested, holm([c.p for c in tested])):
+            p_values = [found[v.label].p for v in tested]
+            for variant, adjusted, level in zip(tested, holm(p_values), holm_levels(p_values, ALPHA)):
+                comparison = found[variant.label]
                 comparison.p_adjusted = adjusted
+                comparison.interval = welch_interval(variant.values(metric), base.values(metric), level)
+                comparison.confidence = 1 - level
                 raw, corrected = _fmt_p(comparison.p), f"Holm {_fmt_p(adjusted)}"
                 if adjusted < ALPHA:
                     comparison.text = f"{raw} ({corrected})"
@@ -517,27 +534,31 @@ def _signed(value: float) -> str:
 
 def effect_line(table: Table, columns: list[str]) -> str:
     """How large each variant's change of the table's first ranked metric is, and how sure: the difference of
-    means from the baseline with its 95% confidence interval (Welch; simultaneous over the variants, Bonferroni,
-    when the p-values are corrected). An interval that spans 0 is a change the seeds cannot tell from none. Empty
-    without a baseline or a test."""
+    means from the baseline with its Welch confidence interval (95%, or at Holm's level for it when the p-values
+    are corrected). An interval that spans 0 is a change the seeds cannot tell from none. Empty without a baseline
+    or a test."""
     base = table.baseline
     metric = next((m for m in columns if direction(m)), None)
     if base is None or metric is None:
         return ""
-    parts, tested = [], 0
-    for variant in table.variants:
-        comparison = table.comparison(variant, metric) if variant is not base else None
-        if comparison is not None and comparison.interval is not None:
-            tested += 1
-            low, high = comparison.interval
-            parts.append(f"`{variant.label}` {_signed(comparison.difference)} [{_signed(low)}, {_signed(high)}]")
-    if not parts:
+    shown = [(variant, comparison) for variant in table.variants if variant is not base
+             for comparison in [table.comparison(variant, metric)] if comparison is not None and comparison.interval]
+    if not shown:
         return ""
-    better = "lower" if direction(metric) < 0 else "higher"
+    tested = len(shown)
     corrected = table.correction == "holm" and tested > 1
-    level = (f"simultaneous 95% confidence intervals over the {tested} variants (Welch, Bonferroni: each at "
-             f"{1 - ALPHA / tested:.4g})" if corrected else "95% confidence interval, Welch, not corrected")
-    return f"`{metric}` against the baseline ({better} is better; difference of means, {level}): " + "; ".join(parts) + "."
+    parts = []
+    for variant, comparison in shown:
+        low, high = comparison.interval
+        at = f" at {100 * comparison.confidence:.3g}%" if corrected else ""
+        parts.append(f"`{variant.label}` {_signed(comparison.difference)} [{_signed(low)}, {_signed(high)}]{at}")
+    better = "lower" if direction(metric) < 0 else "higher"
+    first, second = (100 * (1 - ALPHA / k) for k in (tested, max(tested - 1, 1)))
+    level = (f"Welch confidence intervals, each at the level Holm's correction tested it among the {tested} variants "
+             f"(the smallest p at {first:.3g}%, the next at {second:.3g}%, ...), so an interval clears 0 exactly "
+             f"when its Holm p < {ALPHA:g}" if corrected else "95% confidence interval, Welch, not corrected")
+    return (f"`{metric}` against the baseline ({better} is better; difference of means, {level}): "
+            + "; ".join(parts) + ".")
 
 
 def _percent(change: float) -> str:
@@ -705,7 +726,8 @@ def write_csv(path: Path, variants, tables: list[Table], columns) -> None:
     table_of = {v.label: table for table in tables for v in table.variants}
     with open(path, "w", newline="") as handle:
         writer = csv.writer(handle)
-        per_metric = ("mean", "std", "n", "p", "p_adjusted", "diff", "diff_ci_low", "diff_ci_high", "ref")
+        per_metric = ("mean", "std", "n", "p", "p_adjusted", "diff", "diff_ci_low", "diff_ci_high", "diff_ci_level",
+                      "ref")
         states = ("ok", "failed", "unfinished")
         writer.writerow(["variant", "changes", "jobs", *states, "rolled_back", *[f"{m}_{s}" for m in columns for s in per_metric],
                          "best_in", "significant_best_in"])
@@ -721,7 +743,8 @@ def write_csv(path: Path, variants, tables: list[Table], columns) -> None:
                 row += [stats[0], "" if stats[1] is None else stats[1], stats[2]] if stats else ["", "", 0]
                 tested = comparison is not None and comparison.p is not None
                 row += [comparison.p if tested else "", comparison.p_adjusted if tested else ""]
-                row += [comparison.difference, *comparison.interval] if tested else ["", "", ""]
+                row += ([comparison.difference, *comparison.interval, comparison.confidence] if tested
+                        else ["", "", "", ""])
                 row.append("" if reference is None else reference)
             row.append(" ".join(m for m in columns if variant.label in best_variants(table.variants, m)))
             row.append(" ".join(m for m in columns if variant.label in table.significant_best(m)))

@@ -91,7 +91,7 @@ def effect_sign(comparison: Comparison | None, metric: str) -> int:
 
 def _effect_limits(values: list[float]) -> tuple[float, float]:
     """The x range of an effects panel: every seed's value with a margin. Intervals are not part of it: with 2 seeds
-    and Bonferroni's level they can span a hundred times the seeds' spread, and would squeeze the dots into a line."""
+    and Holm's levels they can span a hundred times the seeds' spread, and would squeeze the dots into a line."""
     low, high = min(values), max(values)
     pad = 0.12 * (high - low) or 0.1 * abs(high) or 0.05
     return low - pad, high + pad
@@ -132,8 +132,8 @@ def _draw_effects(ax, table: Table, metric: str, order: list[Variant]) -> None:
 def write_effects(path: Path, tables: list[Table], metrics: list[str]) -> None:
     """The table as a picture: a panel per quality metric (a row of panels per table), a row per variant with
     each seed's final value (small dots), the mean (diamond) and the confidence interval of its difference from
-    the baseline drawn around that mean (the report's intervals: simultaneous over the variants under Holm), so a
-    bar that crosses the baseline's mean (dashed) is a change the seeds cannot tell from none. Green / red:
+    the baseline drawn around that mean (the report's intervals: each at the level Holm's correction tested it), so
+    a bar crosses the baseline's mean (dashed) exactly when the table calls the change n.s. Green / red:
     significantly better / worse than the baseline after the correction; grey: neither; black: the baseline.
     `tables`: the report's tables (one per dataset); `metrics`: its quality columns, in its order."""
     plt = headless_pyplot()
@@ -152,8 +152,16 @@ def write_effects(path: Path, tables: list[Table], metrics: list[str]) -> None:
         fig.savefig(path, dpi=110)
         plt.close(fig)
         return
+    corrected = any(table.correction == "holm" for table in tables)
+    key = ("dots: seeds' final values; diamond: mean; bar: "
+           + ("confidence interval of the difference from the baseline at Holm's level for it (report.md)"
+              if corrected else "95% interval of the difference from the baseline")
+           + " (dashed: its mean), an arrowhead where it runs past the panel; green/red: significantly better/worse")
+    width = 3.8 * ncols + 2.2
+    key = textwrap.fill(key, int(width * 14))  # about 14 characters an inch at 8 points: one panel's figure too
+    key_height = 0.1 + 0.15 * (key.count("\n") + 1)
     heights = [0.9 + 0.42 * len(order) for _, order, _ in rows]
-    fig, axes = plt.subplots(len(rows), ncols, figsize=(3.8 * ncols + 2.2, sum(heights) + 0.7), squeeze=False,
+    fig, axes = plt.subplots(len(rows), ncols, figsize=(width, sum(heights) + 0.5 + key_height), squeeze=False,
                              gridspec_kw={"height_ratios": heights})
     for (table, order, row_metrics), row_axes in zip(rows, axes):
         where = f"{table.title or table.variants[0].choices.get('dataset', '')}: " if len(tables) > 1 else ""
@@ -166,10 +174,8 @@ def write_effects(path: Path, tables: list[Table], metrics: list[str]) -> None:
             ax.set_title(f"{where}{metric} ({'lower' if direction(metric) < 0 else 'higher'} is better)", fontsize=9)
             ax.set_yticks(range(len(order)), [wrap_label(v.label, 30) for v in order] if column == 0 else [],
                           fontsize=8)
-    fig.text(0.5, 0.005, "dots: seeds' final values; diamond: mean; bar: 95% interval of the difference from the "
-             "baseline (dashed: its mean), an arrowhead where it runs past the panel; green/red: significantly "
-             "better/worse", ha="center", va="bottom", fontsize=8)
-    fig.tight_layout(rect=(0, 0.03, 1, 1))
+    fig.text(0.5, 0.005, key, ha="center", va="bottom", fontsize=8)
+    fig.tight_layout(rect=(0, key_height / fig.get_figheight(), 1, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)
 

@@ -306,7 +306,10 @@ def test_effects_show_each_seed_the_mean_and_the_tables_interval_against_the_bas
 
 def test_effects_colour_a_significant_change_by_whether_it_helps(tmp_path, composed, drawn):
     """Green where a variant is significantly better than the baseline (after Holm), red where worse, grey where
-    neither, in the saved pixels; the intervals are the simultaneous ones of report.md, each at 1 - 0.05/3."""
+    neither, in the saved pixels; the intervals are report.md's, each at the level Holm's correction tested it:
+    the two clear changes at 1 - 0.05/3 and 1 - 0.05/2 (smaller p first), beta1_0.3 at 1 - 0.05."""
+    from scipy.stats import ttest_ind
+
     from dcgan_lab.report import welch_interval
 
     root = tmp_path / "multirun"
@@ -328,15 +331,28 @@ def test_effects_colour_a_significant_change_by_whether_it_helps(tmp_path, compo
     rows = effect_rows(fid)
     expected = {"ablation=hinge": (44, 160, 44), "ablation=lr_1e-4": (214, 39, 40), "ablation=beta1_0.3": (128, 128, 128)}
     scale = dpi / fig.dpi
+    p = {label: ttest_ind(finals[label], finals["ablation=baseline"], equal_var=False).pvalue for label in expected}
+    clear = sorted(["ablation=hinge", "ablation=lr_1e-4"], key=p.get)
+    level = {clear[0]: 0.05 / 3, clear[1]: 0.05 / 2, "ablation=beta1_0.3": 0.05}
     for label, rgb in expected.items():
         y = labels.index(label)
-        low, high = welch_interval(finals[label], finals["ablation=baseline"], 0.05 / 3)
+        low, high = welch_interval(finals[label], finals["ablation=baseline"], level[label])
         assert {"interval": rows[y]["interval"], "arrows": rows[y].get("arrows", [])} == drawn_bar(fid, 30 + low, 30 + high)
         x_px, y_px = fid.transData.transform((rows[y]["mean"][0], y)) * scale
         centre = pixels[pixels.shape[0] - int(round(y_px)), int(round(x_px))]
         assert np.abs(centre - rgb).max() <= 3, (label, centre)  # the diamond as the user sees it
     assert max(rows[1]["interval"]) < 30 < min(rows[2]["interval"])  # hinge's bar left of the dashed line, lr's right
     assert min(rows[3]["interval"]) < 30 < max(rows[3]["interval"])  # beta1_0.3's bar crosses it: n.s.
+    # The key under a one-panel figure: whole, in lines of the figure's width, below the panel's tick labels.
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    renderer = FigureCanvasAgg(fig).get_renderer()  # the report closed the figure: a canvas to measure it on
+    key = fig.texts[-1]
+    box, panel = key.get_window_extent(renderer), fid.get_tightbbox(renderer)
+    assert "Holm's level" in key.get_text() and key.get_text().endswith("significantly better/worse")
+    assert 0 < box.x0 and box.x1 < fig.bbox.width and box.y1 < panel.y0, (box, panel, fig.bbox)
+    band = pixels[pixels.shape[0] - int(box.y1 * scale):, :]  # the key's rows of the saved image
+    assert band.min() < 100 and band[:, :3].min() > 200 and band[:, -3:].min() > 200  # text, none cut at an edge
 
 
 def test_effects_of_a_sweep_without_a_quality_metric_say_so(tmp_path, composed, drawn):
@@ -626,6 +642,20 @@ def test_holm_adjusts_p_values_step_down():
     assert holm([0.6, 0.7]) == [1.0, 1.0]  # capped at 1
 
 
+def test_each_interval_clears_zero_exactly_when_holm_calls_its_change_significant():
+    """Holm's levels: over random p-values, an interval at its level excludes 0 (level > p) iff Holm's adjusted
+    p < 0.05. Bonferroni's level (0.05 / m for all) breaks this for the second smallest p of [0.001, 0.02, 0.3]."""
+    from dcgan_lab.report import holm, holm_levels
+
+    assert holm_levels([0.001, 0.02, 0.3], 0.05) == pytest.approx([0.05 / 3, 0.05 / 2, 0.05])
+    assert holm_levels([0.3, 0.01, 0.04], 0.05) == pytest.approx([0.05 / 2, 0.05 / 3, 0.05 / 2])  # stops at 0.04
+    rng = np.random.default_rng(0)
+    for _ in range(500):
+        p_values = list(rng.uniform(0, 0.1, size=rng.integers(2, 8)) ** 2 * 10)
+        levels = holm_levels(p_values, 0.05)
+        assert [p < level for p, level in zip(p_values, levels)] == [a < 0.05 for a in holm(p_values)], p_values
+
+
 def test_several_variants_p_values_are_corrected_together(tmp_path):
     # Two variants each "significantly" worse than the baseline on their own (p 0.032 and 0.042), but two tests at
     # 0.05 find one such difference by chance far more often than one test: Holm's adjusted p is 0.063 for both.
@@ -654,11 +684,12 @@ def test_several_variants_p_values_are_corrected_together(tmp_path):
     assert read_report_csv(root / "report.csv")["ablation=baseline"]["significant_best_in"] == "classifier/fid"
 
 
-@pytest.mark.parametrize("correction, level", [("holm", 0.975), ("none", 0.95)])
-def test_each_difference_from_the_baseline_comes_with_its_confidence_interval(tmp_path, correction, level):
+@pytest.mark.parametrize("correction, levels", [("holm", {"x": 0.975, "y": 0.95}), ("none", {"x": 0.95, "y": 0.95})])
+def test_each_difference_from_the_baseline_comes_with_its_confidence_interval(tmp_path, correction, levels):
     """How large a change is and how sure: variant - baseline with its Welch interval, as scipy computes it
     independently; in report.csv for every metric, and in report.md for the table's first ranked metric. With
-    Holm's correction the 2 variants' intervals are simultaneous (Bonferroni, each at 97.5%); without, 95%."""
+    Holm's correction each interval is at the level Holm tested it: x (the smaller p, significant) at 1 - 0.05/2,
+    then y at 1 - 0.05/1; without, both at 95%."""
     from scipy.stats import ttest_ind
 
     root = tmp_path / "multirun" / "ci"
@@ -674,11 +705,12 @@ def test_each_difference_from_the_baseline_comes_with_its_confidence_interval(tm
     expected = {}
     for ablation in ("x", "y"):
         row = table[f"ablation={ablation}"]
-        interval = ttest_ind(fids[ablation], fids["baseline"], equal_var=False).confidence_interval(level)
+        interval = ttest_ind(fids[ablation], fids["baseline"], equal_var=False).confidence_interval(levels[ablation])
         difference = sum(fids[ablation]) / len(fids[ablation]) - sum(fids["baseline"]) / 3
         assert float(row["classifier/fid_diff"]) == pytest.approx(difference)
         assert float(row["classifier/fid_diff_ci_low"]) == pytest.approx(interval.low)
         assert float(row["classifier/fid_diff_ci_high"]) == pytest.approx(interval.high)
+        assert float(row["classifier/fid_diff_ci_level"]) == pytest.approx(levels[ablation])
         expected[ablation] = (difference, interval.low, interval.high)
     assert table["ablation=baseline"]["classifier/fid_diff"] == ""
     assert expected["x"][1] > 0 > expected["y"][1]  # x is worse for sure; y's interval spans no change
@@ -687,8 +719,11 @@ def test_each_difference_from_the_baseline_comes_with_its_confidence_interval(tm
     def signed(value):
         return ("+" if value > 0 else "") + f"{value:.4g}"
 
-    shown = "; ".join(f"`ablation={a}` {signed(d)} [{signed(lo)}, {signed(hi)}]" for a, (d, lo, hi) in expected.items())
-    kind = ("simultaneous 95% confidence intervals over the 2 variants (Welch, Bonferroni: each at 0.975)"
+    at = {"x": " at 97.5%", "y": " at 95%"} if correction == "holm" else {"x": "", "y": ""}
+    shown = "; ".join(f"`ablation={a}` {signed(d)} [{signed(lo)}, {signed(hi)}]{at[a]}"
+                      for a, (d, lo, hi) in expected.items())
+    kind = ("Welch confidence intervals, each at the level Holm's correction tested it among the 2 variants (the "
+            "smallest p at 97.5%, the next at 95%, ...), so an interval clears 0 exactly when its Holm p < 0.05"
             if correction == "holm" else "95% confidence interval, Welch, not corrected")
     assert f"`classifier/fid` against the baseline (lower is better; difference of means, {kind}): {shown}." in md
 
