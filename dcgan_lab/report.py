@@ -546,7 +546,7 @@ def effect_line(table: Table, columns: list[str]) -> str:
     if not shown:
         return ""
     tested = len(shown)
-    corrected = table.correction == "holm" and tested > 1
+    corrected = any(comparison.confidence > 1 - ALPHA for _, comparison in shown)  # Table._compare decided it
     parts = []
     for variant, comparison in shown:
         low, high = comparison.interval
