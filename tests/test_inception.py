@@ -256,6 +256,7 @@ def test_registry_unreachable_is_one_line_saying_what_to_do(tmp_path, monkeypatc
     assert list((tmp_path / "inception").iterdir()) == []  # nothing half-written
 
 
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:FutureWarning")  # only to write the file
 def test_a_torchscript_file_with_another_md5_is_refused_before_it_is_loaded(tmp_path):
     other = tmp_path / "default_1.pt"
     torch.jit.script(torch.nn.Linear(2, 2)).save(str(other))  # valid TorchScript, not the pinned file
