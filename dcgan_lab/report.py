@@ -186,9 +186,13 @@ def _job_num(job_dir: Path) -> int:
         return sys.maxsize
 
 
+def defines_variant(override: str) -> bool:
+    return override_key(override).split(".")[0] not in NOT_A_VARIANT
+
+
 def group_variants(jobs: list[Job]) -> tuple[list[Variant], list[str]]:
     """Variants in sweep order, and the overrides shared by every job (the sweep's fixed settings)."""
-    defining = [[o for o in job.overrides if override_key(o).split(".")[0] not in NOT_A_VARIANT] for job in jobs]
+    defining = [[o for o in job.overrides if defines_variant(o)] for job in jobs]
     common = [o for o in defining[0] if all(o in d for d in defining)] if defining else []
     variants: dict[str, Variant] = {}
     for job, overrides in zip(jobs, defining):
@@ -215,20 +219,38 @@ def _parsed(override: str) -> tuple[str, object]:
     return key.lstrip("+~"), _override_value(value)
 
 
-def name_baseline(variants: list[Variant], overrides: list[str]) -> None:
-    """report --baseline: the variant whose jobs ran every one of `overrides` is its table's baseline, in place of
-    `ablation=baseline` (a sweep such as loss=bce,hinge has none). One line when none or several match."""
-    wanted = {_parsed(o) for o in overrides}
-    named = " ".join(f"--baseline {o}" for o in overrides)
-    for variant in variants:
-        variant.named_baseline = wanted <= {_parsed(o) for o in variant.jobs[0].overrides}
-    if not any(v.named_baseline for v in variants):
-        labels = "; ".join(v.label for v in variants)
-        raise DataError(f"{named} matches no variant of this sweep; its variants: {labels}")
+def name_baseline(variants: list[Variant], overrides: list[str], common: list[str]) -> None:
+    """Which variant of each table the others are tested against.
+
+    With `overrides` (report --baseline): the variant whose jobs ran every one of them, in place of
+    `ablation=baseline` (a sweep such as loss=bce,hinge has none). Without: the `ablation=baseline` variant.
+    Where several variants of a table qualify (a study that ran `ablation=baseline optimizer.betas=[0.0,0.9]`
+    beside its baseline), the one that ran nothing else (but the overrides `common` to every job) is it: the
+    others are marked not to be. One line when none, or several, remain."""
+    wanted = {_parsed(o) for o in overrides or ["ablation=baseline"]}
+    shared = {_parsed(o) for o in common}
+    ran = {id(v): {_parsed(o) for o in v.jobs[0].overrides if defines_variant(o)} for v in variants}
+    if overrides:
+        named = " ".join(f"--baseline {o}" for o in overrides)
+        hint = "add another --baseline override that tells them apart, or name every override of the one you mean"
+        for variant in variants:
+            variant.named_baseline = wanted <= ran[id(variant)]
+        if not any(v.named_baseline for v in variants):
+            labels = "; ".join(v.label for v in variants)
+            raise DataError(f"{named} matches no variant of this sweep; its variants: {labels}")
+    else:
+        named, hint = "ablation=baseline", "name the one to compare with: --baseline <override> (repeated)"
     for table in split_tables(variants):
-        if len(matched := [v.label for v in table.variants if v.named_baseline]) > 1:
-            raise DataError(f"{named} matches {len(matched)} variants of one table ({'; '.join(matched)}): add "
-                            "another --baseline override that tells them apart")
+        matched = [v for v in table.variants if v.is_baseline]
+        if len(matched) < 2:
+            continue
+        exact = [v for v in matched if ran[id(v)] - wanted <= shared]
+        if len(exact) != 1:
+            raise DataError(f"{named} matches {len(matched)} variants of one table "
+                            f"({'; '.join(v.label for v in matched)}): {hint}")
+        for variant in matched:
+            if variant is not exact[0]:
+                variant.named_baseline = False
 
 
 def _choices_and_dataset(job_dir: Path) -> tuple[dict, dict]:
@@ -681,6 +703,9 @@ def write_markdown(path: Path, sweep_dir: Path, variants, tables: list[Table], c
                           f"`python -m dcgan_lab.report {sweep_dir} {flags}`."]
         elif table.baseline is not None and table.baseline.named_baseline:
             lines += ["", f"Baseline (`--baseline`): `{table.baseline.label}`."]
+        elif table.baseline is not None and (passed_over := sum(v.named_baseline is False for v in table.variants)):
+            lines += ["", f"Baseline: `{table.baseline.label}`, of the {passed_over + 1} variants that ran "
+                          "`ablation=baseline` the one that ran nothing else (`--baseline <override>` names another)."]
         elif table.baseline is not None and table.baseline.label == SHARED_ONLY and len(table.variants) > 1:
             lines += ["", f"Baseline: `{SHARED_ONLY}`, the jobs that ran only the settings every job shares (no "
                           "`ablation=baseline` in this table; `--baseline <override>` names another)."]
@@ -780,8 +805,7 @@ def build_report(sweep_dir: str | Path, epochs: int | None = None, baseline: lis
                             f"{most}: pass --epochs {min(job.epochs for job in short)} or less")
     evaluations = use_evaluations(jobs, sweep_dir) if epochs is None else None  # final states only
     variants, common = group_variants(jobs)
-    if baseline:
-        name_baseline(variants, baseline)
+    name_baseline(variants, baseline, common)
     columns = table_columns(variants)
     every_column = table_columns(variants, every_metric=True)
     folder = sweep_dir if epochs is None else sweep_dir / f"after_{epochs}_epochs"

@@ -578,13 +578,69 @@ def test_baseline_named_on_the_command_line_gets_the_tests(plain_sweep, capsys):
     for args, line in (
         (["--baseline", "optimizer.lr_g=1e-4"],
          "error: --baseline optimizer.lr_g=1e-4 matches 2 variants of one table (loss=bce, optimizer.lr_g=0.0001; "
-         "loss=hinge, optimizer.lr_g=0.0001): add another --baseline override that tells them apart"),
+         "loss=hinge, optimizer.lr_g=0.0001): add another --baseline override that tells them apart, or name every "
+         "override of the one you mean"),
         (["--baseline", "loss=wgan_gp"],
          "error: --baseline loss=wgan_gp matches no variant of this sweep; its variants: loss=bce, optimizer.lr_g=0.0001; "
          "loss=hinge, optimizer.lr_g=0.0001; loss=hinge, optimizer.lr_g=0.0002"),
     ):
         assert main([str(plain_sweep), "--wandb", "off", *args]) == 2
         assert capsys.readouterr().err.strip() == line
+
+
+def test_a_baseline_named_by_all_its_overrides_wins_over_variants_that_ran_more(tmp_path, capsys):
+    """A folder with `loss=bce`, `loss=bce optimizer.betas=[0.0,0.9]` (a change added to the baseline's setting) and
+    `loss=hinge`: `--baseline loss=bce` matches two variants, and means the one that ran nothing else."""
+    from scipy.stats import ttest_ind
+
+    root = tmp_path / "multirun" / "nested"
+    num = 0
+    for changes, fids in ((["loss=bce"], [10, 11, 12]), (["loss=bce", "optimizer.betas=[0.0,0.9]"], [20, 22, 27]),
+                          (["loss=hinge"], [30, 31, 35])):
+        for seed, fid in enumerate(fids):
+            overrides = [*changes, f"seed={seed}", "model.conditional=True"]
+            write_job(root, ",".join(overrides), num, overrides, rows_for([50, fid], 0.5), {"status": "ok"}, "left")
+            num += 1
+    assert main([str(root), "--wandb", "off", "--baseline", "loss=bce"]) == 0
+    md = (root / "report.md").read_text()
+    assert "Baseline (`--baseline`): `loss=bce`." in md
+    p = read_report_csv(root / "report.csv")["loss=bce, optimizer.betas=[0.0,0.9]"]["classifier/fid_p"]
+    assert float(p) == pytest.approx(ttest_ind([20, 22, 27], [10, 11, 12], equal_var=False).pvalue)
+    # Named by the override only the longer variant ran, that one is the baseline.
+    assert main([str(root), "--wandb", "off", "--baseline", "optimizer.betas=[0.0,0.9]"]) == 0
+    assert "Baseline (`--baseline`): `loss=bce, optimizer.betas=[0.0,0.9]`." in (root / "report.md").read_text()
+
+
+def test_of_several_ablation_baseline_variants_the_plain_one_is_the_baseline_or_one_line_asks(tmp_path, capsys):
+    """Runs added beside a sweep as `ablation=baseline model.spectral_norm_d=True` are a variant of their own: the
+    report compared every row with whichever `ablation=baseline` variant came first, and said nothing."""
+    from scipy.stats import ttest_ind
+
+    def sweep(name, variants):
+        root, num = tmp_path / name, 0
+        for changes, fids in variants:
+            for seed, fid in enumerate(fids):
+                overrides = [*changes, f"seed={seed}"]
+                write_job(root, ",".join(overrides), num, overrides, rows_for([50, fid], 0.5), {"status": "ok"}, "left")
+                num += 1
+        return root
+
+    root = sweep("added", [(["ablation=baseline", "model.spectral_norm_d=True"], [20, 22, 27]),
+                           (["ablation=baseline"], [10, 11, 12]), (["ablation=hinge"], [30, 31, 35])])
+    assert main([str(root), "--wandb", "off"]) == 0
+    assert ("Baseline: `ablation=baseline`, of the 2 variants that ran `ablation=baseline` the one that ran nothing "
+            "else") in (root / "report.md").read_text()
+    p = read_report_csv(root / "report.csv")["ablation=baseline, model.spectral_norm_d=True"]["classifier/fid_p"]
+    assert float(p) == pytest.approx(ttest_ind([20, 22, 27], [10, 11, 12], equal_var=False).pvalue)
+
+    capsys.readouterr()
+    root = sweep("neither", [(["ablation=baseline", "model.spectral_norm_d=True"], [20, 22]),
+                             (["ablation=baseline", "loss=hinge"], [10, 11]), (["ablation=hinge"], [30, 31])])
+    assert main([str(root), "--wandb", "off"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "error: ablation=baseline matches 2 variants of one table (ablation=baseline, model.spectral_norm_d=True; "
+        "ablation=baseline, loss=hinge): name the one to compare with: --baseline <override> (repeated)")
+    assert not (root / "report.md").exists()
 
 
 def test_separate_runs_compare_with_the_runs_of_the_shared_settings_alone(tmp_path):
