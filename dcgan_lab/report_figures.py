@@ -160,7 +160,11 @@ def write_effects(path: Path, tables: list[Table], metrics: list[str]) -> None:
     width = 3.8 * ncols + 2.2
     key = textwrap.fill(key, int(width * 14))  # about 14 characters an inch at 8 points: one panel's figure too
     key_height = 0.1 + 0.15 * (key.count("\n") + 1)
-    heights = [0.9 + 0.42 * len(order) for _, order, _ in rows]
+    # Rows are evenly spaced, so each is as tall as the panel's longest wrapped label (about 0.14 inch a line at 8
+    # points): a variant of several long overrides wraps to 5 lines or more, and such labels ran into each other.
+    labels = {id(v): wrap_label(v.label, 30) for table, *_ in rows for v in table.variants}
+    row_height = [max(0.42, 0.14 * max(labels[id(v)].count("\n") + 1 for v in order) + 0.08) for _, order, _ in rows]
+    heights = [0.9 + step * len(order) for step, (_, order, _) in zip(row_height, rows)]
     fig, axes = plt.subplots(len(rows), ncols, figsize=(width, sum(heights) + 0.5 + key_height), squeeze=False,
                              gridspec_kw={"height_ratios": heights})
     for (table, order, row_metrics), row_axes in zip(rows, axes):
@@ -172,7 +176,7 @@ def write_effects(path: Path, tables: list[Table], metrics: list[str]) -> None:
             metric = row_metrics[column]
             _draw_effects(ax, table, metric, order)
             ax.set_title(f"{where}{metric} ({'lower' if direction(metric) < 0 else 'higher'} is better)", fontsize=9)
-            ax.set_yticks(range(len(order)), [wrap_label(v.label, 30) for v in order] if column == 0 else [],
+            ax.set_yticks(range(len(order)), [labels[id(v)] for v in order] if column == 0 else [],
                           fontsize=8)
     fig.text(0.5, 0.005, key, ha="center", va="bottom", fontsize=8)
     fig.tight_layout(rect=(0, key_height / fig.get_figheight(), 1, 1))

@@ -355,6 +355,31 @@ def test_effects_colour_a_significant_change_by_whether_it_helps(tmp_path, compo
     assert band.min() < 100 and band[:, :3].min() > 200 and band[:, -3:].min() > 200  # text, none cut at an edge
 
 
+def test_effects_give_each_variant_room_for_its_label_of_many_overrides(tmp_path, drawn):
+    """A variant of four long overrides wraps to six lines; rows kept at one height for any label ran such labels
+    into their neighbours (benchmarks/results/spectral_norm_d/effects.png before the fix)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    root, num = tmp_path / "multirun", 0
+    long = ["model.spectral_norm_d=True", "norm.d._target_=dcgan_lab.nets.blocks.no_norm"]
+    for changes, fids in ((["ablation=baseline", *long], [90, 95]), (["ablation=hinge", *long], [70, 80]),
+                          (["ablation=hinge", *long, "optimizer.betas=[0.0,0.9]", "optimizer.lr_d=0.0004"], [40, 42]),
+                          (["ablation=baseline"], [17, 18])):
+        for seed, fid in enumerate(fids):
+            overrides = [*changes, f"seed={seed}"]
+            write_job(root, ",".join(overrides), num, overrides, rows_for([150, fid], 0.5), {"status": "ok"}, "left")
+            num += 1
+    assert main([str(root), "--wandb", "off", *[f"--baseline={o}" for o in ["ablation=baseline", *long]]]) == 0
+    fig, _ = drawn["effects.png"]
+    renderer = FigureCanvasAgg(fig).get_renderer()
+    fid = next(ax for ax in fig.axes if ax.get_title().startswith("classifier/fid"))
+    labels = fid.get_yticklabels()
+    assert max(t.get_text().count("\n") + 1 for t in labels) >= 5
+    boxes = sorted((t.get_window_extent(renderer) for t in labels), key=lambda box: box.y0)
+    assert all(lower.y1 < upper.y0 for lower, upper in zip(boxes, boxes[1:])), [(b.y0, b.y1) for b in boxes]
+    assert all(0 <= box.x0 for box in boxes)  # and none is cut at the figure's left edge
+
+
 def test_effects_of_a_sweep_without_a_quality_metric_say_so(tmp_path, composed, drawn):
     root = tmp_path / "multirun"
     rows = [row for row in rows_for([30, 20], 0.5) if "loss/d" in row]  # losses only: no metric to compare
