@@ -122,6 +122,23 @@ def test_experiment_wgan_gp_sets_the_recipe(tmp_path):
     assert cfg.norm.d._target_.endswith("layer_norm") and cfg.norm.g._target_.endswith("batch_norm")
 
 
+def test_experiment_sndcgan_builds_the_spectral_norm_d_and_the_adam_it_needs(make_cfg):
+    """experiment=sndcgan is the row of benchmarks/results/spectral_norm_d/ that caught up: every D layer spectrally
+    normalised and none BatchNorm-ed, G unchanged, the hinge loss, and Adam's beta1 = 0 for both networks."""
+    from torch.nn.utils import parametrize
+
+    module = build_module(make_cfg("experiment=sndcgan"))
+    d_layers = [m for m in module.discriminator.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+    assert d_layers and all(parametrize.is_parametrized(m, "weight") for m in d_layers)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in module.discriminator.modules())
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in module.generator.modules())
+    assert not any(parametrize.is_parametrized(m) for m in module.generator.modules())
+    assert module.objective.loss_d.func.__name__ == "hinge_d" and module.objective.loss_g.func.__name__ == "hinge_g"
+    for network, make_optimizer in module.optimizer_factories.items():
+        optimizer = make_optimizer(getattr(module, network).parameters())
+        assert optimizer.defaults["betas"] == (0.0, 0.9) and optimizer.defaults["lr"] == 2e-4
+
+
 def test_an_override_whose_switch_is_off_is_one_warning_and_the_run_trains(make_cfg, caplog):
     """`model.attention_res=8` without `model.attention=true` (or an annealing span without instance noise) changed
     nothing, silently: a sweep over it trained one run again and again. Each such override is one warning line."""
