@@ -162,7 +162,7 @@ def write_effects(path: Path, tables: list[Table], metrics: list[str]) -> None:
     key_height = 0.1 + 0.15 * (key.count("\n") + 1)
     # Rows are evenly spaced, so each is as tall as the panel's longest wrapped label (about 0.14 inch a line at 8
     # points): a variant of several long overrides wraps to 5 lines or more, and such labels ran into each other.
-    labels = {id(v): wrap_label(v.label, 30) for table, *_ in rows for v in table.variants}
+    labels = {id(v): wrap_label(v.label, 30) for table in tables for v in table.variants}
     row_height = [max(0.42, 0.14 * max(labels[id(v)].count("\n") + 1 for v in order) + 0.08) for _, order, _ in rows]
     heights = [0.9 + step * len(order) for step, (_, order, _) in zip(row_height, rows)]
     fig, axes = plt.subplots(len(rows), ncols, figsize=(width, sum(heights) + 0.5 + key_height), squeeze=False,
