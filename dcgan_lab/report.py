@@ -201,8 +201,6 @@ def group_variants(jobs: list[Job]) -> tuple[list[Variant], list[str]]:
     result = list(variants.values())
     for variant in result:
         variant.choices, variant.dataset = _choices_and_dataset(variant.jobs[0].dir)
-    for table in split_tables(result):  # what a variant changes, against the others on its dataset
-        _describe_changes(table.variants)
     return result, common
 
 
@@ -265,17 +263,26 @@ def _choices_and_dataset(job_dir: Path) -> tuple[dict, dict]:
     return dict(choices), dict(dataset)
 
 
-def _describe_changes(variants: list[Variant]) -> None:
-    """What each variant changes in the composed config, against the value most variants use.
+def describe_changes(table: "Table") -> None:
+    """What each variant changes in the composed config: against the table's baseline, the row it is tested
+    against (a study whose variants mostly share a change, such as beta1 = 0 beside a baseline at 0.5, would
+    otherwise show the baseline as the one that changed); in a table without one, against the value most of its
+    variants use.
 
     Read from .hydra/ (group choices and the unresolved config), so `loss=hinge` shows as a choice and
     `optimizer.betas` as one key, not as every interpolation that copies it.
     """
+    variants = table.variants
     snapshots = [_config_snapshot(v.jobs[0].dir) for v in variants]
     if len(variants) < 2 or not any(snapshots):
         return
     keys = set().union(*snapshots)
-    usual = {k: Counter(repr(s.get(k)) for s in snapshots).most_common(1)[0][0] for k in keys}
+    base = table.baseline
+    if base is not None:
+        reference = snapshots[variants.index(base)]
+        usual = {k: repr(reference.get(k)) for k in keys}
+    else:
+        usual = {k: Counter(repr(s.get(k)) for s in snapshots).most_common(1)[0][0] for k in keys}
     for variant, snapshot in zip(variants, snapshots):
         changed = sorted(k for k in keys if repr(snapshot.get(k)) != usual[k])
         chosen_groups = {k[len("choice:"):] for k in changed if k.startswith("choice:")}
@@ -650,7 +657,7 @@ def table_lines(table: Table, columns: list[str]) -> tuple[list[str], list[str]]
     bold = {m: table.significant_best(m) if m not in missing else set() for m in columns}
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for variant in table.variants:
-        changes = variant.changes.replace("|", "\\|") or "—"
+        changes = "the baseline" if variant is table.baseline else variant.changes.replace("|", "\\|") or "—"
         if cost := cost_against_baseline(table, variant):
             changes += f" · cost: {cost}"
         rolled_back = sum(bool(job.rollbacks) for job in variant.ok_jobs)
@@ -806,6 +813,8 @@ def build_report(sweep_dir: str | Path, epochs: int | None = None, baseline: lis
     evaluations = use_evaluations(jobs, sweep_dir) if epochs is None else None  # final states only
     variants, common = group_variants(jobs)
     name_baseline(variants, baseline, common)
+    for table in split_tables(variants):  # what a variant changes, against the baseline it is tested against
+        describe_changes(table)
     columns = table_columns(variants)
     every_column = table_columns(variants, every_metric=True)
     folder = sweep_dir if epochs is None else sweep_dir / f"after_{epochs}_epochs"

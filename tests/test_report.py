@@ -143,7 +143,7 @@ def test_markdown_marks_best_failed_jobs_and_shared_overrides(sweep):
     md = (sweep / "report.md").read_text()
     assert "Named sweep: mnist_ablation (conf/sweep/)." in md
     assert "Shared by every job: `model.ngf=8`" in md
-    assert "| `ablation=baseline` | — | 3/3 | 13 ± 3.606 (3) |" in md
+    assert "| `ablation=baseline` | the baseline | 3/3 | 13 ± 3.606 (3) |" in md
     assert "| 8.5 ± 0.7071 (2) · n.s. (p=0.16) |" in md  # best mean, not significant vs baseline: no bold
     assert "| `ablation=lr_1e-4` | optimizer.lr_d=0.0001; optimizer.lr_g=0.0001 | 0/2 | failed |" in md
     assert "| `ablation=lr_1e-4,seed=0` | failed: RuntimeError: CUDA out of memory |" in md
@@ -167,7 +167,7 @@ def test_a_job_that_rolled_back_counts_as_finished_and_the_report_says_where_it_
     build_report(sweep)
     md = (sweep / "report.md").read_text()
     assert "| `ablation=hinge` | loss=hinge | 3/3, 1 rolled back | 8.5 ± 0.7071 (2) · n.s. (p=0.16) |" in md, md
-    assert "| `ablation=baseline` | — | 3/3 | 13 ± 3.606 (3) |" in md
+    assert "| `ablation=baseline` | the baseline | 3/3 | 13 ± 3.606 (3) |" in md
     section = md.split("## Jobs that diverged and were rolled back")[1]
     assert "| `ablation=hinge,seed=1` | `ablation=hinge` | 1 | 13 → 10, 18 → 10 |" in section
     assert "ablation=hinge,seed=0" not in section and "ablation=baseline" not in section
@@ -462,7 +462,7 @@ def test_the_report_after_n_epochs_cuts_every_job_there(sweep, drawn):
     assert float(table["ablation=baseline"]["loss/d_mean"]) == pytest.approx((0.5 + 0.7 + 0.9) / 3)
     assert "train_time_s_mean" not in table["ablation=baseline"]  # the whole run's time cannot be cut: left out
     md = out["report.md"].read_text()
-    assert "last logged value within its first 1 epochs" in md and "| `ablation=baseline` | — | 3/3 | 20 ± 13.23 (3) |" in md
+    assert "last logged value within its first 1 epochs" in md and "| `ablation=baseline` | the baseline | 3/3 | 20 ± 13.23 (3) |" in md
     effects, _ = drawn["effects.png"]
     assert out["effects.png"] == sweep / "after_1_epochs" / "effects.png"
     fid = next(ax for ax in effects.axes if ax.get_title().startswith("classifier/fid"))
@@ -505,12 +505,36 @@ def test_an_unreadable_status_is_a_failed_job_and_unreadable_overrides_one_line(
 def test_changes_column_says_what_each_variant_changes_in_the_config(sweep):
     build_report(sweep)
     table = read_report_csv(sweep / "report.csv")
-    assert table["ablation=baseline"]["changes"] == ""  # the reference: what most variants use
+    assert table["ablation=baseline"]["changes"] == ""  # the reference: the row the others are tested against
     assert table["ablation=hinge"]["changes"] == "loss=hinge"  # a group choice, not every key of the loss group
     assert table["ablation=lr_1e-4"]["changes"] == "optimizer.lr_d=0.0001; optimizer.lr_g=0.0001"
     md = (sweep / "report.md").read_text()
     assert "| `ablation=hinge` | loss=hinge | 3/3 |" in md
 
+
+
+def test_changes_are_told_against_the_baseline_not_the_value_most_variants_share(tmp_path):
+    """A study that tries beta1 = 0 under several variants beside DCGAN's baseline (0.5): by the value most variants
+    use, the baseline's row said it changed the betas and the betas row said it changed nothing."""
+    settings = {"baseline": ["ablation=baseline"],
+                "betas": ["ablation=baseline", "optimizer.betas=[0.0,0.9]"],
+                "hinge_betas": ["ablation=hinge", "optimizer.betas=[0.0,0.9]"]}
+    root, num = tmp_path / "study", 0
+    for name, changes in settings.items():
+        composed = compose_config(tmp_path / "compose" / name, ["+sweep=mnist_ablation", "model.ngf=8", *changes])
+        for seed in range(2):
+            overrides = [*changes, f"seed={seed}", "+sweep=mnist_ablation", "model.ngf=8"]
+            write_job(root, ",".join(overrides), num, overrides, rows_for([50, 10 + num], 0.5), {"status": "ok"}, "left",
+                      composed)
+            num += 1
+    build_report(root)
+    table = read_report_csv(root / "report.csv")
+    assert table["ablation=baseline"]["changes"] == ""
+    assert table["ablation=baseline, optimizer.betas=[0.0,0.9]"]["changes"] == "optimizer.betas=[0.0, 0.9]"
+    assert table["ablation=hinge, optimizer.betas=[0.0,0.9]"]["changes"] == "loss=hinge; optimizer.betas=[0.0, 0.9]"
+    md = (root / "report.md").read_text()
+    assert "| `ablation=baseline` | the baseline | 2/2 |" in md
+    assert "| `ablation=baseline, optimizer.betas=[0.0,0.9]` | optimizer.betas=[0.0, 0.9] | 2/2 |" in md
 
 def test_report_cli_on_a_folder_without_jobs(tmp_path, capsys):
     assert main([str(tmp_path)]) == 2
@@ -597,7 +621,7 @@ def test_baseline_named_on_the_command_line_gets_the_tests(plain_sweep, capsys):
     assert float(table["loss=hinge, optimizer.lr_g=0.0001"]["classifier/fid_p"]) == pytest.approx(expected)
     assert table["loss=bce, optimizer.lr_g=0.0001"]["classifier/fid_p"] == ""  # the baseline is not tested against itself
     assert table["loss=bce, optimizer.lr_g=0.0001"]["significant_best_in"] == "classifier/fid"  # best, and p < 0.05 vs both
-    assert "| `loss=bce, optimizer.lr_g=0.0001` | — | 3/3 | **11 ± 1 (3)** |" in md
+    assert "| `loss=bce, optimizer.lr_g=0.0001` | the baseline | 3/3 | **11 ± 1 (3)** |" in md
 
     capsys.readouterr()
     for args, line in (
@@ -751,7 +775,7 @@ def test_several_variants_p_values_are_corrected_together(tmp_path):
     md = (root / "report.md").read_text()
     assert "| `ablation=x` | — | 3/3 | 16 ± 2 (3) · n.s. after Holm (p=0.032, Holm p=0.063) |" in md
     assert "| `ablation=y` | — | 3/3 | 15.67 ± 2.082 (3) · n.s. after Holm (p=0.042, Holm p=0.063) |" in md
-    assert "| `ablation=baseline` | — | 3/3 | 11 ± 1 (3) |" in md  # best mean, but not different after correction
+    assert "| `ablation=baseline` | the baseline | 3/3 | 11 ± 1 (3) |" in md  # best mean, but not different after correction
     assert "corrected together by Holm's method" in md
     table = read_report_csv(root / "report.csv")
     assert float(table["ablation=x"]["classifier/fid_p"]) == pytest.approx(0.0315622316)
@@ -761,7 +785,7 @@ def test_several_variants_p_values_are_corrected_together(tmp_path):
     assert main([str(root), "--wandb", "off", "--correction", "none"]) == 0
     md = (root / "report.md").read_text()
     assert "| `ablation=x` | — | 3/3 | 16 ± 2 (3) · p=0.032 |" in md and "uncorrected (`--correction none`)" in md
-    assert "| `ablation=baseline` | — | 3/3 | **11 ± 1 (3)** |" in md
+    assert "| `ablation=baseline` | the baseline | 3/3 | **11 ± 1 (3)** |" in md
     assert read_report_csv(root / "report.csv")["ablation=baseline"]["significant_best_in"] == "classifier/fid"
 
 
