@@ -3,6 +3,7 @@ summary, and what a job hands back to the sweeper. The run folder itself (status
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import os
 import signal
 import threading
@@ -111,12 +112,9 @@ def sweep_stopped() -> str | None:
 
 
 def _worker_pids() -> list[int]:
-    """This process's joblib workers, on any OS: the processes of loky's reusable executor, which
-    hydra-joblib-launcher's `Parallel` runs the jobs on (joblib keeps it as `reusable_executor._executor`)."""
-    from joblib.externals.loky import reusable_executor
-
-    processes = getattr(getattr(reusable_executor, "_executor", None), "_processes", None) or {}
-    return [pid for pid, process in list(processes.items()) if process.is_alive()]
+    """This process's joblib workers, on any OS: loky starts them as multiprocessing processes, and the sweep's
+    process starts no other."""
+    return [process.pid for process in multiprocessing.active_children()]
 
 
 class SweepSummary(Callback):
