@@ -656,8 +656,9 @@ def table_lines(table: Table, columns: list[str]) -> tuple[list[str], list[str]]
     header = ["variant", "changes", "seeds ok/run", *[f"{m} (Inception)" if m == "fid/*" else m for m in columns]]
     bold = {m: table.significant_best(m) if m not in missing else set() for m in columns}
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    base = table.baseline
     for variant in table.variants:
-        changes = "the baseline" if variant is table.baseline else variant.changes.replace("|", "\\|") or "—"
+        changes = "the baseline" if variant is base else variant.changes.replace("|", "\\|") or "—"
         if cost := cost_against_baseline(table, variant):
             changes += f" · cost: {cost}"
         rolled_back = sum(bool(job.rollbacks) for job in variant.ok_jobs)
@@ -813,14 +814,14 @@ def build_report(sweep_dir: str | Path, epochs: int | None = None, baseline: lis
     evaluations = use_evaluations(jobs, sweep_dir) if epochs is None else None  # final states only
     variants, common = group_variants(jobs)
     name_baseline(variants, baseline, common)
-    for table in split_tables(variants):  # what a variant changes, against the baseline it is tested against
+    tables = split_tables(variants, correction)  # one set of tests, which every file below shows
+    for table in tables:  # what a variant changes, against the baseline it is tested against
         describe_changes(table)
     columns = table_columns(variants)
     every_column = table_columns(variants, every_metric=True)
     folder = sweep_dir if epochs is None else sweep_dir / f"after_{epochs}_epochs"
     folder.mkdir(exist_ok=True)
     out = {name: folder / name for name in ("report.md", "report.csv", "curves.png", "effects.png", "samples.png")}
-    tables = split_tables(variants, correction)  # one set of tests, which every file below shows
     write_markdown(out["report.md"], sweep_dir, variants, tables, columns, common, jobs, epochs, evaluations, correction)
     write_csv(out["report.csv"], variants, tables, every_column)
     write_curves(out["curves.png"], variants, columns)

@@ -512,7 +512,6 @@ def test_changes_column_says_what_each_variant_changes_in_the_config(sweep):
     assert "| `ablation=hinge` | loss=hinge | 3/3 |" in md
 
 
-
 def test_changes_are_told_against_the_baseline_not_the_value_most_variants_share(tmp_path):
     """A study that tries beta1 = 0 under several variants beside DCGAN's baseline (0.5): by the value most variants
     use, the baseline's row said it changed the betas and the betas row said it changed nothing."""
@@ -535,6 +534,7 @@ def test_changes_are_told_against_the_baseline_not_the_value_most_variants_share
     md = (root / "report.md").read_text()
     assert "| `ablation=baseline` | the baseline | 2/2 |" in md
     assert "| `ablation=baseline, optimizer.betas=[0.0,0.9]` | optimizer.betas=[0.0, 0.9] | 2/2 |" in md
+
 
 def test_report_cli_on_a_folder_without_jobs(tmp_path, capsys):
     assert main([str(tmp_path)]) == 2
