@@ -36,7 +36,7 @@ from dcgan_lab.metrics import registry
 from dcgan_lab.report_figures import write_curves, write_effects, write_samples
 from dcgan_lab.report_wandb import WANDB_CHOICES, report_to_wandb
 from dcgan_lab.run_folder import read_status
-from dcgan_lab.runs import direction, last_values, logged_epochs, metric_series, read_overrides, read_rows
+from dcgan_lab.runs import direction, job_dirs, last_values, logged_epochs, metric_series, read_overrides, read_rows
 
 log = logging.getLogger(__name__)
 
@@ -124,11 +124,10 @@ class Variant:
 
 
 def find_jobs(sweep_dir: Path, epochs: int | None = None) -> list[Job]:
-    """Every job folder under the sweep (any depth: override values with '/' nest folders); with `epochs`, each
-    job's values as they stood after that many epochs (its metrics.csv cut there)."""
+    """Every job of the sweep (runs.job_dirs); with `epochs`, each job's values as they stood after that many epochs
+    (its metrics.csv cut there)."""
     jobs = []
-    for overrides_file in sorted(sweep_dir.rglob(".hydra/overrides.yaml")):
-        job_dir = overrides_file.parent.parent
+    for job_dir in job_dirs(sweep_dir):
         status = read_status(job_dir)
         metrics_csv = job_dir / "metrics.csv"
         rows = read_rows(metrics_csv) if metrics_csv.exists() else []
@@ -800,10 +799,6 @@ def build_report(sweep_dir: str | Path, epochs: int | None = None, baseline: lis
     if epochs is not None and (isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1):
         raise DataError(f"--epochs {epochs} must be an integer >= 1 (the report after that many epochs).")
     jobs = find_jobs(sweep_dir, epochs)
-    if not jobs:
-        raise DataError(
-            f"no Hydra jobs under {sweep_dir} (no */.hydra/overrides.yaml): pass a folder written by `python train.py -m ...`."
-        )
     if epochs is not None:
         short = [job for job in jobs if job.ok and job.epochs < epochs]
         if short:  # their last values are not "after N epochs": refused before anything is written
