@@ -2,9 +2,9 @@
 
     python -m dcgan_lab.archive multirun/<date>/<time> results/<name> [--all-grids]
 
-A 20-epoch job on mnist_mini leaves about 45 MB, nearly all of it checkpoints and the evaluations' figures. What
+A 20-epoch job on mnist_mini leaves about 120 MB, nearly all of it checkpoints and the evaluations' figures. What
 `python -m dcgan_lab.report` reads from it (Hydra's record, metrics.csv, status.json, evaluate.py's metrics.json, the
-last sample grid), with the job's log, is about 150 KB. So the archive's report is the sweep's report: the same
+last sample grid), with the job's log, is about 60 KB. So the archive's report is the sweep's report: the same
 tables, tests, curves, effects and samples. Seeds run later into it (`hydra.sweep.dir=<archive>/more_seeds`) join
 its rows. The archive is written whole or not at all: into a hidden folder beside it, renamed when complete.
 """
