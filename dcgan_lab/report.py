@@ -36,7 +36,8 @@ from dcgan_lab.metrics import registry
 from dcgan_lab.report_figures import write_curves, write_effects, write_samples
 from dcgan_lab.report_wandb import WANDB_CHOICES, report_to_wandb
 from dcgan_lab.run_folder import read_status
-from dcgan_lab.runs import direction, job_dirs, last_values, logged_epochs, metric_series, read_overrides, read_rows
+from dcgan_lab.runs import (direction, epoch_end_g_steps, job_dirs, last_values, logged_epochs, metric_series,
+                            read_overrides, read_rows)
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +63,8 @@ class Job:
     curves: dict[str, list[tuple[float, float]]] = field(default_factory=dict)
     variant: str = ""
     epochs: int = 0  # how many epochs its metrics.csv has rows of
+    epoch_ends: dict[float, float] = field(default_factory=dict)  # {epoch index: the G step it ended at}
+    grid: str = "last.png"  # the sample grid (in samples/) of the state its values are from
 
     @property
     def ok(self) -> bool:
@@ -123,23 +126,27 @@ class Variant:
         return statistics.fmean(values), std, len(values)
 
 
-def find_jobs(sweep_dir: Path, epochs: int | None = None) -> list[Job]:
+def find_jobs(sweep_dir: Path, epochs: int | None = None, g_steps: int | None = None) -> list[Job]:
     """Every job of the sweep (runs.job_dirs); with `epochs`, each job's values as they stood after that many epochs
-    (its metrics.csv cut there)."""
+    (its metrics.csv cut there); with `g_steps`, as they stood at the end of the epoch in which it took that many G
+    steps (none where no epoch of it ends there: build_report refuses those)."""
     jobs = []
     for job_dir in job_dirs(sweep_dir):
         status = read_status(job_dir)
         metrics_csv = job_dir / "metrics.csv"
         rows = read_rows(metrics_csv) if metrics_csv.exists() else []
-        curves = metric_series(rows, epochs)
+        ends = epoch_end_g_steps(rows)
+        cut = epochs if g_steps is None else next((int(e) + 1 for e, step in ends.items() if step == g_steps), 0)
+        curves = metric_series(rows, cut) if cut != 0 else {}
         final = {}
-        if epochs is None:  # status.json holds the values at the end (when logging was sparse) and the run's time
+        if cut is None:  # status.json holds the values at the end (when logging was sparse) and the run's time
             final = {k: float(v) for k, v in ((status or {}).get("final_metrics") or {}).items()}
             if status and status.get("train_time_s") is not None:
                 final["train_time_s"] = float(status["train_time_s"])
         final.update(last_values(curves))
         jobs.append(Job(job_dir, _job_num(job_dir), read_overrides(job_dir), status, final, curves,
-                        epochs=logged_epochs(rows)))
+                        epochs=logged_epochs(rows), epoch_ends=ends,
+                        grid="last.png" if cut is None else f"epoch_{cut - 1:04d}.png"))
     jobs.sort(key=lambda job: (job.num, str(job.dir)))
     return jobs
 
@@ -669,14 +676,15 @@ def table_lines(table: Table, columns: list[str]) -> tuple[list[str], list[str]]
 
 
 def write_markdown(path: Path, sweep_dir: Path, variants, tables: list[Table], columns, common, jobs,
-                   epochs: int | None = None, evaluations: str | None = None, correction: str = "holm") -> None:
+                   cut: str = "", evaluations: str | None = None, correction: str = "holm") -> None:
+    """`cut`: where each job's values were read when not at its end (`cut_description`)."""
     ways = [f"{word} {', '.join(f'`{m}`' for m in columns if direction(m) == sign)}" for word, sign in (("lower", -1), ("higher", 1))
             if any(direction(m) == sign for m in columns)]  # from the registry (runs.direction)
     lines = [
         f"# Sweep report: {sweep_dir}",
         "",
         f"{len(jobs)} jobs, {len(variants)} variants. Cells: mean ± sample std (n seeds; the value alone "
-        f"for one seed) of each job's last logged value{f' within its first {epochs} epochs (not its last value: the report after {epochs} epochs)' if epochs else ''}; beside it, Welch's t-test against the baseline row over seeds (two-sided; `p=` when "
+        f"for one seed) of each job's last logged value{cut}; beside it, Welch's t-test against the baseline row over seeds (two-sided; `p=` when "
         f"p < {ALPHA}, `n.s.` otherwise, `n<2: no test` with fewer than 2 seeds on either side; "
         + ("where a table tests several variants, each metric's p-values are corrected together by Holm's method "
            f"and `Holm p` < {ALPHA} is what counts as significant: `n.s. after Holm` marks a p < {ALPHA} that "
@@ -783,12 +791,45 @@ def write_csv(path: Path, variants, tables: list[Table], columns) -> None:
             writer.writerow(row)
 
 
+def cut_description(epochs: int | None, g_steps: int | None) -> str:
+    """What report.md says of where each job's values were read, when not at its end."""
+    if epochs is not None:
+        return f" within its first {epochs} epochs (not its last value: the report after {epochs} epochs)"
+    if g_steps is not None:
+        return (f" up to G step {g_steps} (not its last value: the report at {g_steps} G steps, each job read at the end "
+                "of the epoch in which it took them, whatever its D steps per G step)")
+    return ""
+
+
+def few(values) -> str:
+    """'70, 140, 210, ..., 1400': a long list of numbers by its first three and its last."""
+    shown = [f"{v:g}" for v in values]
+    return ", ".join(shown if len(shown) <= 5 else [*shown[:3], "...", shown[-1]])
+
+
+def refuse_g_steps_between_epochs(jobs: list[Job], g_steps: int, sweep_dir: Path) -> None:
+    """--g-steps N reads each job at the end of an epoch: one line when a finished job has no epoch ending at N."""
+    finished = [job for job in jobs if job.ok]
+    missing = [job for job in finished if g_steps not in job.epoch_ends.values()]
+    if not missing:
+        return
+    together = sorted(set.intersection(*(set(job.epoch_ends.values()) for job in finished)))
+    job = missing[0]
+    choice = (f"every finished job's epochs end together at G steps {few(together)}: pass one of them" if together else
+              "no G step ends an epoch of every finished job: compare them with --epochs")
+    raise DataError(f"--g-steps {g_steps}: no epoch of {len(missing)} finished job(s) ends at G step {g_steps} (e.g. "
+                    f"{job.dir.relative_to(sweep_dir)}, whose epochs end at G steps {few(sorted(job.epoch_ends.values()))}); "
+                    f"{choice}")
+
+
 def build_report(sweep_dir: str | Path, epochs: int | None = None, baseline: list[str] | None = None,
-                 correction: str = "holm") -> dict[str, Path]:
+                 correction: str = "holm", g_steps: int | None = None) -> dict[str, Path]:
     """Write report.md, report.csv, curves.png, effects.png and samples.png into the sweep folder; return their paths.
 
     With `epochs`: the same report of the values as they stood after that many epochs (e.g. a published
-    study's length inside longer runs), written to <sweep>/after_<epochs>_epochs/. With `baseline` (overrides,
+    study's length inside longer runs), written to <sweep>/after_<epochs>_epochs/. With `g_steps`: as they stood
+    when each job had taken that many G steps (variants with several D steps per G step compared per G step), written
+    to <sweep>/at_<g_steps>_g_steps/. With `baseline` (overrides,
     e.g. ["loss=bce"]): the variant that ran them is the baseline of the tests, not `ablation=baseline`.
     `correction`: "holm" (each metric's p-values over a table's variants, Holm 1979) or "none"."""
     sweep_dir = Path(sweep_dir)
@@ -798,7 +839,11 @@ def build_report(sweep_dir: str | Path, epochs: int | None = None, baseline: lis
         raise DataError(f"--correction {correction}: use one of {', '.join(CORRECTIONS)}")
     if epochs is not None and (isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1):
         raise DataError(f"--epochs {epochs} must be an integer >= 1 (the report after that many epochs).")
-    jobs = find_jobs(sweep_dir, epochs)
+    if g_steps is not None and (isinstance(g_steps, bool) or not isinstance(g_steps, int) or g_steps < 1):
+        raise DataError(f"--g-steps {g_steps} must be an integer >= 1 (the report at that many G steps).")
+    if epochs is not None and g_steps is not None:
+        raise DataError("--epochs and --g-steps cut the jobs in two different places: pass one of them.")
+    jobs = find_jobs(sweep_dir, epochs, g_steps)
     if epochs is not None:
         short = [job for job in jobs if job.ok and job.epochs < epochs]
         if short:  # their last values are not "after N epochs": refused before anything is written
@@ -806,7 +851,9 @@ def build_report(sweep_dir: str | Path, epochs: int | None = None, baseline: lis
             raise DataError(f"--epochs {epochs} is past the end of {len(short)} finished job(s) (e.g. "
                             f"{short[0].dir.relative_to(sweep_dir)}: {short[0].epochs} epochs); the longest job ran "
                             f"{most}: pass --epochs {min(job.epochs for job in short)} or less")
-    evaluations = use_evaluations(jobs, sweep_dir) if epochs is None else None  # final states only
+    if g_steps is not None:
+        refuse_g_steps_between_epochs(jobs, g_steps, sweep_dir)
+    evaluations = use_evaluations(jobs, sweep_dir) if epochs is None and g_steps is None else None  # final states only
     variants, common = group_variants(jobs)
     name_baseline(variants, baseline, common)
     tables = split_tables(variants, correction)  # one set of tests, which every file below shows
@@ -814,14 +861,16 @@ def build_report(sweep_dir: str | Path, epochs: int | None = None, baseline: lis
         describe_changes(table)
     columns = table_columns(variants)
     every_column = table_columns(variants, every_metric=True)
-    folder = sweep_dir if epochs is None else sweep_dir / f"after_{epochs}_epochs"
+    folder = (sweep_dir / f"after_{epochs}_epochs" if epochs is not None else
+              sweep_dir / f"at_{g_steps}_g_steps" if g_steps is not None else sweep_dir)
     folder.mkdir(exist_ok=True)
     out = {name: folder / name for name in ("report.md", "report.csv", "curves.png", "effects.png", "samples.png")}
-    write_markdown(out["report.md"], sweep_dir, variants, tables, columns, common, jobs, epochs, evaluations, correction)
+    write_markdown(out["report.md"], sweep_dir, variants, tables, columns, common, jobs, cut_description(epochs, g_steps),
+                   evaluations, correction)
     write_csv(out["report.csv"], variants, tables, every_column)
     write_curves(out["curves.png"], variants, columns)
     write_effects(out["effects.png"], tables, quality_columns(columns))
-    write_samples(out["samples.png"], variants, "last.png" if epochs is None else f"epoch_{epochs - 1:04d}.png")
+    write_samples(out["samples.png"], variants)
     return out
 
 
@@ -835,6 +884,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=None,
                         help="report each job's values after this many epochs (e.g. a published study's length) "
                              "into <sweep>/after_<N>_epochs/, not its last values")
+    parser.add_argument("--g-steps", type=int, default=None, metavar="N",
+                        help="report each job's values as they stood at G step N (read at the end of the epoch in which "
+                             "it took them), e.g. to compare n_critic variants per G step, into <sweep>/at_<N>_g_steps/")
     parser.add_argument("--baseline", action="append", metavar="OVERRIDE",
                         help="the variant that ran this override (e.g. loss=bce; repeat to narrow it down) is the "
                              "baseline of the tests (default: the ablation=baseline variant)")
@@ -844,7 +896,7 @@ def main(argv: list[str] | None = None) -> int:
                              "chance; none: uncorrected")
     args = parser.parse_args(argv)
     try:
-        out = build_report(args.sweep_dir, args.epochs, args.baseline, args.correction)
+        out = build_report(args.sweep_dir, args.epochs, args.baseline, args.correction, args.g_steps)
         wandb_run = report_to_wandb(args.sweep_dir, out, args.wandb)
     except LabError as exc:
         print(f"error: {exc}", file=sys.stderr)

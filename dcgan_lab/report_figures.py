@@ -194,8 +194,8 @@ def wrap_label(label: str, width: int) -> str:
     return "\n".join(lines)
 
 
-def write_samples(path: Path, variants, grid_name: str = "last.png") -> None:
-    """One panel per variant: its first finished seed's samples/<grid_name>."""
+def write_samples(path: Path, variants) -> None:
+    """One panel per variant: its first finished seed's grid of the state the report reads (samples/<job.grid>)."""
     plt = headless_pyplot()
 
     titles = [wrap_label(variant.label, 28) for variant in variants]
@@ -206,14 +206,14 @@ def write_samples(path: Path, variants, grid_name: str = "last.png") -> None:
     for ax, variant, title in zip(axes.flat, variants, titles):
         ax.axis("off")
         ax.set_anchor("S")
-        grid = next((job for job in variant.ok_jobs if (job.dir / "samples" / grid_name).exists()), None)
+        grid = next((job for job in variant.ok_jobs if (job.dir / "samples" / job.grid).exists()), None)
         if grid is None:
             job = next((j for j in variant.jobs if j.state == "failed"), variant.jobs[0])
-            reason = f"{job.state}: {job.error}" if not variant.ok_jobs else f"no samples/{grid_name}"
+            reason = f"{job.state}: {job.error}" if not variant.ok_jobs else f"no samples/{variant.ok_jobs[0].grid}"
             ax.text(0.5, 0.5, "\n".join(textwrap.wrap(reason, 30)[:6]), ha="center", va="center",
                     fontsize=8, color="darkred", transform=ax.transAxes)
         else:
-            ax.imshow(plt.imread(grid.dir / "samples" / grid_name), cmap="gray")
+            ax.imshow(plt.imread(grid.dir / "samples" / grid.grid), cmap="gray")
             title += f"\n(seed {grid.seed})" if grid.seed else ""
         ax.set_title(title, fontsize=9)
     fig.tight_layout()

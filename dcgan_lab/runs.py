@@ -54,11 +54,7 @@ def metric_series(rows: list[dict[str, str]], epochs: int | None = None) -> dict
     if epochs is not None:
         first = next((i for i, row in enumerate(rows) if _float(row.get("epoch")) is not None), len(rows))
         rows = rows[:first] + [row for row in rows[first:] if (epoch := _float(row.get("epoch"))) is not None and epoch < epochs]
-    last_g_step_of_epoch: dict[float, float] = {}
-    for row in rows:
-        epoch, g_step = _float(row.get("epoch")), _float(row.get("g_step"))
-        if epoch is not None and g_step is not None:
-            last_g_step_of_epoch[epoch] = max(g_step, last_g_step_of_epoch.get(epoch, g_step))
+    last_g_step_of_epoch = epoch_end_g_steps(rows)
     series: dict[str, list[tuple[float, float]]] = {}
     for row in rows:
         step = _float(row.get("g_step"))
@@ -70,6 +66,16 @@ def metric_series(rows: list[dict[str, str]], epochs: int | None = None) -> dict
                 continue
             series.setdefault(name, []).append((step if step is not None else math.nan, value))
     return series
+
+
+def epoch_end_g_steps(rows: list[dict[str, str]]) -> dict[float, float]:
+    """{epoch index: the G step it ended at}: the last g_step its rows logged (the step logs each epoch's last batch)."""
+    ends: dict[float, float] = {}
+    for row in rows:
+        epoch, g_step = _float(row.get("epoch")), _float(row.get("g_step"))
+        if epoch is not None and g_step is not None:
+            ends[epoch] = max(g_step, ends.get(epoch, g_step))
+    return ends
 
 
 def logged_epochs(rows: list[dict[str, str]]) -> int:

@@ -486,6 +486,59 @@ def test_a_report_after_more_epochs_than_the_jobs_ran_is_refused(sweep, drawn):
     assert (sweep / "after_2_epochs" / "report.md").exists()
 
 
+def epoch_rows(g_steps_per_epoch: int, epochs: int, fids: dict[int, float]) -> list[dict]:
+    """metrics.csv's rows as the lab writes them: each epoch's last batch logs the losses at its G step; an evaluation
+    (`fids`: {epoch index: FID}) logs at the epoch's end without a g_step, at Lightning's optimizer step."""
+    rows = []
+    for epoch in range(epochs):
+        g_step = g_steps_per_epoch * (epoch + 1)
+        rows.append({"g_step": g_step, "step": 3 * g_step, "loss/d": 0.5, "loss/g": 1.0, "epoch": epoch})
+        if epoch in fids:
+            rows.append({"step": 3 * g_step, "classifier/fid": fids[epoch], "epoch": epoch})
+    return rows
+
+
+def test_the_report_at_n_g_steps_reads_each_job_where_it_took_them(tmp_path, composed, drawn, capsys):
+    # One D step per G step (10 G steps an epoch, 4 epochs) against two (5 G steps an epoch, 8 epochs), both evaluated
+    # every second epoch: G step 20 is epoch 1's end for the first and epoch 3's for the second.
+    root = tmp_path / "multirun" / "n_critic"
+    for seed in (0, 1):
+        write_job(root, f"ablation=baseline,seed={seed}", seed, ["ablation=baseline", f"seed={seed}"],
+                  epoch_rows(10, 4, {1: 50 + seed, 3: 30 + seed}), {"status": "ok", "train_time_s": 10}, "right",
+                  composed["baseline"])
+        write_job(root, f"training.n_critic=2,seed={seed}", 2 + seed, ["training.n_critic=2", f"seed={seed}"],
+                  epoch_rows(5, 8, {1: 90 + seed, 3: 45 + seed, 5: 35, 7: 20}), {"status": "ok", "train_time_s": 20},
+                  "right", composed["baseline"])
+        for job, epoch, pattern in ((f"ablation=baseline,seed={seed}", 1, "left"),
+                                    (f"training.n_critic=2,seed={seed}", 1, "bottom"),
+                                    (f"training.n_critic=2,seed={seed}", 3, "top")):
+            grid = np.zeros((18, 18, 3), dtype=np.uint8)
+            grid[PATTERNS[pattern]] = 255
+            Image.fromarray(grid).save(root / job / "samples" / f"epoch_{epoch:04d}.png")
+
+    out = build_report(root, g_steps=20)
+    assert out["report.md"] == root / "at_20_g_steps" / "report.md" and not (root / "report.md").exists()
+    table = read_report_csv(out["report.csv"])
+    assert float(table["ablation=baseline"]["classifier/fid_mean"]) == 50.5  # epoch 1's evaluation
+    assert float(table["training.n_critic=2"]["classifier/fid_mean"]) == 45.5  # epoch 3's, not epoch 1's 90.5
+    assert "train_time_s_mean" not in table["ablation=baseline"]  # the whole run's time: left out
+    assert "last logged value up to G step 20 (not its last value" in out["report.md"].read_text()
+    fig, _ = drawn["samples.png"]
+    baseline, n_critic = (ax.images[0].get_array() for ax in sorted(fig.axes, key=lambda ax: ax.get_position().x0))
+    assert baseline[:, :9].mean() == 1 and baseline[:, 9:].mean() == 0  # baseline's grid of epoch 1 (white: 1.0)
+    assert n_critic[:9].mean() == 1 and n_critic[9:].mean() == 0  # n_critic=2's of epoch 3, at the same G step
+
+    # G step 15 ends an epoch of the n_critic=2 jobs only: one line names where every job's epochs end together.
+    assert main([str(root), "--wandb", "off", "--g-steps", "15"]) == 2
+    assert capsys.readouterr().err == (
+        "error: --g-steps 15: no epoch of 2 finished job(s) ends at G step 15 (e.g. ablation=baseline,seed=0, whose "
+        "epochs end at G steps 10, 20, 30, 40); every finished job's epochs end together at G steps 10, 20, 30, 40: "
+        "pass one of them\n")
+    assert not (root / "at_15_g_steps").exists()
+    assert main([str(root), "--wandb", "off", "--g-steps", "20", "--epochs", "2"]) == 2
+    assert capsys.readouterr().err == "error: --epochs and --g-steps cut the jobs in two different places: pass one of them.\n"
+
+
 def test_an_unreadable_status_is_a_failed_job_and_unreadable_overrides_one_line(sweep, capsys):
     status = sweep / "ablation=hinge,seed=1" / "status.json"
     status.write_text(status.read_text()[:10])  # edited or damaged: the lab writes it atomically
