@@ -136,6 +136,8 @@ def find_jobs(sweep_dir: Path, epochs: int | None = None, g_steps: int | None = 
         metrics_csv = job_dir / "metrics.csv"
         rows = read_rows(metrics_csv) if metrics_csv.exists() else []
         ends = epoch_end_g_steps(rows)
+        # How many epochs are read: all (None), `epochs`, or up to the one in which the job took its g_steps-th G step
+        # (0 where none did: build_report refuses a finished job like that).
         cut = epochs if g_steps is None else next((int(e) + 1 for e, step in ends.items() if step == g_steps), 0)
         curves = metric_series(rows, cut) if cut != 0 else {}
         final = {}
@@ -146,7 +148,7 @@ def find_jobs(sweep_dir: Path, epochs: int | None = None, g_steps: int | None = 
         final.update(last_values(curves))
         jobs.append(Job(job_dir, _job_num(job_dir), read_overrides(job_dir), status, final, curves,
                         epochs=logged_epochs(rows), epoch_ends=ends,
-                        grid="last.png" if cut is None else f"epoch_{cut - 1:04d}.png"))
+                        grid=f"epoch_{cut - 1:04d}.png" if cut else "last.png"))
     jobs.sort(key=lambda job: (job.num, str(job.dir)))
     return jobs
 
