@@ -1,5 +1,6 @@
 """A sweep's archive: what the report reads from every job, without checkpoints, and the same report from it."""
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -147,3 +148,20 @@ def test_a_real_sweeps_archive_from_the_command_line(tmp_path):
     assert f"`python -m dcgan_lab.report {tmp_path / 'archive'}` writes the sweep's report from it" in done.stdout
     assert list(sweep_dir.rglob("*.ckpt")) and not list((tmp_path / "archive").rglob("*.ckpt"))
     same_report(sweep_dir, tmp_path / "archive")
+
+
+def archived_studies() -> list[Path]:
+    """The folders of benchmarks/results/ that hold their sweep's archive beside its report."""
+    results = ROOT / "benchmarks" / "results"
+    return sorted({path.parent for path in results.rglob("report.md")
+                   if any(path.parent.rglob(".hydra/overrides.yaml")) and not path.parent.name.startswith(("after_", "at_"))})
+
+
+@pytest.mark.parametrize("study", archived_studies(), ids=lambda path: path.name)
+def test_a_committed_studys_report_is_what_its_archive_gives(study, tmp_path):
+    """A results folder that keeps its jobs is reproducible: the report written from them now is the one committed."""
+    copy = tmp_path / study.name
+    shutil.copytree(study, copy)
+    committed = (study / "report.md").read_text().replace(str(study.relative_to(ROOT)), "<folder>")
+    assert build_report(copy)["report.md"].read_text().replace(str(copy), "<folder>") == committed
+    assert (copy / "report.csv").read_text() == (study / "report.csv").read_text()
