@@ -65,6 +65,7 @@ class Job:
     epochs: int = 0  # how many epochs its metrics.csv has rows of
     epoch_ends: dict[float, float] = field(default_factory=dict)  # {epoch index: the G step it ended at}
     grid: str = "last.png"  # the sample grid (in samples/) of the state its values are from
+    read_at_g_step: float | None = None  # the G step of that state
 
     @property
     def ok(self) -> bool:
@@ -148,7 +149,8 @@ def find_jobs(sweep_dir: Path, epochs: int | None = None, g_steps: int | None = 
         final.update(last_values(curves))
         jobs.append(Job(job_dir, _job_num(job_dir), read_overrides(job_dir), status, final, curves,
                         epochs=logged_epochs(rows), epoch_ends=ends,
-                        grid=f"epoch_{cut - 1:04d}.png" if cut else "last.png"))
+                        grid=f"epoch_{cut - 1:04d}.png" if cut else "last.png",
+                        read_at_g_step=ends.get(cut - 1) if cut else max(ends.values(), default=None)))
     jobs.sort(key=lambda job: (job.num, str(job.dir)))
     return jobs
 
@@ -677,6 +679,22 @@ def table_lines(table: Table, columns: list[str]) -> tuple[list[str], list[str]]
     return lines, missing
 
 
+def unequal_g_steps(table: Table, sweep_dir: Path) -> str | None:
+    """A line when the table's finished jobs were read at different G steps (several D steps per G step, or other
+    lengths): a variant with fewer G updates may only be behind. It names the --g-steps report that compares them."""
+    jobs = [job for variant in table.variants for job in variant.ok_jobs if job.read_at_g_step is not None]
+    if len({job.read_at_g_step for job in jobs}) < 2:
+        return None
+    lowest = min(job.read_at_g_step for job in jobs)
+    together = set.intersection(*(set(job.epoch_ends.values()) for job in jobs))
+    common = max((step for step in together if step <= lowest), default=None)
+    steps = [(variant.label, sorted({job.read_at_g_step for job in variant.ok_jobs} - {None})) for variant in table.variants]
+    how = (f"`python -m dcgan_lab.report {sweep_dir} --g-steps {common:g}` compares them at G step {common:g}"
+           if common else "no G step ends an epoch of every job, so `--g-steps` cannot compare them")
+    return (f"The jobs were read at different G steps ({'; '.join(f'`{label}` {few(s)}' for label, s in steps if s)}): "
+            f"a variant with fewer G updates may only be behind. {how}.")
+
+
 def write_markdown(path: Path, sweep_dir: Path, variants, tables: list[Table], columns, common, jobs,
                    cut: str = "", evaluations: str | None = None, correction: str = "holm") -> None:
     """`cut`: where each job's values were read when not at its end (`cut_description`)."""
@@ -726,6 +744,8 @@ def write_markdown(path: Path, sweep_dir: Path, variants, tables: list[Table], c
         elif table.baseline is not None and table.baseline.label == SHARED_ONLY and len(table.variants) > 1:
             lines += ["", f"Baseline: `{SHARED_ONLY}`, the jobs that ran only the settings every job shares (no "
                           "`ablation=baseline` in this table; `--baseline <override>` names another)."]
+        if unequal := unequal_g_steps(table, sweep_dir):
+            lines += ["", unequal]
         rows, missing = table_lines(table, table_columns_here)
         lines += [""] + rows
         if "fid/*" in missing:

@@ -522,7 +522,8 @@ def test_the_report_at_n_g_steps_reads_each_job_where_it_took_them(tmp_path, com
     assert float(table["ablation=baseline"]["classifier/fid_mean"]) == 50.5  # epoch 1's evaluation
     assert float(table["training.n_critic=2"]["classifier/fid_mean"]) == 45.5  # epoch 3's, not epoch 1's 90.5
     assert "train_time_s_mean" not in table["ablation=baseline"]  # the whole run's time: left out
-    assert "last logged value up to G step 20 (not its last value" in out["report.md"].read_text()
+    md = out["report.md"].read_text()
+    assert "last logged value up to G step 20 (not its last value" in md and "different G steps" not in md
     fig, _ = drawn["samples.png"]
     baseline, n_critic = (ax.images[0].get_array() for ax in sorted(fig.axes, key=lambda ax: ax.get_position().x0))
     assert baseline[:, :9].mean() == 1 and baseline[:, 9:].mean() == 0  # baseline's grid of epoch 1 (white: 1.0)
@@ -537,6 +538,13 @@ def test_the_report_at_n_g_steps_reads_each_job_where_it_took_them(tmp_path, com
     assert not (root / "at_15_g_steps").exists()
     assert main([str(root), "--wandb", "off", "--g-steps", "20", "--epochs", "2"]) == 2
     assert capsys.readouterr().err == "error: --epochs and --g-steps cut the jobs in two different places: pass one of them.\n"
+
+    # Read after 4 epochs, the baseline has taken 40 G steps and n_critic=2 20: the report says so, and how to compare.
+    md = build_report(root, epochs=4)["report.md"].read_text()
+    assert ("The jobs were read at different G steps (`ablation=baseline` 40; `training.n_critic=2` 20): a variant with "
+            f"fewer G updates may only be behind. `python -m dcgan_lab.report {root} --g-steps 20` compares them at G "
+            "step 20.") in md
+    assert "different G steps" not in build_report(root)["report.md"].read_text()  # both ended at G step 40
 
 
 def test_an_unreadable_status_is_a_failed_job_and_unreadable_overrides_one_line(sweep, capsys):
