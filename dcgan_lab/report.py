@@ -151,8 +151,16 @@ def find_jobs(sweep_dir: Path, epochs: int | None = None, g_steps: int | None = 
                         epochs=logged_epochs(rows), epoch_ends=ends,
                         grid=f"epoch_{cut - 1:04d}.png" if cut else "last.png",
                         read_at_g_step=ends.get(cut - 1) if cut else max(ends.values(), default=None)))
-    jobs.sort(key=lambda job: (job.num, str(job.dir)))
+    # Sweep order: each sweep command's jobs by their number, the sweep itself before those run into it later
+    # (<sweep>/more_seeds), so variants keep the order the sweep gave them and panels show its first seeds.
+    jobs.sort(key=lambda job: (str(sweep_of(job.dir, sweep_dir)), job.num, str(job.dir)))
     return jobs
+
+
+def sweep_of(job_dir: Path, sweep_dir: Path) -> Path:
+    """The sweep command a job came from: its nearest folder with Hydra's multirun.yaml (else the folder reported)."""
+    return next((folder for folder in job_dir.parents if (folder / "multirun.yaml").is_file()
+                 and folder.is_relative_to(sweep_dir)), sweep_dir)
 
 
 def evaluated_values(job: Job) -> dict[str, float] | None:

@@ -799,6 +799,24 @@ def test_seeds_added_later_by_another_command_join_their_variants(tmp_path):
     assert "logger" not in (study / "report.md").read_text().split("| variant |")[0]  # not a shared setting either
 
 
+def test_seeds_run_later_keep_the_sweeps_order_of_variants_and_its_first_seeds_in_the_samples(tmp_path, drawn):
+    """Hydra numbers each sweep command's jobs from 0: the jobs run later into <sweep>/more_seeds come after the
+    sweep's own, whatever their numbers, so the variants keep the sweep's order and samples.png its seed 0."""
+    study = tmp_path / "multirun" / "study"
+    runs = [(study, ("baseline", 0), ("baseline", 1), ("layer_norm", 0), ("layer_norm", 1), ("silu", 0), ("silu", 1)),
+            (study / "more_seeds", ("silu", 2), ("layer_norm", 2))]
+    for folder, *jobs in runs:
+        for num, (ablation, seed) in enumerate(jobs):
+            write_job(folder, f"ablation={ablation},seed={seed}", num, [f"ablation={ablation}", f"seed={seed}"],
+                      rows_for([60, 20], 0.5), {"status": "ok"}, "left")
+        (folder / "multirun.yaml").write_text(yaml.safe_dump({"hydra": {"mode": "MULTIRUN"}}))
+    build_report(study)
+    assert list(read_report_csv(study / "report.csv")) == ["ablation=baseline", "ablation=layer_norm", "ablation=silu"]
+    fig, _ = drawn["samples.png"]
+    assert [ax.get_title() for ax in sorted(fig.axes, key=lambda ax: ax.get_position().x0)] == [
+        "ablation=baseline\n(seed 0)", "ablation=layer_norm\n(seed 0)", "ablation=silu\n(seed 0)"]
+
+
 def test_holm_adjusts_p_values_step_down():
     from dcgan_lab.report import holm
 
