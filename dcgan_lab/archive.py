@@ -53,6 +53,7 @@ def files_to_keep(sweep_dir: Path, jobs: list[Path], all_grids: bool) -> list[Pa
 
 
 def archive_sweep(sweep_dir: str | Path, destination: str | Path, all_grids: bool = False) -> Archived:
+    """Copies `files_to_keep` into `destination` (new, or an empty folder), whole or not at all."""
     sweep_dir, destination = Path(sweep_dir), Path(destination)
     if not sweep_dir.is_dir():
         raise DataError(f"{sweep_dir} is not a folder: pass a sweep folder such as multirun/<date>/<time>.")
