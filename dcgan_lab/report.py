@@ -47,7 +47,7 @@ TRAILING_COLUMNS = ("train_time_s", "loss/d", "loss/g")
 # Overrides that never define a variant: the seed is what gets aggregated, the sweep name is on every job, and
 # where a job logs (logger=csv) or how its console looks change no number: seeds added later by another command
 # (`hydra.sweep.dir=<sweep>/more_seeds`, reported with `<sweep>`) join their variants.
-NOT_A_VARIANT = ("seed", "sweep", "logger", "console")
+NOT_A_VARIANT = ("seed", "sweep", "logger", "console", "callbacks.progress_bar", "trainer.enable_progress_bar")
 SHARED_ONLY = "(no override)"  # the variant of the jobs that ran only the overrides every job shares
 # Config keys that differ per job folder or say how, not what, is trained.
 NOT_A_CHANGE = ("paths", "hydra", "logger", "callbacks", "ckpt_path", "seed", "trainer")
@@ -205,7 +205,8 @@ def _job_num(job_dir: Path) -> int:
 
 
 def defines_variant(override: str) -> bool:
-    return override_key(override).split(".")[0] not in NOT_A_VARIANT
+    key = override_key(override)
+    return key not in NOT_A_VARIANT and key.split(".")[0] not in NOT_A_VARIANT
 
 
 def group_variants(jobs: list[Job]) -> tuple[list[Variant], list[str]]:

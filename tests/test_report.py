@@ -786,7 +786,8 @@ def test_seeds_added_later_by_another_command_join_their_variants(tmp_path):
     fids = {("baseline", 0): 20, ("baseline", 1): 22, ("layer_norm", 0): 40, ("layer_norm", 1): 38, ("silu", 0): 13,
             ("silu", 1): 14, ("baseline", 2): 18, ("layer_norm", 2): 41}
     for num, ((ablation, seed), fid) in enumerate(fids.items()):
-        folder, logger = (study, ["logger=csv"]) if seed < 2 else (study / "more_seeds", ["logger=wandb", "console=log"])
+        folder, logger = (study, ["logger=csv"]) if seed < 2 else (study / "more_seeds", ["logger=wandb", "console=log",
+                                                                                           "callbacks.progress_bar=null"])
         write_job(folder, f"ablation={ablation},seed={seed}", num,
                   [f"ablation={ablation}", f"seed={seed}", "+sweep=arch_ablation", *logger],
                   rows_for([60, fid], 0.5), {"status": "ok"}, "left")
