@@ -182,7 +182,9 @@ def test_metrics_during_training_of_a_generator_that_draws_one_constant_image(kn
     assert row["classifier/classes_covered"] == 1
     assert row["classifier/kl_uniform"] == pytest.approx(math.log(10))  # every sample in one class
     assert row["pr/precision"] == 0 and row["pr/recall"] == 0
-    assert row["pr/density"] == 0 and row["pr/coverage"] == 0
+    # The black image may fall inside the k=5 ball of an outlying real digit or two (here on an AMX CPU: one, not on
+    # an AVX2 one): density counts the balls that hold it / k, coverage them / N = 500. Real digits: 0.8-1.2 and > 0.9.
+    assert row["pr/density"] <= 2 / 5 and row["pr/coverage"] <= 2 / 500
 
 
 @pytest.mark.slow  # over 10 s on 2 cores: make test-slow
