@@ -243,7 +243,8 @@ def name_baseline(variants: list[Variant], overrides: list[str], common: list[st
     `ablation=baseline` (a sweep such as loss=bce,hinge has none). Without: the `ablation=baseline` variant.
     Where several variants of a table qualify (a study that ran `ablation=baseline optimizer.betas=[0.0,0.9]`
     beside its baseline), the one that ran nothing else (but the overrides `common` to every job) is it: the
-    others are marked not to be. One line when none, or several, remain."""
+    others are marked not to be. One line when none, or several, remain; but where every job ran `ablation=baseline`
+    it tells no variant apart, and the table has no baseline (report.md says how to name one)."""
     wanted = {_parsed(o) for o in overrides or ["ablation=baseline"]}
     shared = {_parsed(o) for o in common}
     ran = {id(v): {_parsed(o) for o in v.jobs[0].overrides if defines_variant(o)} for v in variants}
@@ -262,6 +263,10 @@ def name_baseline(variants: list[Variant], overrides: list[str], common: list[st
         if len(matched) < 2:
             continue
         exact = [v for v in matched if ran[id(v)] - wanted <= shared]
+        if len(exact) != 1 and not overrides and wanted <= shared:  # every job ran ablation=baseline: it names none
+            for variant in matched:
+                variant.named_baseline = False
+            continue
         if len(exact) != 1:
             raise DataError(f"{named} matches {len(matched)} variants of one table "
                             f"({'; '.join(v.label for v in matched)}): {hint}")
@@ -743,8 +748,9 @@ def write_markdown(path: Path, sweep_dir: Path, variants, tables: list[Table], c
         if table.baseline is None and len(table.variants) > 1:
             first = next(v for v in table.variants if v.label != SHARED_ONLY)
             flags = " ".join(f"--baseline {o}" for o in first.label.split(", "))  # exactly that variant
-            lines += ["", "No baseline variant (`ablation=baseline`) in this table: no tests, no bold. Name one with "
-                          f"`python -m dcgan_lab.report {sweep_dir} {flags}`."]
+            what = ("Every job ran `ablation=baseline`, so it names no baseline in this table" if "ablation=baseline" in common
+                    else "No baseline variant (`ablation=baseline`) in this table")
+            lines += ["", f"{what}: no tests, no bold. Name one with `python -m dcgan_lab.report {sweep_dir} {flags}`."]
         elif table.baseline is not None and table.baseline.named_baseline:
             lines += ["", f"Baseline (`--baseline`): `{table.baseline.label}`."]
         elif table.baseline is not None and (passed_over := sum(v.named_baseline is False for v in table.variants)):

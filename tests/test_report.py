@@ -752,6 +752,15 @@ def test_of_several_ablation_baseline_variants_the_plain_one_is_the_baseline_or_
         "ablation=baseline, loss=hinge): name the one to compare with: --baseline <override> (repeated)")
     assert not (root / "report.md").exists()
 
+    # `python train.py -m ablation=baseline training.flip_prob=0.0,0.2`: every job ran ablation=baseline, so it tells
+    # no variant apart; the report is written without tests and says how to name the baseline.
+    root = sweep("every", [(["ablation=baseline", "training.flip_prob=0.0"], [10, 11]),
+                           (["ablation=baseline", "training.flip_prob=0.2"], [20, 21])])
+    assert main([str(root), "--wandb", "off"]) == 0
+    assert ("Every job ran `ablation=baseline`, so it names no baseline in this table: no tests, no bold. Name one with "
+            f"`python -m dcgan_lab.report {root} --baseline training.flip_prob=0.0`.") in (root / "report.md").read_text()
+    assert read_report_csv(root / "report.csv")["training.flip_prob=0.2"]["classifier/fid_p"] == ""
+
 
 def test_separate_runs_compare_with_the_runs_of_the_shared_settings_alone(tmp_path):
     """`python -m dcgan_lab.report outputs/<date>` over runs started one by one (`python train.py [seed=1]`, then
