@@ -159,8 +159,8 @@ def find_jobs(sweep_dir: Path, epochs: int | None = None, g_steps: int | None = 
 
 def sweep_of(job_dir: Path, sweep_dir: Path) -> Path:
     """The sweep command a job came from: its nearest folder with Hydra's multirun.yaml (else the folder reported)."""
-    return next((folder for folder in job_dir.parents if (folder / "multirun.yaml").is_file()
-                 and folder.is_relative_to(sweep_dir)), sweep_dir)
+    return next((folder for folder in job_dir.parents if folder.is_relative_to(sweep_dir)
+                 and (folder / "multirun.yaml").is_file()), sweep_dir)
 
 
 def evaluated_values(job: Job) -> dict[str, float] | None:
@@ -263,13 +263,13 @@ def name_baseline(variants: list[Variant], overrides: list[str], common: list[st
         if len(matched) < 2:
             continue
         exact = [v for v in matched if ran[id(v)] - wanted <= shared]
-        if len(exact) != 1 and not overrides and wanted <= shared:  # every job ran ablation=baseline: it names none
-            for variant in matched:
+        if len(exact) != 1:
+            if overrides or not wanted <= shared:
+                raise DataError(f"{named} matches {len(matched)} variants of one table "
+                                f"({'; '.join(v.label for v in matched)}): {hint}")
+            for variant in matched:  # every job ran ablation=baseline: it names none
                 variant.named_baseline = False
             continue
-        if len(exact) != 1:
-            raise DataError(f"{named} matches {len(matched)} variants of one table "
-                            f"({'; '.join(v.label for v in matched)}): {hint}")
         for variant in matched:
             if variant is not exact[0]:
                 variant.named_baseline = False
@@ -700,8 +700,7 @@ def unequal_g_steps(table: Table, sweep_dir: Path) -> str | None:
     if len({job.read_at_g_step for job in jobs}) < 2:
         return None
     lowest = min(job.read_at_g_step for job in jobs)
-    together = set.intersection(*(set(job.epoch_ends.values()) for job in jobs))
-    common = max((step for step in together if step <= lowest), default=None)
+    common = max((step for step in epochs_end_together(jobs) if step <= lowest), default=None)
     steps = [(variant.label, sorted({job.read_at_g_step for job in variant.ok_jobs} - {None})) for variant in table.variants]
     how = (f"`python -m dcgan_lab.report {sweep_dir} --g-steps {common:g}` compares them at G step {common:g}"
            if common else "no G step ends an epoch of every job, so `--g-steps` cannot compare them")
@@ -844,13 +843,18 @@ def few(values) -> str:
     return ", ".join(shown if len(shown) <= 5 else [*shown[:3], "...", shown[-1]])
 
 
+def epochs_end_together(jobs: list[Job]) -> list[float]:
+    """The G steps at which an epoch of every one of `jobs` ends, in order (where --g-steps can read them all)."""
+    return sorted(set.intersection(*(set(job.epoch_ends.values()) for job in jobs)))
+
+
 def refuse_g_steps_between_epochs(jobs: list[Job], g_steps: int, sweep_dir: Path) -> None:
     """--g-steps N reads each job at the end of an epoch: one line when a finished job has no epoch ending at N."""
     finished = [job for job in jobs if job.ok]
     missing = [job for job in finished if g_steps not in job.epoch_ends.values()]
     if not missing:
         return
-    together = sorted(set.intersection(*(set(job.epoch_ends.values()) for job in finished)))
+    together = epochs_end_together(finished)
     job = missing[0]
     choice = (f"every finished job's epochs end together at G steps {few(together)}: pass one of them" if together else
               "no G step ends an epoch of every finished job: compare them with --epochs")
@@ -874,10 +878,9 @@ def build_report(sweep_dir: str | Path, epochs: int | None = None, baseline: lis
         raise DataError(f"{sweep_dir} is not a folder: pass a sweep folder such as multirun/<date>/<time>.")
     if correction not in CORRECTIONS:
         raise DataError(f"--correction {correction}: use one of {', '.join(CORRECTIONS)}")
-    if epochs is not None and (isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1):
-        raise DataError(f"--epochs {epochs} must be an integer >= 1 (the report after that many epochs).")
-    if g_steps is not None and (isinstance(g_steps, bool) or not isinstance(g_steps, int) or g_steps < 1):
-        raise DataError(f"--g-steps {g_steps} must be an integer >= 1 (the report at that many G steps).")
+    for flag, count, what in (("--epochs", epochs, "after that many epochs"), ("--g-steps", g_steps, "at that many G steps")):
+        if count is not None and (isinstance(count, bool) or not isinstance(count, int) or count < 1):
+            raise DataError(f"{flag} {count} must be an integer >= 1 (the report {what}).")
     if epochs is not None and g_steps is not None:
         raise DataError("--epochs and --g-steps cut the jobs in two different places: pass one of them.")
     jobs = find_jobs(sweep_dir, epochs, g_steps)
