@@ -1,9 +1,11 @@
 """A sweep's report (a Hydra multirun folder, or any folder of runs) -> report.md, report.csv, curves.png, effects.png,
 samples.png.
 
-Written into that folder: `multirun/<date>/<time>`, or e.g. `outputs/<date>` to compare separate runs.
+Written into that folder: `multirun/<date>/<time>`, or e.g. `outputs/<date>` to compare separate runs. Further
+folders add their jobs to the first one's report (a baseline run earlier, another study's variants), read where they
+are: nothing is copied or written there.
 
-    python -m dcgan_lab.report multirun/<date>/<time> [--wandb auto|online|offline|off] [--baseline loss=bce]
+    python -m dcgan_lab.report multirun/<date>/<time> [more folders] [--wandb auto|online|offline|off] [--baseline loss=bce]
 
 A variant is a job's overrides minus its seed; seeds are aggregated as mean ± std (n). When the sweep has a
 baseline variant (`ablation=baseline`, or the one `--baseline` names, else the jobs that ran only the overrides every
@@ -20,6 +22,7 @@ import csv
 import json
 import logging
 import math
+import os
 import statistics
 import sys
 from collections import Counter
@@ -66,6 +69,7 @@ class Job:
     epoch_ends: dict[float, float] = field(default_factory=dict)  # {epoch index: the G step it ended at}
     grid: str = "last.png"  # the sample grid (in samples/) of the state its values are from
     read_at_g_step: float | None = None  # the G step of that state
+    shown: str = ""  # its folder as the report names it: relative to the report's folder
 
     @property
     def ok(self) -> bool:
@@ -127,12 +131,15 @@ class Variant:
         return statistics.fmean(values), std, len(values)
 
 
-def find_jobs(sweep_dir: Path, epochs: int | None = None, g_steps: int | None = None) -> list[Job]:
-    """Every job of the sweep (runs.job_dirs); with `epochs`, each job's values as they stood after that many epochs
-    (its metrics.csv cut there); with `g_steps`, as they stood at the end of the epoch in which it took that many G
-    steps (none where no epoch of it ends there: build_report refuses those)."""
-    jobs = []
-    for job_dir in job_dirs(sweep_dir):
+def find_jobs(sweep_dirs: list[Path], epochs: int | None = None, g_steps: int | None = None) -> list[Job]:
+    """Every job of the sweeps (runs.job_dirs), the first one's first; with `epochs`, each job's values as they stood
+    after that many epochs (its metrics.csv cut there); with `g_steps`, as they stood at the end of the epoch in
+    which it took that many G steps (none where no epoch of it ends there: build_report refuses those)."""
+    jobs, order = [], {}
+    for index, sweep_dir in enumerate(sweep_dirs):
+        for job_dir in job_dirs(sweep_dir):
+            order[job_dir] = (index, str(sweep_of(job_dir, sweep_dir)))
+    for job_dir in order:
         status = read_status(job_dir)
         metrics_csv = job_dir / "metrics.csv"
         rows = read_rows(metrics_csv) if metrics_csv.exists() else []
@@ -150,10 +157,12 @@ def find_jobs(sweep_dir: Path, epochs: int | None = None, g_steps: int | None = 
         jobs.append(Job(job_dir, _job_num(job_dir), read_overrides(job_dir), status, final, curves,
                         epochs=logged_epochs(rows), epoch_ends=ends,
                         grid=f"epoch_{cut - 1:04d}.png" if cut else "last.png",
-                        read_at_g_step=ends.get(cut - 1) if cut else max(ends.values(), default=None)))
-    # Sweep order: each sweep command's jobs by their number, the sweep itself before those run into it later
-    # (<sweep>/more_seeds), so variants keep the order the sweep gave them and panels show its first seeds.
-    jobs.sort(key=lambda job: (str(sweep_of(job.dir, sweep_dir)), job.num, str(job.dir)))
+                        read_at_g_step=ends.get(cut - 1) if cut else max(ends.values(), default=None),
+                        shown=os.path.relpath(job_dir, sweep_dirs[0])))
+    # Sweep order: the folders in the order given; in each, each sweep command's jobs by their number, the sweep
+    # itself before those run into it later (<sweep>/more_seeds), so variants keep the order the sweep gave them and
+    # panels show its first seeds.
+    jobs.sort(key=lambda job: (order[job.dir], job.num, str(job.dir)))
     return jobs
 
 
@@ -175,7 +184,7 @@ def evaluated_values(job: Job) -> dict[str, float] | None:
     return {name: value for name, value in entry.items() if isinstance(value, float) and name != "metrics/eval_time_s"}
 
 
-def use_evaluations(jobs: list[Job], sweep_dir: Path) -> str | None:
+def use_evaluations(jobs: list[Job], sweep_dirs: list[Path]) -> str | None:
     """Where evaluate.py measured every finished job's last checkpoint with one sample count (e.g. FID-10k after a
     CPU sweep), its numbers replace the logged values of the same names; a line says so. Measured for only some
     jobs, they are left out (rows measured differently would be compared), and the line says how to measure all."""
@@ -187,8 +196,9 @@ def use_evaluations(jobs: list[Job], sweep_dir: Path) -> str | None:
     if len(measured) < len(finished) or len(counts) > 1:
         differently = f" with different sample counts ({', '.join(f'{c:g}' for c in counts if c)})" if len(counts) > 1 else ""
         return (f"evaluate.py measured {len(measured)} of the {len(finished)} finished jobs' last checkpoints{differently}: "
-                f"its numbers are left out, so that every row is measured alike (`python evaluate.py ckpt={sweep_dir}` "
-                "measures every job's last.ckpt).")
+                f"its numbers are left out, so that every row is measured alike ("
+                f"{' and '.join(f'`python evaluate.py ckpt={folder}`' for folder in sweep_dirs)} "
+                f"measure{'s' * (len(sweep_dirs) == 1)} every job's last.ckpt).")
     for job in finished:
         job.final.update(measured[id(job)])
     names = sorted({name for values in measured.values() for name in values if direction(name)})  # metrics, not counts
@@ -693,7 +703,12 @@ def table_lines(table: Table, columns: list[str]) -> tuple[list[str], list[str]]
     return lines, missing
 
 
-def unequal_g_steps(table: Table, sweep_dir: Path) -> str | None:
+def report_command(sweep_dirs: list[Path]) -> str:
+    """The command that writes this report, without its options."""
+    return " ".join(["python -m dcgan_lab.report", *map(str, sweep_dirs)])
+
+
+def unequal_g_steps(table: Table, sweep_dirs: list[Path]) -> str | None:
     """A line when the table's finished jobs were read at different G steps (several D steps per G step, or other
     lengths): a variant with fewer G updates may only be behind. It names the --g-steps report that compares them."""
     jobs = [job for variant in table.variants for job in variant.ok_jobs if job.read_at_g_step is not None]
@@ -702,19 +717,20 @@ def unequal_g_steps(table: Table, sweep_dir: Path) -> str | None:
     lowest = min(job.read_at_g_step for job in jobs)
     common = max((step for step in epochs_end_together(jobs) if step <= lowest), default=None)
     steps = [(variant.label, sorted({job.read_at_g_step for job in variant.ok_jobs} - {None})) for variant in table.variants]
-    how = (f"`python -m dcgan_lab.report {sweep_dir} --g-steps {common:g}` compares them at G step {common:g}"
+    how = (f"`{report_command(sweep_dirs)} --g-steps {common:g}` compares them at G step {common:g}"
            if common else "no G step ends an epoch of every job, so `--g-steps` cannot compare them")
     return (f"The jobs were read at different G steps ({'; '.join(f'`{label}` {few(s)}' for label, s in steps if s)}): "
             f"a variant with fewer G updates may only be behind. {how}.")
 
 
-def write_markdown(path: Path, sweep_dir: Path, variants, tables: list[Table], columns, common, jobs,
+def write_markdown(path: Path, sweep_dirs: list[Path], variants, tables: list[Table], columns, common, jobs,
                    cut: str = "", evaluations: str | None = None, correction: str = "holm") -> None:
-    """`cut`: where each job's values were read when not at its end (`cut_description`)."""
+    """`cut`: where each job's values were read when not at its end (`cut_description`). The title names the folders
+    reported, the first (where the report is) first."""
     ways = [f"{word} {', '.join(f'`{m}`' for m in columns if direction(m) == sign)}" for word, sign in (("lower", -1), ("higher", 1))
             if any(direction(m) == sign for m in columns)]  # from the registry (runs.direction)
     lines = [
-        f"# Sweep report: {sweep_dir}",
+        f"# Sweep report: {' + '.join(map(str, sweep_dirs))}",
         "",
         f"{len(jobs)} jobs, {len(variants)} variants. Cells: mean ± sample std (n seeds; the value alone "
         f"for one seed) of each job's last logged value{cut}; beside it, Welch's t-test against the baseline row over seeds (two-sided; `p=` when "
@@ -731,6 +747,9 @@ def write_markdown(path: Path, sweep_dir: Path, variants, tables: list[Table], c
            "image's forward pass and parameters, of G and of D (report.csv: `cost/*`)."
            if any(cost_against_baseline(t, v) for t in tables for v in t.variants) else ""),
     ]
+    if len(sweep_dirs) > 1:
+        counts = Counter(str(folder) for job in jobs for folder in sweep_dirs if job.dir.is_relative_to(folder))
+        lines.append(f"Jobs of {len(sweep_dirs)} folders: {', '.join(f'`{f}` ({counts[str(f)]})' for f in sweep_dirs)}.")
     sweep_names = sorted({o.split("=", 1)[1] for job in jobs for o in job.overrides if override_key(o) == "sweep"})
     if sweep_names:
         lines.append(f"Named sweep: {', '.join(sweep_names)} (conf/sweep/).")
@@ -749,7 +768,7 @@ def write_markdown(path: Path, sweep_dir: Path, variants, tables: list[Table], c
             flags = " ".join(f"--baseline {o}" for o in first.label.split(", "))  # exactly that variant
             what = ("Every job ran `ablation=baseline`, so it names no baseline in this table" if "ablation=baseline" in common
                     else "No baseline variant (`ablation=baseline`) in this table")
-            lines += ["", f"{what}: no tests, no bold. Name one with `python -m dcgan_lab.report {sweep_dir} {flags}`."]
+            lines += ["", f"{what}: no tests, no bold. Name one with `{report_command(sweep_dirs)} {flags}`."]
         elif table.baseline is not None and table.baseline.named_baseline:
             lines += ["", f"Baseline (`--baseline`): `{table.baseline.label}`."]
         elif table.baseline is not None and (passed_over := sum(v.named_baseline is False for v in table.variants)):
@@ -758,7 +777,7 @@ def write_markdown(path: Path, sweep_dir: Path, variants, tables: list[Table], c
         elif table.baseline is not None and table.baseline.label == SHARED_ONLY and len(table.variants) > 1:
             lines += ["", f"Baseline: `{SHARED_ONLY}`, the jobs that ran only the settings every job shares (no "
                           "`ablation=baseline` in this table; `--baseline <override>` names another)."]
-        if unequal := unequal_g_steps(table, sweep_dir):
+        if unequal := unequal_g_steps(table, sweep_dirs):
             lines += ["", unequal]
         rows, missing = table_lines(table, table_columns_here)
         lines += [""] + rows
@@ -780,7 +799,7 @@ def write_markdown(path: Path, sweep_dir: Path, variants, tables: list[Table], c
         lines += ["", "## Failed or unfinished jobs", "", "| job | error |", "|---|---|"]
         for job in failed:
             error = " ".join(job.error.split())[:300] or "unknown error"  # one line, even for chained errors
-            lines.append(f"| `{job.dir.relative_to(sweep_dir)}` | {job.state}: {error.replace('|', '/')} |")
+            lines.append(f"| `{job.shown}` | {job.state}: {error.replace('|', '/')} |")
     rolled_back = [job for job in jobs if job.ok and job.rollbacks]
     if rolled_back:  # diverged, yet ok: its numbers measure the weights it went back to, trained on at cut rates
         lines += ["", "## Jobs that diverged and were rolled back", "",
@@ -789,7 +808,7 @@ def write_markdown(path: Path, sweep_dir: Path, variants, tables: list[Table], c
                   "| job | variant | seed | rollbacks (divergence at G step → back to G step) |", "|---|---|---|---|"]
         for job in rolled_back:
             steps = ", ".join(f"{r.get('diverged_at_g_step')} → {r.get('to_g_step')}" for r in job.rollbacks)
-            lines.append(f"| `{job.dir.relative_to(sweep_dir)}` | `{job.variant}` | {job.seed or '–'} | {steps} |")
+            lines.append(f"| `{job.shown}` | `{job.variant}` | {job.seed or '–'} | {steps} |")
     lines += ["", "Figures: `curves.png` (losses and metrics over G steps, mean ± std over seeds), `effects.png` (this "
               "table as a picture: each seed's final value, the mean, and the interval of the difference from the "
               "baseline, per metric), `samples.png` (last sample grid of each variant's first finished seed)."]
@@ -848,7 +867,7 @@ def epochs_end_together(jobs: list[Job]) -> list[float]:
     return sorted(set.intersection(*(set(job.epoch_ends.values()) for job in jobs)))
 
 
-def refuse_g_steps_between_epochs(jobs: list[Job], g_steps: int, sweep_dir: Path) -> None:
+def refuse_g_steps_between_epochs(jobs: list[Job], g_steps: int) -> None:
     """--g-steps N reads each job at the end of an epoch: one line when a finished job has no epoch ending at N."""
     finished = [job for job in jobs if job.ok]
     missing = [job for job in finished if g_steps not in job.epoch_ends.values()]
@@ -859,13 +878,14 @@ def refuse_g_steps_between_epochs(jobs: list[Job], g_steps: int, sweep_dir: Path
     choice = (f"every finished job's epochs end together at G steps {few(together)}: pass one of them" if together else
               "no G step ends an epoch of every finished job: compare them with --epochs")
     raise DataError(f"--g-steps {g_steps}: no epoch of {len(missing)} finished job(s) ends at G step {g_steps} (e.g. "
-                    f"{job.dir.relative_to(sweep_dir)}, whose epochs end at G steps {few(sorted(job.epoch_ends.values()))}); "
+                    f"{job.shown}, whose epochs end at G steps {few(sorted(job.epoch_ends.values()))}); "
                     f"{choice}")
 
 
 def build_report(sweep_dir: str | Path, epochs: int | None = None, baseline: list[str] | None = None,
-                 correction: str = "holm", g_steps: int | None = None) -> dict[str, Path]:
+                 correction: str = "holm", g_steps: int | None = None, more_sweeps=()) -> dict[str, Path]:
     """Write report.md, report.csv, curves.png, effects.png and samples.png into the sweep folder; return their paths.
+    `more_sweeps`: folders whose jobs join the report (read in place: a baseline run earlier, another study's jobs).
 
     With `epochs`: the same report of the values as they stood after that many epochs (e.g. a published
     study's length inside longer runs), written to <sweep>/after_<epochs>_epochs/. With `g_steps`: as they stood
@@ -873,9 +893,16 @@ def build_report(sweep_dir: str | Path, epochs: int | None = None, baseline: lis
     to <sweep>/at_<g_steps>_g_steps/. With `baseline` (overrides,
     e.g. ["loss=bce"]): the variant that ran them is the baseline of the tests, not `ablation=baseline`.
     `correction`: "holm" (each metric's p-values over a table's variants, Holm 1979) or "none"."""
-    sweep_dir = Path(sweep_dir)
-    if not sweep_dir.is_dir():
-        raise DataError(f"{sweep_dir} is not a folder: pass a sweep folder such as multirun/<date>/<time>.")
+    sweep_dirs = [Path(folder) for folder in (sweep_dir, *more_sweeps)]
+    sweep_dir = sweep_dirs[0]
+    for folder in sweep_dirs:
+        if not folder.is_dir():
+            raise DataError(f"{folder} is not a folder: pass a sweep folder such as multirun/<date>/<time>.")
+    for index, folder in enumerate(sweep_dirs):  # a job found twice would count as two seeds
+        inside = next((other for other in sweep_dirs[:index] if overlap(folder, other)), None)
+        if inside is not None:
+            raise DataError(f"{folder} and {inside} hold the same jobs (one is inside the other): pass only {inside}, "
+                            "whose report takes every job below it.")
     if correction not in CORRECTIONS:
         raise DataError(f"--correction {correction}: use one of {', '.join(CORRECTIONS)}")
     for flag, count, what in (("--epochs", epochs, "after that many epochs"), ("--g-steps", g_steps, "at that many G steps")):
@@ -883,17 +910,17 @@ def build_report(sweep_dir: str | Path, epochs: int | None = None, baseline: lis
             raise DataError(f"{flag} {count} must be an integer >= 1 (the report {what}).")
     if epochs is not None and g_steps is not None:
         raise DataError("--epochs and --g-steps cut the jobs in two different places: pass one of them.")
-    jobs = find_jobs(sweep_dir, epochs, g_steps)
+    jobs = find_jobs(sweep_dirs, epochs, g_steps)
     if epochs is not None:
         short = [job for job in jobs if job.ok and job.epochs < epochs]
         if short:  # their last values are not "after N epochs": refused before anything is written
             most = max(job.epochs for job in jobs)
             raise DataError(f"--epochs {epochs} is past the end of {len(short)} finished job(s) (e.g. "
-                            f"{short[0].dir.relative_to(sweep_dir)}: {short[0].epochs} epochs); the longest job ran "
+                            f"{short[0].shown}: {short[0].epochs} epochs); the longest job ran "
                             f"{most}: pass --epochs {min(job.epochs for job in short)} or less")
     if g_steps is not None:
-        refuse_g_steps_between_epochs(jobs, g_steps, sweep_dir)
-    evaluations = use_evaluations(jobs, sweep_dir) if epochs is None and g_steps is None else None  # final states only
+        refuse_g_steps_between_epochs(jobs, g_steps)
+    evaluations = use_evaluations(jobs, sweep_dirs) if epochs is None and g_steps is None else None  # final states only
     variants, common = group_variants(jobs)
     name_baseline(variants, baseline, common)
     tables = split_tables(variants, correction)  # one set of tests, which every file below shows
@@ -905,7 +932,7 @@ def build_report(sweep_dir: str | Path, epochs: int | None = None, baseline: lis
               sweep_dir / f"at_{g_steps}_g_steps" if g_steps is not None else sweep_dir)
     folder.mkdir(exist_ok=True)
     out = {name: folder / name for name in ("report.md", "report.csv", "curves.png", "effects.png", "samples.png")}
-    write_markdown(out["report.md"], sweep_dir, variants, tables, columns, common, jobs, cut_description(epochs, g_steps),
+    write_markdown(out["report.md"], sweep_dirs, variants, tables, columns, common, jobs, cut_description(epochs, g_steps),
                    evaluations, correction)
     write_csv(out["report.csv"], variants, tables, every_column)
     write_curves(out["curves.png"], variants, columns)
@@ -914,10 +941,18 @@ def build_report(sweep_dir: str | Path, epochs: int | None = None, baseline: lis
     return out
 
 
+def overlap(folder: Path, other: Path) -> bool:
+    """Whether one of the two folders is the other or inside it."""
+    folder, other = folder.resolve(), other.resolve()
+    return folder.is_relative_to(other) or other.is_relative_to(folder)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m dcgan_lab.report", description=__doc__.splitlines()[0])
     parser.add_argument("sweep_dir", help="a Hydra multirun folder, e.g. multirun/2026-01-31/12-00-00, or any "
-                                          "folder of run folders, e.g. outputs/2026-01-31")
+                                          "folder of run folders, e.g. outputs/2026-01-31; the report goes there")
+    parser.add_argument("more_sweeps", nargs="*", metavar="more_folders",
+                        help="folders whose jobs join its report, read where they are (e.g. a baseline run earlier)")
     parser.add_argument("--wandb", choices=WANDB_CHOICES, default="auto",
                         help="the report as a run in the sweep's W&B group: auto (when the jobs logged to W&B, "
                              "in their mode), online, offline, or off")
@@ -936,7 +971,7 @@ def main(argv: list[str] | None = None) -> int:
                              "chance; none: uncorrected")
     args = parser.parse_args(argv)
     try:
-        out = build_report(args.sweep_dir, args.epochs, args.baseline, args.correction, args.g_steps)
+        out = build_report(args.sweep_dir, args.epochs, args.baseline, args.correction, args.g_steps, args.more_sweeps)
         wandb_run = report_to_wandb(args.sweep_dir, out, args.wandb)
     except LabError as exc:
         print(f"error: {exc}", file=sys.stderr)

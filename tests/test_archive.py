@@ -160,10 +160,16 @@ def archived_studies() -> list[Path]:
 @pytest.mark.parametrize("study", archived_studies(), ids=lambda path: path.name)
 def test_a_committed_studys_report_is_what_its_archive_gives(study, tmp_path):
     """A results folder that keeps its jobs is reproducible: the report written from them now is the one committed.
-    A change to what the report writes fails here until the committed reports are rewritten with it."""
-    copy = tmp_path / study.name
-    shutil.copytree(study, copy)
-    rewrite = f"the report changed: rewrite it with `python -m dcgan_lab.report {study.relative_to(ROOT)} --wandb off`"
-    committed = (study / "report.md").read_text().replace(str(study.relative_to(ROOT)), "<folder>")
-    assert build_report(copy)["report.md"].read_text().replace(str(copy), "<folder>") == committed, rewrite
-    assert (copy / "report.csv").read_text() == (study / "report.csv").read_text(), rewrite
+    A change to what the report writes fails here until the committed reports are rewritten with it. A report that
+    took jobs from further folders names them in its title (written from the repository's root); they are copied too,
+    to the same places, so that every path the report writes is the committed one."""
+    committed = (study / "report.md").read_text()
+    folders = committed.splitlines()[0].removeprefix("# Sweep report: ").split(" + ")
+    assert folders[0] == str(study.relative_to(ROOT)), "write the report from the repository's root"
+    for folder in folders:
+        shutil.copytree(ROOT / folder, tmp_path / folder)
+    copies = [tmp_path / folder for folder in folders]
+    rewrite = f"the report changed: rewrite it with `python -m dcgan_lab.report {' '.join(folders)} --wandb off`"
+    assert build_report(copies[0], more_sweeps=copies[1:])["report.md"].read_text().replace(
+        f"{tmp_path}/", "") == committed, rewrite
+    assert (copies[0] / "report.csv").read_text() == (study / "report.csv").read_text(), rewrite

@@ -597,6 +597,54 @@ def test_changes_are_told_against_the_baseline_not_the_value_most_variants_share
     assert "| `ablation=baseline, optimizer.betas=[0.0,0.9]` | optimizer.betas=[0.0, 0.9] | 2/2 |" in md
 
 
+def test_further_folders_add_their_jobs_to_the_first_ones_report(tmp_path, capsys, drawn):
+    """A variant run today (study/) against a baseline run earlier in another folder (earlier/): `report study
+    earlier` tests one against the other, writes into study/ only, and names each folder and each job where it is."""
+    from scipy.stats import ttest_ind
+
+    study, earlier = tmp_path / "multirun" / "study", tmp_path / "multirun" / "earlier"
+    for num, fid in enumerate([12, 13]):
+        write_job(study, f"ablation=hinge,seed={num}", num, ["ablation=hinge", f"seed={num}"], rows_for([40, fid], 0.5),
+                  {"status": "ok"}, "top")
+    for num, fid in enumerate([20, 22, 21]):
+        write_job(earlier, f"ablation=baseline,seed={num}", num, ["ablation=baseline", f"seed={num}"],
+                  rows_for([50, fid], 0.5), {"status": "ok"}, "left")
+    write_job(earlier, "ablation=baseline,seed=3", 3, ["ablation=baseline", "seed=3"], None,
+              {"status": "failed", "error": "RuntimeError: out of memory"}, "left")
+    before = sorted(earlier.rglob("*"))
+
+    assert main([str(study), str(earlier), "--wandb", "off"]) == 0
+    table = read_report_csv(study / "report.csv")
+    assert list(table) == ["ablation=hinge", "ablation=baseline"]  # the first folder's variants first
+    assert [table[v]["classifier/fid_n"] for v in table] == ["2", "3"]
+    assert float(table["ablation=hinge"]["classifier/fid_p"]) == pytest.approx(
+        ttest_ind([12, 13], [20, 22, 21], equal_var=False).pvalue)
+    md = (study / "report.md").read_text()
+    assert md.startswith(f"# Sweep report: {study} + {earlier}\n")
+    assert f"Jobs of 2 folders: `{study}` (2), `{earlier}` (4)." in md
+    assert "| `../earlier/ablation=baseline,seed=3` | failed: RuntimeError: out of memory |" in md
+    assert sorted(earlier.rglob("*")) == before  # nothing written where the added jobs are
+    fig, _ = drawn["samples.png"]
+    assert [ax.get_title() for ax in sorted(fig.axes, key=lambda ax: ax.get_position().x0)] == [
+        "ablation=hinge\n(seed 0)", "ablation=baseline\n(seed 0)"]
+
+    # Cut reports go into the first folder too, and name both folders in the command they suggest.
+    assert main([str(study), str(earlier), "--wandb", "off", "--epochs", "1"]) == 0
+    assert read_report_csv(study / "after_1_epochs" / "report.csv")["ablation=hinge"]["classifier/fid_mean"] == "40.0"
+    assert main([str(study), str(earlier), "--wandb", "off", "--g-steps", "15"]) == 2
+    assert "(e.g. ablation=hinge,seed=0, whose epochs end at G steps 10, 20)" in capsys.readouterr().err
+
+    # A folder inside another (or the same twice) would count its jobs twice; a missing one is not a sweep.
+    for folders in ([study, study], [tmp_path / "multirun", earlier], [earlier, earlier / "ablation=baseline,seed=0"]):
+        assert main([*map(str, folders), "--wandb", "off"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err == (f"error: {folders[1]} and {folders[0]} hold the same jobs (one is inside the other): pass only "
+                       f"{folders[0]}, whose report takes every job below it.")
+    assert main([str(study), str(tmp_path / "missing")]) == 2
+    assert capsys.readouterr().err.strip() == (f"error: {tmp_path / 'missing'} is not a folder: pass a sweep folder "
+                                               "such as multirun/<date>/<time>.")
+
+
 def test_report_cli_on_a_folder_without_jobs(tmp_path, capsys):
     assert main([str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip()
