@@ -37,6 +37,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench.py $(ARGS)
 
 # make report SWEEP=multirun/<date>/<time>  (defaults to the newest sweep) [BASELINE="loss=bce ..."]
+# SWEEP="multirun/new multirun/old": the report of multirun/new, with multirun/old's jobs in its tables.
 # The newest sweep: the most recently written folder with Hydra's multirun.yaml (multirun/<date>/<time>/, or a
 # hydra.sweep.dir=multirun/<name>), not a job folder or a report's after_<N>_epochs/ beside it.
 NEWEST_SWEEP = $(shell ls -td multirun/*/multirun.yaml multirun/*/*/multirun.yaml 2>/dev/null | head -n 1 | xargs -r dirname)

@@ -1041,3 +1041,4 @@ def test_make_report_picks_the_newest_sweep_folder_not_a_job_or_a_report_folder(
     assert command()[-1] == "multirun/2026-01-02/10-00-00"
     named = command("SWEEP=multirun/study", "BASELINE=loss=bce optimizer.lr_g=1e-4")
     assert named[-5:] == ["multirun/study", "--baseline", "loss=bce", "--baseline", "optimizer.lr_g=1e-4"]
+    assert command("SWEEP=multirun/study multirun/2026-01-02/10-00-00")[-2:] == ["multirun/study", "multirun/2026-01-02/10-00-00"]
