@@ -135,7 +135,7 @@ def find_jobs(sweep_dirs: list[Path], epochs: int | None = None, g_steps: int | 
     """Every job of the sweeps (runs.job_dirs), the first one's first; with `epochs`, each job's values as they stood
     after that many epochs (its metrics.csv cut there); with `g_steps`, as they stood at the end of the epoch in
     which it took that many G steps (none where no epoch of it ends there: build_report refuses those)."""
-    jobs, order = [], {}
+    jobs, order = [], {}  # {job folder: (the place of its folder among sweep_dirs, the sweep command it came from)}
     for index, sweep_dir in enumerate(sweep_dirs):
         for job_dir in job_dirs(sweep_dir):
             order[job_dir] = (index, str(sweep_of(job_dir, sweep_dir)))
