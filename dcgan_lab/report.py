@@ -39,8 +39,8 @@ from dcgan_lab.metrics import registry
 from dcgan_lab.report_figures import write_curves, write_effects, write_samples
 from dcgan_lab.report_wandb import WANDB_CHOICES, report_to_wandb
 from dcgan_lab.run_folder import read_status
-from dcgan_lab.runs import (direction, epoch_end_g_steps, job_dirs, last_values, logged_epochs, metric_series,
-                            read_overrides, read_rows)
+from dcgan_lab.runs import (direction, epoch_end_g_steps, epoch_end_values, job_dirs, last_values, logged_epochs,
+                            metric_series, read_overrides, read_rows)
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +67,7 @@ class Job:
     variant: str = ""
     epochs: int = 0  # how many epochs its metrics.csv has rows of
     epoch_ends: dict[float, float] = field(default_factory=dict)  # {epoch index: the G step it ended at}
+    epoch_times: dict[float, float] = field(default_factory=dict)  # {epoch index: its train_time_s when it ended}
     grid: str = "last.png"  # the sample grid (in samples/) of the state its values are from
     read_at_g_step: float | None = None  # the G step of that state
     shown: str = ""  # its folder as the report names it: relative to the report's folder
@@ -131,10 +132,12 @@ class Variant:
         return statistics.fmean(values), std, len(values)
 
 
-def find_jobs(sweep_dirs: list[Path], epochs: int | None = None, g_steps: int | None = None) -> list[Job]:
+def find_jobs(sweep_dirs: list[Path], epochs: int | None = None, g_steps: int | None = None,
+              seconds: float | None = None) -> list[Job]:
     """Every job of the sweeps (runs.job_dirs), the first one's first; with `epochs`, each job's values as they stood
     after that many epochs (its metrics.csv cut there); with `g_steps`, as they stood at the end of the epoch in
-    which it took that many G steps (none where no epoch of it ends there: build_report refuses those)."""
+    which it took that many G steps; with `seconds`, at the end of its last epoch that ended within that many seconds
+    of training (none where no epoch fits: build_report refuses those)."""
     jobs, order = [], {}  # {job folder: (the place of its folder among sweep_dirs, the sweep command it came from)}
     for index, sweep_dir in enumerate(sweep_dirs):
         for job_dir in job_dirs(sweep_dir):
@@ -143,19 +146,17 @@ def find_jobs(sweep_dirs: list[Path], epochs: int | None = None, g_steps: int | 
         status = read_status(job_dir)
         metrics_csv = job_dir / "metrics.csv"
         rows = read_rows(metrics_csv) if metrics_csv.exists() else []
-        ends = epoch_end_g_steps(rows)
-        # How many epochs are read: all (None), `epochs`, or up to the one in which the job took its g_steps-th G step
-        # (0 where none did: build_report refuses a finished job like that).
-        cut = epochs if g_steps is None else next((int(e) + 1 for e, step in ends.items() if step == g_steps), 0)
+        ends, times = epoch_end_g_steps(rows), epoch_end_values(rows, "train_time_s")
+        cut = epochs_read(ends, times, epochs, g_steps, seconds)
         curves = metric_series(rows, cut) if cut != 0 else {}
         final = {}
-        if cut is None:  # status.json holds the values at the end (when logging was sparse) and the run's time
+        if cut is None:  # status.json holds the values at the end (when logging was sparse)
             final = {k: float(v) for k, v in ((status or {}).get("final_metrics") or {}).items()}
-            if status and status.get("train_time_s") is not None:
-                final["train_time_s"] = float(status["train_time_s"])
         final.update(last_values(curves))
+        if cut is None and status and status.get("train_time_s") is not None:
+            final["train_time_s"] = float(status["train_time_s"])  # the whole run's, its end work included
         jobs.append(Job(job_dir, _job_num(job_dir), read_overrides(job_dir), status, final, curves,
-                        epochs=logged_epochs(rows), epoch_ends=ends,
+                        epochs=logged_epochs(rows), epoch_ends=ends, epoch_times=times,
                         grid=f"epoch_{cut - 1:04d}.png" if cut else "last.png",
                         read_at_g_step=ends.get(cut - 1) if cut else max(ends.values(), default=None),
                         shown=os.path.relpath(job_dir, sweep_dirs[0])))
@@ -164,6 +165,18 @@ def find_jobs(sweep_dirs: list[Path], epochs: int | None = None, g_steps: int | 
     # panels show its first seeds.
     jobs.sort(key=lambda job: (order[job.dir], job.num, str(job.dir)))
     return jobs
+
+
+def epochs_read(ends: dict[float, float], times: dict[float, float], epochs: int | None, g_steps: int | None,
+                seconds: float | None) -> int | None:
+    """How many of a job's epochs are read: all (None), `epochs`, up to the one in which it took its g_steps-th G
+    step (`ends`: epoch -> G step at its end), or up to its last that ended within `seconds` of training (`times`:
+    epoch -> train_time_s at its end). 0 where no epoch fits: build_report refuses a finished job like that."""
+    if g_steps is not None:
+        return next((int(epoch) + 1 for epoch, step in ends.items() if step == g_steps), 0)
+    if seconds is not None:
+        return max((int(epoch) + 1 for epoch, time_s in times.items() if time_s <= seconds), default=0)
+    return epochs
 
 
 def sweep_of(job_dir: Path, sweep_dir: Path) -> Path:
@@ -846,13 +859,17 @@ def write_csv(path: Path, variants, tables: list[Table], columns) -> None:
             writer.writerow(row)
 
 
-def cut_description(epochs: int | None, g_steps: int | None) -> str:
+def cut_description(epochs: int | None, g_steps: int | None, seconds: float | None = None) -> str:
     """What report.md says of where each job's values were read, when not at its end."""
     if epochs is not None:
         return f" within its first {epochs} epochs (not its last value: the report after {epochs} epochs)"
     if g_steps is not None:
         return (f" up to G step {g_steps} (not its last value: the report at {g_steps} G steps, each job read at the end "
                 "of the epoch in which it took them, whatever its D steps per G step)")
+    if seconds is not None:
+        return (f" within {seconds:g} s of training (not its last value: the report within {seconds:g} seconds, each job "
+                "read at the end of its last epoch that ended by then, as `train_time_s` in its metrics.csv says; times "
+                "from jobs that shared a machine differently do not compare)")
     return ""
 
 
@@ -882,15 +899,41 @@ def refuse_g_steps_between_epochs(jobs: list[Job], g_steps: int) -> None:
                     f"{choice}")
 
 
+def refuse_seconds_outside_jobs(jobs: list[Job], seconds: float) -> None:
+    """--seconds S reads each finished job at the end of its last epoch within S seconds: one line when a job logged
+    no times, or when S is past its end or before its first epoch ended."""
+    finished = [job for job in jobs if job.ok]
+    untimed = [job for job in finished if not job.epoch_times]
+    if untimed:
+        raise DataError(f"--seconds {seconds:g}: {len(untimed)} finished job(s) logged no train_time_s at their epochs' "
+                        f"ends (e.g. {untimed[0].shown}: trained before the lab logged it, or with "
+                        "callbacks.throughput=null); compare them with --epochs or --g-steps")
+    short = [job for job in finished if max(job.epoch_times.values()) < seconds]
+    if short:
+        last = min(max(job.epoch_times.values()) for job in short)
+        raise DataError(f"--seconds {seconds:g} is past the end of {len(short)} finished job(s) (e.g. {short[0].shown}: "
+                        f"its last epoch ended at {max(short[0].epoch_times.values()):.0f} s of training); pass "
+                        f"--seconds {math.floor(last)} or less")
+    early = [job for job in finished if min(job.epoch_times.values()) > seconds]
+    if early:
+        first = max(min(job.epoch_times.values()) for job in early)
+        raise DataError(f"--seconds {seconds:g} is before the first epoch of {len(early)} finished job(s) ended (e.g. "
+                        f"{early[0].shown}: at {min(early[0].epoch_times.values()):.0f} s); pass --seconds "
+                        f"{math.ceil(first)} or more")
+
+
 def build_report(sweep_dir: str | Path, epochs: int | None = None, baseline: list[str] | None = None,
-                 correction: str = "holm", g_steps: int | None = None, more_sweeps=()) -> dict[str, Path]:
+                 correction: str = "holm", g_steps: int | None = None, more_sweeps=(),
+                 seconds: float | None = None) -> dict[str, Path]:
     """Write report.md, report.csv, curves.png, effects.png and samples.png into the sweep folder; return their paths.
     `more_sweeps`: folders whose jobs join the report (read in place: a baseline run earlier, another study's jobs).
 
     With `epochs`: the same report of the values as they stood after that many epochs (e.g. a published
     study's length inside longer runs), written to <sweep>/after_<epochs>_epochs/. With `g_steps`: as they stood
     when each job had taken that many G steps (variants with several D steps per G step compared per G step), written
-    to <sweep>/at_<g_steps>_g_steps/. With `baseline` (overrides,
+    to <sweep>/at_<g_steps>_g_steps/. With `seconds`: as each stood at the end of its last epoch within that many
+    seconds of training (variants compared at equal time), written to <sweep>/within_<seconds>_seconds/. With
+    `baseline` (overrides,
     e.g. ["loss=bce"]): the variant that ran them is the baseline of the tests, not `ablation=baseline`.
     `correction`: "holm" (each metric's p-values over a table's variants, Holm 1979) or "none"."""
     sweep_dirs = [Path(folder) for folder in (sweep_dir, *more_sweeps)]
@@ -908,9 +951,13 @@ def build_report(sweep_dir: str | Path, epochs: int | None = None, baseline: lis
     for flag, count, what in (("--epochs", epochs, "after that many epochs"), ("--g-steps", g_steps, "at that many G steps")):
         if count is not None and (isinstance(count, bool) or not isinstance(count, int) or count < 1):
             raise DataError(f"{flag} {count} must be an integer >= 1 (the report {what}).")
-    if epochs is not None and g_steps is not None:
-        raise DataError("--epochs and --g-steps cut the jobs in two different places: pass one of them.")
-    jobs = find_jobs(sweep_dirs, epochs, g_steps)
+    if seconds is not None and (isinstance(seconds, bool) or not isinstance(seconds, (int, float))
+                                or not math.isfinite(seconds) or seconds <= 0):
+        raise DataError(f"--seconds {seconds} must be a number > 0 (the report within that many seconds of training).")
+    cuts = [flag for flag, value in (("--epochs", epochs), ("--g-steps", g_steps), ("--seconds", seconds)) if value is not None]
+    if len(cuts) > 1:
+        raise DataError(f"{' and '.join(cuts)} cut the jobs in different places: pass one of them.")
+    jobs = find_jobs(sweep_dirs, epochs, g_steps, seconds)
     if epochs is not None:
         short = [job for job in jobs if job.ok and job.epochs < epochs]
         if short:  # their last values are not "after N epochs": refused before anything is written
@@ -920,7 +967,9 @@ def build_report(sweep_dir: str | Path, epochs: int | None = None, baseline: lis
                             f"{most}: pass --epochs {min(job.epochs for job in short)} or less")
     if g_steps is not None:
         refuse_g_steps_between_epochs(jobs, g_steps)
-    evaluations = use_evaluations(jobs, sweep_dirs) if epochs is None and g_steps is None else None  # final states only
+    if seconds is not None:
+        refuse_seconds_outside_jobs(jobs, seconds)
+    evaluations = use_evaluations(jobs, sweep_dirs) if not cuts else None  # final states only
     variants, common = group_variants(jobs)
     name_baseline(variants, baseline, common)
     tables = split_tables(variants, correction)  # one set of tests, which every file below shows
@@ -929,10 +978,11 @@ def build_report(sweep_dir: str | Path, epochs: int | None = None, baseline: lis
     columns = table_columns(variants)
     every_column = table_columns(variants, every_metric=True)
     folder = (sweep_dir / f"after_{epochs}_epochs" if epochs is not None else
-              sweep_dir / f"at_{g_steps}_g_steps" if g_steps is not None else sweep_dir)
+              sweep_dir / f"at_{g_steps}_g_steps" if g_steps is not None else
+              sweep_dir / f"within_{seconds:g}_seconds" if seconds is not None else sweep_dir)
     folder.mkdir(exist_ok=True)
     out = {name: folder / name for name in ("report.md", "report.csv", "curves.png", "effects.png", "samples.png")}
-    write_markdown(out["report.md"], sweep_dirs, variants, tables, columns, common, jobs, cut_description(epochs, g_steps),
+    write_markdown(out["report.md"], sweep_dirs, variants, tables, columns, common, jobs, cut_description(epochs, g_steps, seconds),
                    evaluations, correction)
     write_csv(out["report.csv"], variants, tables, every_column)
     write_curves(out["curves.png"], variants, columns)
@@ -962,6 +1012,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--g-steps", type=int, default=None, metavar="N",
                         help="report each job's values as they stood at G step N (read at the end of the epoch in which "
                              "it took them), e.g. to compare n_critic variants per G step, into <sweep>/at_<N>_g_steps/")
+    parser.add_argument("--seconds", type=float, default=None, metavar="S",
+                        help="report each job's values as they stood after S seconds of training (read at the end of "
+                             "its last epoch that ended by then), e.g. to compare variants whose steps cost more at "
+                             "equal time, into <sweep>/within_<S>_seconds/")
     parser.add_argument("--baseline", action="append", metavar="OVERRIDE",
                         help="the variant that ran this override (e.g. loss=bce; repeat to narrow it down) is the "
                              "baseline of the tests (default: the ablation=baseline variant)")
@@ -971,7 +1025,8 @@ def main(argv: list[str] | None = None) -> int:
                              "chance; none: uncorrected")
     args = parser.parse_args(argv)
     try:
-        out = build_report(args.sweep_dir, args.epochs, args.baseline, args.correction, args.g_steps, args.more_sweeps)
+        out = build_report(args.sweep_dir, args.epochs, args.baseline, args.correction, args.g_steps, args.more_sweeps,
+                           args.seconds)
         wandb_run = report_to_wandb(args.sweep_dir, out, args.wandb)
     except LabError as exc:
         print(f"error: {exc}", file=sys.stderr)

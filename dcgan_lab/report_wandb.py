@@ -99,7 +99,7 @@ def log_report_to_wandb(sweep_dir: str | Path, report_files: dict[str, Path], de
     from dcgan_lab.loggers import new_wandb_logger, show_png
 
     sweep_dir = Path(sweep_dir)
-    folder = report_files["report.md"].parent  # the sweep folder, or after_<N>_epochs/ or at_<N>_g_steps/ in it
+    folder = report_files["report.md"].parent  # the sweep folder, or a cut's folder in it (after_<N>_epochs/, ...)
     name = "report" if folder.resolve() == sweep_dir.resolve() else f"report {folder.name}"
     logger = new_wandb_logger(
         str(sweep_dir), destination.project, destination.mode, group=destination.group, name=name,

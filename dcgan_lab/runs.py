@@ -70,11 +70,17 @@ def metric_series(rows: list[dict[str, str]], epochs: int | None = None) -> dict
 
 def epoch_end_g_steps(rows: list[dict[str, str]]) -> dict[float, float]:
     """{epoch index: the G step it ended at}: the last g_step its rows logged (the step logs each epoch's last batch)."""
+    return epoch_end_values(rows, "g_step")
+
+
+def epoch_end_values(rows: list[dict[str, str]], column: str) -> dict[float, float]:
+    """{epoch index: the highest value of `column` its rows logged}: for a count that only grows (g_step, the
+    train_time_s that callbacks.throughput logs at each epoch's end), where the epoch ended."""
     ends: dict[float, float] = {}
     for row in rows:
-        epoch, g_step = _float(row.get("epoch")), _float(row.get("g_step"))
-        if epoch is not None and g_step is not None:
-            ends[epoch] = max(g_step, ends.get(epoch, g_step))
+        epoch, value = _float(row.get("epoch")), _float(row.get(column))
+        if epoch is not None and value is not None:
+            ends[epoch] = max(value, ends.get(epoch, value))
     return ends
 
 

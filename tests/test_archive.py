@@ -13,8 +13,9 @@ from PIL import Image
 from dcgan_lab import archive
 from dcgan_lab.archive import archive_sweep, main
 from dcgan_lab.report import build_report
+from dcgan_lab.runs import epoch_end_values, read_rows
 from tests.conftest import FAST, ROOT, run_cli
-from tests.test_report import composed, rows_for, sweep, write_job  # noqa: F401 (fixtures)
+from tests.test_report import composed, read_report_csv, rows_for, sweep, write_job  # noqa: F401 (fixtures)
 
 
 def pixels(path: Path) -> np.ndarray:
@@ -148,13 +149,21 @@ def test_a_real_sweeps_archive_from_the_command_line(tmp_path):
     assert f"`python -m dcgan_lab.report {tmp_path / 'archive'}` writes the sweep's report from it" in done.stdout
     assert list(sweep_dir.rglob("*.ckpt")) and not list((tmp_path / "archive").rglob("*.ckpt"))
     same_report(sweep_dir, tmp_path / "archive")
+    # Each real job logged its seconds of training at its epoch's end (what --seconds reads), and the archive keeps
+    # them: a cut report shows the time at the epoch it reads, below each job's total.
+    archived = sorted((tmp_path / "archive").rglob("metrics.csv"))
+    ends = [epoch_end_values(read_rows(csv), "train_time_s") for csv in archived]
+    totals = [json.loads((csv.parent / "status.json").read_text())["train_time_s"] for csv in archived]
+    assert len(ends) == 2 and all(list(end) == [0.0] and 0 < end[0] < total for end, total in zip(ends, totals))
+    table = read_report_csv(build_report(tmp_path / "archive", epochs=1)["report.csv"])
+    assert sorted(float(row["train_time_s_mean"]) for row in table.values()) == sorted(end[0] for end in ends)
 
 
 def archived_studies() -> list[Path]:
     """The folders of benchmarks/results/ that hold their sweep's archive beside its report."""
     results = ROOT / "benchmarks" / "results"
     return sorted({path.parent for path in results.rglob("report.md")
-                   if any(path.parent.rglob(".hydra/overrides.yaml")) and not path.parent.name.startswith(("after_", "at_"))})
+                   if any(path.parent.rglob(".hydra/overrides.yaml")) and not path.parent.name.startswith(("after_", "at_", "within_"))})
 
 
 @pytest.mark.parametrize("study", archived_studies(), ids=lambda path: path.name)

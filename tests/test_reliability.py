@@ -79,7 +79,7 @@ class InterruptAt(L.Callback):
 # throughput from the first batch, so it is logged at every epoch's end.
 WITH_METRICS = ("metrics=default", "metrics.every_n_epochs=1", "metrics.n_samples=100", "metrics.figures=false",
                 "trainer.log_every_n_steps=1", "callbacks.throughput.warmup=0")
-TIMINGS = ("metrics/eval_time_s", "perf/images_per_s", "perf/wall_images_per_s")  # wall-clock values: only where they are logged can match
+TIMINGS = ("metrics/eval_time_s", "perf/images_per_s", "perf/wall_images_per_s", "train_time_s")  # wall-clock values: only where they are logged can match
 
 
 def csv_rows(run: Path) -> list[dict]:
@@ -119,6 +119,11 @@ def test_resumed_run_ends_with_the_weights_and_metrics_rows_of_an_uninterrupted_
     run_ends = {"perf/wall_images_per_s": "<time>", "step": "4"}
     assert [row for row in rows if row == run_ends] == [run_ends]
     assert [row for row in rows if row != run_ends] == expected  # same columns, steps and values, row by row
+    # The run's seconds of training at each epoch's end go on across the resume (report --seconds reads them), and
+    # the last is below status.json's total, which adds the end work.
+    with open(run / "metrics.csv") as f:
+        times = [(row["epoch"], float(row["train_time_s"])) for row in csv.DictReader(f) if row["train_time_s"]]
+    assert [epoch for epoch, _ in times] == ["0", "1"] and 0 < times[0][1] < times[1][1] < resumed["metrics"]["train_time_s"]
 
 
 def test_resume_from_an_earlier_checkpoint_drops_the_rows_logged_after_it(make_cfg, tmp_path, uninterrupted):

@@ -537,7 +537,7 @@ def test_the_report_at_n_g_steps_reads_each_job_where_it_took_them(tmp_path, com
         "pass one of them\n")
     assert not (root / "at_15_g_steps").exists()
     assert main([str(root), "--wandb", "off", "--g-steps", "20", "--epochs", "2"]) == 2
-    assert capsys.readouterr().err == "error: --epochs and --g-steps cut the jobs in two different places: pass one of them.\n"
+    assert capsys.readouterr().err == "error: --epochs and --g-steps cut the jobs in different places: pass one of them.\n"
 
     # Read after 4 epochs, the baseline has taken 40 G steps and n_critic=2 20: the report says so, and how to compare.
     md = build_report(root, epochs=4)["report.md"].read_text()
@@ -545,6 +545,73 @@ def test_the_report_at_n_g_steps_reads_each_job_where_it_took_them(tmp_path, com
             f"fewer G updates may only be behind. `python -m dcgan_lab.report {root} --g-steps 20` compares them at G "
             "step 20.") in md
     assert "different G steps" not in build_report(root)["report.md"].read_text()  # both ended at G step 40
+
+
+def timed_rows(seconds_per_epoch: float, epochs: int, fids: dict[int, float]) -> list[dict]:
+    """epoch_rows with 10 G steps an epoch, plus what callbacks.throughput logs at each epoch's end: the run's seconds of
+    training by then, with the epoch's index and without a g_step."""
+    rows = []
+    for epoch in range(epochs):
+        rows += epoch_rows(10, epoch + 1, fids)[-2 if epoch in fids else -1:]
+        rows.append({"step": 30 * (epoch + 1), "train_time_s": seconds_per_epoch * (epoch + 1), "epoch": epoch})
+    return rows
+
+
+def test_the_report_within_n_seconds_reads_each_job_at_its_last_epoch_by_then(tmp_path, composed, drawn, capsys):
+    # The baseline takes 10 s an epoch, a costlier variant 25 s; both evaluated every epoch. Within 50 s the baseline
+    # has trained 5 epochs, the variant 2: each is read at the end of that epoch.
+    root = tmp_path / "multirun" / "costly"
+    for seed in (0, 1):
+        write_job(root, f"ablation=baseline,seed={seed}", seed, ["ablation=baseline", f"seed={seed}"],
+                  timed_rows(10, 8, {e: 100 - 10 * e + seed for e in range(8)}), {"status": "ok", "train_time_s": 85},
+                  "right", composed["baseline"], header=[*HEADER, "train_time_s"])
+        write_job(root, f"training.n_critic=5,seed={seed}", 2 + seed, ["training.n_critic=5", f"seed={seed}"],
+                  timed_rows(25, 4, {e: 60 - 10 * e + seed for e in range(4)}), {"status": "ok", "train_time_s": 104},
+                  "right", composed["baseline"], header=[*HEADER, "train_time_s"])
+        for job, epoch, pattern in ((f"ablation=baseline,seed={seed}", 4, "left"), (f"training.n_critic=5,seed={seed}", 1, "top")):
+            grid = np.zeros((18, 18, 3), dtype=np.uint8)
+            grid[PATTERNS[pattern]] = 255
+            Image.fromarray(grid).save(root / job / "samples" / f"epoch_{epoch:04d}.png")
+
+    assert main([str(root), "--wandb", "off", "--seconds", "55"]) == 0
+    out = root / "within_55_seconds"
+    table = read_report_csv(out / "report.csv")
+    assert float(table["ablation=baseline"]["classifier/fid_mean"]) == 60.5  # epoch 4's (ended at 50 s), not epoch 5's
+    assert float(table["training.n_critic=5"]["classifier/fid_mean"]) == 50.5  # epoch 1's (50 s), not epoch 2's (75 s)
+    assert [float(table[v]["train_time_s_mean"]) for v in table] == [50, 50]  # the time at the epoch read
+    md = (out / "report.md").read_text()
+    assert "last logged value within 55 s of training (not its last value" in md
+    assert "`ablation=baseline` 50; `training.n_critic=5` 20" in md  # G steps: one read at 50, the other at 20
+    fig, _ = drawn["samples.png"]
+    baseline, costly = (ax.images[0].get_array() for ax in sorted(fig.axes, key=lambda ax: ax.get_position().x0))
+    assert baseline[:, :9].mean() == 1 and baseline[:, 9:].mean() == 0  # the baseline's grid of epoch 4
+    assert costly[:9].mean() == 1 and costly[9:].mean() == 0  # the variant's of epoch 1
+    # Read at their ends, the whole run's time comes from status.json, the end work included.
+    assert [float(v["train_time_s_mean"]) for v in read_report_csv(build_report(root)["report.csv"]).values()] == [85, 104]
+
+    # Past a job's end, before its first epoch ended, jobs that logged no times, other cuts: one line each.
+    refusals = {
+        "90": "--seconds 90 is past the end of 2 finished job(s) (e.g. ablation=baseline,seed=0: its last epoch "
+              "ended at 80 s of training); pass --seconds 80 or less",
+        "20": "--seconds 20 is before the first epoch of 2 finished job(s) ended (e.g. training.n_critic=5,seed=0: at "
+              "25 s); pass --seconds 25 or more",
+        "0": "--seconds 0.0 must be a number > 0 (the report within that many seconds of training).",
+        "nan": "--seconds nan must be a number > 0 (the report within that many seconds of training).",
+    }
+    for seconds, line in refusals.items():
+        assert main([str(root), "--wandb", "off", "--seconds", seconds]) == 2
+        assert capsys.readouterr().err == f"error: {line}\n"
+    assert main([str(root), "--wandb", "off", "--seconds", "50", "--g-steps", "20"]) == 2
+    assert capsys.readouterr().err == "error: --g-steps and --seconds cut the jobs in different places: pass one of them.\n"
+    write_job(root, "ablation=baseline,seed=2", 4, ["ablation=baseline", "seed=2"], epoch_rows(10, 8, {7: 30}),
+              {"status": "ok", "train_time_s": 80}, "right", composed["baseline"])
+    assert main([str(root), "--wandb", "off", "--seconds", "50"]) == 2
+    assert capsys.readouterr().err == (
+        "error: --seconds 50: 1 finished job(s) logged no train_time_s at their epochs' ends (e.g. "
+        "ablation=baseline,seed=2: trained before the lab logged it, or with callbacks.throughput=null); compare them "
+        "with --epochs or --g-steps\n")
+    assert sorted(p.name for p in root.iterdir() if not p.name.startswith("ablation=") and not p.name.startswith("training.")) == [
+        "curves.png", "effects.png", "report.csv", "report.md", "samples.png", "within_55_seconds"]
 
 
 def test_an_unreadable_status_is_a_failed_job_and_unreadable_overrides_one_line(sweep, capsys):

@@ -75,8 +75,11 @@ class Throughput(L.Callback):
       evaluations: what a run costs (make bench compares it with a plain loop). Recorded at each epoch's end
       (so up to the epochs before it) and once more when training ends, counting the last epoch's end work:
       that last value is the run's.
+    - `train_time_s`: the run's seconds of training when each epoch ended (a resume's earlier parts included, as
+      status.json's total does), in a row with the epoch's index: what `report --seconds` reads to compare
+      variants at equal time.
 
-    The device is synchronised only where the clock is read (twice an epoch), never per step.
+    The device is synchronised only where the clock is read (a few times an epoch), never per step.
     """
 
     def __init__(self, warmup: int = 5):
@@ -128,6 +131,10 @@ class Throughput(L.Callback):
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         self._record(trainer, pl_module)
+        self._now(pl_module)  # the epoch's work done, so that the run's clock reads its end
+        row = {"train_time_s": pl_module.train_time_s, "epoch": trainer.current_epoch}
+        for logger in trainer.loggers:
+            logger.log_metrics(row, step=trainer.global_step)
 
     def on_train_end(self, trainer, pl_module) -> None:
         # Lightning ends a fit with an epoch end, which recorded the epochs' rate; a stop inside an epoch did not.
