@@ -75,7 +75,8 @@ class Throughput(L.Callback):
       evaluations: what a run costs (make bench compares it with a plain loop). Recorded at each epoch's end
       (so up to the epochs before it) and once more when training ends, counting the last epoch's end work:
       that last value is the run's.
-    - `train_time_s`: the run's seconds of training when each epoch ended (a resume's earlier parts included, as
+    - `train_time_s`: the run's wall seconds since training started (evaluations and checkpoints of earlier epochs
+      included, this epoch's end work not yet) when each epoch ended (a resume's earlier parts included, as
       status.json's total does), in a row with the epoch's index: what `report --seconds` reads to compare
       variants at equal time.
 
