@@ -3,7 +3,7 @@ samples.png.
 
 Written into that folder: `multirun/<date>/<time>`, or e.g. `outputs/<date>` to compare separate runs. Further
 folders add their jobs to the first one's report (a baseline run earlier, another study's variants), read where they
-are: nothing is copied or written there.
+are: nothing is copied or written there. The first may then be a new, empty folder for the comparison.
 
     python -m dcgan_lab.report multirun/<date>/<time> [more folders] [--wandb auto|online|offline|off] [--baseline loss=bce]
 
@@ -139,8 +139,8 @@ def find_jobs(sweep_dirs: list[Path], epochs: int | None = None, g_steps: int | 
     which it took that many G steps; with `seconds`, at the end of its last epoch that ended within that many seconds
     of training (none where no epoch fits: build_report refuses those)."""
     jobs, order = [], {}  # {job folder: (the place of its folder among sweep_dirs, the sweep command it came from)}
-    for index, sweep_dir in enumerate(sweep_dirs):
-        for job_dir in job_dirs(sweep_dir):
+    for index, sweep_dir in enumerate(sweep_dirs):  # the report's own folder may hold none when others are given
+        for job_dir in job_dirs(sweep_dir, required=index > 0 or len(sweep_dirs) == 1):
             order[job_dir] = (index, str(sweep_of(job_dir, sweep_dir)))
     for job_dir in order:
         status = read_status(job_dir)

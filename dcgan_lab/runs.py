@@ -118,12 +118,12 @@ def best_values(series: dict[str, list[tuple[float, float]]]) -> dict[str, float
     return best
 
 
-def job_dirs(sweep_dir: str | Path) -> list[Path]:
+def job_dirs(sweep_dir: str | Path, required: bool = True) -> list[Path]:
     """Every job folder under a sweep, in path order: each folder where Hydra wrote .hydra/overrides.yaml, at any depth
     (override values with '/' nest folders; seeds run later into <sweep>/more_seeds join from below it). A folder with
-    none is refused."""
+    none is refused, unless not `required`."""
     jobs = [overrides.parent.parent for overrides in sorted(Path(sweep_dir).rglob(".hydra/overrides.yaml"))]
-    if not jobs:
+    if not jobs and required:
         raise DataError(f"no Hydra jobs under {sweep_dir} (no */.hydra/overrides.yaml): pass a folder written by "
                         "`python train.py -m ...`.")
     return jobs

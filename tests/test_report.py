@@ -691,6 +691,12 @@ def test_further_folders_add_their_jobs_to_the_first_ones_report(tmp_path, capsy
     assert f"Jobs of 2 folders: `{study}` (2), `{earlier}` (4)." in md
     assert "| `../earlier/ablation=baseline,seed=3` | failed: RuntimeError: out of memory |" in md
     assert sorted(earlier.rglob("*")) == before  # nothing written where the added jobs are
+    compare = tmp_path / "compare"  # a folder of its own for the comparison: no jobs there
+    compare.mkdir()
+    assert main([str(compare), str(study), str(earlier), "--wandb", "off"]) == 0
+    assert read_report_csv(compare / "report.csv") == table
+    assert f"Jobs of 3 folders: `{compare}` (0), `{study}` (2), `{earlier}` (4)." in (compare / "report.md").read_text()
+    assert "| `../multirun/earlier/ablation=baseline,seed=3` | failed:" in (compare / "report.md").read_text()
     fig, _ = drawn["samples.png"]
     assert [ax.get_title() for ax in sorted(fig.axes, key=lambda ax: ax.get_position().x0)] == [
         "ablation=hinge\n(seed 0)", "ablation=baseline\n(seed 0)"]
