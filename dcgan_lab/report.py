@@ -912,13 +912,13 @@ def refuse_seconds_outside_jobs(jobs: list[Job], seconds: float) -> None:
     if short:
         last = min(max(job.epoch_times.values()) for job in short)
         raise DataError(f"--seconds {seconds:g} is past the end of {len(short)} finished job(s) (e.g. {short[0].shown}: "
-                        f"its last epoch ended at {max(short[0].epoch_times.values()):.0f} s of training); pass "
+                        f"its last epoch ended at {max(short[0].epoch_times.values()):.1f} s of training); pass "
                         f"--seconds {math.floor(last)} or less")
     early = [job for job in finished if min(job.epoch_times.values()) > seconds]
     if early:
         first = max(min(job.epoch_times.values()) for job in early)
         raise DataError(f"--seconds {seconds:g} is before the first epoch of {len(early)} finished job(s) ended (e.g. "
-                        f"{early[0].shown}: at {min(early[0].epoch_times.values()):.0f} s); pass --seconds "
+                        f"{early[0].shown}: at {min(early[0].epoch_times.values()):.1f} s); pass --seconds "
                         f"{math.ceil(first)} or more")
 
 

@@ -592,9 +592,9 @@ def test_the_report_within_n_seconds_reads_each_job_at_its_last_epoch_by_then(tm
     # Past a job's end, before its first epoch ended, jobs that logged no times, other cuts: one line each.
     refusals = {
         "90": "--seconds 90 is past the end of 2 finished job(s) (e.g. ablation=baseline,seed=0: its last epoch "
-              "ended at 80 s of training); pass --seconds 80 or less",
+              "ended at 80.0 s of training); pass --seconds 80 or less",
         "20": "--seconds 20 is before the first epoch of 2 finished job(s) ended (e.g. training.n_critic=5,seed=0: at "
-              "25 s); pass --seconds 25 or more",
+              "25.0 s); pass --seconds 25 or more",
         "0": "--seconds 0.0 must be a number > 0 (the report within that many seconds of training).",
         "nan": "--seconds nan must be a number > 0 (the report within that many seconds of training).",
     }
