@@ -80,7 +80,7 @@ class Throughput(L.Callback):
       status.json's total does), in a row with the epoch's index: what `report --seconds` reads to compare
       variants at equal time.
 
-    The device is synchronised only where the clock is read (a few times an epoch), never per step.
+    The device is synchronised only where the clock is read (twice an epoch), never per step.
     """
 
     def __init__(self, warmup: int = 5):
@@ -113,10 +113,10 @@ class Throughput(L.Callback):
     def images_per_s(self) -> float:
         return self._value
 
-    def _record(self, trainer, pl_module, wall_only: bool = False) -> None:
+    def _record(self, trainer, pl_module, now: float, wall_only: bool = False) -> None:
+        """The rates up to `now` (a clock read after the device finished)."""
         if self._warm_since is None or not self.images:
             return
-        now = self._now(pl_module)
         rates = {"perf/wall_images_per_s": self.images / (now - self._warm_since)}
         if not wall_only:
             if self._epoch_since is not None:
@@ -131,12 +131,12 @@ class Throughput(L.Callback):
             logger.log_metrics(rates, step=trainer.global_step)
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
-        self._record(trainer, pl_module)
-        self._now(pl_module)  # the epoch's work done, so that the run's clock reads its end
+        # One clock read after the epoch's work is done: the rates' and the run's time (module.train_time_s).
+        self._record(trainer, pl_module, self._now(pl_module))
         row = {"train_time_s": pl_module.train_time_s, "epoch": trainer.current_epoch}
         for logger in trainer.loggers:
             logger.log_metrics(row, step=trainer.global_step)
 
     def on_train_end(self, trainer, pl_module) -> None:
         # Lightning ends a fit with an epoch end, which recorded the epochs' rate; a stop inside an epoch did not.
-        self._record(trainer, pl_module, wall_only=self.images == self._images_recorded)
+        self._record(trainer, pl_module, self._now(pl_module), wall_only=self.images == self._images_recorded)
